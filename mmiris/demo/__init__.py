@@ -1,0 +1,1 @@
+"""The embedded demo: a generated catalogue (``synthetic``) and nothing real."""
