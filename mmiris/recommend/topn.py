@@ -1,0 +1,122 @@
+"""Batch top-N recommendation with explanations, vectorised over users.
+
+Users are processed in batches (sorted by history length so item-similarity models pad
+little); each batch is scored over the whole catalogue with ``model.score_all``, consumed
+items are masked out, the best N are kept (``torch.topk``), and for attention models their
+top-k historical items come from one ``model.attention`` call on the [B, N] targets.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from mmiris.data.split import UserHistory
+from mmiris.models.base import Recommender
+from mmiris.progress import Progress
+from mmiris.recommend.explain import explain
+
+log = logging.getLogger("mmiris.recommend")
+
+EXPLANATION_TYPE = pa.struct([pa.field("item_id", pa.int64()), pa.field("relevance", pa.float32())])
+
+
+@dataclass
+class TopN:
+    """Recommendations as arrays. Missing slots (fewer unseen items than N) hold item -1."""
+
+    users: np.ndarray  # int64 [U]
+    items: np.ndarray  # int64 [U, N]
+    scores: np.ndarray  # float32 [U, N], σ(r̂_uj)
+    explain_items: np.ndarray | None  # int64 [U, N, k], -1 past the history; None: no attention
+    explain_relevance: np.ndarray | None  # float32 [U, N, k], a_ij
+
+    def to_table(self) -> pa.Table:
+        """One row per (user, rank), in the ``recommendations`` contract's columns."""
+        U, N = self.items.shape
+        valid = self.items >= 0
+        user_col = np.repeat(self.users, N).reshape(U, N)[valid]
+        rank_col = np.broadcast_to(np.arange(1, N + 1, dtype=np.int32), (U, N))[valid]
+        cols = {
+            "user_id": pa.array(user_col, pa.int64()),
+            "rank": pa.array(rank_col, pa.int32()),
+            "item_id": pa.array(self.items[valid], pa.int64()),
+            "score": pa.array(self.scores[valid].astype(np.float32), pa.float32()),
+        }
+        n = int(valid.sum())
+        if self.explain_items is None:
+            cols["explanations"] = pa.nulls(n, pa.list_(EXPLANATION_TYPE))
+        else:
+            ex_items = self.explain_items[valid]  # [n, k]
+            ex_rel = self.explain_relevance[valid]
+            keep = ex_items >= 0
+            offsets = np.zeros(n + 1, dtype=np.int32)
+            np.cumsum(keep.sum(1), out=offsets[1:])
+            structs = pa.StructArray.from_arrays(
+                [pa.array(ex_items[keep], pa.int64()), pa.array(ex_rel[keep].astype(np.float32), pa.float32())],
+                fields=list(EXPLANATION_TYPE))
+            cols["explanations"] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs)
+        return pa.table(cols)
+
+
+def consumed_history(n_users: int, n_items: int, *pairs: tuple[np.ndarray, np.ndarray]) -> UserHistory:
+    """Everything each user is known to have consumed (train, valid and test items)."""
+    users = np.concatenate([np.asarray(u, dtype=np.int64) for u, _ in pairs])
+    items = np.concatenate([np.asarray(i, dtype=np.int64) for _, i in pairs])
+    key = np.unique(users * n_items + items)  # de-duplicate
+    return UserHistory.from_pairs(key // n_items, key % n_items, n_users, n_items)
+
+
+@torch.inference_mode()
+def recommend_top_n(model: Recommender, consumed: UserHistory, users: np.ndarray | None = None,
+                    top_n: int = 10, explain_k: int = 3, batch_users: int = 256) -> TopN:
+    """Top-``top_n`` unseen items for each of ``users`` (default: all), with the top
+    ``explain_k`` historical items per recommendation for attention models."""
+    model.eval()
+    users = np.arange(model.n_users, dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
+    if len(users) and (users.min() < 0 or users.max() >= model.n_users):
+        bad = users[(users < 0) | (users >= model.n_users)][0]
+        raise ValueError(f"user {bad} outside 0..{model.n_users - 1}")
+    n_items = model.n_items
+    N = min(top_n, n_items)
+    with_expl = bool(model.has_attention) and explain_k > 0
+    out_items = np.full((len(users), N), -1, dtype=np.int64)
+    out_scores = np.zeros((len(users), N), dtype=np.float32)
+    ex_items = np.full((len(users), N, explain_k), -1, dtype=np.int64) if with_expl else None
+    ex_rel = np.full((len(users), N, explain_k), np.nan, dtype=np.float32) if with_expl else None
+
+    # Similar history lengths in a batch: item-similarity models pad to the longest one.
+    hist = model.history if model.history is not None else consumed
+    order = np.argsort(hist.lengths(users), kind="stable")
+    device = model.device
+    with Progress(len(users), "recommend", log, unit="users") as progress:
+        for start in range(0, len(users), batch_users):
+            rows = order[start:start + batch_users]
+            batch = users[rows]
+            u = torch.from_numpy(batch).to(device)
+            logits = model.score_all(u).float()  # [B, n_items]
+            seen = _seen_mask(consumed, batch, n_items).to(device)
+            logits = logits.masked_fill(seen, float("-inf"))
+            top, idx = logits.topk(N, dim=1)
+            ok = torch.isfinite(top)
+            out_items[rows] = idx.masked_fill(~ok, -1).cpu().numpy()
+            out_scores[rows] = torch.sigmoid(top).masked_fill(~ok, 0.0).cpu().numpy()
+            if with_expl:
+                e_items, e_rel = explain(model, u, idx, explain_k)
+                ex_items[rows] = e_items.cpu().numpy()
+                ex_rel[rows] = e_rel.cpu().numpy()
+            progress.update(len(batch))
+    return TopN(users, out_items, out_scores, ex_items, ex_rel)
+
+
+def _seen_mask(consumed: UserHistory, users: np.ndarray, n_items: int) -> torch.Tensor:
+    starts, lens = consumed.indptr[users], consumed.lengths(users)
+    rows = np.repeat(np.arange(len(users)), lens)
+    cols = consumed.indices[np.repeat(starts, lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))]
+    mask = torch.zeros(len(users), n_items, dtype=torch.bool)
+    mask[torch.from_numpy(rows), torch.from_numpy(cols)] = True
+    return mask

@@ -1,0 +1,86 @@
+"""Stage: batch top-N recommendations with interest-relevance explanations.
+
+    ref = recommend(store, model_ref, split_ref, top_n=10, explain_k=3)
+
+Writes a ``recommendations`` artifact (schemas/recommendations.json): one row per (user,
+rank) with the item, its predicted probability σ(r̂_uj) and, for attention models, the
+user's ``explain_k`` historical items of highest interest relevance a_ij (null otherwise).
+Items the user is known to have consumed anywhere in the split (train, validation and
+test) are never recommended; the model scores with the history it was trained with.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
+from mmiris.data.split import load_split
+from mmiris.errors import MmirisError
+from mmiris.models.base import Recommender
+from mmiris.recommend.topn import consumed_history, recommend_top_n
+
+log = logging.getLogger("mmiris.recommend")
+
+
+def load_trained_model(store: ArtifactStore, model_ref: ArtifactRef | str) -> Recommender:
+    """The training stage's loader (mmiris/train/checkpoint.py), imported when needed."""
+    try:
+        from mmiris.train.checkpoint import load_model
+    except ImportError as exc:  # the training package is missing from this install
+        raise MmirisError(f"cannot load model {model_ref}: mmiris.train.checkpoint is unavailable ({exc})") from None
+    return load_model(store, model_ref)
+
+
+def recommend(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref: ArtifactRef | str, *,
+              top_n: int = 10, explain_k: int = 3, users: list[int] | None = None,
+              batch_users: int = 256, name: str | None = None) -> ArtifactRef:
+    model_ref = store.resolve(model_ref)
+    split_ref = store.resolve(split_ref)
+    if top_n < 1 or explain_k < 0:
+        raise MmirisError(f"top_n must be >= 1 and explain_k >= 0 (got {top_n}, {explain_k})")
+    user_list = sorted({int(u) for u in users}) if users is not None else None
+    params = {"top_n": top_n, "explain_k": explain_k, "users": user_list}
+    name = name or f"{model_ref.name}-recommendations"
+
+    def build() -> Output:
+        model = load_trained_model(store, model_ref)
+        return recommend_output(model, load_split(store, split_ref), top_n=top_n, explain_k=explain_k,
+                                users=user_list, batch_users=batch_users,
+                                model_label=str(model_ref))
+
+    return store.get_or_create(name, "recommendations", [model_ref, split_ref], params, build)
+
+
+def recommend_output(model: Recommender, split, *, top_n: int, explain_k: int,
+                     users: list[int] | None = None, batch_users: int = 256,
+                     model_label: str = "") -> Output:
+    """The stage's work on an in-memory model and split (what ``recommend`` publishes)."""
+    if (model.n_users, model.n_items) != (split.n_users, split.n_items):
+        raise MmirisError(
+            f"model {model_label or model.name} has {model.n_users} users × {model.n_items} items but split "
+            f"{split.ref} has {split.n_users} × {split.n_items}: they do not belong together")
+    if users is not None:
+        arr = np.asarray(users, dtype=np.int64)
+        bad = arr[(arr < 0) | (arr >= split.n_users)]
+        if len(bad):
+            raise MmirisError(f"--users: user {int(bad[0])} is outside 0..{split.n_users - 1} of split {split.ref}")
+    else:
+        arr = None
+    if model.history is None:
+        model.set_history(split.history())
+    consumed = consumed_history(split.n_users, split.n_items, (split.train_users, split.train_items),
+                                (split.valid_users, split.valid_items), (split.test_users, split.test_items))
+    t0 = time.perf_counter()
+    recs = recommend_top_n(model, consumed, arr, top_n=top_n, explain_k=explain_k, batch_users=batch_users)
+    seconds = time.perf_counter() - t0
+    table = recs.to_table()
+    n_users = len(recs.users)
+    log.info("recommended top-%d for %d users in %.1fs (%.0f users/s)", top_n, n_users, seconds,
+             n_users / seconds if seconds else float("inf"))
+    stats = {"users": n_users, "rows": table.num_rows, "top_n": top_n, "explain_k": explain_k,
+             "explained": recs.explain_items is not None, "model": model.name}
+    return Output({"recommendations": table}, stats=stats,
+                  info={"seconds": round(seconds, 3), "users_per_s": round(n_users / seconds, 1) if seconds else None})
