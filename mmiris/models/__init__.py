@@ -9,7 +9,7 @@ from mmiris.models.base import Batch, ModelConfig, Recommender
 MODELS: dict[str, type[Recommender]] = {}
 
 # Modules that define models; each decorates its classes with @register.
-_MODULES: list[str] = []
+_MODULES: list[str] = ["itempop", "mf", "ease", "fism", "nais", "iris", "vbpr", "neumf"]
 
 
 def register(cls: type[Recommender]) -> type[Recommender]:
@@ -17,12 +17,37 @@ def register(cls: type[Recommender]) -> type[Recommender]:
     return cls
 
 
-def get_model_class(name: str) -> type[Recommender]:
+def _import_all() -> None:
     for mod in _MODULES:
-        importlib.import_module(f"mmiris.models.{mod}")
+        try:
+            importlib.import_module(f"mmiris.models.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mmiris.models.{mod}":
+                raise
+
+
+def get_model_class(name: str) -> type[Recommender]:
+    _import_all()
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
     return MODELS[name]
 
 
-__all__ = ["Batch", "MODELS", "ModelConfig", "Recommender", "get_model_class", "register"]
+def model_names() -> list[str]:
+    _import_all()
+    return sorted(MODELS)
+
+
+def build_model(name: str, config: ModelConfig | dict | None, n_users: int, n_items: int,
+                history=None, features=None) -> Recommender:
+    """Construct a registered model; ``config`` may be its config object, a dict or None (defaults)."""
+    cls = get_model_class(name)
+    if config is None:
+        config = cls.config_cls()
+    elif isinstance(config, dict):
+        config = cls.config_cls.from_dict(config)
+    return cls(config, n_users, n_items, history, features)
+
+
+__all__ = ["Batch", "MODELS", "ModelConfig", "Recommender", "build_model", "get_model_class",
+           "model_names", "register"]

@@ -5,11 +5,17 @@ A model is built from a typed config, the catalogue sizes, the users' training h
 Training code only ever calls ``scores`` (logits for given candidates), ``regularization``
 (the L2 terms of eq. 12) and, for closed-form models, ``fit``; evaluation and
 recommendation call ``scores`` and ``score_all``; explanations call ``attention``.
+
+Training objective (docs/models.md "Losses"): ``loss_fn(model.scores(b.users, b.items),
+b.labels, b.mask, b.group) + model.regularization()`` where ``loss_fn`` is one of
+``mmiris.models.losses`` (mean over the batch's instances) and ``regularization`` is
+Σ λ·‖θ‖²_F over whole parameter matrices (NAIS's convention), so λ is relative to the MEAN
+per-instance loss.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 import torch
@@ -27,6 +33,15 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Inverse of ``to_dict``; unknown keys are an error naming the field."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; expected some of {sorted(names)}")
+        return cls(**d)
 
 
 @dataclass
@@ -60,6 +75,8 @@ class Recommender(nn.Module):
     modalities: ClassVar[tuple[str, ...]] = ()  # e.g. ("image", "text")
     trainable: ClassVar[bool] = True  # False: closed-form, call fit() instead of gradient steps
     has_attention: ClassVar[bool] = False
+    needs_history: ClassVar[bool] = False  # item-similarity models read the users' histories
+    score_chunk_items: ClassVar[int] = 1024  # score_all works through the catalogue in chunks
 
     def __init__(self, config: ModelConfig, n_users: int, n_items: int,
                  history: UserHistory | None = None, features: dict[str, ItemModality] | None = None):
@@ -70,6 +87,12 @@ class Recommender(nn.Module):
         missing = [m for m in self.modalities if m not in self.features]
         if missing:
             raise ValueError(f"model {self.name} needs item features for {missing}")
+        if self.needs_history and history is None:
+            raise ValueError(f"model {self.name} needs the users' training histories (history=...)")
+        for m in self.modalities:
+            f = self.features[m]
+            if f.features.shape[0] != n_items:
+                raise ValueError(f"{m} features have {f.features.shape[0]} rows, expected n_items={n_items}")
 
     # -- what subclasses implement -------------------------------------------------------
     def scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -78,13 +101,18 @@ class Recommender(nn.Module):
         raise NotImplementedError
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        """Logits for every item in the catalogue: [B, n_items], in bounded memory."""
-        items = torch.arange(self.n_items, device=users.device).expand(len(users), -1)
-        return self.scores(users, items)
+        """Logits for every item in the catalogue: [B, n_items], in bounded memory
+        (the catalogue is scored ``score_chunk_items`` items at a time)."""
+        out = []
+        for start in range(0, self.n_items, self.score_chunk_items):
+            stop = min(start + self.score_chunk_items, self.n_items)
+            items = torch.arange(start, stop, device=users.device).expand(len(users), -1)
+            out.append(self.scores(users, items))
+        return torch.cat(out, dim=1) if out else torch.zeros(len(users), 0)
 
     def regularization(self) -> torch.Tensor:
         """The L2 terms of eq. 12 (λ1..λ4) for the current parameters."""
-        return torch.zeros(())
+        return torch.zeros((), device=self.device)
 
     def fit(self, split: SplitData) -> None:
         """Closed-form models (trainable = False) compute their parameters here."""
@@ -98,3 +126,11 @@ class Recommender(nn.Module):
     # -- shared ----------------------------------------------------------------------------
     def set_history(self, history: UserHistory) -> None:
         self.history = history
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")

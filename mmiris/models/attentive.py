@@ -1,0 +1,205 @@
+"""The attentive sum at the heart of the item-similarity family (eq. 3–6; FISM is a_ij = 1):
+
+    r̂_uj = |R_u⁺\\{j}|^-α · Σ_{i ∈ R_u⁺\\{j}} a_ij · (p_i · q_j)
+    a_ij = exp(e_ij) / (Σ_i' exp(e_i'j))^β,    e_ij = hᵀ ReLU(pre_ij)          (eq. 4)
+    pre_ij = A_i + C_j            "add":  W1 x_i + (W2 x_j + b)   (NAIS concat, eq. 4, 6)
+           = W (p_i ⊙ q_j) + b     "prod": NAIS prod
+
+Computed as a_ij = exp(e_ij − β·logsumexp_i e_ij), stable for any logits. When the history
+without j is empty the score is 0 (and every a_ij is 0).
+
+Two paths with the same numbers: a fused native kernel (kernels/attentive_sum.c; CPU,
+float32) that never stores anything of size targets×history×h, and an eager PyTorch path
+(GPU, other dtypes, no compiler) that works through (rows × targets) chunks of bounded size
+and recomputes each chunk in backward (activation checkpointing), so memory stays bounded
+for users with thousands of history items.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from mmiris.models import kernels
+
+NEG = -1.0e30  # logit of an excluded/padded history slot (finite, so gradients stay finite)
+EAGER_CHUNK_ELEMS = 1 << 22  # pairwise elements (rows × targets × history × width) per eager chunk
+
+_pool: ThreadPoolExecutor | None = None
+_i64, _f32, _ptr = ctypes.c_longlong, ctypes.c_float, ctypes.c_void_p
+
+
+def _lib():
+    lib = kernels.load("attentive_sum")
+    if lib is not None and not getattr(lib, "_mmiris_typed", False):
+        lib.attentive_sum_forward.argtypes = [ctypes.c_int] + [_i64] * 6 + [ctypes.c_int] * 2 + [_ptr] * 10 \
+            + [_f32] * 2 + [_ptr] * 2
+        lib.attentive_sum_forward.restype = None
+        lib.attentive_sum_backward.argtypes = [ctypes.c_int] + [_i64] * 4 + [ctypes.c_int] * 2 + [_ptr] * 10 \
+            + [_f32] * 2 + [_ptr] * 9
+        lib.attentive_sum_backward.restype = None
+        lib._mmiris_typed = True
+    return lib
+
+
+def fused_available() -> bool:
+    return _lib() is not None
+
+
+def _workers() -> int:
+    return max(1, int(os.environ.get("MMIRIS_KERNEL_THREADS", torch.get_num_threads())))
+
+
+def _run(jobs):
+    global _pool
+    n = _workers()
+    if n == 1 or len(jobs) == 1:
+        for j in jobs:
+            j()
+        return
+    if _pool is None or _pool._max_workers != n:
+        _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mmiris-attn")
+    for f in [_pool.submit(j) for j in jobs]:
+        f.result()
+
+
+def _row_chunks(hlen: torch.Tensor, T: int, n_chunks: int) -> list[tuple[int, int]]:
+    """Contiguous row ranges of about equal work (history length × targets)."""
+    B = len(hlen)
+    if B == 0:
+        return []
+    cost = torch.cumsum(hlen.clamp_min(1).double() * max(T, 1), 0)
+    total = float(cost[-1])
+    bounds = torch.searchsorted(cost, torch.linspace(0, total, n_chunks + 1)[1:-1].double()).tolist()
+    edges = sorted(set([0, *[min(b + 1, B) for b in bounds], B]))
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _p(t: torch.Tensor | None):
+    return ctypes.c_void_p(t.data_ptr()) if t is not None and t.numel() else None
+
+
+class _FusedAttentiveSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha):
+        lib = _lib()
+        B, T = items.shape
+        L, K = PH.shape[1], PH.shape[2]
+        H = hv.shape[0]
+        score = torch.empty(B, T, dtype=torch.float32)
+        lse = torch.empty(B, T, dtype=torch.float32)
+        n = _workers()
+        if B >= 2 * n:
+            parts = [(a, b, 0, T) for a, b in _row_chunks(hlen, T, 4 * n)]
+        else:  # few rows (score_all for one user): split the targets instead
+            step = max(1, -(-T // n))
+            parts = [(b, b + 1, t, min(t + step, T)) for b in range(B) for t in range(0, T, step)]
+        args = (_p(PH), _p(QT), _p(hist), _p(hlen), _p(items), _p(A), _p(C), _p(W), _p(bias), _p(hv),
+                float(beta), float(alpha), _p(score), _p(lse))
+        _run([lambda p=p: lib.attentive_sum_forward(mode, *p, T, L, K, H, *args) for p in parts])
+        ctx.save_for_backward(PH, QT, hist, hlen, items, A, C, W, bias, hv, lse)
+        ctx.mode, ctx.beta, ctx.alpha = mode, beta, alpha
+        return score
+
+    @staticmethod
+    def backward(ctx, g):
+        lib = _lib()
+        PH, QT, hist, hlen, items, A, C, W, bias, hv, lse = ctx.saved_tensors
+        mode = ctx.mode
+        B, T = items.shape
+        L, K = PH.shape[1], PH.shape[2]
+        H = hv.shape[0]
+        g = g.contiguous().float()
+        parts = _row_chunks(hlen, T, 4 * _workers())
+        dPH, dQT = torch.zeros_like(PH), torch.zeros_like(QT)
+        dA = torch.zeros_like(A) if mode == 0 else None
+        dC = torch.zeros_like(C) if mode == 0 else None
+        nP = max(len(parts), 1)
+        dW = torch.zeros(nP, H, K) if mode == 1 else None
+        db = torch.zeros(nP, H) if mode == 1 else None
+        dhv = torch.zeros(nP, H)
+        shared = (_p(PH), _p(QT), _p(hist), _p(hlen), _p(items), _p(A), _p(C), _p(W), _p(bias), _p(hv),
+                  float(ctx.beta), float(ctx.alpha), _p(g), _p(lse), _p(dPH), _p(dQT), _p(dA), _p(dC))
+        _run([lambda i=i, a=a, b=b: lib.attentive_sum_backward(
+            mode, a, b, T, L, K, H, *shared,
+            _p(dW[i]) if dW is not None else None, _p(db[i]) if db is not None else None, _p(dhv[i]))
+            for i, (a, b) in enumerate(parts)])
+        return (None, dPH, dQT, None, None, None, dA, dC,
+                dW.sum(0) if dW is not None else None, db.sum(0) if db is not None else None,
+                dhv.sum(0), None, None)
+
+
+def _eager(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha, want_weights=False):
+    """Reference-shaped tensor code for one chunk: [B, T, L] logits, masked smoothed softmax."""
+    L = hist.shape[1]
+    in_hist = torch.arange(L, device=hist.device)[None, :] < hlen[:, None]
+    valid = in_hist[:, None, :] & (hist[:, None, :] != items[:, :, None])  # R_u⁺ \ {j}
+    if mode == 0:
+        pre = A[:, None, :, :] + C[:, :, None, :]
+    else:
+        pre = (PH[:, None, :, :] * QT[:, :, None, :]) @ W.t() + bias
+    e = (torch.relu(pre) @ hv).masked_fill(~valid, NEG)
+    lse = torch.logsumexp(e, dim=-1, keepdim=True)
+    a = torch.exp(e - beta * lse) * valid
+    if want_weights:
+        return a
+    pq = QT @ PH.transpose(1, 2)
+    s = (a * pq).sum(-1)
+    if alpha != 0:
+        s = s * valid.sum(-1).clamp_min(1).to(s.dtype).pow(-alpha)
+    return s
+
+
+def _eager_chunked(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha, want_weights=False):
+    B, T = items.shape
+    L = max(hist.shape[1], 1)
+    width = max(A.shape[-1] if mode == 0 else W.shape[0], PH.shape[-1])
+    rows = max(1, min(B, EAGER_CHUNK_ELEMS // (L * width)))
+    tgt = max(1, min(T, EAGER_CHUNK_ELEMS // (rows * L * width)))
+    use_ckpt = torch.is_grad_enabled() and not want_weights and (rows < B or tgt < T)
+    out_rows = []
+    for r0 in range(0, B, rows):
+        r = slice(r0, r0 + rows)
+        cols = []
+        for t0 in range(0, T, tgt):
+            t = slice(t0, t0 + tgt)
+            args = (mode, PH[r], QT[r, t], hist[r], hlen[r], items[r, t],
+                    A[r] if mode == 0 else None, C[r, t] if mode == 0 else None, W, bias, hv, beta, alpha,
+                    want_weights)
+            cols.append(checkpoint(_eager, *args, use_reentrant=False) if use_ckpt else _eager(*args))
+        out_rows.append(torch.cat(cols, dim=1))
+    return torch.cat(out_rows, dim=0)
+
+
+def attentive_scores(PH: torch.Tensor, QT: torch.Tensor, hist: torch.Tensor, hlen: torch.Tensor,
+                     items: torch.Tensor, hv: torch.Tensor, beta: float, alpha: float, *,
+                     A: torch.Tensor | None = None, C: torch.Tensor | None = None,
+                     W: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                     backend: str = "auto") -> torch.Tensor:
+    """Scores [B, T] for targets ``items`` [B, T] of users with histories ``hist`` [B, L]
+    (first ``hlen[b]`` valid). PH = p of the history [B, L, k], QT = q of the targets [B, T, k].
+    Give A [B, L, h] and C [B, T, h] for the additive attention, or W [h, k] and bias [h] for
+    NAIS prod. ``backend``: "auto" (fused when possible), "fused" or "eager"."""
+    mode = 0 if A is not None else 1
+    if mode == 1 and (W is None or bias is None):
+        raise ValueError("attentive_scores needs either A and C (additive) or W and bias (prod)")
+    fused_ok = (PH.device.type == "cpu" and PH.dtype == torch.float32 and fused_available())
+    if backend == "fused" and not fused_ok:
+        raise RuntimeError("fused attention kernel unavailable (needs CPU float32 and a C compiler)")
+    if backend == "eager" or not fused_ok:
+        return _eager_chunked(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha)
+    c = lambda t: t.contiguous() if t is not None else torch.empty(0)  # noqa: E731
+    return _FusedAttentiveSum.apply(mode, c(PH), c(QT), hist.contiguous().long(), hlen.contiguous().long(),
+                                    items.contiguous().long(), c(A), c(C), c(W), c(bias), c(hv),
+                                    float(beta), float(alpha))
+
+
+@torch.no_grad()
+def attention_weights(PH, QT, hist, hlen, items, hv, beta, *, A=None, C=None, W=None, bias=None):
+    """a_ij [B, T, L] (0 on padding and on the target itself), for explanations."""
+    mode = 0 if A is not None else 1
+    return _eager_chunked(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, 0.0, want_weights=True)
