@@ -1,0 +1,200 @@
+"""Ingest stage: source files (local paths or http(s) URLs) -> ``interactions`` + ``items``
+(+ ``split`` for the NCF pre-split format).
+
+Each artifact's version is keyed by the sha256 of the input files and the options, so
+ingesting the same files again returns the existing versions without parsing anything.
+Artifact names are ``<name_prefix>interactions``, ``<name_prefix>items`` and
+``<name_prefix>split``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from mmiris.artifacts import ArtifactRef, ArtifactStore
+from mmiris.errors import InputError
+from mmiris.http import redact
+from mmiris.ingest import amazon, movielens, ncf
+from mmiris.ingest.archive import SourceFiles
+from mmiris.ingest.download import fetch, is_url
+from mmiris.ingest.interactions import build_interactions
+from mmiris.ingest.items import items_output
+from mmiris.ingest.kcore import kcore_mask
+
+log = logging.getLogger("mmiris.ingest")
+CODE_VERSION = "ingest-1"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    interactions: ArtifactRef
+    items: ArtifactRef
+    split: ArtifactRef | None = None
+
+    def refs(self) -> list[ArtifactRef]:
+        return [r for r in (self.interactions, self.items, self.split) if r is not None]
+
+
+def _once(fn: Callable[[], T]) -> Callable[[], T]:
+    """Parse lazily, at most once: only when some artifact is not in the store yet."""
+    return functools.cache(fn)
+
+
+def _local(source, cache) -> Path:
+    return fetch(source, cache=cache)
+
+
+def _where(source) -> str:
+    return redact(str(source)) if is_url(source) else str(Path(source).expanduser().resolve())
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ingest_movielens(store: ArtifactStore, source: str | Path, *, name_prefix: str = "",
+                     encoding: str | None = None, on_bad_lines: str = "error",
+                     cache: str | Path | None = None) -> IngestResult:
+    """MovieLens 100K / 1M / 10M / CSV release from a folder, zip archive or URL."""
+    files = SourceFiles(_local(source, cache))
+    params = {"format": "movielens", "files": movielens.fingerprint(files), "encoding": encoding,
+              "on_bad_lines": on_bad_lines}
+    info = {"source": _where(source)}
+    data = _once(lambda: movielens.read_movielens(files, encoding=encoding, on_bad_lines=on_bad_lines))
+    inter = store.get_or_create(
+        f"{name_prefix}interactions", "interactions", [], params,
+        lambda: data().interactions.output({**info, "flavour": data().flavour}), CODE_VERSION)
+
+    def build_items():
+        d = data()
+        rows = [d.meta.get(s) for s in d.interactions.item_source]
+        return items_output(d.interactions.item_source, rows, stats=d.meta_stats, info=info)
+
+    items = store.get_or_create(f"{name_prefix}items", "items", [inter], params, build_items,
+                                CODE_VERSION)
+    return IngestResult(inter, items)
+
+
+def ingest_ncf(store: ArtifactStore, train: str | Path, test: str | Path, negatives: str | Path,
+               *, item_map: str | Path | None = None, movies: str | Path | None = None,
+               links: str | Path | None = None, seed: int = 0,
+               n_valid_negatives: int | None = None, name_prefix: str = "",
+               on_bad_lines: str = "error", cache: str | Path | None = None) -> IngestResult:
+    """The NCF pre-split files -> interactions (train + test rows), items and the split.
+
+    ``item_map`` (``ncf_item, movie_id, exact``) joins ``movies`` (movies.dat or movies.csv)
+    and ``links`` (links.csv) to the NCF item ids; see :func:`mmiris.ingest.ncf.ncf_split`
+    for how the validation rows are made.
+    """
+    if (movies or links) and not item_map:
+        raise InputError("--movies/--links need --item-map: NCF item ids are not MovieLens movieIds")
+    paths = {"train": _local(train, cache), "test": _local(test, cache),
+             "negatives": _local(negatives, cache)}
+    for key, src in (("item_map", item_map), ("movies", movies), ("links", links)):
+        if src:
+            paths[key] = _local(src, cache)
+    params = {"format": "ncf", "files": {k: _sha(p) for k, p in paths.items()},
+              "on_bad_lines": on_bad_lines}
+    info = {"sources": {k: _where(v) for k, v in
+                        dict(train=train, test=test, negatives=negatives, item_map=item_map,
+                             movies=movies, links=links).items() if v}}
+
+    @_once
+    def item_map_data():
+        if "item_map" not in paths:
+            return {}, {}
+        return ncf.read_item_map(paths["item_map"])
+
+    @_once
+    def data():
+        movie_of, _ = item_map_data()
+        return ncf.read_ncf(paths["train"], paths["test"], paths["negatives"],
+                            item_map_items=max(movie_of, default=-1) + 1, on_bad_lines=on_bad_lines)
+
+    inter = store.get_or_create(f"{name_prefix}interactions", "interactions", [], params,
+                                lambda: data().interactions.output(info), CODE_VERSION)
+
+    def build_items():
+        d = data()
+        if "item_map" not in paths:
+            return items_output([str(i) for i in range(d.n_items)], [None] * d.n_items, info=info)
+        movie_of, exact = item_map_data()
+        meta: dict[str, dict] = {}
+        stats: dict = {"metadata_lines_skipped": 0}
+        if "movies" in paths:
+            p = paths["movies"]
+            reader = movielens.read_movies_csv if p.suffix == ".csv" else movielens.read_movies_dat
+            meta = reader(p.read_bytes(), str(p), on_bad_lines=on_bad_lines, stats=stats)
+        if "links" in paths:
+            p = paths["links"]
+            movielens.add_links(meta, movielens.read_links_csv(p.read_bytes(), str(p),
+                                                               on_bad_lines=on_bad_lines, stats=stats))
+        sources, rows, map_stats = ncf.ncf_item_rows(d.n_items, movie_of, exact, meta)
+        return items_output(sources, rows, stats={**stats, **map_stats}, info=info)
+
+    items = store.get_or_create(f"{name_prefix}items", "items", [inter], params, build_items,
+                                CODE_VERSION)
+    split_params = {**params, "seed": seed, "n_valid_negatives": n_valid_negatives}
+    split = store.get_or_create(
+        f"{name_prefix}split", "split", [inter], split_params,
+        lambda: ncf.ncf_split(data(), seed=seed, n_valid_negatives=n_valid_negatives).output(info),
+        CODE_VERSION)
+    return IngestResult(inter, items, split)
+
+
+def ingest_amazon(store: ArtifactStore, reviews: str | Path, meta: str | Path | None = None, *,
+                  kcore: int = 5, name_prefix: str = "", on_bad_lines: str = "error",
+                  cache: str | Path | None = None) -> IngestResult:
+    """Amazon 2014/2018 reviews (+ metadata) -> k-core interactions and items (ASINs)."""
+    if kcore < 1:
+        raise InputError(f"kcore={kcore}: expected a number >= 1 (1 keeps everything)")
+    paths = {"reviews": _local(reviews, cache)}
+    if meta:
+        paths["meta"] = _local(meta, cache)
+    params = {"format": "amazon", "files": {k: _sha(p) for k, p in paths.items()}, "kcore": kcore,
+              "on_bad_lines": on_bad_lines}
+    info = {"sources": {k: _where(v) for k, v in dict(reviews=reviews, meta=meta).items() if v}}
+
+    @_once
+    def data():
+        r = amazon.read_reviews(paths["reviews"], on_bad_lines=on_bad_lines)
+        inter = build_interactions(np.asarray(r.users, dtype=object), np.asarray(r.items, dtype=object),
+                                   pa.array(r.ratings, pa.float32()), pa.array(r.timestamps, pa.int64()))
+        keep, iterations = kcore_mask(inter.user, inter.item, kcore)
+        n_before, users_before, items_before = len(keep), inter.n_users, inter.n_items
+        inter = inter.select(keep)
+        if not len(inter.user):
+            raise InputError(f"{paths['reviews']}: no interactions left after {kcore}-core filtering "
+                             f"({n_before} before); expected a larger dataset or a smaller --kcore")
+        inter.stats.update(malformed_lines_skipped=r.skipped_lines, kcore=kcore,
+                           kcore_iterations=iterations,
+                           kcore_interactions_removed=int(n_before - len(inter.user)),
+                           kcore_users_removed=users_before - inter.n_users,
+                           kcore_items_removed=items_before - inter.n_items)
+        return inter
+
+    inter = store.get_or_create(f"{name_prefix}interactions", "interactions", [], params,
+                                lambda: data().output(info), CODE_VERSION)
+
+    def build_items():
+        asins = data().item_source
+        m = amazon.read_meta(paths["meta"], set(asins), on_bad_lines=on_bad_lines) if meta else None
+        rows = [m.by_asin.get(a) for a in asins] if m else [None] * len(asins)
+        return items_output(asins, rows, stats=m.stats if m else {}, info=info)
+
+    items = store.get_or_create(f"{name_prefix}items", "items", [inter], params, build_items,
+                                CODE_VERSION)
+    return IngestResult(inter, items)

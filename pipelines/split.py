@@ -1,0 +1,48 @@
+"""Split stage: an ``interactions`` artifact -> a leave-one-out ``split`` artifact with stored
+negatives (see :mod:`mmiris.splits.leave_one_out`)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from mmiris.artifacts import ArtifactRef, ArtifactStore
+from mmiris.errors import MmirisError
+from mmiris.splits.leave_one_out import leave_one_out
+
+log = logging.getLogger("mmiris.split")
+CODE_VERSION = "split-1"
+
+
+def split_leave_one_out(store: ArtifactStore, interactions_ref: ArtifactRef | str, *,
+                        mode: str = "random", n_negatives: int = 99, seed: int = 0,
+                        short_users: str = "drop", name: str = "split") -> ArtifactRef:
+    """One test and one validation interaction per user, each with ``n_negatives`` sampled
+    negatives; ``mode`` "random" (the paper) or "latest" (by timestamp, as NCF)."""
+    m = store.manifest(store.resolve(interactions_ref))
+    if m.kind != "interactions":
+        raise MmirisError(f"artifact {m.ref} is a {m.kind!r} artifact; expected interactions")
+    params = {"mode": mode, "n_negatives": n_negatives, "seed": seed, "short_users": short_users}
+
+    def build():
+        t = store.read_table(m.ref, "interactions")
+        user = t.column("user_id").to_numpy()
+        item = t.column("item_id").to_numpy()
+        n_users = int(m.stats.get("n_users", store.read_table(m.ref, "users").num_rows))
+        n_items = int(m.stats.get("n_items", int(item.max(initial=-1)) + 1))
+        ts_col = t.column("timestamp")
+        missing_ts = ts_col.null_count
+        ts = None
+        if mode == "latest" and missing_ts < len(ts_col):
+            # Rows without a timestamp count as the oldest.
+            ts = ts_col.fill_null(np.iinfo(np.int64).min).to_numpy()
+        loo = leave_one_out(user, item, ts, n_users, n_items, mode=mode,
+                            n_negatives=n_negatives, seed=seed, short_users=short_users)
+        if mode == "latest":
+            loo.stats["timestamps_missing"] = int(missing_ts)
+        log.info("split %s: %d train, %d valid, %d test rows", m.ref, loo.stats["n_train"],
+                 loo.stats["n_valid"], loo.stats["n_test"])
+        return loo.output({"interactions": str(m.ref)})
+
+    return store.get_or_create(name, "split", [m.ref], params, build, CODE_VERSION)
