@@ -7,6 +7,8 @@ printed or stored goes through ``redact`` first.
 
 from __future__ import annotations
 
+import logging
+import random
 import re
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ from mmiris import __version__
 
 SECRET_PARAMS = ("apikey", "api_key", "key", "token", "access_token", "signature")
 _SECRET_RE = re.compile(r"(?i)([?&](?:%s)=)[^&#\s]*" % "|".join(SECRET_PARAMS))
+RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
 @dataclass
@@ -28,6 +31,7 @@ class HttpConfig:
     backoff_jitter_s: float = 0.5
     pool_size: int = 16
     user_agent: str = f"mmiris/{__version__}"
+    max_backoff_s: float = 30.0  # cap of one wait between attempts (Retry-After included)
 
 
 def make_session(config: HttpConfig | None = None) -> requests.Session:
@@ -45,7 +49,48 @@ def make_session(config: HttpConfig | None = None) -> requests.Session:
     s.mount("https://", adapter)
     s.headers["User-Agent"] = config.user_agent
     s.request_timeout = (min(config.timeout_s, 10.0), config.timeout_s)  # type: ignore[attr-defined]
+    install_log_redaction()
     return s
+
+
+def backoff_delay(attempt: int, config: HttpConfig, retry_after: str | None = None) -> float:
+    """Seconds to wait before retry number ``attempt`` (0-based): exponential with jitter,
+    at least a numeric Retry-After, never more than ``config.max_backoff_s``.
+
+    For callers that retry themselves (e.g. on invalid bodies, which urllib3 cannot see)."""
+    delay = config.backoff_s * (2 ** attempt) + random.uniform(0, config.backoff_jitter_s)
+    if retry_after:
+        try:
+            delay = max(delay, float(retry_after))
+        except ValueError:
+            pass  # an HTTP date: fall back to our own backoff
+    return min(delay, config.max_backoff_s)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts secret query parameters in log records (urllib3 logs request URLs at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v
+                           for k, v in record.args.items()}
+        elif record.args:
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+_REDACTING = RedactingFilter()
+
+
+def install_log_redaction(names: tuple[str, ...] = ("urllib3.connectionpool", "urllib3.util.retry",
+                                                    "urllib3", "requests")) -> None:
+    """Attach the redacting filter to the HTTP libraries' loggers (idempotent)."""
+    for name in names:
+        lg = logging.getLogger(name)
+        if _REDACTING not in lg.filters:
+            lg.addFilter(_REDACTING)
 
 
 def redact(text: str) -> str:

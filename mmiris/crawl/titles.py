@@ -1,0 +1,117 @@
+"""MovieLens titles to the forms OMDb knows.
+
+MovieLens writes ``Shawshank Redemption, The (1994)`` and
+``City of Lost Children, The (Cité des enfants perdus, La) (1995)``: the year in the last
+parentheses, trailing articles after a comma, alternative (often original-language) titles
+in further parentheses, sometimes ``a.k.a.``. OMDb knows ``The Shawshank Redemption``,
+``The City of Lost Children`` or ``La cité des enfants perdus``. ``title_variants`` lists the
+forms to try, best first; ``similarity`` scores a candidate title for the search's
+best-match rule.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+
+# Articles MovieLens moves behind a comma (English, French, German, Spanish, Italian,
+# Portuguese, Dutch, Scandinavian).
+ARTICLES = ("the", "a", "an", "les", "le", "la", "l'", "der", "die", "das", "den", "det", "el",
+            "los", "las", "il", "lo", "gli", "i", "une", "un", "una", "uno", "ein", "eine", "de",
+            "het", "een", "o", "os", "as")
+_ARTICLE_RE = re.compile(
+    r"^(?P<rest>.+?),\s*(?P<art>%s)(?P<tail>\s*[:\-–].*)?$" % "|".join(re.escape(a) for a in ARTICLES),
+    re.IGNORECASE,
+)
+_YEAR_RE = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
+_AKA_RE = re.compile(r"^(?:a\.?k\.?a\.?|aka)\s+", re.IGNORECASE)
+_LEADING_ARTICLE_RE = re.compile(r"^(?:%s)\s+" % "|".join(
+    re.escape(a) for a in ARTICLES if not a.endswith("'")), re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ParsedTitle:
+    main: str  # the title without year and alternatives, as MovieLens spells it
+    alternatives: tuple[str, ...]  # titles in parentheses, 'a.k.a.' removed
+    year: int | None
+
+
+def title_key(text: str) -> str:
+    """Case-, accent- and punctuation-insensitive form of a title (for comparisons)."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+    return " ".join(re.sub(r"[^\w]+", " ", text).split())
+
+
+def article_to_front(title: str) -> str:
+    """``Shawshank Redemption, The`` -> ``The Shawshank Redemption``; ``Associé, L'`` ->
+    ``L'Associé``; ``Rage: Carrie 2, The`` -> ``The Rage: Carrie 2``."""
+    m = _ARTICLE_RE.match(title.strip())
+    if not m:
+        return title.strip()
+    art = m.group("art")
+    sep = "" if art.endswith("'") else " "
+    return f"{art}{sep}{m.group('rest').strip()}{m.group('tail') or ''}"
+
+
+def split_year(raw: str) -> tuple[str, int | None]:
+    """``Toy Story (1995)`` -> (``Toy Story``, 1995); no year -> (raw, None)."""
+    m = _YEAR_RE.search(raw)
+    if not m:
+        return raw.strip(), None
+    return raw[: m.start()].strip(), int(m.group(1))
+
+
+def parse_title(raw: str, year: int | None = None) -> ParsedTitle:
+    """Split a MovieLens title into main title, alternatives and year (``year`` wins if given)."""
+    text, parsed_year = split_year(raw or "")
+    alternatives: list[str] = []
+    while text.endswith(")"):
+        depth, start = 0, None
+        for i in range(len(text) - 1, -1, -1):
+            depth += {")": 1, "(": -1}.get(text[i], 0)
+            if depth == 0:
+                start = i
+                break
+        if not start:  # unbalanced, or the whole title is in parentheses
+            break
+        alt = _AKA_RE.sub("", text[start + 1: -1].strip()).strip()
+        if alt:
+            alternatives.insert(0, alt)
+        text = text[:start].strip()
+    return ParsedTitle(text, tuple(alternatives), year if year is not None else parsed_year)
+
+
+def title_variants(parsed: ParsedTitle) -> list[str]:
+    """Forms to try with OMDb, best first, no two with the same ``title_key``."""
+    out, seen = [], set()
+    for t in (parsed.main, *parsed.alternatives):
+        for form in (article_to_front(t),):
+            k = title_key(form)
+            if k and k not in seen:
+                seen.add(k)
+                out.append(form)
+    return out
+
+
+def _drop_article(key: str) -> str:
+    return _LEADING_ARTICLE_RE.sub("", key)
+
+
+def similarity(a: str, b: str) -> float:
+    """0..1 likeness of two titles, ignoring case, accents, punctuation and a leading article."""
+    ka, kb = title_key(a), title_key(b)
+    if not ka or not kb:
+        return 0.0
+    if ka == kb:
+        return 1.0
+    return max(SequenceMatcher(None, ka, kb).ratio(),
+               SequenceMatcher(None, _drop_article(ka), _drop_article(kb)).ratio())
+
+
+def omdb_year(text: str | None) -> int | None:
+    """OMDb's Year (``1995``, ``1995–1998``, ``2004–``) -> its first year."""
+    m = re.match(r"\s*(\d{4})", text or "")
+    return int(m.group(1)) if m else None
