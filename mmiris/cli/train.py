@@ -1,6 +1,83 @@
-"""``mmiris train``: placeholder until its stage lands."""
+"""``mmiris train``: train (or fit) a model on a split and publish ``model-<name>``.
+
+    mmiris train --split split@latest --model nais_prod --emb 16 --epochs 20
+    torchrun --standalone --nproc_per_node 2 -m mmiris.train.launch --split split --model mf
+
+Under torchrun every rank runs this command; rank 0 prints the published ref.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from mmiris.artifacts import ArtifactStore
+from mmiris.errors import MmirisError
+from mmiris.train.config import LOSSES, TrainConfig
+
+_T = TrainConfig()
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="(not yet available)")
-    p.set_defaults(func=lambda args: print("mmiris train is not available yet") or 1)
+    p = sub.add_parser("train", help="train a model on a split (also under torchrun: see docs/training.md)",
+                       description="Train or fit a registry model on a split artifact; publishes a model artifact.")
+    p.add_argument("--split", required=True, help="split artifact (split, split@latest, split@VERSION)")
+    p.add_argument("--model", required=True, help="registry model name (itempop, mf, ease, fism, nais_prod, ...)")
+    p.add_argument("--emb", type=int, default=None, help="embedding size k (model default: 16)")
+    p.add_argument("--set", dest="model_set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="model config field (JSON value, e.g. --set beta=0.5); repeatable")
+    p.add_argument("--image-features", default=None, help="image_features artifact (image IRIS models, VBPR)")
+    p.add_argument("--text-features", default=None, help="text_features artifact (text IRIS models)")
+    p.add_argument("--epochs", type=int, default=_T.epochs)
+    p.add_argument("--batch-size", type=int, default=_T.batch_size, help="instances per global batch")
+    p.add_argument("--lr", type=float, default=_T.lr)
+    p.add_argument("--negatives", type=int, default=_T.negatives, help="K sampled negatives per positive")
+    p.add_argument("--loss", choices=LOSSES, default=_T.loss)
+    p.add_argument("--patience", type=int, default=_T.patience, help="early stopping on validation HR@10")
+    p.add_argument("--seed", type=int, default=_T.seed)
+    p.add_argument("--eval-every", type=int, default=_T.eval_every)
+    p.add_argument("--device", default=_T.device, help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--threads", type=int, default=_T.threads, help="torch threads per process (0: default)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="default: <store>/_checkpoints/<model artifact>-<version>")
+    p.add_argument("--checkpoint-steps", type=int, default=0, help="also checkpoint every N steps")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint of a killed run")
+    p.set_defaults(func=run)
+
+
+def parse_sets(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise MmirisError(f"--set {item!r}: expected FIELD=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run(args) -> int:
+    from pipelines.train import train_model
+    from mmiris.train import distributed as D
+
+    cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, negatives=args.negatives,
+                      loss=args.loss, patience=args.patience, seed=args.seed, eval_every=args.eval_every,
+                      device=args.device, threads=args.threads, checkpoint_steps=args.checkpoint_steps)
+    model_config = parse_sets(args.model_set)
+    if args.emb is not None:
+        model_config["emb"] = args.emb
+    dist = D.setup(cfg.device)
+    if not dist.is_main:  # one voice: rank 0 logs progress, the others only warnings
+        logging.getLogger("mmiris").setLevel(logging.WARNING)
+    try:
+        ref = train_model(ArtifactStore(), args.split, args.model, model_config=model_config or None,
+                          train_config=cfg, image_features=args.image_features,
+                          text_features=args.text_features, resume=args.resume,
+                          checkpoint_dir=args.checkpoint_dir)
+    finally:
+        D.teardown()
+    if dist.is_main:
+        print(ref)
+    return 0

@@ -1,0 +1,206 @@
+"""The training loop: sampled instances → loss → Adam, validation HR@10 every epoch, early
+stopping, atomic checkpoints and exact resume. Runs alone or as one rank of a DDP group.
+
+Equal results on 1 or N ranks: every rank builds the same global batches (sampler.py) and
+takes its slice; its loss is weighted by ``world_size · n_local / n_global`` so that DDP's
+gradient average equals the single-process gradient of the whole global batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmiris.data.split import SplitData
+from mmiris.errors import MmirisError
+from mmiris.eval.metrics import metrics_from_sums
+from mmiris.eval.protocols import sampled_ranks
+from mmiris.models.base import Recommender
+from mmiris.progress import Progress
+from mmiris.train import distributed as D
+from mmiris.train.checkpoint import load_checkpoint, save_checkpoint
+from mmiris.train.config import TrainConfig
+from mmiris.train.sampler import TrainSampler
+
+log = logging.getLogger("mmiris.train")
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict  # the best model's parameters (CPU)
+    log: list[dict]  # training_log rows
+    best_epoch: int
+    best_metrics: dict
+    epochs_run: int
+    epoch_seconds: list[float] = field(default_factory=list)
+    stopped_early: bool = False
+    resumed_from: dict | None = None  # {"epoch", "batch"} when a checkpoint was continued
+
+
+class LossModule(nn.Module):
+    """What DDP wraps: forward = weighted loss of one shard + the L2 terms of eq. 12."""
+
+    def __init__(self, model: Recommender, loss: str):
+        super().__init__()
+        from mmiris.models import losses
+
+        self.model, self.loss = model, loss
+        self.fn = {"log": losses.pointwise_log_loss, "bpr": losses.bpr_loss,
+                   "squared": losses.squared_loss}[loss]
+
+    def forward(self, users, items, labels, mask, group, weight: float) -> torch.Tensor:
+        logits = self.model.scores(users, items)
+        if self.loss == "bpr":
+            data = self.fn(logits, labels, mask, group)
+        else:
+            data = self.fn(logits, labels, mask)
+        return weight * data + self.model.regularization().to(logits.device)
+
+
+def validate(model: Recommender, split: SplitData, dist: D.Dist, cfg: TrainConfig) -> dict:
+    """Sampled-protocol metrics on the validation items, users sharded over ranks."""
+    if not len(split.valid_users):
+        return {}
+    lengths = model.history.lengths(split.valid_users)
+    idx = np.argsort(lengths, kind="stable")[dist.rank::dist.world_size]  # balanced shards
+    res = sampled_ranks(model, split.valid_users[idx], split.valid_items[idx], split.valid_negatives[idx],
+                        device=dist.device, pair_budget=cfg.eval_batch_pairs)
+    return metrics_from_sums(D.all_reduce_sum(res.sums(), dist, "validation all-reduce"))
+
+
+def _rows(epoch: int, metrics: dict, step: int, seconds: float) -> list[dict]:
+    return [{"epoch": epoch, "step": step, "loss": None, "metric": k, "value": float(v), "seconds": seconds}
+            for k, v in metrics.items()]
+
+
+def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist | None = None,
+          checkpoint_dir: str | Path | None = None, resume: bool = False) -> TrainResult:
+    """Train ``model`` (or ``fit`` it, if closed-form) and return the best state and the log."""
+    dist = dist or D.Dist()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model.to(dist.device)
+    t_start = time.perf_counter()
+
+    if not model.trainable:  # closed form: fit once, validate once, same artifacts
+        model.fit(split)
+        secs = time.perf_counter() - t_start
+        m = validate(model, split, dist, cfg)
+        rows = _rows(1, {**m, "epoch_seconds": secs}, 0, secs)
+        return TrainResult({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                           rows, 1, m, 1, [secs])
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sampler = TrainSampler(model.history, cfg.negatives, cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
+    st = {"epoch": 0, "batch": 0, "step": 0, "best_hr10": -math.inf, "best_epoch": 0, "best_metrics": {},
+          "bad": 0, "stopped": False, "log": [], "epoch_seconds": [], "epoch_elapsed": 0.0,
+          "seconds": 0.0, "best_state": None}
+    resumed = None
+    ckpt = None
+    if resume and checkpoint_dir is not None:
+        ckpt = D.broadcast_object(load_checkpoint(checkpoint_dir) if dist.is_main else None, dist,
+                                  "checkpoint broadcast")
+    if ckpt is not None:
+        if ckpt["train_config"] != cfg.key_params() or ckpt["model"] != model.name:
+            raise MmirisError(f"checkpoint in {checkpoint_dir} is for {ckpt['model']} with "
+                              f"{ckpt['train_config']}, not {model.name} with {cfg.key_params()}")
+        model.load_state_dict(ckpt["model_state"])
+        opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if torch.cuda.is_available() and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        st = ckpt["state"]
+        resumed = {"epoch": st["epoch"], "batch": st["batch"]}
+        log.info("resuming from %s: epoch %d, batch %d, step %d", checkpoint_dir, st["epoch"] + 1,
+                 st["batch"], st["step"])
+    step_module = D.wrap(LossModule(model, cfg.loss), dist)
+    t_offset = st["seconds"]  # wall seconds already spent before a resume
+
+    def now() -> float:
+        return t_offset + time.perf_counter() - t_start
+
+    def checkpoint() -> None:
+        st["seconds"] = now()
+        if checkpoint_dir is not None and dist.is_main:
+            save_checkpoint(checkpoint_dir, {
+                "model": model.name, "train_config": cfg.key_params(),
+                "model_state": model.state_dict(), "optimizer": opt.state_dict(),
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                "state": st})
+
+    def flush(losses: list, times: list, epoch: int, first_step: int) -> None:
+        """All-reduce this stretch's step losses (one collective) into log rows."""
+        if not losses:
+            return
+        vals = D.all_reduce_sum(torch.stack(losses).double().cpu(), dist, "loss all-reduce") / dist.world_size
+        st["log"].extend({"epoch": epoch, "step": first_step + i + 1, "loss": float(v), "metric": None,
+                          "value": None, "seconds": t} for i, (v, t) in enumerate(zip(vals.tolist(), times)))
+        losses.clear()
+        times.clear()
+
+    while st["epoch"] < cfg.epochs and not st["stopped"]:
+        e = st["epoch"]
+        plan = sampler.plan(e)
+        n_b = plan.n_batches
+        per_inst = 1 + cfg.negatives
+        done_inst = int(plan.bounds[st["batch"]]) * per_inst
+        t_epoch = time.perf_counter() - st["epoch_elapsed"]
+        losses, times, first_step = [], [], st["step"]
+        model.train()
+        with Progress(int(plan.bounds[-1]) * per_inst - done_inst, f"{model.name} epoch {e + 1}/{cfg.epochs}",
+                      log, unit="instances") as prog:
+            for b, shard in sampler.shards(e, st["batch"]):
+                bt = shard.batch.to(dist.device)
+                weight = dist.world_size * shard.n_local / shard.n_global
+                loss = step_module(bt.users, bt.items, bt.labels, bt.mask, bt.group, weight)
+                opt.zero_grad(set_to_none=True)
+                D._collective(loss.backward, dist, f"backward of epoch {e + 1} batch {b}")
+                opt.step()
+                losses.append(loss.detach())
+                times.append(now())
+                st["step"] += 1
+                st["batch"] = b + 1
+                prog.update(shard.n_global * per_inst)
+                if cfg.checkpoint_steps and st["step"] % cfg.checkpoint_steps == 0 and b + 1 < n_b:
+                    flush(losses, times, e + 1, first_step)
+                    first_step = st["step"]
+                    st["epoch_elapsed"] = time.perf_counter() - t_epoch
+                    checkpoint()
+        flush(losses, times, e + 1, first_step)
+        secs = time.perf_counter() - t_epoch
+        st["epoch_seconds"].append(secs)
+        epoch_loss = [r["loss"] for r in st["log"] if r["epoch"] == e + 1 and r["loss"] is not None]
+        m = {}
+        if (e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs:
+            m = validate(model, split, dist, cfg)
+        st["log"].extend(_rows(e + 1, {**m, "train_loss": float(np.mean(epoch_loss)) if epoch_loss else math.nan,
+                                       "epoch_seconds": secs}, st["step"], now()))
+        if m:
+            log.info("epoch %d: loss %.4f, valid %s (%.1fs)", e + 1, float(np.mean(epoch_loss or [math.nan])),
+                     " ".join(f"{k} {v:.4f}" for k, v in m.items() if k.endswith(("10", "20"))), secs)
+            if m["hr10"] > st["best_hr10"]:
+                st.update(best_hr10=m["hr10"], best_epoch=e + 1, best_metrics=m, bad=0,
+                          best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            else:
+                st["bad"] += 1
+                if st["bad"] >= cfg.patience:
+                    st["stopped"] = True
+                    log.info("early stopping: validation HR@10 has not improved for %d validations; "
+                             "best %.4f at epoch %d", cfg.patience, st["best_hr10"], st["best_epoch"])
+        st.update(epoch=e + 1, batch=0, epoch_elapsed=0.0)
+        checkpoint()
+
+    best = st["best_state"]
+    if best is None:  # no validation data: the last epoch is the model
+        best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        st["best_epoch"] = st["epoch"]
+    return TrainResult(best, st["log"], st["best_epoch"], st["best_metrics"], st["epoch"],
+                       st["epoch_seconds"], st["stopped"], resumed)

@@ -1,0 +1,115 @@
+"""Stage ``train``: split (+ image/text features) → a ``model`` artifact.
+
+Works as a plain call, and the same call on every rank under torchrun: all ranks train,
+rank 0 publishes, every rank returns the same ref. Closed-form models (itempop, ease) go
+through the same function (fit, then validate). The artifact holds ``files/model.pt``
+(see ``mmiris.train.checkpoint``), the ``training_log`` table (loss per step, validation
+metrics per epoch), the model and training configs in ``params`` (the version key), and
+best epoch / early stopping in ``stats``; timings, world size and device go to ``info``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+
+from mmiris import __version__
+from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
+from mmiris.artifacts.schema import load_contract
+from mmiris.artifacts.store import version_id
+from mmiris.data.split import load_split
+from mmiris.errors import MmirisError
+from mmiris.models import get_model_class
+from mmiris.train import distributed as D
+from mmiris.train.checkpoint import build_config, build_model, load_features, model_bytes
+from mmiris.train.config import TrainConfig
+from mmiris.train.trainer import train
+
+log = logging.getLogger("mmiris.train")
+
+
+def model_artifact_name(model_name: str) -> str:
+    return f"model-{model_name}"
+
+
+def default_checkpoint_dir(store: ArtifactStore, ref: ArtifactRef) -> Path:
+    """``<store>/_checkpoints/<name>-<version>`` for a local store, else ``./mmiris-checkpoints/...``."""
+    base = Path(store.root) / "_checkpoints" if store.is_local else Path("mmiris-checkpoints")
+    return base / f"{ref.name}-{ref.version}"
+
+
+def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: str, *,
+                model_config: dict | None = None, train_config: TrainConfig | None = None,
+                image_features: ArtifactRef | str | None = None, text_features: ArtifactRef | str | None = None,
+                resume: bool = False, checkpoint_dir: str | os.PathLike | None = None) -> ArtifactRef:
+    """Train (or fit) ``model_name`` on the split and publish ``model-<name>``; see module doc."""
+    cfg = train_config or TrainConfig()
+    dist = D.setup(cfg.device)
+    split_ref = store.resolve(split_ref)
+    try:
+        cls = get_model_class(model_name)
+    except KeyError as exc:
+        raise MmirisError(str(exc).strip("\"'")) from None
+    given = {"image": image_features, "text": text_features}
+    missing = [m for m in cls.modalities if given.get(m) is None]
+    if missing:
+        raise MmirisError(f"model {model_name} needs {' and '.join(missing)} features: pass "
+                          + " and ".join(f"--{m}-features" for m in missing))
+    feat_refs = [store.resolve(given[m]) for m in cls.modalities]
+    unused = [m for m, r in given.items() if r is not None and m not in cls.modalities]
+    if unused:
+        log.warning("model %s does not read %s features; ignoring them", model_name, unused)
+    mcfg = build_config(cls, model_config)
+    parents = [split_ref, *feat_refs]
+    params = {"model": model_name, "model_config": mcfg.to_dict(), "train_config": cfg.key_params()}
+    name = model_artifact_name(model_name)
+    ref = planned_ref(name, "model", parents, params)
+    if store.exists(ref):
+        log.info("found existing %s (same split, features and configs); not retraining", ref)
+        return ref
+
+    split = load_split(store, split_ref)
+    feats = load_features(store, feat_refs, split.n_items)
+    torch.manual_seed(cfg.seed)  # same initial parameters on every rank and in every run
+    model = build_model(model_name, mcfg.to_dict(), split, feats)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(store, ref)
+    if D.restarted():
+        log.info("torchrun restarted this worker group: resuming from %s", ckpt)
+        resume = True
+    if not resume and dist.is_main and (ckpt / "last.pt").exists():
+        log.warning("%s holds a checkpoint of an earlier run; starting over (pass --resume to continue it)", ckpt)
+    res = train(model, split, cfg, dist, checkpoint_dir=ckpt if model.trainable else None, resume=resume)
+
+    if dist.is_main:
+        model.load_state_dict(res.state_dict)
+        out = Output(
+            tables={"training_log": pa.Table.from_pylist(res.log, schema=_LOG_SCHEMA)},
+            files={"model.pt": model_bytes(model, res.state_dict)},
+            stats={"best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+                   "stopped_early": res.stopped_early,
+                   **{f"valid_{k}": v for k, v in res.best_metrics.items()}},
+            info={"epoch_seconds": res.epoch_seconds, "world_size": dist.world_size,
+                  "device": str(dist.device), "threads": torch.get_num_threads(),
+                  "resumed_from": res.resumed_from, "runtime_config": cfg.to_dict()},
+        )
+        published = store.publish(name, "model", out, parents=parents, params=params)
+        if published != ref:  # planned_ref must mirror the store's version id
+            raise MmirisError(f"published {published} but every rank expected {ref}")
+        shutil.rmtree(ckpt, ignore_errors=True)
+    D.barrier(dist, "waiting for rank 0 to publish")
+    return ref
+
+
+def planned_ref(name: str, kind: str, parents, params: dict) -> ArtifactRef:
+    """The ref ``store.publish`` will give these inputs (computed on every rank, before training)."""
+    return ArtifactRef(name, version_id(name, kind, load_contract(kind).version, parents, params,
+                                        f"mmiris-{__version__}"))
+
+
+_LOG_SCHEMA = pa.schema([("epoch", pa.int32()), ("step", pa.int64()), ("loss", pa.float64()),
+                         ("metric", pa.string()), ("value", pa.float64()), ("seconds", pa.float64())])

@@ -1,0 +1,161 @@
+"""The trainer, the train/evaluate stages and the model loader, in one process."""
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from torch import nn
+
+from mmiris.artifacts import Output
+from mmiris.data.split import load_split
+from mmiris.models import MODELS
+from mmiris.models.base import ModelConfig, Recommender
+from mmiris.train.config import TrainConfig
+
+
+def publish_tiny_split(store, n_users=60, n_items=30, n_neg=20, seed=0):
+    """Users in 3 taste groups of 10 items each: learnable, and fast to train."""
+    rng = np.random.default_rng(seed)
+    train, valid, test = [], [], []
+    for u in range(n_users):
+        own = np.arange(10) + 10 * (u % 3)
+        liked = rng.choice(own, size=8, replace=False).tolist()
+        others = rng.choice(np.setdiff1d(np.arange(n_items), own), size=2, replace=False).tolist()
+        items = liked + others
+        seen = set(items)
+        negs = lambda: rng.choice(sorted(set(range(n_items)) - seen), size=n_neg, replace=False).tolist()
+        test.append((u, items[0], negs()))
+        valid.append((u, items[1], negs()))
+        train += [(u, i) for i in items[2:]]
+    tabs = {
+        "train": pa.table({"user_id": [p[0] for p in train], "item_id": [p[1] for p in train]}),
+        "valid": pa.table({"user_id": [r[0] for r in valid], "item_id": [r[1] for r in valid],
+                           "negatives": [r[2] for r in valid]}),
+        "test": pa.table({"user_id": [r[0] for r in test], "item_id": [r[1] for r in test],
+                          "negatives": [r[2] for r in test]}),
+    }
+    return store.publish("split", "split", Output(tables=tabs, stats={"n_users": n_users, "n_items": n_items}),
+                         params={"tiny": seed})
+
+
+class TinyMF(Recommender):
+    """A test-only MF so trainer tests do not depend on the models package."""
+
+    name = "tiny_mf"
+
+    def __init__(self, config, n_users, n_items, history=None, features=None):
+        super().__init__(config, n_users, n_items, history, features)
+        self.P = nn.Parameter(torch.randn(n_users, config.emb) * 0.1)
+        self.Q = nn.Parameter(torch.randn(n_items, config.emb) * 0.1)
+
+    def scores(self, users, items):
+        return (self.P[users][:, None, :] * self.Q[items]).sum(-1)
+
+    def regularization(self):
+        return 1e-4 * (self.P.square().sum() + self.Q.square().sum())
+
+
+class TinyPop(Recommender):
+    """A closed-form test model: item popularity from fit()."""
+
+    name = "tiny_pop"
+    trainable = False
+
+    def __init__(self, config, n_users, n_items, history=None, features=None):
+        super().__init__(config, n_users, n_items, history, features)
+        self.register_buffer("pop", torch.zeros(n_items))
+
+    def fit(self, split):
+        self.pop = torch.from_numpy(np.bincount(split.train_items, minlength=self.n_items).astype(np.float32))
+
+    def scores(self, users, items):
+        return self.pop[items]
+
+
+MODELS.setdefault("tiny_mf", TinyMF)
+MODELS.setdefault("tiny_pop", TinyPop)
+
+
+def _cfg(**kw):
+    base = dict(epochs=6, batch_size=64, lr=0.05, patience=10, seed=3, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_publishes_best_model_log_and_loader_roundtrip(store):
+    from pipelines.evaluate import evaluate_model, read_metrics
+    from pipelines.train import train_model
+    from mmiris.train.checkpoint import load_model
+
+    split = publish_tiny_split(store)
+    ref = train_model(store, split, "tiny_mf", model_config={"emb": 8}, train_config=_cfg())
+    m = store.manifest(ref)
+    assert ref.name == "model-tiny_mf" and m.kind == "model"
+    assert m.params["model_config"] == {"emb": 8} and m.params["train_config"]["lr"] == 0.05
+    assert "threads" not in m.params["train_config"]  # how to run is not part of the version key
+    log = store.read_table(ref, "training_log").to_pylist()
+    steps = [r for r in log if r["loss"] is not None]
+    sampler_batches = math.ceil(len(load_split(store, split).train_items) / (64 // 5))
+    assert len(steps) == 6 * sampler_batches and [r["step"] for r in steps] == list(range(1, len(steps) + 1))
+    hr = {r["epoch"]: r["value"] for r in log if r["metric"] == "hr10"}
+    assert sorted(hr) == [1, 2, 3, 4, 5, 6]
+    assert m.stats["best_epoch"] == max(hr, key=lambda e: (hr[e], -e))
+    assert hr[m.stats["best_epoch"]] > 0.6  # learnable data: far above random (10/21)
+    first = np.mean([r["loss"] for r in steps[:sampler_batches]])
+    last = np.mean([r["loss"] for r in steps[-sampler_batches:]])
+    assert last < first
+
+    model = load_model(store, ref)  # the published model is the best epoch's
+    ev = evaluate_model(store, ref, protocols=("sampled",), part="valid")
+    assert read_metrics(store, ev)["sampled"]["hr10"] == pytest.approx(m.stats["valid_hr10"])
+    assert isinstance(model, TinyMF) and not model.training
+
+    # same inputs and configs: found, not retrained
+    again = train_model(store, split, "tiny_mf", model_config={"emb": 8}, train_config=_cfg(threads=2))
+    assert again == ref and len(store.versions("model-tiny_mf")) == 1
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(store):
+    from pipelines.train import train_model
+
+    split = publish_tiny_split(store)
+    ref = train_model(store, split, "tiny_mf", model_config={"emb": 8},
+                      train_config=_cfg(epochs=40, patience=2, lr=0.3))
+    m = store.manifest(ref)
+    log = store.read_table(ref, "training_log").to_pylist()
+    hr = {r["epoch"]: r["value"] for r in log if r["metric"] == "hr10"}
+    assert m.stats["stopped_early"] is True and m.stats["epochs_run"] < 40
+    last = max(hr)
+    best = m.stats["best_epoch"]
+    assert last - best == 2 and all(hr[e] <= hr[best] for e in hr)
+    assert max(hr[e] for e in hr if e > best) <= hr[best]
+
+
+def test_closed_form_model_goes_through_the_same_stage(store):
+    from pipelines.evaluate import evaluate_model, read_metrics, read_ranks
+    from pipelines.train import train_model
+
+    split = publish_tiny_split(store)
+    ref = train_model(store, split, "tiny_pop", train_config=_cfg())
+    m = store.manifest(ref)
+    assert m.stats["epochs_run"] == 1 and m.stats["best_epoch"] == 1
+    res = read_metrics(store, evaluate_model(store, ref))
+    assert set(res) == {"sampled", "full"}
+    t = read_ranks(store, evaluate_model(store, ref))
+    assert t.num_rows == 120 and set(t.column("protocol").to_pylist()) == {"sampled", "full"}
+    assert 0.0 <= res["full"]["hr10"] <= 1.0
+
+
+def test_bad_configs_are_clear_errors(store):
+    from mmiris.errors import MmirisError
+    from pipelines.train import train_model
+
+    split = publish_tiny_split(store)
+    with pytest.raises(MmirisError, match="loss 'hinge'"):
+        TrainConfig(loss="hinge")
+    with pytest.raises(MmirisError, match=r"bad model config.*its fields are \['emb'\]"):
+        train_model(store, split, "tiny_mf", model_config={"embedding": 8}, train_config=_cfg())
+    with pytest.raises(MmirisError, match="unknown model 'no_such_model'"):
+        train_model(store, split, "no_such_model", train_config=_cfg())
