@@ -16,7 +16,10 @@ import time
 
 import numpy as np
 
+from mmiris import __version__
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
+from mmiris.artifacts.schema import load_contract
+from mmiris.artifacts.store import version_id
 from mmiris.data.split import load_split
 from mmiris.errors import MmirisError
 from mmiris.models.base import Recommender
@@ -34,16 +37,44 @@ def load_trained_model(store: ArtifactStore, model_ref: ArtifactRef | str) -> Re
     return load_model(store, model_ref)
 
 
-def recommend(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref: ArtifactRef | str, *,
-              top_n: int = 10, explain_k: int = 3, users: list[int] | None = None,
-              batch_users: int = 256, name: str | None = None) -> ArtifactRef:
+def model_split(store: ArtifactStore, model_ref: ArtifactRef | str) -> ArtifactRef:
+    """The split a model was trained on (its ``split`` parent)."""
+    m = store.manifest(model_ref)
+    splits = [ArtifactRef.parse(p) for p in m.parents if store.manifest(ArtifactRef.parse(p)).kind == "split"]
+    if len(splits) != 1:
+        raise MmirisError(f"model {m.ref} has {len(splits)} split parents: name the split (--split)")
+    return splits[0]
+
+
+def recommendations_name(model_ref: ArtifactRef) -> str:
+    return f"recommendations-{model_ref.name.removeprefix('model-')}"
+
+
+def _plan(store, model_ref, split_ref, top_n, explain_k, users, name):
     model_ref = store.resolve(model_ref)
-    split_ref = store.resolve(split_ref)
+    split_ref = store.resolve(split_ref) if split_ref is not None else model_split(store, model_ref)
     if top_n < 1 or explain_k < 0:
         raise MmirisError(f"top_n must be >= 1 and explain_k >= 0 (got {top_n}, {explain_k})")
     user_list = sorted({int(u) for u in users}) if users is not None else None
     params = {"top_n": top_n, "explain_k": explain_k, "users": user_list}
-    name = name or f"{model_ref.name}-recommendations"
+    return model_ref, split_ref, params, name or recommendations_name(model_ref)
+
+
+def planned_ref(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref: ArtifactRef | str | None = None,
+                *, top_n: int = 10, explain_k: int = 3, users: list[int] | None = None,
+                name: str | None = None) -> ArtifactRef:
+    """The ref ``recommend`` gives these arguments (it may or may not exist yet)."""
+    model_ref, split_ref, params, name = _plan(store, model_ref, split_ref, top_n, explain_k, users, name)
+    return ArtifactRef(name, version_id(name, "recommendations", load_contract("recommendations").version,
+                                        [model_ref, split_ref], params, f"mmiris-{__version__}"))
+
+
+def recommend(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref: ArtifactRef | str | None = None,
+              *, top_n: int = 10, explain_k: int = 3, users: list[int] | None = None,
+              batch_users: int = 256, name: str | None = None) -> ArtifactRef:
+    """Publish (or find) ``recommendations-<model>``; ``split_ref`` defaults to the model's split."""
+    model_ref, split_ref, params, name = _plan(store, model_ref, split_ref, top_n, explain_k, users, name)
+    user_list = params["users"]
 
     def build() -> Output:
         model = load_trained_model(store, model_ref)

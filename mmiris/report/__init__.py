@@ -1,0 +1,1 @@
+"""The HTML report: metrics tables, training curves and explanation cards."""

@@ -1,0 +1,96 @@
+"""Stage: a self-contained HTML report of what is in the store.
+
+    path = build_report(store, "report/")   # → report/report.html + report/figures/*.png
+
+Per split: metrics tables like the paper's Tables II, IV and V (from ``metrics``
+artifacts), training-loss curves like Fig. 6 (from the models' ``training_log``), and
+explanation cards like Tables VII–IX with a relevance chart like Fig. 1 (from a
+``recommendations`` artifact, posters from ``item_images``, titles from ``item_text`` /
+``items``). The page embeds every picture as a data: URI, so it opens without a server;
+the PNG figures are also written next to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mmiris.artifacts import ArtifactRef, ArtifactStore
+from mmiris.errors import MmirisError
+from mmiris.report import figures as F
+from mmiris.report.collect import (SplitSection, collect_cards, collect_curves, collect_metrics,
+                                   describe_dataset, model_info, pick_recommendations)
+from mmiris.report.html import render
+
+log = logging.getLogger("mmiris.report")
+
+
+def build_report(store: ArtifactStore, out_dir: str | Path, *, metrics: list[str] | None = None,
+                 recommendations: list[str] | None = None, users: list[int] | None = None,
+                 n_users: int = 3, top: int = 3, title: str = "mmiris report",
+                 notes: list[str] | None = None) -> Path:
+    """Write ``out_dir/report.html`` (and ``out_dir/figures/``); returns the HTML path.
+
+    ``metrics``/``recommendations``: artifact refs to show (default: every metrics artifact,
+    and per split the newest recommendations with explanations). ``users``: whose cards to
+    show (default: the first ``n_users`` users); ``top``: recommendations per card."""
+    out = Path(out_dir)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    by_split = collect_metrics(store, metrics)
+    rec_manifests = [store.manifest(store.resolve(r)) for r in recommendations or []]
+    for m in rec_manifests:
+        if m.kind != "recommendations":
+            raise MmirisError(f"--recommendations {m.ref}: a {m.kind!r} artifact, expected recommendations")
+    splits = list(by_split)
+    for m in rec_manifests:
+        splits += [p for p in m.parents if _kind(store, p) == "split" and p not in splits]
+    if not splits and recommendations is None:  # no metrics yet: any recommendations
+        for name in store.names():
+            for m in store.versions(name):
+                if m.kind == "recommendations":
+                    splits += [p for p in m.parents if _kind(store, p) == "split" and p not in splits]
+
+    sections, figs = [], {}
+    for s_idx, split in enumerate(splits):
+        dataset, n_users_split, n_items = describe_dataset(store, split)
+        sec = SplitSection(split, dataset, n_users_split, n_items, metrics=by_split.get(split, []))
+        recs = next((m for m in rec_manifests if split in m.parents), None)
+        if recs is None and recommendations is None:
+            recs = pick_recommendations(store, split)
+        infos = {r.model.ref: r.model for r in sec.metrics}
+        if recs is not None:
+            model_ref = next((p for p in recs.parents if _kind(store, p) == "model"), None)
+            if model_ref:
+                sec.recommender = infos.get(model_ref) or model_info(store, model_ref)
+                infos.setdefault(model_ref, sec.recommender)
+        sec.curves = collect_curves(store, list(infos.values()))
+        if sec.curves:
+            figs[f"loss-{s_idx}"] = F.loss_curves(
+                [(c.model.label, c.steps, c.loss) for c in sec.curves if len(c.steps)],
+                [(c.model.label, c.val_epochs, c.val_hr10) for c in sec.curves if len(c.val_epochs)] or None)
+        if recs is not None:
+            sec.recommendations = str(recs.ref)
+            sec.cards, cat = collect_cards(store, recs, users, n_users, top)
+            sec.catalogue_sources = cat.sources
+            for card in sec.cards:
+                if card.chart is not None:
+                    figs[f"relevance-{s_idx}-{card.user}"] = F.relevance_chart(*card.chart)
+        sections.append(sec)
+
+    for name, png in figs.items():
+        (fig_dir / f"{name}.png").write_bytes(png)
+    page = render(sections, figs, title=title, store_uri=store.uri, notes=notes)
+    path = out / "report.html"
+    tmp = out / ".report.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    log.info("report written to %s (%d split(s), %d figure(s))", path, len(sections), len(figs))
+    return path
+
+
+def _kind(store: ArtifactStore, ref: str) -> str | None:
+    try:
+        return store.manifest(ArtifactRef.parse(ref)).kind
+    except MmirisError:
+        return None
