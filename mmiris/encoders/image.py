@@ -1,0 +1,192 @@
+"""Image encoders: a CNN trunk whose pooled output is the item's visual feature (paper §IV-B).
+
+``ImageEncoder`` wraps any module mapping a normalised ``[B, 3, crop, crop]`` batch to
+``[B, dim]``; ``dim`` is read by running the module once, never hard-coded. ``decode_image``
+turns raw bytes into that input, normalising what real catalogues contain (CMYK, greyscale,
+16-bit, palette, alpha, EXIF rotation) and reporting what it cannot use as a reason.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+from torchvision.transforms import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ImagePreprocessing:
+    """Standard ImageNet evaluation preprocessing: shorter side to ``resize``, centre crop."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    # Images with a side below this carry no content (1x1 "no image" placeholders): missing.
+    min_side: int = 16
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+@dataclass
+class DecodedImage:
+    tensor: torch.Tensor | None  # [3, crop, crop] float32, or None when unusable
+    reason: str | None = None  # why unusable
+    treatments: tuple[str, ...] = ()  # normalisations applied, counted in the manifest stats
+
+
+def decode_image(data: bytes | None, prep: ImagePreprocessing) -> DecodedImage:
+    """Decode by content (not file name) and preprocess. Never raises on bad bytes."""
+    if not data:
+        return DecodedImage(None, "no_image")
+    treatments: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns on odd EXIF/ICC; we count what matters
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format or "unknown"
+            if fmt == "JPEG":
+                # Let libjpeg decode at a reduced DCT scale when the image is much larger
+                # than needed: same result after resize, several times less decode work.
+                img.draft("RGB", (prep.resize, prep.resize))
+            img.load()
+            img = _to_rgb(img, treatments)
+    except Image.DecompressionBombError as exc:
+        return DecodedImage(None, f"image_too_large: {exc}")
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-item missing value
+        return DecodedImage(None, f"corrupt_image: {type(exc).__name__}: {exc}"[:300])
+    w, h = img.size
+    if min(w, h) < prep.min_side:
+        return DecodedImage(None, f"image_too_small: {w}x{h} (min side {prep.min_side})")
+    if fmt != "JPEG":
+        treatments.append(f"format_{fmt}")
+    if min(w, h) < prep.crop:
+        treatments.append("upscaled")
+    interp = TF.InterpolationMode(prep.interpolation)
+    img = TF.resize(img, prep.resize, interpolation=interp, antialias=True)
+    img = TF.center_crop(img, prep.crop)
+    x = TF.to_tensor(img)
+    x = TF.normalize(x, prep.mean, prep.std)
+    return DecodedImage(x, None, tuple(treatments))
+
+
+def _to_rgb(img: Image.Image, treatments: list[str]) -> Image.Image:
+    if img.getexif().get(0x0112, 1) not in (1, None):  # EXIF Orientation: camera rotated
+        img = ImageOps.exif_transpose(img)
+        treatments.append("exif_rotated")
+    if getattr(img, "n_frames", 1) > 1:
+        treatments.append("first_frame")
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    treatments.append(f"mode_{mode}")
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # 16-bit / float greyscale (TIFF, PNG): rescale the actual range to 0..255.
+        a = np.asarray(img, dtype=np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        # Transparent areas become white, as they are shown on a page.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+class ImageEncoder:
+    """A loaded image encoder. ``encode`` runs batched inference; see ``dim``."""
+
+    def __init__(self, encoder_id: str, model: nn.Module, prep: ImagePreprocessing,
+                 device: str | torch.device = "cpu", weights_path: str | None = None,
+                 weights_sha256: str | None = None):
+        self.id = encoder_id
+        self.prep = prep
+        self.device = torch.device(device)
+        self.weights_path = weights_path
+        self.weights_sha256 = weights_sha256
+        self.model = model.eval().to(self.device)
+        # One dtype policy: fp32 on CPU; fp16 autocast on CUDA (convolutions, BN and pooling of
+        # ImageNet CNNs are stable in fp16; features are returned as fp32).
+        self.autocast = self.device.type == "cuda"
+        with torch.inference_mode():
+            probe = torch.zeros(1, 3, prep.crop, prep.crop, device=self.device)
+            self.dim = int(self._forward(probe).shape[1])
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.autocast:
+            with torch.autocast("cuda", dtype=torch.float16):
+                return self.model(x).float()
+        return self.model(x)
+
+    def encode(self, batch: torch.Tensor) -> np.ndarray:
+        """``[B, 3, crop, crop]`` preprocessed images to ``[B, dim]`` float32 features."""
+        with torch.inference_mode():
+            out = self._forward(batch.to(self.device, non_blocking=True))
+            return out.reshape(out.shape[0], -1).float().cpu().numpy()
+
+    run = encode  # the pipeline's name: prepare (decode) in a thread, run on the model
+
+    def describe(self) -> dict:
+        return {"id": self.id, "dim": self.dim, "weights_path": self.weights_path,
+                "weights_sha256": self.weights_sha256, "preprocessing": self.prep.to_dict(),
+                "device": str(self.device), "precision": "fp16-autocast" if self.autocast else "fp32"}
+
+
+# ------------------------------------------------------------------ trunks (pooled outputs)
+class EfficientNetPooled(nn.Module):
+    """EfficientNet-Lite trunk + global average pool: the 1280-d input of its classifier."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net._avg_pooling(self.net.extract_features(x)).flatten(1)
+
+
+def efficientnet_lite0(weights_path: str) -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return EfficientNetPooled(net)
+
+
+def resnet(arch: str, weights_path: str) -> nn.Module:
+    """A torchvision ResNet with its classifier removed: the pooled (flatten) output."""
+    import torchvision
+
+    net = getattr(torchvision.models, arch)(weights=None)
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    net.fc = nn.Identity()
+    return net
+
+
+def tiny_random_cnn(seed: int = 0, width: int = 16) -> nn.Module:
+    """A small randomly initialised CNN for tests: fast, deterministic, no download."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        net = nn.Sequential(
+            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return net
