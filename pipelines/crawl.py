@@ -190,8 +190,8 @@ def crawl_omdb(store: ArtifactStore, items_ref: ArtifactRef | str, *, links: str
                                    lambda: crawl_once()["text"])
     images_ref = store.get_or_create(f"{prefix}item_images", "item_images", [items_ref], params,
                                      lambda: crawl_once()["images"])
-    stats = dict(store.manifest(text_ref).stats)
-    stats.update(store.manifest(text_ref).info)
+    m = store.manifest(text_ref)
+    stats = {**m.stats, **m.info, "reused_existing": not built}
     return CrawlResult(text_ref, images_ref, stats)
 
 

@@ -70,6 +70,7 @@ def resolve_api_key(api_key: str | ApiKey | None = None,
                 log.info("OMDb API key from Prefect Secret block %r", secret_block)
                 return ApiKey(str(value))
     raise MmirisError(
-        f"no OMDb API key: set ${ENV_VAR}, pass --api-key-env/--secret-block, or create a "
-        f"Prefect Secret block named {secret_block!r} (get a key at https://www.omdbapi.com/apikey.aspx)"
+        f"no OMDb API key: set ${ENV_VAR}, or store it in a Prefect Secret block named "
+        f"{secret_block!r} (--secret-block NAME to use another); get a key at "
+        "https://www.omdbapi.com/apikey.aspx"
     )

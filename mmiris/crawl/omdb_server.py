@@ -204,6 +204,7 @@ class RequestLog:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so clients pool connections
+    disable_nagle_algorithm = True  # no 40 ms Nagle/delayed-ACK stall between headers and body
     server: "_Server"
 
     def log_message(self, fmt, *args):  # never print the apikey
@@ -321,8 +322,8 @@ class OmdbServer:
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> "OmdbServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="omdb-server",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        name="omdb-server", daemon=True)
         self._thread.start()
         return self
 
