@@ -113,25 +113,15 @@ def ingest_ncf(store: ArtifactStore, train: str | Path, test: str | Path, negati
                              movies=movies, links=links).items() if v}}
 
     @_once
-    def item_map_data():
-        if "item_map" not in paths:
-            return {}, {}
-        return ncf.read_item_map(paths["item_map"])
-
-    @_once
     def data():
-        movie_of, _ = item_map_data()
-        return ncf.read_ncf(paths["train"], paths["test"], paths["negatives"],
-                            item_map_items=max(movie_of, default=-1) + 1, on_bad_lines=on_bad_lines)
-
-    inter = store.get_or_create(f"{name_prefix}interactions", "interactions", [], params,
-                                lambda: data().interactions.output(info), CODE_VERSION)
-
-    def build_items():
-        d = data()
+        # Everything is read and checked before anything is published.
+        movie_of, exact = ncf.read_item_map(paths["item_map"]) if "item_map" in paths else ({}, {})
+        d = ncf.read_ncf(paths["train"], paths["test"], paths["negatives"],
+                         item_map_items=max(movie_of, default=-1) + 1, on_bad_lines=on_bad_lines)
+        split = ncf.ncf_split(d, seed=seed, n_valid_negatives=n_valid_negatives).output(info)
         if "item_map" not in paths:
-            return items_output([str(i) for i in range(d.n_items)], [None] * d.n_items, info=info)
-        movie_of, exact = item_map_data()
+            items = items_output([str(i) for i in range(d.n_items)], [None] * d.n_items, info=info)
+            return d, items, split
         meta: dict[str, dict] = {}
         stats: dict = {"metadata_lines_skipped": 0}
         if "movies" in paths:
@@ -143,15 +133,15 @@ def ingest_ncf(store: ArtifactStore, train: str | Path, test: str | Path, negati
             movielens.add_links(meta, movielens.read_links_csv(p.read_bytes(), str(p),
                                                                on_bad_lines=on_bad_lines, stats=stats))
         sources, rows, map_stats = ncf.ncf_item_rows(d.n_items, movie_of, exact, meta)
-        return items_output(sources, rows, stats={**stats, **map_stats}, info=info)
+        return d, items_output(sources, rows, stats={**stats, **map_stats}, info=info), split
 
-    items = store.get_or_create(f"{name_prefix}items", "items", [inter], params, build_items,
+    inter = store.get_or_create(f"{name_prefix}interactions", "interactions", [], params,
+                                lambda: data()[0].interactions.output(info), CODE_VERSION)
+    items = store.get_or_create(f"{name_prefix}items", "items", [inter], params, lambda: data()[1],
                                 CODE_VERSION)
     split_params = {**params, "seed": seed, "n_valid_negatives": n_valid_negatives}
-    split = store.get_or_create(
-        f"{name_prefix}split", "split", [inter], split_params,
-        lambda: ncf.ncf_split(data(), seed=seed, n_valid_negatives=n_valid_negatives).output(info),
-        CODE_VERSION)
+    split = store.get_or_create(f"{name_prefix}split", "split", [inter], split_params,
+                                lambda: data()[2], CODE_VERSION)
     return IngestResult(inter, items, split)
 
 
@@ -170,6 +160,7 @@ def ingest_amazon(store: ArtifactStore, reviews: str | Path, meta: str | Path | 
 
     @_once
     def data():
+        # Everything is read and checked before anything is published.
         r = amazon.read_reviews(paths["reviews"], on_bad_lines=on_bad_lines)
         inter = build_interactions(np.asarray(r.users, dtype=object), np.asarray(r.items, dtype=object),
                                    pa.array(r.ratings, pa.float32()), pa.array(r.timestamps, pa.int64()))
@@ -184,17 +175,13 @@ def ingest_amazon(store: ArtifactStore, reviews: str | Path, meta: str | Path | 
                            kcore_interactions_removed=int(n_before - len(inter.user)),
                            kcore_users_removed=users_before - inter.n_users,
                            kcore_items_removed=items_before - inter.n_items)
-        return inter
-
-    inter = store.get_or_create(f"{name_prefix}interactions", "interactions", [], params,
-                                lambda: data().output(info), CODE_VERSION)
-
-    def build_items():
-        asins = data().item_source
+        asins = inter.item_source
         m = amazon.read_meta(paths["meta"], set(asins), on_bad_lines=on_bad_lines) if meta else None
         rows = [m.by_asin.get(a) for a in asins] if m else [None] * len(asins)
-        return items_output(asins, rows, stats=m.stats if m else {}, info=info)
+        return inter, items_output(asins, rows, stats=m.stats if m else {}, info=info)
 
-    items = store.get_or_create(f"{name_prefix}items", "items", [inter], params, build_items,
+    inter = store.get_or_create(f"{name_prefix}interactions", "interactions", [], params,
+                                lambda: data()[0].output(info), CODE_VERSION)
+    items = store.get_or_create(f"{name_prefix}items", "items", [inter], params, lambda: data()[1],
                                 CODE_VERSION)
     return IngestResult(inter, items)

@@ -1,6 +1,33 @@
-"""``mmiris split``: placeholder until its stage lands."""
+"""``mmiris split [INTERACTIONS]``: leave-one-out split with stored negatives."""
+
+from __future__ import annotations
+
+from mmiris.artifacts import ArtifactStore
+from mmiris.splits.leave_one_out import MODES, SHORT_USER_POLICIES
 
 
 def register(sub) -> None:
-    p = sub.add_parser("split", help="(not yet available)")
-    p.set_defaults(func=lambda args: print("mmiris split is not available yet") or 1)
+    p = sub.add_parser("split", help="leave-one-out split (one valid + one test item per user, 99 negatives)")
+    p.add_argument("interactions", nargs="?", default="interactions@latest",
+                   help="interactions artifact: NAME, NAME@latest or NAME@VERSION (default interactions@latest)")
+    p.add_argument("--mode", choices=MODES, default="random",
+                   help="random held-out items with --seed (the paper, default) or latest by timestamp (NCF)")
+    p.add_argument("--negatives", type=int, default=99, help="sampled negatives per held-out item (default 99)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--short-users", choices=SHORT_USER_POLICIES, default="drop",
+                   help="users with < 3 interactions: drop (default), keep in train only, or error")
+    p.add_argument("--name", default="split", help="artifact name (default split)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pipelines.split import split_leave_one_out
+
+    store = ArtifactStore()
+    ref = split_leave_one_out(store, args.interactions, mode=args.mode, n_negatives=args.negatives,
+                              seed=args.seed, short_users=args.short_users, name=args.name)
+    stats = store.manifest(ref).stats
+    print(f"split         {ref}")
+    print(f"  {stats['n_train']} train, {stats['n_valid']} valid, {stats['n_test']} test rows; "
+          f"{stats.get('short_users_dropped', 0)} short users dropped")
+    return 0

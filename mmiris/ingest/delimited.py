@@ -72,15 +72,14 @@ def read_delimited(data: bytes, *, source: str, sep: str, fields: list[Field],
     if on_bad_lines not in BAD_LINE_POLICIES:
         raise InputError(f"on_bad_lines={on_bad_lines!r}: expected one of {BAD_LINE_POLICIES}")
     text = decode(data, source, encoding)
+    fast, sep_fast = text, sep
     if len(sep) > 1:
         if "\t" in text:
             return _slow(text, source, sep, fields, header, quoted, on_bad_lines)
-        text, sep_fast = text.replace(sep, "\t"), "\t"
-    else:
-        sep_fast = sep
+        fast, sep_fast = text.replace(sep, "\t"), "\t"
     try:
         table = pacsv.read_csv(
-            io.BytesIO(text.encode("utf-8")),
+            io.BytesIO(fast.encode("utf-8")),
             read_options=pacsv.ReadOptions(column_names=[f.name for f in fields],
                                            skip_rows=1 if header else 0, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(delimiter=sep_fast,
