@@ -24,7 +24,7 @@ from mmiris.http import make_session, redact
 
 log = logging.getLogger("mmiris.ingest.download")
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16  # small blocks: a dropped transfer keeps all but the last block
 _HEX = re.compile(r"\b([0-9a-fA-F]{32}|[0-9a-fA-F]{64})\b")
 
 
