@@ -1,0 +1,92 @@
+"""SIGKILL a real crawl (a `mmiris crawl omdb` subprocess on Dask) halfway, restart it, and
+get the same artifacts as an uninterrupted run, without repeating any request whose answer was
+already stored."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit
+
+from mmiris.artifacts import ArtifactStore
+from mmiris.crawl.cache import ResponseCache
+from mmiris.crawl.omdb_server import Catalogue, Faults, OmdbServer
+from mmiris.crawl.testing import publish_items, record, write_posters
+from mmiris.http import HttpConfig
+from pipelines.crawl import crawl_omdb
+
+KEY = "resume-test-key-77"
+N = 48
+
+
+def _server_key(cache_key: str) -> str:
+    if cache_key.startswith("omdb?"):
+        return "/?" + cache_key[len("omdb?"):]
+    parts = urlsplit(cache_key)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _ok_counts(srv) -> dict:
+    return {k: v.get("ok", 0) for k, v in srv.log.per_key().items()}
+
+
+def test_sigkill_halfway_then_restart_gives_the_same_artifacts(tmp_path):
+    posters = tmp_path / "posters"
+    write_posters(posters)
+    recs, items = [], []
+    for i in range(N):
+        recs.append(record(100 + i, f"Movie Number {i}", 1980 + i % 20, f"tt{1000000 + i:07d}",
+                           poster=f"posters/{(1, 2, 6, 7, 8)[i % 5]}.jpg"))
+        items.append({"item_id": i, "source_id": str(100 + i), "title": f"Movie Number {i} ({1980 + i % 20})",
+                      "year": 1980 + i % 20, "imdb_id": f"tt{1000000 + i:07d}" if i % 2 else None})
+    faults = Faults(http_5xx=0.1, timeout=0.03, invalid_json=0.03, slow=1.0, slow_s=0.03,
+                    hang_s=0.5, seed=11)
+    with OmdbServer(Catalogue(recs, posters), {KEY}, faults=faults) as srv:
+        clean_store = ArtifactStore(tmp_path / "clean")
+        clean = crawl_omdb(clean_store, publish_items(clean_store, items), base_url=srv.url,
+                           api_key=KEY, cache_dir=tmp_path / "clean-cache", workers=0,
+                           rate_per_s=None, http=HttpConfig(timeout_s=0.3, backoff_s=0.01,
+                                                            backoff_jitter_s=0.01))
+        total = srv.log.stats()["requests"]
+        srv.log.reset()
+
+        store = ArtifactStore(tmp_path / "store")
+        ref = publish_items(store, items)
+        cache = tmp_path / "cache"
+        cmd = [sys.executable, "-c", "import sys; from mmiris.cli import main; sys.exit(main(sys.argv[1:]))",
+               "--store", str(tmp_path / "store"), "crawl", "omdb", "--items", str(ref),
+               "--base-url", srv.url, "--cache-dir", str(cache), "--workers", "1", "--threads", "2",
+               "--rate", "0", "--timeout", "0.3"]
+        env = {**os.environ, "OMDB_API_KEY": KEY, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while srv.log.stats()["requests"] < total // 2:
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            assert time.time() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+        assert "item_text" not in store.names() and "item_images" not in store.names()
+
+        time.sleep(0.6)  # let the server finish answering what the killed process asked
+        cached_at_kill = {_server_key(k) for k in ResponseCache(cache).keys()}
+        before = _ok_counts(srv)
+        assert 0 < len(cached_at_kill) < len(clean_store.read_table(clean.item_text)) * 3
+
+        done = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        after = _ok_counts(srv)
+        asked_again = {k for k in after if after[k] > before.get(k, 0) and before.get(k, 0) > 0}
+        assert not (asked_again & cached_at_kill)  # nothing stored was requested again
+        # Only answers the killed process never stored can repeat: at most one per thread.
+        assert srv.log.stats()["successful_requests_repeated"] <= 2
+
+        res_text = store.read_table(store.latest("item_text")).to_pylist()
+        res_images = store.read_table(store.latest("item_images")).to_pylist()
+        assert res_text == clean_store.read_table(clean.item_text).to_pylist()
+        assert res_images == clean_store.read_table(clean.item_images).to_pylist()
+        # Same items, same parameters: the same version ids as the uninterrupted run.
+        assert store.latest("item_text") == clean.item_text
+        assert store.latest("item_images") == clean.item_images
