@@ -1,6 +1,31 @@
-"""``mmiris report``: placeholder until its stage lands."""
+"""``mmiris report``: a self-contained HTML report of the store's metrics, training curves and
+explained recommendations (open the printed path in any browser; no server needed)."""
+
+from __future__ import annotations
+
+from mmiris.artifacts import ArtifactStore
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="(not yet available)")
-    p.set_defaults(func=lambda args: print("mmiris report is not available yet") or 1)
+    p = sub.add_parser("report", help="write an HTML report: metrics tables, loss curves, explanation cards")
+    p.add_argument("--out", default="mmiris-report", help="output directory (default ./mmiris-report)")
+    p.add_argument("--metrics", nargs="+", default=None,
+                   help="metrics artifacts to show (default: every metrics artifact in the store)")
+    p.add_argument("--recommendations", nargs="+", default=None,
+                   help="recommendations artifacts for the cards (default: per split, the newest with explanations)")
+    p.add_argument("--users", default=None, help="comma-separated user ids for the explanation cards")
+    p.add_argument("--n-users", type=int, default=3, help="cards to show when --users is not given (default 3)")
+    p.add_argument("--top", type=int, default=3, help="recommendations per card (default 3, as the paper)")
+    p.add_argument("--title", default="mmiris report")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mmiris.cli.recommend import parse_users
+    from pipelines.report import build_report
+
+    path = build_report(ArtifactStore(), args.out, metrics=args.metrics, recommendations=args.recommendations,
+                        users=parse_users(args.users), n_users=args.n_users, top=args.top, title=args.title)
+    print(f"report: {path.resolve()}")
+    print(f"  open it in a browser: {path.resolve().as_uri()}")
+    return 0
