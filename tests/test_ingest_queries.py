@@ -28,6 +28,12 @@ def store_dir(tmp_path, monkeypatch):
     store = ArtifactStore(tmp_path / "mmiris-store")
     res = ingest_movielens(store, write_ml1m(tmp_path / "ml-1m"))
     split = split_leave_one_out(store, res.interactions, n_negatives=1, seed=0)
+    # a crashed local publish can leave a manifest in _staging: the queries must skip it
+    leftover = tmp_path / "mmiris-store" / "_staging" / "items-crashed"
+    leftover.mkdir(parents=True)
+    (leftover / "manifest.json").write_bytes(
+        (tmp_path / "mmiris-store" / "items" / res.items.version / "manifest.json").read_bytes()
+        .replace(res.items.version.encode(), b"crashed0crashed0"))
     monkeypatch.chdir(tmp_path)
     return store, res, split
 
