@@ -3,15 +3,20 @@
 Lookup order for one movie (each answer cached, so a re-run repeats none of them):
 
 1. ``i=tt…`` when the IMDb id is known (items' ``imdb_id`` or ``links.csv``) -> ``imdb_id``;
-2. ``t=<title>&y=<year>`` for each title variant (trailing article moved to the front, then
-   each alternative title from the parentheses; see ``mmiris.crawl.titles``) at the year,
-   then at year-1 and year+1 -> ``title_year`` / ``title_near_year`` (``title`` when the item
-   has no year);
-3. ``s=<title>`` for each variant; the best-match rule takes, among results whose first year
-   is within ±1 of the item's, the one whose title is most similar to any variant
-   (``similarity``: case/accent/punctuation-blind, leading article ignored), ties to the exact
-   year, and accepts it when the similarity is at least ``min_search_similarity`` (0.8);
+2. ``t=<title>&y=<year>`` for each title variant (trailing article moved to the front, each
+   alternative title from the parentheses, then ``and``/``&``, article-less and
+   credit-less spellings; see ``mmiris.crawl.titles.title_variants``) at the year, then the
+   first two variants at year-1 and year+1 -> ``title_year`` / ``title_near_year``
+   (``title`` when the item has no year);
+3. ``s=<title>`` for the first three variants; the best-match rule takes, among results
+   whose first year is within ±1 of the item's, the one whose title is most similar to any
+   variant (``similarity``: case/accent/punctuation-blind, leading article ignored, a part
+   before/after a subtitle separator counts at 0.95), ties to the exact year, then to OMDb's
+   order, and accepts it when the similarity is at least ``min_search_similarity`` (0.8);
    the full record is then fetched with ``i=`` -> ``search``.
+
+So an item costs one request when its id or first title form matches, and at most
+6 + 4 + 3 + 1 = 14 when nothing does.
 
 No match leaves a reason: ``no_query`` (neither id nor title), ``not_found`` (every lookup
 answered "not found"), ``no_close_match`` (the search had results, none close enough).
@@ -45,11 +50,14 @@ class MatchConfig:
     min_title_similarity: float = 0.5  # sanity check of what t= returned
     plot: str = "full"
     use_search: bool = True
+    near_year_variants: int = 2  # title variants also tried at year +-window
+    search_variants: int = 3  # title variants sent to the search endpoint
 
     def params(self) -> dict:
         return {"year_window": self.year_window, "min_search_similarity": self.min_search_similarity,
                 "min_title_similarity": self.min_title_similarity, "plot": self.plot,
-                "use_search": self.use_search}
+                "use_search": self.use_search, "near_year_variants": self.near_year_variants,
+                "search_variants": self.search_variants}
 
 
 @dataclass
@@ -127,27 +135,27 @@ class OmdbClient:
         if not variants:
             return Match(None, None, None, None, None, "not_found" if tried else "no_query", tried)
         y = parsed.year
-        years: list[int | None] = [y] if y is not None else [None]
-        if y is not None:
-            for d in range(1, cfg.year_window + 1):
-                years += [y - d, y + d]
-        for v in variants:
-            for yy in years:
-                params = {"t": v, "plot": cfg.plot}
-                if yy is not None:
-                    params["y"] = str(yy)
-                obj, raw = ask(params)
-                if obj.get("Response") != "True":
-                    continue
-                score = max(similarity(obj.get("Title", ""), w) for w in variants)
-                if score < cfg.min_title_similarity:
-                    continue
-                method = "title" if yy is None else ("title_year" if yy == y else "title_near_year")
-                return Match(obj, raw, method, tried[-1], round(score, 4), None, tried)
+        attempts: list[tuple[str, int | None]] = [(v, y) for v in variants]
+        if y is not None:  # then year +-1, for the first few variants only (request economy)
+            for v in variants[: cfg.near_year_variants]:
+                for d in range(1, cfg.year_window + 1):
+                    attempts += [(v, y - d), (v, y + d)]
+        for v, yy in attempts:
+            params = {"t": v, "plot": cfg.plot}
+            if yy is not None:
+                params["y"] = str(yy)
+            obj, raw = ask(params)
+            if obj.get("Response") != "True":
+                continue
+            score = max(similarity(w, obj.get("Title", "")) for w in variants)
+            if score < cfg.min_title_similarity:
+                continue
+            method = "title" if yy is None else ("title_year" if yy == y else "title_near_year")
+            return Match(obj, raw, method, tried[-1], round(score, 4), None, tried)
         if not cfg.use_search:
             return Match(None, None, None, None, None, "not_found", tried)
         best, saw_results = None, False
-        for v in variants:
+        for v in variants[: cfg.search_variants]:
             obj, _ = ask({"s": v})
             for rank, cand in enumerate(obj.get("Search") or []):
                 saw_results = True
@@ -156,7 +164,7 @@ class OmdbClient:
                     continue
                 if not str(cand.get("imdbID", "")).startswith("tt"):
                     continue
-                score = max(similarity(cand.get("Title", ""), w) for w in variants)
+                score = max(similarity(w, cand.get("Title", "")) for w in variants)
                 rank_key = (score, -(abs(cy - y) if y is not None and cy is not None else 0), -rank)
                 if best is None or rank_key > best[0]:
                     best = (rank_key, cand, tried[-1])

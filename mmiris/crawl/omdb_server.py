@@ -9,7 +9,7 @@ records and a folder of posters, on 127.0.0.1::
 
 API: ``GET /?apikey=K&i=tt0114709[&plot=short|full]``, ``GET /?apikey=K&t=Toy+Story[&y=1995]``,
 ``GET /?apikey=K&s=toy[&y=1995][&page=1]``; posters at ``GET /posters/<file>``; request log at
-``GET /__stats``. Answers and errors follow OMDb's shapes: ``{"Response":"False","Error":
+``GET /__stats`` (``GET /__reset`` clears it). Answers and errors follow OMDb's shapes: ``{"Response":"False","Error":
 "Movie not found!"}`` (200), ``Incorrect IMDb ID.`` (200), ``Invalid API key!`` and
 ``No API key provided.`` (401), ``Request limit reached!`` (401, after ``daily_limit``
 requests of a key), ``Too many results.`` (200).
@@ -240,6 +240,10 @@ class _Handler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
         if parts.path == "/__stats":
             return self._json(200, srv.log.stats())
+        if parts.path == "/__reset":  # clears the request log and the per-key daily counts
+            srv.log.reset()
+            srv.set_limit(srv.daily_limit)
+            return self._json(200, {"reset": True})
         key_params = sorted((k, v) for k, v in params.items() if k.lower() != "apikey")
         key = parts.path + ("?" + urlencode(key_params) if key_params else "")
         attempt = srv.log.next_attempt(key)
