@@ -19,11 +19,7 @@ def register(cls: type[Recommender]) -> type[Recommender]:
 
 def _import_all() -> None:
     for mod in _MODULES:
-        try:
-            importlib.import_module(f"mmiris.models.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"mmiris.models.{mod}":
-                raise
+        importlib.import_module(f"mmiris.models.{mod}")
 
 
 def get_model_class(name: str) -> type[Recommender]:

@@ -22,6 +22,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from mmiris.models import kernels
@@ -42,6 +43,7 @@ def _lib():
         lib.attentive_sum_backward.argtypes = [ctypes.c_int] + [_i64] * 4 + [ctypes.c_int] * 2 + [_ptr] * 10 \
             + [_f32] * 2 + [_ptr] * 9
         lib.attentive_sum_backward.restype = None
+        lib.attentive_sum_block.restype = ctypes.c_int
         lib._mmiris_typed = True
     return lib
 
@@ -84,11 +86,13 @@ def _p(t: torch.Tensor | None):
 
 
 class _FusedAttentiveSum(torch.autograd.Function):
+    """Native kernel on transposed, block-padded history tensors: PT [B, k, L'], AT [B, h, L']."""
+
     @staticmethod
-    def forward(ctx, mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha):
+    def forward(ctx, mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha):
         lib = _lib()
         B, T = items.shape
-        L, K = PH.shape[1], PH.shape[2]
+        K, L = PT.shape[1], PT.shape[2]
         H = hv.shape[0]
         score = torch.empty(B, T, dtype=torch.float32)
         lse = torch.empty(B, T, dtype=torch.float32)
@@ -98,39 +102,54 @@ class _FusedAttentiveSum(torch.autograd.Function):
         else:  # few rows (score_all for one user): split the targets instead
             step = max(1, -(-T // n))
             parts = [(b, b + 1, t, min(t + step, T)) for b in range(B) for t in range(0, T, step)]
-        args = (_p(PH), _p(QT), _p(hist), _p(hlen), _p(items), _p(A), _p(C), _p(W), _p(bias), _p(hv),
+        args = (_p(PT), _p(QT), _p(hist), _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv),
                 float(beta), float(alpha), _p(score), _p(lse))
         _run([lambda p=p: lib.attentive_sum_forward(mode, *p, T, L, K, H, *args) for p in parts])
-        ctx.save_for_backward(PH, QT, hist, hlen, items, A, C, W, bias, hv, lse)
+        ctx.save_for_backward(PT, QT, hist, hlen, items, AT, C, W, bias, hv, lse)
         ctx.mode, ctx.beta, ctx.alpha = mode, beta, alpha
         return score
 
     @staticmethod
     def backward(ctx, g):
         lib = _lib()
-        PH, QT, hist, hlen, items, A, C, W, bias, hv, lse = ctx.saved_tensors
+        PT, QT, hist, hlen, items, AT, C, W, bias, hv, lse = ctx.saved_tensors
         mode = ctx.mode
         B, T = items.shape
-        L, K = PH.shape[1], PH.shape[2]
+        K, L = PT.shape[1], PT.shape[2]
         H = hv.shape[0]
         g = g.contiguous().float()
         parts = _row_chunks(hlen, T, 4 * _workers())
-        dPH, dQT = torch.zeros_like(PH), torch.zeros_like(QT)
-        dA = torch.zeros_like(A) if mode == 0 else None
+        dPT, dQT = torch.zeros_like(PT), torch.zeros_like(QT)
+        dAT = torch.zeros_like(AT) if mode == 0 else None
         dC = torch.zeros_like(C) if mode == 0 else None
         nP = max(len(parts), 1)
         dW = torch.zeros(nP, H, K) if mode == 1 else None
         db = torch.zeros(nP, H) if mode == 1 else None
         dhv = torch.zeros(nP, H)
-        shared = (_p(PH), _p(QT), _p(hist), _p(hlen), _p(items), _p(A), _p(C), _p(W), _p(bias), _p(hv),
-                  float(ctx.beta), float(ctx.alpha), _p(g), _p(lse), _p(dPH), _p(dQT), _p(dA), _p(dC))
+        shared = (_p(PT), _p(QT), _p(hist), _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv),
+                  float(ctx.beta), float(ctx.alpha), _p(g), _p(lse), _p(dPT), _p(dQT), _p(dAT), _p(dC))
         _run([lambda i=i, a=a, b=b: lib.attentive_sum_backward(
             mode, a, b, T, L, K, H, *shared,
             _p(dW[i]) if dW is not None else None, _p(db[i]) if db is not None else None, _p(dhv[i]))
             for i, (a, b) in enumerate(parts)])
-        return (None, dPH, dQT, None, None, None, dA, dC,
+        return (None, dPT, dQT, None, None, None, dAT, dC,
                 dW.sum(0) if dW is not None else None, db.sum(0) if db is not None else None,
                 dhv.sum(0), None, None)
+
+
+def _fused(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha):
+    B, L = hist.shape
+    block = _lib().attentive_sum_block()
+    Lp = max(block, -(-L // block) * block)
+
+    def hist_side(x):  # [B, L, w] -> [B, w, L'] zero-padded: every kernel loop runs over l in vectors
+        return F.pad(x.transpose(1, 2), (0, Lp - L)).contiguous()
+
+    c = lambda t: t.contiguous() if t is not None else torch.empty(0)  # noqa: E731
+    return _FusedAttentiveSum.apply(
+        mode, hist_side(PH), c(QT), F.pad(hist, (0, Lp - L)).contiguous().long(), hlen.contiguous().long(),
+        items.contiguous().long(), hist_side(A) if mode == 0 else torch.empty(0), c(C), c(W), c(bias),
+        c(hv), float(beta), float(alpha))
 
 
 def _eager(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha, want_weights=False):
@@ -187,15 +206,14 @@ def attentive_scores(PH: torch.Tensor, QT: torch.Tensor, hist: torch.Tensor, hle
     mode = 0 if A is not None else 1
     if mode == 1 and (W is None or bias is None):
         raise ValueError("attentive_scores needs either A and C (additive) or W and bias (prod)")
-    fused_ok = (PH.device.type == "cpu" and PH.dtype == torch.float32 and fused_available())
+    width = A.shape[-1] if mode == 0 else W.shape[0]
+    fused_ok = (PH.device.type == "cpu" and PH.dtype == torch.float32 and PH.shape[-1] % 4 == 0
+                and width % 4 == 0 and fused_available())
     if backend == "fused" and not fused_ok:
-        raise RuntimeError("fused attention kernel unavailable (needs CPU float32 and a C compiler)")
+        raise RuntimeError("fused attention kernel unavailable (needs CPU float32, k and h multiples of 4, a C compiler)")
     if backend == "eager" or not fused_ok:
         return _eager_chunked(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha)
-    c = lambda t: t.contiguous() if t is not None else torch.empty(0)  # noqa: E731
-    return _FusedAttentiveSum.apply(mode, c(PH), c(QT), hist.contiguous().long(), hlen.contiguous().long(),
-                                    items.contiguous().long(), c(A), c(C), c(W), c(bias), c(hv),
-                                    float(beta), float(alpha))
+    return _fused(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha)
 
 
 @torch.no_grad()

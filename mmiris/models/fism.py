@@ -28,7 +28,7 @@ class FISM(ItemSimilarity):
         total = PH.sum(1)  # [B, k]
         # position of j in the (sorted) history, found by binary search: no [B, T, L] tensor
         keyed = torch.where(in_hist, hist, torch.full_like(hist, self.n_items))
-        pos = torch.searchsorted(keyed, items).clamp_max(max(L - 1, 0))
+        pos = torch.searchsorted(keyed, items.contiguous()).clamp_max(max(L - 1, 0))
         found = (keyed.gather(1, pos) == items) if L else torch.zeros_like(items, dtype=torch.bool)
         agg = total[:, None, :] - found[..., None] * self.P(items)  # Σ_{i ∈ R_u⁺\{j}} p_i
         n = (hlen[:, None] - found.long()).clamp_min(0)

@@ -21,7 +21,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-std=gnu99", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-std=gnu11", "-shared", "-fPIC"]
 _loaded: dict[str, ctypes.CDLL | None] = {}
 
 

@@ -2,229 +2,328 @@
  *
  * For row b (a user) and target t (item j = items[b,t]) over the user's history l < hlen[b]:
  *   valid_l = hist[b,l] != j                                   (eq. 5: R_u+ \ {j})
- *   pre_l   = A[b,l] + C[b,t]                          (ADD:  W1 x_i + W2 x_j + b, eq. 4/6)
+ *   pre_l   = A[b,:,l] + C[b,t]                        (ADD:  W1 x_i + W2 x_j + b, eq. 4/6)
  *           = W (p_l * q_t) + bias                     (PROD: NAIS prod)
  *   e_l     = hv . relu(pre_l)
  *   a_l     = exp(e_l - beta * logsumexp_valid(e))     (smoothed softmax, eq. 4)
  *   score   = n^-alpha * sum_valid a_l (p_l . q_t)     (eq. 5), 0 when no valid l
- * Nothing of size [T x L x H] is ever stored: each (b,t) row lives in per-call scratch.
- * Compiled at first use by mmiris/models/fused.py; rows [b0, b1) per call so Python threads
- * can split a batch (ctypes releases the GIL).
+ *
+ * History-side inputs are transposed, [B, K, L] and [B, H, L], with L a multiple of LB, so
+ * every loop runs over l in 8-wide vectors; W (p*q) is computed as (W diag(q_t)) p_l, with
+ * W diag(q_t) built once per target. Nothing of size [T x L x H] is stored: a (b, t) row
+ * lives in per-call scratch. Compiled at first use by mmiris/models/kernels/__init__.py;
+ * each call handles rows [b0, b1) so Python threads can split a batch.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef long long i64;
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+typedef int v8i __attribute__((vector_size(32)));
 
 #define INLINE static inline __attribute__((always_inline))
+#define LD(p) (*(const v8u *)(p))
+#define ST(p, v) (*(v8u *)(p) = (v))
+#define LB 32          /* history block; L (the stride) is a multiple of it */
+#define NEG (-1.0e30f) /* logit of an excluded or padded slot: exp() underflows to 0 */
 
-INLINE float relu_dot(const float *pre, const float *hv, int H) {
-    float e = 0.f;
-    for (int d = 0; d < H; d++) e += hv[d] * (pre[d] > 0.f ? pre[d] : 0.f);
-    return e;
-}
-
-INLINE float dotk(const float *x, const float *y, int K) {
+INLINE v8 splat(float x) { return (v8){x, x, x, x, x, x, x, x}; }
+INLINE v8 relu8(v8 x) { return (v8)((v8i)x & (x > splat(0.f))); }
+INLINE v8 mask_pos(v8 x, v8 y) { return (v8)((v8i)y & (x > splat(0.f))); } /* x > 0 ? y : 0 */
+INLINE float hsum(v8 x) {
     float s = 0.f;
-    for (int k = 0; k < K; k++) s += x[k] * y[k];
+    for (int i = 0; i < 8; i++) s += x[i];
     return s;
 }
+INLINE i64 roundup(i64 n) { return (n + LB - 1) / LB * LB; }
 
-/* pre = A_l + c  (ADD)  or  bias + sum_k p[k] * WqT[k,:]  (PROD, WqT[k,d] = W[d,k] q[k]) */
-INLINE void pre_add(float *pre, const float *a, const float *c, int H) {
-    for (int d = 0; d < H; d++) pre[d] = a[d] + c[d];
+/* e[l] = hv . relu(AT[:,l] + c) for l < nX */
+INLINE void logits_add(float *e, const float *AT, i64 L, const float *c, const float *hv, int H, i64 nX) {
+    for (i64 l0 = 0; l0 < nX; l0 += LB) {
+        v8 acc[LB / 8] = {0};
+        for (int d = 0; d < H; d++) {
+            const float *a = AT + d * L + l0;
+            const v8 cd = splat(c[d]), hd = splat(hv[d]);
+            for (int i = 0; i < LB / 8; i++) acc[i] += hd * relu8(LD(a + 8 * i) + cd);
+        }
+        for (int i = 0; i < LB / 8; i++) ST(e + l0 + 8 * i, acc[i]);
+    }
 }
 
-INLINE void pre_prod(float *pre, const float *p, const float *WqT, const float *bias, int K, int H) {
-    for (int d = 0; d < H; d++) pre[d] = bias[d];
-    for (int k = 0; k < K; k++) {
-        const float pk = p[k];
-        const float *w = WqT + (i64)k * H;
-        for (int d = 0; d < H; d++) pre[d] += pk * w[d];
+/* pre[d][l] = bias[d] + sum_k WqT[k][d] PT[k][l]; e[l] = hv . relu(pre[:,l]); pre kept if asked */
+INLINE void logits_prod(float *e, float *pre, const float *PT, i64 L, const float *WqT,
+                        const float *bias, const float *hv, int K, int H, i64 nX) {
+    for (i64 l0 = 0; l0 < nX; l0 += 16) {
+        v8 e0 = splat(0.f), e1 = splat(0.f);
+        for (int d0 = 0; d0 < H; d0 += 4) {
+            v8 acc[4][2];
+            for (int dd = 0; dd < 4; dd++) acc[dd][0] = acc[dd][1] = splat(bias[d0 + dd]);
+            for (int k = 0; k < K; k++) {
+                const v8 p0 = LD(PT + k * L + l0), p1 = LD(PT + k * L + l0 + 8);
+                const float *w = WqT + k * H + d0;
+                for (int dd = 0; dd < 4; dd++) {
+                    const v8 wv = splat(w[dd]);
+                    acc[dd][0] += wv * p0;
+                    acc[dd][1] += wv * p1;
+                }
+            }
+            for (int dd = 0; dd < 4; dd++) {
+                const v8 hd = splat(hv[d0 + dd]);
+                e0 += hd * relu8(acc[dd][0]);
+                e1 += hd * relu8(acc[dd][1]);
+                if (pre) {
+                    ST(pre + (i64)(d0 + dd) * L + l0, acc[dd][0]);
+                    ST(pre + (i64)(d0 + dd) * L + l0 + 8, acc[dd][1]);
+                }
+            }
+        }
+        ST(e + l0, e0);
+        ST(e + l0 + 8, e1);
     }
+}
+
+/* pq[l] = p_l . q */
+INLINE void dots(float *pq, const float *PT, i64 L, const float *q, int K, i64 nX) {
+    for (i64 l0 = 0; l0 < nX; l0 += LB) {
+        v8 acc[LB / 8] = {0};
+        for (int k = 0; k < K; k++) {
+            const v8 qk = splat(q[k]);
+            for (int i = 0; i < LB / 8; i++) acc[i] += qk * LD(PT + k * L + l0 + 8 * i);
+        }
+        for (int i = 0; i < LB / 8; i++) ST(pq + l0 + 8 * i, acc[i]);
+    }
+}
+
+/* Exclude j and the padding; return the number of valid history items. */
+INLINE int exclude(float *e, const i64 *hb, int n_l, i64 j, i64 nX) {
+    int cnt = n_l;
+    for (int l = 0; l < n_l; l++)
+        if (hb[l] == j) { e[l] = NEG; cnt--; }
+    for (i64 l = n_l; l < nX; l++) e[l] = NEG;
+    return cnt;
 }
 
 INLINE void build_wq(float *WqT, const float *W, const float *q, int K, int H) {
     for (int k = 0; k < K; k++)
-        for (int d = 0; d < H; d++) WqT[(i64)k * H + d] = W[(i64)d * K + k] * q[k];
+        for (int d = 0; d < H; d++) WqT[k * H + d] = W[d * K + k] * q[k];
 }
 
-/* Pass shared by forward and backward: e_l, pq_l and validity for one (b, t); returns count. */
-INLINE int row_logits(int mode, int n_l, const i64 *hb, i64 j, const float *Pb, const float *q,
-                      const float *Ab, const float *c, const float *WqT, const float *bias,
-                      const float *hv, int K, int H, float *e, float *pq, unsigned char *ok,
-                      float *pre, int keep_pre, float *emax) {
-    int cnt = 0;
+INLINE float vmax(const float *e, i64 n) {
     float m = -3.0e38f;
-    for (int l = 0; l < n_l; l++) {
-        ok[l] = hb[l] != j;
-        if (!ok[l]) continue;
-        float *pr = keep_pre ? pre + (i64)l * H : pre;
-        const float *p = Pb + (i64)l * K;
-        if (mode == 0) pre_add(pr, Ab + (i64)l * H, c, H);
-        else pre_prod(pr, p, WqT, bias, K, H);
-        const float ev = relu_dot(pr, hv, H);
-        e[l] = ev;
-        pq[l] = dotk(p, q, K);
-        if (ev > m) m = ev;
-        cnt++;
-    }
-    *emax = m;
-    return cnt;
+    for (i64 l = 0; l < n; l++) m = e[l] > m ? e[l] : m;
+    return m;
 }
+
+INLINE float sum_exp(const float *e, float shift, i64 n) {
+    float s = 0.f;
+    for (i64 l = 0; l < n; l++) s += expf(e[l] - shift);
+    return s;
+}
+
+INLINE float sum_exp_dot(const float *e, float shift, const float *pq, i64 n) {
+    float s = 0.f;
+    for (i64 l = 0; l < n; l++) s += expf(e[l] - shift) * pq[l];
+    return s;
+}
+
+static void *scratch(size_t n) { return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64 + 64); }
 
 INLINE void forward_rows(int mode, i64 b0, i64 b1, i64 t0, i64 t1, i64 T, i64 L, int K, int H,
-                         const float *PH, const float *QT, const i64 *hist, const i64 *hlen,
-                         const i64 *items, const float *A, const float *C, const float *W,
+                         const float *PT, const float *QT, const i64 *hist, const i64 *hlen,
+                         const i64 *items, const float *AT, const float *C, const float *W,
                          const float *bias, const float *hv, float beta, float alpha,
                          float *score, float *lse_out) {
-    float *e = malloc(sizeof(float) * (L + 1)), *pq = malloc(sizeof(float) * (L + 1));
-    float *pre = malloc(sizeof(float) * H), *WqT = malloc(sizeof(float) * K * H);
-    unsigned char *ok = malloc(L + 1);
+    float *e = scratch(L), *pq = scratch(L), *WqT = scratch((size_t)K * H);
     for (i64 b = b0; b < b1; b++) {
         const int n_l = (int)hlen[b];
+        const i64 nX = roundup(n_l);
         const i64 *hb = hist + b * L;
-        const float *Pb = PH + b * L * K;
-        const float *Ab = mode == 0 ? A + b * L * H : 0;
+        const float *Pb = PT + b * K * L;
         for (i64 t = t0; t < t1; t++) {
             const i64 bt = b * T + t;
             const float *q = QT + bt * K;
-            if (mode == 1) build_wq(WqT, W, q, K, H);
-            float m;
-            const int cnt = row_logits(mode, n_l, hb, items[bt], Pb, q, Ab, mode == 0 ? C + bt * H : 0,
-                                       WqT, bias, hv, K, H, e, pq, ok, pre, 0, &m);
-            if (cnt == 0) { score[bt] = 0.f; lse_out[bt] = 0.f; continue; }
-            float S = 0.f;
-            for (int l = 0; l < n_l; l++) S += ok[l] ? expf(e[l] - m) : 0.f;
-            const float lse = m + logf(S), shift = beta * lse;
-            float s = 0.f;
-            for (int l = 0; l < n_l; l++) s += ok[l] ? expf(e[l] - shift) * pq[l] : 0.f;
+            if (mode == 0) logits_add(e, AT + b * H * L, L, C + bt * H, hv, H, nX);
+            else { build_wq(WqT, W, q, K, H); logits_prod(e, 0, Pb, L, WqT, bias, hv, K, H, nX); }
+            const int cnt = exclude(e, hb, n_l, items[bt], nX);
+            if (cnt <= 0) { score[bt] = 0.f; lse_out[bt] = 0.f; continue; }
+            dots(pq, Pb, L, q, K, nX);
+            const float m = vmax(e, nX);
+            const float lse = m + logf(sum_exp(e, m, nX));
             const float coef = alpha == 0.f ? 1.f : powf((float)cnt, -alpha);
-            score[bt] = coef * s;
+            score[bt] = coef * sum_exp_dot(e, beta * lse, pq, nX);
             lse_out[bt] = lse;
         }
     }
-    free(e); free(pq); free(pre); free(WqT); free(ok);
+    free(e); free(pq); free(WqT);
 }
 
 INLINE void backward_rows(int mode, i64 b0, i64 b1, i64 T, i64 L, int K, int H,
-                          const float *PH, const float *QT, const i64 *hist, const i64 *hlen,
-                          const i64 *items, const float *A, const float *C, const float *W,
+                          const float *PT, const float *QT, const i64 *hist, const i64 *hlen,
+                          const i64 *items, const float *AT, const float *C, const float *W,
                           const float *bias, const float *hv, float beta, float alpha,
                           const float *gscore, const float *lse_in,
-                          float *dPH, float *dQT, float *dA, float *dC, float *dW, float *dbias,
+                          float *dPT, float *dQT, float *dAT, float *dC, float *dW, float *dbias,
                           float *dhv) {
-    float *e = malloc(sizeof(float) * (L + 1)), *pq = malloc(sizeof(float) * (L + 1));
-    float *pre = malloc(sizeof(float) * (L + 1) * H), *WqT = malloc(sizeof(float) * K * H);
-    float *dWqT = malloc(sizeof(float) * K * H), *dq = malloc(sizeof(float) * K);
-    float *dc = malloc(sizeof(float) * H), *dpre = malloc(sizeof(float) * H);
-    unsigned char *ok = malloc(L + 1);
+    float *e = scratch(L), *pq = scratch(L), *ga = scratch(L), *de = scratch(L);
+    float *pre = mode == 1 ? scratch((size_t)H * L) : 0;
+    float *WqT = scratch((size_t)K * H), *dWqT = scratch((size_t)K * H);
     for (i64 b = b0; b < b1; b++) {
         const int n_l = (int)hlen[b];
+        const i64 nX = roundup(n_l);
         const i64 *hb = hist + b * L;
-        const float *Pb = PH + b * L * K;
-        float *dPb = dPH + b * L * K;
-        const float *Ab = mode == 0 ? A + b * L * H : 0;
-        float *dAb = mode == 0 ? dA + b * L * H : 0;
+        const float *Pb = PT + b * K * L;
+        float *dPb = dPT + b * K * L;
+        const float *Ab = mode == 0 ? AT + b * H * L : 0;
+        float *dAb = mode == 0 ? dAT + b * H * L : 0;
         for (i64 t = 0; t < T; t++) {
             const i64 bt = b * T + t;
             const float g = gscore[bt];
             if (g == 0.f) continue;
             const float *q = QT + bt * K;
-            if (mode == 1) build_wq(WqT, W, q, K, H);
-            float m;
-            const int cnt = row_logits(mode, n_l, hb, items[bt], Pb, q, Ab, mode == 0 ? C + bt * H : 0,
-                                       WqT, bias, hv, K, H, e, pq, ok, pre, 1, &m);
-            if (cnt == 0) continue;
+            const float *c = mode == 0 ? C + bt * H : 0;
+            if (mode == 0) logits_add(e, Ab, L, c, hv, H, nX);
+            else { build_wq(WqT, W, q, K, H); logits_prod(e, pre, Pb, L, WqT, bias, hv, K, H, nX); }
+            const int cnt = exclude(e, hb, n_l, items[bt], nX);
+            if (cnt <= 0) continue;
+            dots(pq, Pb, L, q, K, nX);
             const float lse = lse_in[bt], shift = beta * lse;
             const float gc = g * (alpha == 0.f ? 1.f : powf((float)cnt, -alpha));
-            /* a_l and softmax_l overwrite e and pq is kept: s_ad = sum a_l * da_l, da_l = gc pq_l */
+            /* ga = gc a, s_ad = sum_l a da with da = gc pq; de = a da - beta softmax s_ad */
             float s_ad = 0.f;
-            for (int l = 0; l < n_l; l++) {
-                if (!ok[l]) continue;
-                const float a = expf(e[l] - shift);
-                s_ad += a * gc * pq[l];
-            }
-            memset(dq, 0, sizeof(float) * K);
-            memset(dc, 0, sizeof(float) * H);
-            if (mode == 1) memset(dWqT, 0, sizeof(float) * K * H);
-            for (int l = 0; l < n_l; l++) {
-                if (!ok[l]) continue;
-                const float a = expf(e[l] - shift), sm = expf(e[l] - lse);
-                const float ga = gc * a;
-                const float *p = Pb + (i64)l * K;
-                float *dp = dPb + (i64)l * K;
-                for (int k = 0; k < K; k++) { dp[k] += ga * q[k]; dq[k] += ga * p[k]; }
-                const float de = a * gc * pq[l] - beta * sm * s_ad;
-                const float *pr = pre + (i64)l * H;
-                for (int d = 0; d < H; d++) {
-                    const float r = pr[d] > 0.f ? pr[d] : 0.f;
-                    dhv[d] += de * r;
-                    dpre[d] = pr[d] > 0.f ? de * hv[d] : 0.f;
-                }
-                if (mode == 0) {
-                    float *da = dAb + (i64)l * H;
-                    for (int d = 0; d < H; d++) { da[d] += dpre[d]; dc[d] += dpre[d]; }
-                } else {
-                    for (int d = 0; d < H; d++) dc[d] += dpre[d];
-                    for (int k = 0; k < K; k++) {
-                        const float pk = p[k];
-                        float *dw = dWqT + (i64)k * H;
-                        const float *w = WqT + (i64)k * H;
-                        float s = 0.f;
-                        for (int d = 0; d < H; d++) { dw[d] += pk * dpre[d]; s += w[d] * dpre[d]; }
-                        dp[k] += s;
+            for (i64 l = 0; l < nX; l++) { ga[l] = gc * expf(e[l] - shift); s_ad += ga[l] * pq[l]; }
+            for (i64 l = 0; l < nX; l++) de[l] = ga[l] * pq[l] - beta * expf(e[l] - lse) * s_ad;
+            /* d(p_l . q): dP[k][l] += ga[l] q[k]; dq[k] = sum_l ga[l] P[k][l] */
+            float *dqt = dQT + bt * K;
+            for (int k0 = 0; k0 < K; k0 += 4) {
+                v8 acc[4] = {0};
+                for (i64 l0 = 0; l0 < nX; l0 += 8) {
+                    const v8 gv = LD(ga + l0);
+                    for (int kk = 0; kk < 4; kk++) {
+                        const i64 o = (i64)(k0 + kk) * L + l0;
+                        acc[kk] += gv * LD(Pb + o);
+                        ST(dPb + o, LD(dPb + o) + gv * splat(q[k0 + kk]));
                     }
                 }
+                for (int kk = 0; kk < 4; kk++) dqt[k0 + kk] += hsum(acc[kk]);
             }
-            float *dqt = dQT + bt * K;
-            for (int k = 0; k < K; k++) dqt[k] += dq[k];
             if (mode == 0) {
+                /* dpre = (pre > 0) de hv; dA += dpre; dc = sum_l dpre; dhv += sum_l de relu(pre) */
                 float *dct = dC + bt * H;
-                for (int d = 0; d < H; d++) dct[d] += dc[d];
+                for (int d0 = 0; d0 < H; d0 += 4) {
+                    v8 sc[4] = {0}, sh[4] = {0};
+                    for (i64 l0 = 0; l0 < nX; l0 += 8) {
+                        const v8 dv = LD(de + l0);
+                        for (int dd = 0; dd < 4; dd++) {
+                            const int d = d0 + dd;
+                            const v8 x = LD(Ab + (i64)d * L + l0) + splat(c[d]);
+                            const v8 dp = mask_pos(x, dv * splat(hv[d]));
+                            sh[dd] += dv * relu8(x);
+                            sc[dd] += dp;
+                            float *da = dAb + (i64)d * L + l0;
+                            ST(da, LD(da) + dp);
+                        }
+                    }
+                    for (int dd = 0; dd < 4; dd++) { dct[d0 + dd] += hsum(sc[dd]); dhv[d0 + dd] += hsum(sh[dd]); }
+                }
             } else {
-                for (int d = 0; d < H; d++) dbias[d] += dc[d];
+                /* dpre in place of pre; dhv, dbias as sums over l */
+                for (int d0 = 0; d0 < H; d0 += 4) {
+                    v8 sb[4] = {0}, sh[4] = {0};
+                    for (i64 l0 = 0; l0 < nX; l0 += 8) {
+                        const v8 dv = LD(de + l0);
+                        for (int dd = 0; dd < 4; dd++) {
+                            float *pr = pre + (i64)(d0 + dd) * L + l0;
+                            const v8 x = LD(pr);
+                            const v8 dp = mask_pos(x, dv * splat(hv[d0 + dd]));
+                            sh[dd] += dv * relu8(x);
+                            sb[dd] += dp;
+                            ST(pr, dp);
+                        }
+                    }
+                    for (int dd = 0; dd < 4; dd++) { dbias[d0 + dd] += hsum(sb[dd]); dhv[d0 + dd] += hsum(sh[dd]); }
+                }
+                /* dWqT[k][d] = sum_l P[k][l] dpre[d][l]  (blocks of 2 k x 4 d) */
+                for (int k0 = 0; k0 < K; k0 += 2) {
+                    for (int d0 = 0; d0 < H; d0 += 4) {
+                        v8 acc[2][4] = {0};
+                        for (i64 l0 = 0; l0 < nX; l0 += 8) {
+                            v8 pv[2];
+                            for (int kk = 0; kk < 2; kk++) pv[kk] = LD(Pb + (i64)(k0 + kk) * L + l0);
+                            for (int dd = 0; dd < 4; dd++) {
+                                const v8 dp = LD(pre + (i64)(d0 + dd) * L + l0);
+                                for (int kk = 0; kk < 2; kk++) acc[kk][dd] += pv[kk] * dp;
+                            }
+                        }
+                        for (int kk = 0; kk < 2; kk++)
+                            for (int dd = 0; dd < 4; dd++) dWqT[(k0 + kk) * H + d0 + dd] = hsum(acc[kk][dd]);
+                    }
+                }
+                /* dP[k][l] += sum_d WqT[k][d] dpre[d][l]  (blocks of 4 k x 16 l) */
+                for (i64 l0 = 0; l0 < nX; l0 += 16) {
+                    for (int k0 = 0; k0 < K; k0 += 4) {
+                        v8 acc[4][2];
+                        for (int kk = 0; kk < 4; kk++) {
+                            acc[kk][0] = LD(dPb + (i64)(k0 + kk) * L + l0);
+                            acc[kk][1] = LD(dPb + (i64)(k0 + kk) * L + l0 + 8);
+                        }
+                        for (int d = 0; d < H; d++) {
+                            const v8 d0v = LD(pre + (i64)d * L + l0), d1v = LD(pre + (i64)d * L + l0 + 8);
+                            for (int kk = 0; kk < 4; kk++) {
+                                const v8 w = splat(WqT[(k0 + kk) * H + d]);
+                                acc[kk][0] += w * d0v;
+                                acc[kk][1] += w * d1v;
+                            }
+                        }
+                        for (int kk = 0; kk < 4; kk++) {
+                            ST(dPb + (i64)(k0 + kk) * L + l0, acc[kk][0]);
+                            ST(dPb + (i64)(k0 + kk) * L + l0 + 8, acc[kk][1]);
+                        }
+                    }
+                }
+                /* WqT = W diag(q): dW[d][k] += dWqT[k][d] q[k]; dq[k] += sum_d dWqT[k][d] W[d][k] */
                 for (int k = 0; k < K; k++) {
-                    const float *dw = dWqT + (i64)k * H;
                     float s = 0.f;
                     for (int d = 0; d < H; d++) {
-                        dW[(i64)d * K + k] += dw[d] * q[k];
-                        s += dw[d] * W[(i64)d * K + k];
+                        dW[d * K + k] += dWqT[k * H + d] * q[k];
+                        s += dWqT[k * H + d] * W[d * K + k];
                     }
                     dqt[k] += s;
                 }
             }
         }
     }
-    free(e); free(pq); free(pre); free(WqT); free(dWqT); free(dq); free(dc); free(dpre); free(ok);
+    free(e); free(pq); free(ga); free(de); free(WqT); free(dWqT);
+    if (pre) free(pre);
 }
 
-/* Specialise the hot loops for common (K, H) so the compiler keeps a row in registers. */
+/* Specialise for common (K, H) so loops over k and d unroll into registers. */
 #define DISPATCH(CALL)                                                      \
     if (K == 16 && H == 16) { const int K_ = 16, H_ = 16; CALL; }            \
     else if (K == 64 && H == 16) { const int K_ = 64, H_ = 16; CALL; }       \
     else if (K == 32 && H == 16) { const int K_ = 32, H_ = 16; CALL; }       \
     else if (K == 64 && H == 64) { const int K_ = 64, H_ = 64; CALL; }       \
-    else if (K == 32 && H == 32) { const int K_ = 32, H_ = 32; CALL; }       \
     else if (K == 8 && H == 8) { const int K_ = 8, H_ = 8; CALL; }           \
     else { const int K_ = K, H_ = H; CALL; }
 
+int attentive_sum_block(void) { return LB; }
+
 void attentive_sum_forward(int mode, i64 b0, i64 b1, i64 t0, i64 t1, i64 T, i64 L, int K, int H,
-                           const float *PH, const float *QT, const i64 *hist, const i64 *hlen,
-                           const i64 *items, const float *A, const float *C, const float *W,
+                           const float *PT, const float *QT, const i64 *hist, const i64 *hlen,
+                           const i64 *items, const float *AT, const float *C, const float *W,
                            const float *bias, const float *hv, float beta, float alpha,
                            float *score, float *lse_out) {
-    DISPATCH(forward_rows(mode, b0, b1, t0, t1, T, L, K_, H_, PH, QT, hist, hlen, items, A, C, W, bias, hv,
-                          beta, alpha, score, lse_out))
+    DISPATCH(forward_rows(mode, b0, b1, t0, t1, T, L, K_, H_, PT, QT, hist, hlen, items, AT, C, W, bias,
+                          hv, beta, alpha, score, lse_out))
 }
 
 void attentive_sum_backward(int mode, i64 b0, i64 b1, i64 T, i64 L, int K, int H,
-                            const float *PH, const float *QT, const i64 *hist, const i64 *hlen,
-                            const i64 *items, const float *A, const float *C, const float *W,
+                            const float *PT, const float *QT, const i64 *hist, const i64 *hlen,
+                            const i64 *items, const float *AT, const float *C, const float *W,
                             const float *bias, const float *hv, float beta, float alpha,
-                            const float *gscore, const float *lse_in, float *dPH, float *dQT,
-                            float *dA, float *dC, float *dW, float *dbias, float *dhv) {
-    DISPATCH(backward_rows(mode, b0, b1, T, L, K_, H_, PH, QT, hist, hlen, items, A, C, W, bias, hv,
-                           beta, alpha, gscore, lse_in, dPH, dQT, dA, dC, dW, dbias, dhv))
+                            const float *gscore, const float *lse_in, float *dPT, float *dQT,
+                            float *dAT, float *dC, float *dW, float *dbias, float *dhv) {
+    DISPATCH(backward_rows(mode, b0, b1, T, L, K_, H_, PT, QT, hist, hlen, items, AT, C, W, bias, hv,
+                           beta, alpha, gscore, lse_in, dPT, dQT, dAT, dC, dW, dbias, dhv))
 }

@@ -1,0 +1,171 @@
+"""The IRIS models (paper §III-C): the item-similarity score of eq. 5 with attention from the
+Interest-Related Network (IRN) over learned projections of pretrained item features.
+
+- ``image_iris`` (eq. 4–5): e_ij = hᵀ f(W1 v_i + W2 v_j + b), v = image tower(image features).
+- ``image_add_text_iris`` (eq. 6): + W3 t_i + W4 t_j, t = text tower(text features).
+- ``multimodal_iris`` (eq. 7–8): the towers exchange knowledge through W_share.
+
+Towers (§IV-D): image [image_dim → hidden → k], text [text_dim → k], σ after every layer.
+Knowledge sharing (eq. 7–8) sits at the layer where both towers produce k: v² = σ(W_i2i v¹ +
+W_share t⁰), t¹ = σ(W_t2t t⁰ + W_share v¹). The paper's sizes (2048 → 768 → k and 768 → k)
+make v¹ and t⁰ the same size (768, BERT's), so ONE W_share ∈ R^{k×768} serves both
+directions as eq. 7–8 write it. We keep that: the image hidden size defaults to the text
+encoder's dimension (384 for MiniLM, 768 for BERT). If a user sets another image_hidden,
+W_share becomes two matrices (one per direction), which is the only way the sizes fit.
+
+A missing modality is a zero vector (§III-D): the raw features are already zero there, and
+the tower outputs are masked by the present flags at every layer, so an item without an
+image contributes nothing through v (nor through W_share v¹). Per-item tower outputs and IRN
+projections (W1 v_i, W2 v_j, …) are computed once per batch for the batch's distinct items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmiris.models import register
+from mmiris.models.item_similarity import AttentiveItemSimilarity, ItemSimilarityConfig
+from mmiris.models.layers import activation, linear, sq
+
+
+@dataclass
+class IRISConfig(ItemSimilarityConfig):
+    beta: float = 0.8  # smoothed softmax exponent, eq. 4 (paper §IV-D: β = 0.8)
+    attention_size: int = 16  # IRN hidden size h, eq. 4 (not given; NAIS code's weight_size)
+    image_hidden: int | None = 768  # image tower [image_dim → 768 → k] (§IV-D); None: text dim
+    activation: str = "relu"  # σ of eq. 7–8 and f of eq. 4 (the paper leaves it open)
+    reg_attention: float = 1e-7  # λ2 of eq. 12 on the IRN weights W1..W4
+    reg_feature: float = 1e-7  # λ3 of eq. 12 on the tower weights W_i2i, W_t2t
+
+
+@dataclass
+class MultimodalIRISConfig(IRISConfig):
+    image_hidden: int | None = None  # None: the text encoder's dim, so one W_share fits (eq. 7–8)
+    share: bool = True  # the knowledge-sharing unit (False: the paper's ablation without it)
+    reg_share: float = 1e-7  # λ4 of eq. 12 on W_share
+
+
+class _IRIS(AttentiveItemSimilarity):
+    config_cls = IRISConfig
+    towers: tuple[str, ...] = ()
+
+    def __init__(self, config, n_users, n_items, history=None, features=None):
+        super().__init__(config, n_users, n_items, history, features)
+        k, h = config.emb, config.attention_size
+        self.act = activation(config.activation)
+        for m in self.modalities:  # not persistent: features come from their artifacts, not checkpoints
+            self.register_buffer(f"{m}_features", self.features[m].features.float(), persistent=False)
+            self.register_buffer(f"{m}_present", self.features[m].present.bool(), persistent=False)
+        self.irn_hist = nn.ModuleDict({m: linear(k, h, bias=False) for m in self.modalities})  # W1, W3
+        self.irn_target = nn.ModuleDict({m: linear(k, h, bias=False) for m in self.modalities})  # W2, W4
+        self.irn_bias = nn.Parameter(torch.zeros(h))  # b
+        self.h = linear(h, 1, bias=False)  # h
+
+    def item_vectors(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Tower outputs {modality: [N, k]} for item ids [N] (zero where the modality is missing)."""
+        raise NotImplementedError
+
+    def attention_inputs(self, hist, items, PH, QT):
+        B, L = hist.shape
+        ids = torch.cat([hist.reshape(-1), items.reshape(-1)])
+        uniq, inv = torch.unique(ids, return_inverse=True)  # each item's tower and projections once
+        vecs = self.item_vectors(uniq)
+        A_tab = sum(self.irn_hist[m](v) for m, v in vecs.items())
+        C_tab = sum(self.irn_target[m](v) for m, v in vecs.items()) + self.irn_bias
+        return dict(A=A_tab[inv[: B * L]].view(B, L, -1), C=C_tab[inv[B * L:]].view(*items.shape, -1))
+
+    def _present(self, m, ids):
+        return getattr(self, f"{m}_present")[ids].to(getattr(self, f"{m}_features").dtype)[:, None]
+
+    def _raw(self, m, ids):
+        return getattr(self, f"{m}_features")[ids]
+
+    def regularization(self):
+        c = self.config
+        r = super().regularization()
+        r = r + c.reg_attention * sum(sq(l.weight) for l in [*self.irn_hist.values(), *self.irn_target.values()])
+        return r + c.reg_feature * sum(sq(l.weight) for l in self.tower_layers())
+
+    def tower_layers(self) -> list[nn.Linear]:
+        raise NotImplementedError
+
+
+def _image_hidden(config, features) -> int:
+    if config.image_hidden is not None:
+        return config.image_hidden
+    return features["text"].dim if "text" in features else 768
+
+
+@register
+class ImageIRIS(_IRIS):
+    name = "image_iris"
+    modalities = ("image",)
+
+    def __init__(self, config, n_users, n_items, history=None, features=None):
+        super().__init__(config, n_users, n_items, history, features)
+        hid = _image_hidden(config, self.features)
+        self.image1 = linear(self.features["image"].dim, hid)  # W_i2i^0
+        self.image2 = linear(hid, config.emb)  # W_i2i^1
+
+    def item_vectors(self, ids):
+        pres = self._present("image", ids)
+        v1 = self.act(self.image1(self._raw("image", ids))) * pres
+        return {"image": self.act(self.image2(v1)) * pres}
+
+    def tower_layers(self):
+        return [self.image1, self.image2]
+
+
+@register
+class ImageAddTextIRIS(ImageIRIS):
+    name = "image_add_text_iris"
+    modalities = ("image", "text")
+
+    def __init__(self, config, n_users, n_items, history=None, features=None):
+        super().__init__(config, n_users, n_items, history, features)
+        self.text1 = linear(self.features["text"].dim, config.emb)  # W_t2t
+
+    def item_vectors(self, ids):
+        out = super().item_vectors(ids)
+        out["text"] = self.act(self.text1(self._raw("text", ids))) * self._present("text", ids)
+        return out
+
+    def tower_layers(self):
+        return [self.image1, self.image2, self.text1]
+
+
+@register
+class MultimodalIRIS(ImageAddTextIRIS):
+    name = "multimodal_iris"
+    config_cls = MultimodalIRISConfig
+
+    def __init__(self, config, n_users, n_items, history=None, features=None):
+        super().__init__(config, n_users, n_items, history, features)
+        text_dim, hid = self.features["text"].dim, self.image1.out_features
+        self.share_t2v = linear(text_dim, config.emb, bias=False) if config.share else None  # W_share (eq. 7)
+        if config.share and hid != text_dim:  # sizes differ: a second matrix for eq. 8's direction
+            self.share_v2t = linear(hid, config.emb, bias=False)
+        else:
+            self.share_v2t = None
+
+    def _share_v(self):  # the matrix applied to v¹ in eq. 8
+        return self.share_v2t if self.share_v2t is not None else self.share_t2v
+
+    def item_vectors(self, ids):
+        pv, pt = self._present("image", ids), self._present("text", ids)
+        v0, t0 = self._raw("image", ids), self._raw("text", ids) * pt
+        v1 = self.act(self.image1(v0)) * pv
+        if self.share_t2v is None:
+            v2, t1 = self.act(self.image2(v1)), self.act(self.text1(t0))
+        else:
+            v2 = self.act(self.image2(v1) + self.share_t2v(t0))  # eq. 7
+            t1 = self.act(self.text1(t0) + self._share_v()(v1))  # eq. 8
+        return {"image": v2 * pv, "text": t1 * pt}
+
+    def regularization(self):
+        r = super().regularization()
+        shares = [m for m in (self.share_t2v, self.share_v2t) if m is not None]
+        return r + self.config.reg_share * sum((sq(m.weight) for m in shares), torch.zeros((), device=r.device))
