@@ -72,8 +72,8 @@ def extract_image_features(store: ArtifactStore, item_images_ref: ArtifactRef | 
     for a LocalCluster of ``workers`` processes (default: one per core) with one thread each.
     ``device``: ``auto`` (CUDA where a worker has it), ``cpu`` or ``cuda``.
     """
-    ref = store.resolve(item_images_ref)
     spec = image_encoder_spec(encoder)
+    ref = store.resolve(item_images_ref)
     prep = image_preprocessing(spec)
     params = {"encoder": spec.id, "family": spec.family, "weights_sha256": spec.weights_sha256,
               "options": spec.opts, "preprocessing": prep.to_dict()}
@@ -100,8 +100,8 @@ def extract_text_features(store: ArtifactStore, item_text_ref: ArtifactRef | str
     ``pooling`` (mean|cls) and ``max_length`` override the encoder's; ``doc2vec`` takes a
     ``Doc2VecConfig`` for ``encoder="doc2vec"``, which is trained here on the catalogue's texts.
     """
-    ref = store.resolve(item_text_ref)
     spec = text_encoder_spec(encoder, pooling=pooling, max_length=max_length, doc2vec=doc2vec)
+    ref = store.resolve(item_text_ref)
     params = {"encoder": spec.id, "family": spec.family, "weights_sha256": spec.weights_sha256,
               "options": spec.opts, "preprocessing": {"normalize_text": "v1"}}
     run = _RunOptions(client, workers, batch_size, device, torch_threads, chunk_size)
@@ -380,7 +380,7 @@ def dask_client(client=None, workers: int | None = None):
     except ImportError:  # pragma: no cover
         pass
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None, resources=resources)
+                           dashboard_address=":0", resources=resources)
     c = Client(cluster)
     try:
         yield c
@@ -408,7 +408,6 @@ class EncoderCache(WorkerPlugin):
     def __init__(self):
         self.encoders: dict[str, object] = {}
         self.loads: Counter = Counter()
-        self.lock = threading.Lock()
         self.worker_name = "local"
 
     def __getstate__(self) -> dict:  # shipped to workers empty; the models load there
@@ -422,7 +421,9 @@ class EncoderCache(WorkerPlugin):
 
     def get(self, modality: str, spec: EncoderSpec, device: str, blob: bytes | None = None):
         key = f"{spec.key}@{device}"
-        with self.lock:  # two task threads of one worker must not both load
+        # One load at a time per process: two task threads must not both load, and
+        # transformers' lazy imports are not safe to race (in-process clusters).
+        with _LOAD_LOCK:
             if key not in self.encoders:
                 t = time.perf_counter()
                 if modality == "image":
@@ -436,6 +437,7 @@ class EncoderCache(WorkerPlugin):
             return self.encoders[key]
 
 
+_LOAD_LOCK = threading.Lock()
 _LOCAL_CACHE = EncoderCache()  # outside a Dask worker (direct calls)
 
 

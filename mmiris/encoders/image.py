@@ -179,14 +179,25 @@ def resnet(arch: str, weights_path: str) -> nn.Module:
 
 def tiny_random_cnn(seed: int = 0, width: int = 16) -> nn.Module:
     """A small randomly initialised CNN for tests: fast, deterministic, no download."""
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        net = nn.Sequential(
-            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
-    finally:
-        torch.random.set_rng_state(gen_state)
-    return net
+    net = nn.Sequential(
+        nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )
+    return seeded_init(net, seed)
+
+
+def seeded_init(module: nn.Module, seed: int, std: float = 0.1) -> nn.Module:
+    """Re-draw every parameter from its own generator: the same weights in every worker,
+    even when workers are threads of one process building models at the same time (torch's
+    global RNG would interleave)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif "norm" in name.lower():
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return module

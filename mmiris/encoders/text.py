@@ -183,10 +183,6 @@ def tiny_random_bert(tokenizer_folder: str | Path, seed: int = 0, hidden: int = 
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=2,
                      num_attention_heads=2, intermediate_size=2 * hidden,
                      max_position_embeddings=128)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = BertModel(cfg)
-    finally:
-        torch.random.set_rng_state(state)
-    return model, tok
+    from mmiris.encoders.image import seeded_init
+
+    return seeded_init(BertModel(cfg), seed, std=0.02), tok
