@@ -1,0 +1,81 @@
+"""``mmiris demo`` end to end through the CLI, on a tiny generated catalogue with tiny random
+encoders (no downloads), then ``mmiris recommend --user`` and ``mmiris report`` on its store."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from mmiris.artifacts import ArtifactStore
+
+MODELS = "itempop,nais_prod,multimodal_iris"
+ENV = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MMIRIS_KERNEL_THREADS": "1"}
+
+
+def mmiris(*args, cwd):
+    cmd = [sys.executable, "-c", "import sys; from mmiris.cli import main; sys.exit(main())", *args]
+    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def test_demo_runs_end_to_end_and_its_artifacts_serve_recommend_and_report(tmp_path):
+    store_dir, out = tmp_path / "store", tmp_path / "demo"
+    args = ["--store", str(store_dir), "demo", "--out", str(out), "--users", "50", "--items", "40",
+            "--epochs", "2", "--models", MODELS, "--image-encoder", "tiny-random-cnn",
+            "--text-encoder", "tiny-random-bert"]
+    run = mmiris(*args, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = run.stdout
+    # the story a new user reads: generated data, every step, a metrics table, where things are
+    assert "GENERATED" in text
+    for step in ("generate demo catalogue", "split", "features (image, text)", "train multimodal_iris",
+                 "evaluate itempop", "recommend top-10", "report"):
+        assert step in text, step
+    rows = {m: re.search(rf"^\s+{m}\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s*$", text, re.M)
+            for m in MODELS.split(",")}
+    assert all(rows.values()), text
+    for m in rows.values():
+        assert all(0.0 <= float(v) <= 1.0 for v in m.groups())
+    report = out / "report.html"
+    assert f"report:          {report.resolve()}" in text
+    page = report.read_text()
+    assert "Multimodal IRIS" in page and "ItemPop" in page and "User " in page
+    assert "data:image/jpeg;base64" in page  # posters from the generated item_images
+
+    store = ArtifactStore(store_dir)
+    kinds = {store.manifest(store.latest(n)).kind for n in store.names()}
+    assert {"interactions", "items", "item_images", "item_text", "split", "image_features", "text_features",
+            "model", "metrics", "recommendations"} <= kinds
+    # the artifacts are plain Parquet for anyone
+    recs_ref = next(store.latest(n) for n in store.names() if n.startswith("recommendations-"))
+    recs = pq.read_table(store.table_path(recs_ref, "recommendations"))
+    assert recs.num_rows == 50 * 10 and recs.column("explanations").null_count == 0
+
+    # one user's table, with titles from the generated catalogue
+    model_name = store.manifest(recs_ref).parents[0].split("@")[0]
+    one = mmiris("--store", str(store_dir), "recommend", "--model", model_name, "--user", "3", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    titles = set(store.read_table("demo-items", "items").column("title").to_pylist())
+    lines = [ln for ln in one.stdout.splitlines() if re.match(r"^\s+\d+\s+0\.\d{3}\s", ln)]
+    assert len(lines) == 10
+    assert any(t in lines[0] for t in titles)
+    assert one.stdout.count("↳") >= 10
+
+    # running the demo again finds every artifact instead of recomputing
+    again = mmiris(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert re.findall(r"model-\w+@\w+", again.stdout) == re.findall(r"model-\w+@\w+", text)
+
+    # mmiris report on the same store, for chosen users
+    rep = mmiris("--store", str(store_dir), "report", "--out", str(tmp_path / "r2"), "--users", "1,2",
+                 cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    page2 = Path(tmp_path / "r2" / "report.html").read_text()
+    assert "User 1" in page2 and "User 2" in page2 and "User 0" not in page2
+
+
+def test_demo_rejects_an_unknown_model(tmp_path):
+    run = mmiris("--store", str(tmp_path / "s"), "demo", "--models", "nope", cwd=tmp_path)
+    assert run.returncode == 2 and "unknown model 'nope'" in run.stderr
