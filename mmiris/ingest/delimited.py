@@ -62,6 +62,19 @@ def decode(data: bytes, source: str, encoding: str) -> str:
         ) from None
 
 
+_ASCII_COMPATIBLE = ("utf-8", "ascii", "latin-1", "iso8859", "cp125")
+
+
+def _as_utf8(data: bytes, source: str, encoding: str) -> bytes:
+    """UTF-8 bytes for pyarrow, without a decode/encode round trip where none is needed."""
+    name = check_encoding(encoding)
+    if name == "utf-8":
+        return data[3:] if data.startswith(codecs.BOM_UTF8) else data
+    if name.startswith(_ASCII_COMPATIBLE) and data.isascii():
+        return data
+    return decode(data, source, encoding).encode("utf-8")
+
+
 def read_delimited(data: bytes, *, source: str, sep: str, fields: list[Field],
                    encoding: str = "utf-8", header: bool = False, quoted: bool = False,
                    on_bad_lines: str = "error") -> Parsed:
@@ -71,15 +84,15 @@ def read_delimited(data: bytes, *, source: str, sep: str, fields: list[Field],
     """
     if on_bad_lines not in BAD_LINE_POLICIES:
         raise InputError(f"on_bad_lines={on_bad_lines!r}: expected one of {BAD_LINE_POLICIES}")
-    text = decode(data, source, encoding)
-    fast, sep_fast = text, sep
+    raw = _as_utf8(data, source, encoding)
+    sep_fast = sep
     if len(sep) > 1:
-        if "\t" in text:
-            return _slow(text, source, sep, fields, header, quoted, on_bad_lines)
-        fast, sep_fast = text.replace(sep, "\t"), "\t"
+        if b"\t" in raw:
+            return _slow(decode(data, source, encoding), source, sep, fields, header, quoted, on_bad_lines)
+        raw, sep_fast = raw.replace(sep.encode(), b"\t"), "\t"
     try:
         table = pacsv.read_csv(
-            io.BytesIO(fast.encode("utf-8")),
+            io.BytesIO(raw),
             read_options=pacsv.ReadOptions(column_names=[f.name for f in fields],
                                            skip_rows=1 if header else 0, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(delimiter=sep_fast,
@@ -89,10 +102,11 @@ def read_delimited(data: bytes, *, source: str, sep: str, fields: list[Field],
                 strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return _slow(text, source, sep, fields, header, quoted, on_bad_lines)
+        return _slow(decode(data, source, encoding), source, sep, fields, header, quoted, on_bad_lines)
     for f in fields:
         if not f.optional and table.column(f.name).null_count:
-            return _slow(text, source, sep, fields, header, quoted, on_bad_lines)
+            return _slow(decode(data, source, encoding), source, sep, fields, header, quoted,
+                         on_bad_lines)
     if table.num_rows == 0:
         raise InputError(f"{source}: no data rows; expected lines of "
                          f"{sep.join(f.name for f in fields)}")

@@ -62,7 +62,8 @@ def find_files(folder: str | Path) -> tuple[Path, Path, Path]:
 
 def _read_ratings(path: Path, on_bad_lines: str) -> tuple[pa.Table, bytes]:
     data = path.read_bytes()
-    first = next((line for line in data.splitlines() if line.strip()), b"")
+    start = len(data) - len(data.lstrip())
+    first = data[start:data.find(b"\n", start) if b"\n" in data[start:] else len(data)]
     n = len(first.split(b"\t"))
     fields = [Field("user"), Field("item"), Field("rating", "float", optional=True)]
     if n >= 4:
