@@ -1,4 +1,4 @@
-"""A Dask client for the Dask-parallel stages: an existing cluster by address, else local."""
+"""Which Dask cluster a Dask-parallel stage runs on: an existing one, or its own local one."""
 
 from __future__ import annotations
 
@@ -6,24 +6,44 @@ import contextlib
 import logging
 from typing import Iterator
 
-from distributed import Client, LocalCluster
+import dask
 
 log = logging.getLogger("mmiris.flows")
 
 
+def scheduler_address(dask_address: str | None) -> str | None:
+    """The flow parameter, else Dask's own setting (``DASK_SCHEDULER_ADDRESS`` /
+    ``scheduler-address`` in the Dask config), else None."""
+    return dask_address or dask.config.get("scheduler-address", None) or None
+
+
 @contextlib.contextmanager
-def dask_client(address: str | None = None, n_workers: int = 2,
-                threads_per_worker: int = 1) -> Iterator[Client]:
-    """``with dask_client("tcp://scheduler:8786") as client:`` — or a LocalCluster of
-    ``n_workers`` when no address is given (closed on exit; an external cluster is left up)."""
-    if address:
-        log.info("using the Dask cluster at %s", address)
-        with Client(address) as client:
-            yield client
+def existing_cluster(dask_address: str | None) -> Iterator[object | None]:
+    """A ``distributed.Client`` connected to the cluster at the address (closed on exit; the
+    cluster stays up), or None when there is none: the stage then starts a LocalCluster."""
+    address = scheduler_address(dask_address)
+    if not address:
+        log.info("no Dask scheduler address given: the stage starts a local Dask cluster")
+        yield None
         return
-    log.info("starting a local Dask cluster (%d workers x %d threads)", n_workers,
-             threads_per_worker)
-    with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                      processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    from distributed import Client
+
+    log.info("using the Dask cluster at %s", address)
+    with Client(address) as client:
         yield client
+
+
+@contextlib.contextmanager
+def feature_cluster(dask_address: str | None, workers: int | None) -> Iterator[str]:
+    """The scheduler address the feature stages of one pipeline run share: the given cluster,
+    or one LocalCluster started here (the extract stage's own local setup) for both image
+    and text extraction, instead of one per stage."""
+    address = scheduler_address(dask_address)
+    if address:
+        yield address
+        return
+    from pipelines.extract import dask_client
+
+    with dask_client(None, workers) as client:
+        log.info("local Dask cluster for feature extraction at %s", client.scheduler.address)
+        yield client.scheduler.address

@@ -6,6 +6,8 @@ import logging
 from datetime import datetime, timezone
 
 from prefect import get_run_logger
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging.handlers import APILogHandler
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore
 
@@ -13,20 +15,26 @@ from mmiris.artifacts import ArtifactRef, ArtifactStore
 STAGE_LOGGERS = ("mmiris", "pipelines")
 
 
-def forward_stage_logs() -> None:
-    """Send the stages' own log records to the Prefect API (and so to the UI).
+class StageLogHandler(APILogHandler):
+    """Prefect's API log handler, active only inside a flow or task run (elsewhere the
+    library logs as usual, without warnings about a missing run)."""
 
-    Prefect does this for loggers named in PREFECT_LOGGING_EXTRA_LOGGERS; doing it here means
-    a worker needs no extra setting. Idempotent.
-    """
-    api_handlers = logging.getLogger("prefect.extra").handlers
+    def emit(self, record: logging.LogRecord) -> None:
+        if FlowRunContext.get() is None and TaskRunContext.get() is None:
+            return
+        super().emit(record)
+
+
+def forward_stage_logs() -> None:
+    """Send the stages' own log records (``mmiris.*``, ``pipelines.*``) to the Prefect API,
+    so they show in the run's logs in the UI. Prefect does this for loggers named in
+    PREFECT_LOGGING_EXTRA_LOGGERS; doing it here means a worker needs no setting. Idempotent."""
     for name in STAGE_LOGGERS:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.INFO)
-        for handler in api_handlers:
-            if handler not in logger.handlers:
-                logger.addHandler(handler)
+        if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+            logger.addHandler(StageLogHandler())
 
 
 def now() -> datetime:

@@ -6,6 +6,7 @@ import re
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.stage_logs import note_outcome
 from mmiris.artifacts import ArtifactStore
 
 
@@ -41,7 +42,35 @@ def show_metrics(store: ArtifactStore, metrics_ref: str) -> list[dict]:
                                     "protocol": r["protocol"], "users": r["users"]})
         row[f"{r['metric']}@{r['k']}"] = round(float(r["value"]), 4)
     out = list(rows.values())
-    models = sorted({r["model"] for r in out})
-    create_table_artifact(out, key=artifact_key("metrics", *models),
+    create_table_artifact(out, key=artifact_key(metrics_ref.split("@")[0]),
                           description=f"metrics {metrics_ref}")
+    return out
+
+
+def finish_stage(store: ArtifactStore, refs: dict[str, str], title: str, started) -> dict[str, str]:
+    """Log, per artifact, whether this run published it or reused it, and show the table."""
+    reused = {stage: note_outcome(store, ref, started) for stage, ref in refs.items()}
+    show_refs(store, refs, title, reused)
+    return refs
+
+
+def show_training_log(store: ArtifactStore, model_ref: str) -> list[dict]:
+    """A table artifact of a model's validation metrics per epoch (and the mean loss)."""
+    rows = store.read_table(model_ref, "training_log").to_pylist()
+    by_epoch: dict[int, dict] = {}
+    losses: dict[int, list[float]] = {}
+    for r in rows:
+        e = by_epoch.setdefault(r["epoch"], {"epoch": r["epoch"]})
+        if r["metric"]:
+            e[r["metric"]] = round(float(r["value"]), 4)
+        if r["loss"] is not None:
+            losses.setdefault(r["epoch"], []).append(float(r["loss"]))
+    for epoch, ls in losses.items():
+        by_epoch[epoch]["mean_loss"] = round(sum(ls) / len(ls), 5)
+    out = [by_epoch[e] for e in sorted(by_epoch)]
+    stats = store.manifest(model_ref).stats
+    create_table_artifact(out, key=artifact_key("training", model_ref.split("@")[0]),
+                          description=f"training log of {model_ref} (best epoch "
+                                      f"{stats.get('best_epoch')}, stopped early: "
+                                      f"{stats.get('stopped_early')})")
     return out

@@ -1,0 +1,75 @@
+"""Flows: image and text features on Dask (pipelines/extract.py).
+
+``dask_address`` (e.g. ``tcp://scheduler:8786``) runs the extraction on that cluster — GPU
+workers declaring the Dask resource ``GPU`` get the model work; without it the stage starts
+a LocalCluster of ``workers`` processes here. Encoders by registry name (offline defaults
+``efficientnet-lite0`` and ``minilm``) or a local weights path.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.dask_cluster import existing_cluster
+from flows.retry_policy import retry_unless_user_error
+from flows.stage_logs import forward_stage_logs, now
+from flows.ui_artifacts import finish_stage
+from mmiris.artifacts import ArtifactStore
+from pipelines.extract import extract_image_features, extract_text_features
+
+# One retry: a Dask worker lost mid-run (node preempted, OOM-killed) is worth another go;
+# a bad encoder name or input artifact (MmirisError) is not.
+_RETRY = dict(retries=1, retry_delay_seconds=10, retry_condition_fn=retry_unless_user_error,
+              cache_policy=NO_CACHE)
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@task(name="extract-image-features", **_RETRY)
+def extract_image_task(store: str | None, item_images: str, encoder: str, workers: int | None,
+                       batch_size: int, device: str, dask_address: str | None, name: str) -> str:
+    with existing_cluster(dask_address) as client:
+        return str(extract_image_features(ArtifactStore(store), item_images, encoder,
+                                          client=client, workers=workers,
+                                          batch_size=batch_size, device=device, name=name))
+
+
+@task(name="extract-text-features", **_RETRY)
+def extract_text_task(store: str | None, item_text: str, encoder: str, workers: int | None,
+                      batch_size: int, device: str, dask_address: str | None, name: str) -> str:
+    with existing_cluster(dask_address) as client:
+        return str(extract_text_features(ArtifactStore(store), item_text, encoder, client=client,
+                                         workers=workers, batch_size=batch_size, device=device,
+                                         name=name))
+
+
+@flow(name="extract-image-features")
+def extract_image_features_flow(item_images: str = "item_images@latest",
+                                encoder: str = "efficientnet-lite0", workers: int | None = None,
+                                batch_size: int = 32, device: Device = "auto",
+                                dask_address: str | None = None, name: str = "image_features",
+                                store: str | None = None) -> str:
+    """Every item's image -> a pretrained feature vector (``image_features``)."""
+    forward_stage_logs()
+    started = now()
+    ref = extract_image_task(store, item_images, encoder, workers, batch_size, device,
+                             dask_address, name)
+    finish_stage(ArtifactStore(store), {"image_features": ref}, f"extract {name}", started)
+    return ref
+
+
+@flow(name="extract-text-features")
+def extract_text_features_flow(item_text: str = "item_text@latest", encoder: str = "minilm",
+                               workers: int | None = None, batch_size: int = 32,
+                               device: Device = "auto", dask_address: str | None = None,
+                               name: str = "text_features", store: str | None = None) -> str:
+    """Every item's text -> a pretrained feature vector (``text_features``)."""
+    forward_stage_logs()
+    started = now()
+    ref = extract_text_task(store, item_text, encoder, workers, batch_size, device, dask_address,
+                            name)
+    finish_stage(ArtifactStore(store), {"text_features": ref}, f"extract {name}", started)
+    return ref

@@ -1,0 +1,98 @@
+"""Flow wiring that needs no Prefect server: retry decisions, parameters, names."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+
+import pytest
+from prefect.states import Completed, Failed
+
+from flows.retry_policy import retry_crawl, retry_unless_user_error
+from flows.torchrun import train_argv
+from flows.ui_artifacts import artifact_key
+from mmiris.crawl.parallel import CrawlIncomplete, CrawlStopped
+from mmiris.errors import InputError, MmirisError
+
+
+def _failed(exc: BaseException):
+    return Failed(data=exc, message=str(exc))
+
+
+def test_user_errors_are_not_retried_but_network_errors_are():
+    assert retry_unless_user_error(None, None, _failed(InputError("ratings.dat line 3: bad")))\
+        is False
+    assert retry_unless_user_error(None, None, _failed(MmirisError("no such artifact"))) is False
+    assert retry_unless_user_error(None, None, _failed(ConnectionError("reset by peer"))) is True
+    assert retry_unless_user_error(None, None, _failed(TimeoutError())) is True
+    assert retry_unless_user_error(None, None, Completed(data=1)) is False
+
+
+def test_crawls_retry_incomplete_runs_but_not_a_stopped_one():
+    assert retry_crawl(None, None, _failed(CrawlIncomplete("3 items still failed"))) is True
+    assert retry_crawl(None, None, _failed(CrawlStopped("quota", "daily quota reached"))) is False
+    assert retry_crawl(None, None, _failed(InputError("links.csv line 2"))) is False
+    assert retry_crawl(None, None, _failed(OSError("connection refused"))) is True
+
+
+def test_network_tasks_have_retries_and_the_others_none():
+    from flows import crawl, evaluate, extract, ingest, recommend, split, train
+
+    for t in (crawl.crawl_omdb_task, crawl.crawl_amazon_images_task):
+        assert t.retries >= 2 and t.retry_condition_fn is retry_crawl
+    for t in (ingest.ingest_movielens_task, ingest.ingest_ncf_task, ingest.ingest_amazon_task):
+        assert t.retries >= 1 and t.retry_condition_fn is retry_unless_user_error
+    for t in (split.split_task, train.train_task, evaluate.evaluate_task,
+              recommend.recommend_task):
+        assert t.retries == 0
+
+
+def test_flows_take_refs_and_store_uris_as_strings_never_data():
+    from flows import crawl, demo_data, evaluate, extract, ingest, pipeline, recommend, report, \
+        split, train
+
+    flows = [demo_data.demo_data_flow, ingest.ingest_movielens_flow, ingest.ingest_ncf_flow,
+             ingest.ingest_amazon_flow, crawl.crawl_omdb_flow, crawl.crawl_amazon_images_flow,
+             extract.extract_image_features_flow, extract.extract_text_features_flow,
+             split.split_flow, train.train_flow, evaluate.evaluate_flow,
+             recommend.recommend_flow, report.report_flow, pipeline.pipeline_flow,
+             pipeline.demo_pipeline_flow]
+    for f in flows:
+        sig = inspect.signature(f.fn)
+        assert "store" in sig.parameters, f.name
+        assert sig.parameters["store"].default is None, f.name
+        for name, hint in inspect.get_annotations(f.fn, eval_str=True).items():
+            assert _plain(hint), f"{f.name}.{name}: {hint} is not a plain JSON type"
+
+
+def _plain(t) -> bool:
+    """JSON values only: what a deployment parameter or a ref string can be."""
+    origin = typing.get_origin(t)
+    if origin is typing.Literal:
+        return all(isinstance(v, (str, int, float, bool)) for v in typing.get_args(t))
+    if origin in (typing.Union, types.UnionType, list, dict):
+        return all(_plain(a) for a in typing.get_args(t))
+    return t in (str, int, float, bool, type(None), typing.Any)
+
+
+def test_torchrun_arguments_mirror_the_train_cli():
+    from mmiris.cli import build_parser
+
+    argv = train_argv("s@1", "nais_prod", {"emb": 16, "beta": 0.5},
+                      {"epochs": 2, "batch_size": 128, "lr": 0.01, "eval_every": 1},
+                      "img@2", None, True, "/tmp/store")
+    store_at = argv.index("--store")
+    rest = argv[:store_at] + argv[store_at + 2:]
+    args = build_parser().parse_args(["--store", "/tmp/store", "train", *rest])
+    assert (args.split, args.model, args.epochs, args.batch_size, args.lr) == \
+        ("s@1", "nais_prod", 2, 128, 0.01)
+    assert args.model_set == ["emb=16", "beta=0.5"] and args.image_features == "img@2"
+    assert args.resume is True
+    with pytest.raises(MmirisError, match="unknown field"):
+        train_argv("s", "mf", None, {"epochz": 1}, None, None, False, None)
+
+
+def test_artifact_keys_are_valid_prefect_keys():
+    assert artifact_key("metrics-nais_prod") == "metrics-nais-prod"
+    assert artifact_key("pipeline", "Demo Run!") == "pipeline-demo-run"
