@@ -88,7 +88,8 @@ def run_demo(store: ArtifactStore, out_dir: str | Path, options: DemoOptions | N
         t0 = time.perf_counter()
         value = fn()
         seconds[label] = time.perf_counter() - t0
-        say(f"[{step[0]}/{steps}] {label:<34} {seconds[label]:6.1f}s  {_short(value)}")
+        counter = f"[{step[0]}/{steps}]"
+        say(f"{counter:<7} {label:<36} {seconds[label]:6.1f}s  {_short(value)}")
         return value
 
     data = timed("generate demo catalogue", lambda: generate_demo_dataset(
@@ -103,15 +104,15 @@ def run_demo(store: ArtifactStore, out_dir: str | Path, options: DemoOptions | N
     features: dict[str, ArtifactRef] = {}
     if needs:
         def extract():
-            from pipelines.extract import dask_client, extract_image_features, extract_text_features
+            from pipelines.extract import extract_image_features, extract_text_features
 
-            with dask_client(None, workers=opt.feature_workers) as client:
-                if "image" in needs:
-                    features["image"] = extract_image_features(store, data.item_images, opt.image_encoder,
-                                                               client=client, name="demo-image_features")
-                if "text" in needs:
-                    features["text"] = extract_text_features(store, data.item_text, opt.text_encoder,
-                                                             client=client, name="demo-text_features")
+            # Each call starts a local Dask cluster only if it has something to encode.
+            if "image" in needs:
+                features["image"] = extract_image_features(store, data.item_images, opt.image_encoder,
+                                                           workers=opt.feature_workers, name="demo-image_features")
+            if "text" in needs:
+                features["text"] = extract_text_features(store, data.item_text, opt.text_encoder,
+                                                         workers=opt.feature_workers, name="demo-text_features")
             return features
         timed(f"features ({', '.join(sorted(needs))})", extract)
 

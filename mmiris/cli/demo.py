@@ -10,6 +10,7 @@ report to ``--out`` (./mmiris-demo).
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from mmiris.artifacts import ArtifactStore
@@ -52,6 +53,7 @@ def run(args) -> int:
                   emb=args.emb, seed=args.seed, image_encoder=args.image_encoder, text_encoder=args.text_encoder,
                   feature_workers=args.workers)
     if not args.verbose:  # the step lines below are the story; stage logs only with -v
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # read by Dask at import, and by workers
         logging.getLogger().setLevel(logging.WARNING)
         for name in ("distributed", "prefect"):
             logging.getLogger(name).setLevel(logging.ERROR)

@@ -23,6 +23,7 @@ DISPLAY_NAMES = {
     "nais_concat": "NAIS (concat)", "image_iris": "Image IRIS", "image_add_text_iris": "Image-add-Text IRIS",
     "multimodal_iris": "Multimodal IRIS",
 }
+NO_EMBEDDING = {"itempop", "ease"}  # closed-form: no embedding size to show
 # Rows in the paper's order (Table II): baselines first, Multimodal IRIS last.
 ORDER = ["itempop", "mf", "bpr_mf", "ease", "vbpr", "ncf", "gmf", "mlp", "neumf", "fism", "nais", "nais_concat",
          "nais_prod", "image_iris", "image_add_text_iris", "multimodal_iris"]
@@ -109,7 +110,7 @@ def model_info(store: ArtifactStore, ref: str) -> ModelInfo:
     except MmirisError:
         return ModelInfo(ref, ref.split("@")[0].removeprefix("model-"), None, ref)
     name = str(m.params.get("model") or m.name.removeprefix("model-"))
-    emb = (m.params.get("model_config") or {}).get("emb")
+    emb = None if name in NO_EMBEDDING else (m.params.get("model_config") or {}).get("emb")
     return ModelInfo(str(m.ref), name, emb, display_name(name))
 
 
