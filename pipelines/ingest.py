@@ -10,16 +10,14 @@ Artifact names are ``<name_prefix>interactions``, ``<name_prefix>items`` and
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from mmiris.artifacts import ArtifactRef, ArtifactStore
+from mmiris.artifacts import ArtifactRef, ArtifactStore, file_sha256
 from mmiris.errors import InputError
 from mmiris.http import redact
 from mmiris.ingest import amazon, movielens, ncf
@@ -31,7 +29,6 @@ from mmiris.ingest.kcore import kcore_mask
 
 log = logging.getLogger("mmiris.ingest")
 CODE_VERSION = "ingest-1"
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,32 +41,20 @@ class IngestResult:
         return [r for r in (self.interactions, self.items, self.split) if r is not None]
 
 
-def _once(fn: Callable[[], T]) -> Callable[[], T]:
-    """Parse lazily, at most once: only when some artifact is not in the store yet."""
-    return functools.cache(fn)
-
-
-def _local(source, cache) -> Path:
-    return fetch(source, cache=cache)
+# Parsing happens lazily, at most once (functools.cache), and only when some artifact is
+# not in the store yet: get_or_create calls the builders only for missing versions.
+_once = functools.cache
 
 
 def _where(source) -> str:
     return redact(str(source)) if is_url(source) else str(Path(source).expanduser().resolve())
 
 
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def ingest_movielens(store: ArtifactStore, source: str | Path, *, name_prefix: str = "",
                      encoding: str | None = None, on_bad_lines: str = "error",
                      cache: str | Path | None = None) -> IngestResult:
     """MovieLens 100K / 1M / 10M / CSV release from a folder, zip archive or URL."""
-    files = SourceFiles(_local(source, cache))
+    files = SourceFiles(fetch(source, cache=cache))
     params = {"format": "movielens", "files": movielens.fingerprint(files), "encoding": encoding,
               "on_bad_lines": on_bad_lines}
     info = {"source": _where(source)}
@@ -101,12 +86,12 @@ def ingest_ncf(store: ArtifactStore, train: str | Path, test: str | Path, negati
     """
     if (movies or links) and not item_map:
         raise InputError("--movies/--links need --item-map: NCF item ids are not MovieLens movieIds")
-    paths = {"train": _local(train, cache), "test": _local(test, cache),
-             "negatives": _local(negatives, cache)}
+    paths = {"train": fetch(train, cache=cache), "test": fetch(test, cache=cache),
+             "negatives": fetch(negatives, cache=cache)}
     for key, src in (("item_map", item_map), ("movies", movies), ("links", links)):
         if src:
-            paths[key] = _local(src, cache)
-    params = {"format": "ncf", "files": {k: _sha(p) for k, p in paths.items()},
+            paths[key] = fetch(src, cache=cache)
+    params = {"format": "ncf", "files": {k: file_sha256(p) for k, p in paths.items()},
               "on_bad_lines": on_bad_lines}
     info = {"sources": {k: _where(v) for k, v in
                         dict(train=train, test=test, negatives=negatives, item_map=item_map,
@@ -151,10 +136,10 @@ def ingest_amazon(store: ArtifactStore, reviews: str | Path, meta: str | Path | 
     """Amazon 2014/2018 reviews (+ metadata) -> k-core interactions and items (ASINs)."""
     if kcore < 1:
         raise InputError(f"kcore={kcore}: expected a number >= 1 (1 keeps everything)")
-    paths = {"reviews": _local(reviews, cache)}
+    paths = {"reviews": fetch(reviews, cache=cache)}
     if meta:
-        paths["meta"] = _local(meta, cache)
-    params = {"format": "amazon", "files": {k: _sha(p) for k, p in paths.items()}, "kcore": kcore,
+        paths["meta"] = fetch(meta, cache=cache)
+    params = {"format": "amazon", "files": {k: file_sha256(p) for k, p in paths.items()}, "kcore": kcore,
               "on_bad_lines": on_bad_lines}
     info = {"sources": {k: _where(v) for k, v in dict(reviews=reviews, meta=meta).items() if v}}
 

@@ -29,8 +29,9 @@ def split_leave_one_out(store: ArtifactStore, interactions_ref: ArtifactRef | st
         t = store.read_table(m.ref, "interactions")
         user = t.column("user_id").to_numpy()
         item = t.column("item_id").to_numpy()
-        n_users = int(m.stats.get("n_users", store.read_table(m.ref, "users").num_rows))
-        n_items = int(m.stats.get("n_items", int(item.max(initial=-1)) + 1))
+        n_users = int(m.stats["n_users"] if "n_users" in m.stats
+                      else store.read_table(m.ref, "users").num_rows)
+        n_items = int(m.stats["n_items"] if "n_items" in m.stats else int(item.max(initial=-1)) + 1)
         ts_col = t.column("timestamp")
         missing_ts = ts_col.null_count
         ts = None

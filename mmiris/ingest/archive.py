@@ -6,7 +6,6 @@ by base name wherever they sit, so a folder, its parent or the zip all work.
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
 
@@ -56,6 +55,3 @@ class SourceFiles:
             except (zipfile.BadZipFile, OSError) as exc:
                 raise InputError(f"{self.where(name)}: cannot read from the archive ({exc})") from None
         return Path(self._members[name]).read_bytes()
-
-    def sha256(self, name: str) -> str:
-        return hashlib.sha256(self.read(name)).hexdigest()
