@@ -118,3 +118,16 @@ def test_http_error_is_clear_and_redacted(tmp_path, server):
         fetch(f"{base}/missing.zip?apikey=SECRET123", cache=tmp_path / "c")
     assert "HTTP 404" in str(exc.value) and "apikey=***" in str(exc.value)
     assert "SECRET123" not in str(exc.value)
+
+
+def test_part_file_of_an_earlier_run_is_resumed(tmp_path, server):
+    handler, base = server
+    body = bytes(range(256)) * 64
+    handler.files = {"/big.bin": body, "/big.bin.md5": hashlib.md5(body).hexdigest().encode()}
+    url = f"{base}/big.bin"
+    folder = tmp_path / "c" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True)
+    (folder / "big.bin.part").write_bytes(body[:5000])  # what a killed run left behind
+    assert fetch(url, cache=tmp_path / "c").read_bytes() == body
+    assert ("/big.bin", "bytes=5000-") in handler.log
+    assert not (folder / "big.bin.part").exists()
