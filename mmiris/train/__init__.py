@@ -1,6 +1,5 @@
-"""Training: the sampler, the loop, DDP setup, checkpoints and the model loader."""
+"""Training: the sampler (sampler.py), the loop (trainer.py), DDP setup (distributed.py),
+checkpoints and the model loader (checkpoint.py: ``load_model``), the config (config.py).
 
-from mmiris.train.checkpoint import load_model
-from mmiris.train.config import TrainConfig, pick_device
-
-__all__ = ["TrainConfig", "load_model", "pick_device"]
+Import from the submodules; this package imports nothing so ``mmiris --help`` stays fast.
+"""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-import torch
+from typing import TYPE_CHECKING
 
 from mmiris.errors import MmirisError
+
+if TYPE_CHECKING:
+    import torch
 
 LOSSES = ("log", "bpr", "squared")
 
@@ -56,9 +59,11 @@ class TrainConfig:
         return cls(**d)
 
 
-def pick_device(policy: str = "auto", local_rank: int = 0) -> torch.device:
+def pick_device(policy: str = "auto", local_rank: int = 0) -> "torch.device":
     """The one device policy: ``auto`` = this rank's GPU if CUDA is available, else CPU.
     float32 everywhere (the models are small; no mixed precision)."""
+    import torch
+
     if policy == "auto":
         policy = "cuda" if torch.cuda.is_available() else "cpu"
     if policy == "cuda":

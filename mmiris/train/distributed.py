@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -50,8 +51,13 @@ def setup(device_policy: str = "auto", timeout_s: float = 600.0) -> Dist:
     if world > 1 and not tdist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
-                                 timeout=datetime.timedelta(seconds=timeout_s),
+        timeout = datetime.timedelta(seconds=timeout_s)
+        # The env:// store, with a prefix per torchrun restart so a restarted group never
+        # reads the connection keys its killed predecessor left in the same store.
+        store, _, _ = next(tdist.rendezvous("env://", timeout=timeout))
+        store = tdist.PrefixStore(f"mmiris/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", store=store,
+                                 rank=rank, world_size=world, timeout=timeout,
                                  **({"device_id": device} if device.type == "cuda" else {}))
     return Dist(rank, world, local_rank, device)
 
@@ -60,8 +66,10 @@ def wrap(module: torch.nn.Module, dist: Dist) -> torch.nn.Module:
     """DDP around the loss module; feature buffers are constants, so no buffer broadcasts."""
     if not dist.enabled:
         return module
-    return DistributedDataParallel(module, device_ids=[dist.device] if dist.device.type == "cuda" else None,
-                                   broadcast_buffers=False)
+    with warnings.catch_warnings():  # torch 2.14 deprecates the name, and asks to keep it for this use
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+        return DistributedDataParallel(module, device_ids=[dist.device] if dist.device.type == "cuda" else None,
+                                       broadcast_buffers=False)
 
 
 def all_reduce_sum(t: torch.Tensor, dist: Dist, what: str) -> torch.Tensor:
