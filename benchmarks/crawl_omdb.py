@@ -102,7 +102,7 @@ def _crawl(store, items, server: Server, cache: Path, links: Path | None, args) 
     t0 = time.perf_counter()
     res = crawl_omdb(store, items, links=links, base_url=server.url, api_key=KEY, cache_dir=cache,
                      rate_per_s=args.rate or None, workers=args.workers,
-                     threads_per_worker=args.threads,
+                     threads_per_worker=args.threads, max_attempts=args.max_attempts,
                      http=HttpConfig(timeout_s=args.timeout, backoff_s=0.1, backoff_jitter_s=0.1,
                                      max_backoff_s=2.0))
     seconds = time.perf_counter() - t0
@@ -128,7 +128,8 @@ def _kill_restart(store_dir: Path, items, server: Server, cache: Path, links: Pa
     cmd = [sys.executable, "-c", "import sys; from mmiris.cli import main; sys.exit(main(sys.argv[1:]))",
            "--store", str(store_dir), "crawl", "omdb", "--items", str(items), "--links", str(links),
            "--base-url", server.url, "--cache-dir", str(cache), "--workers", str(args.workers),
-           "--threads", str(args.threads), "--rate", str(args.rate), "--timeout", str(args.timeout)]
+           "--threads", str(args.threads), "--rate", str(args.rate), "--timeout", str(args.timeout),
+           "--max-attempts", str(args.max_attempts)]
     env = {**os.environ, "OMDB_API_KEY": KEY}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -172,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=8, help="threads per worker")
     p.add_argument("--rate", type=float, default=0, help="requests/s limit (0: unlimited)")
     p.add_argument("--timeout", type=float, default=1.0, help="client read timeout, s")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-attempts", type=int, default=15,
+                   help="attempts per request (with 20%% faults, 10 fail together ~1e-7 of the time)")
+    p.add_argument("--seed", type=int, default=0, help="fault injection seed")
     p.add_argument("--keep", default=None, help="keep the store/caches in this folder")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
