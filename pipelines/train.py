@@ -26,7 +26,7 @@ from mmiris.data.split import load_split
 from mmiris.errors import MmirisError
 from mmiris.models import get_model_class
 from mmiris.train import distributed as D
-from mmiris.train.checkpoint import build_config, build_model, load_features, model_bytes
+from mmiris.train.checkpoint import build_config, build_model, load_features, load_model, model_bytes
 from mmiris.train.config import TrainConfig
 from mmiris.train.trainer import train
 
@@ -46,8 +46,13 @@ def default_checkpoint_dir(store: ArtifactStore, ref: ArtifactRef) -> Path:
 def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: str, *,
                 model_config: dict | None = None, train_config: TrainConfig | None = None,
                 image_features: ArtifactRef | str | None = None, text_features: ArtifactRef | str | None = None,
-                resume: bool = False, checkpoint_dir: str | os.PathLike | None = None) -> ArtifactRef:
-    """Train (or fit) ``model_name`` on the split and publish ``model-<name>``; see module doc."""
+                resume: bool = False, checkpoint_dir: str | os.PathLike | None = None,
+                init_from: ArtifactRef | str | None = None) -> ArtifactRef:
+    """Train (or fit) ``model_name`` on the split and publish ``model-<name>``; see module doc.
+
+    ``init_from``: a published model to start from (NAIS pretrained with FISM, as the NAIS
+    paper does); the model class must offer ``init_from(other)``. It becomes a parent.
+    """
     cfg = train_config or TrainConfig()
     dist = D.setup(cfg.device)
     split_ref = store.resolve(split_ref)
@@ -65,7 +70,10 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
     if unused:
         log.warning("model %s does not read %s features; ignoring them", model_name, unused)
     mcfg = build_config(cls, model_config)
-    parents = [split_ref, *feat_refs]
+    init_ref = store.resolve(init_from) if init_from is not None else None
+    if init_ref is not None and not hasattr(cls, "init_from"):
+        raise MmirisError(f"model {model_name} cannot be initialised from another model (no init_from)")
+    parents = [split_ref, *feat_refs, *([init_ref] if init_ref else [])]
     params = {"model": model_name, "model_config": mcfg.to_dict(), "train_config": cfg.key_params()}
     name = model_artifact_name(model_name)
     ref = planned_ref(name, "model", parents, params)
@@ -77,6 +85,9 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
     feats = load_features(store, feat_refs, split.n_items)
     torch.manual_seed(cfg.seed)  # same initial parameters on every rank and in every run
     model = build_model(model_name, mcfg.to_dict(), split, feats)
+    if init_ref is not None:
+        model.init_from(load_model(store, init_ref))
+        log.info("initialised %s from %s", model_name, init_ref)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(store, ref)
     if D.restarted():
         log.info("torchrun restarted this worker group: resuming from %s", ckpt)

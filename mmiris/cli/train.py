@@ -28,6 +28,8 @@ def register(sub) -> None:
                    help="model config field (JSON value, e.g. --set beta=0.5); repeatable")
     p.add_argument("--image-features", default=None, help="image_features artifact (image IRIS models, VBPR)")
     p.add_argument("--text-features", default=None, help="text_features artifact (text IRIS models)")
+    p.add_argument("--init-from", default=None,
+                   help="published model to start from (e.g. NAIS from a trained model-fism)")
     p.add_argument("--epochs", type=int, default=_T.epochs)
     p.add_argument("--batch-size", type=int, default=_T.batch_size, help="instances per global batch")
     p.add_argument("--lr", type=float, default=_T.lr)
@@ -75,7 +77,7 @@ def run(args) -> int:
         ref = train_model(ArtifactStore(), args.split, args.model, model_config=model_config or None,
                           train_config=cfg, image_features=args.image_features,
                           text_features=args.text_features, resume=args.resume,
-                          checkpoint_dir=args.checkpoint_dir)
+                          checkpoint_dir=args.checkpoint_dir, init_from=args.init_from)
     finally:
         D.teardown()
     if dist.is_main:
