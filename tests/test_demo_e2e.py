@@ -76,6 +76,8 @@ def test_demo_runs_end_to_end_and_its_artifacts_serve_recommend_and_report(tmp_p
     assert "User 1" in page2 and "User 2" in page2 and "User 0" not in page2
 
 
-def test_demo_rejects_an_unknown_model(tmp_path):
-    run = mmiris("--store", str(tmp_path / "s"), "demo", "--models", "nope", cwd=tmp_path)
-    assert run.returncode == 2 and "unknown model 'nope'" in run.stderr
+def test_demo_rejects_an_unknown_model(tmp_path, capsys):
+    from mmiris.cli import main
+
+    assert main(["--store", str(tmp_path / "s"), "demo", "--out", str(tmp_path / "o"), "--models", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err

@@ -49,6 +49,13 @@ def run(args) -> int:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     if not models:
         raise MmirisError("--models: name at least one model, e.g. itempop,nais_prod")
+    from mmiris.models import get_model_class
+
+    for name in models:
+        try:
+            get_model_class(name)
+        except KeyError as exc:
+            raise MmirisError(f"--models: {exc.args[0]}") from None
     opt = replace(_defaults(), n_users=args.users, n_items=args.items, models=models, epochs=args.epochs,
                   emb=args.emb, seed=args.seed, image_encoder=args.image_encoder, text_encoder=args.text_encoder,
                   feature_workers=args.workers)

@@ -187,11 +187,13 @@ def describe_dataset(store: ArtifactStore, split: str) -> tuple[str, int | None,
 
 
 def pick_recommendations(store: ArtifactStore, split: str) -> Manifest | None:
-    """The newest recommendations for ``split``, preferring ones with explanations."""
+    """The recommendations for ``split`` to show: with explanations first, then for every
+    user (not a ``--user`` query's single row set), then the newest."""
     cands = [m for m in _all(store, "recommendations") if split in m.parents]
     if not cands:
         return None
-    return max(cands, key=lambda m: (bool(m.stats.get("explained")), m.created_at))
+    return max(cands, key=lambda m: (bool(m.stats.get("explained")), m.params.get("users") is None,
+                                     int(m.stats.get("users", 0)), m.created_at))
 
 
 def collect_cards(store: ArtifactStore, recs: Manifest, users: list[int] | None, n_users: int, top: int,
