@@ -68,6 +68,31 @@ def test_local_weights_file_architecture_is_read_from_its_keys(tmp_path):
         image_encoder_spec(str(bad))
 
 
+def test_batchnorm_folding_keeps_the_outputs():
+    import torchvision
+
+    from mmiris.encoders.image import efficientnet_lite0, fold_conv_bn
+    from mmiris.encoders.registry import efficientnet_lite0_weights
+
+    net = torchvision.models.resnet18(weights=None)
+    gen = torch.Generator().manual_seed(0)
+    for m in net.modules():  # non-trivial running statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    net.eval()
+    x = torch.randn(2, 3, 64, 64, generator=gen)
+    with torch.inference_mode():
+        expected = net(x)
+        folded = fold_conv_bn(net)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        torch.testing.assert_close(folded(x), expected, atol=1e-4, rtol=1e-4)
+        w = str(efficientnet_lite0_weights())
+        x = torch.randn(2, 3, 224, 224, generator=gen)
+        torch.testing.assert_close(efficientnet_lite0(w, fold=True)(x),
+                                   efficientnet_lite0(w, fold=False)(x), atol=1e-4, rtol=1e-4)
+
+
 # ---------------------------------------------------------------- images
 def test_uniform_image_preprocesses_to_the_imagenet_normalised_colour():
     out = decode_image(encode_image(fmt="PNG", color=(200, 30, 10)), PREP)

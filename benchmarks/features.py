@@ -1,0 +1,211 @@
+"""Benchmark: feature extraction throughput (plain loop vs Dask 1 and 2 workers) and the full
+extraction of the ML-1M posters and OMDb plots.
+
+    python -m benchmarks.features [--data ../shared/data] [--image-items 256] [--text-items 1024]
+                                  [--skip-full] [--image-encoder efficientnet-lite0]
+                                  [--text-encoder minilm] [--store DIR]
+
+Inputs: ``<data>/ml-1m/posters/*.jpg`` (3,872 posters, decoded by content) and
+``<data>/ml-1m/omdb/omdb.jsonl`` (Plot field), published as ``item_images`` / ``item_text``
+artifacts keyed by MovieLens movieId with ``pipelines.extract.images_from_folder`` and
+``texts_from_jsonl``.
+
+Throughput, over the first N items of each (same items for every contender):
+- loop: what a user writes in one process: load the encoder, then for each batch decode (or
+  tokenise) and run the model; torch's default thread count; model load not timed.
+- dask1 / dask2: ``extract_*_features`` on a LocalCluster of 1 / 2 worker processes with one
+  thread each, models already loaded on the workers (one warm-up call; the one-off cluster
+  start and model loads are reported separately as ``*_dask2_startup_seconds``). The timed call
+  is the whole stage: reading the input artifact, scheduling, encoding, publishing.
+Then, unless --skip-full, the whole catalogue is extracted once with 2 workers.
+
+The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("benchmarks.features")
+
+
+def _die(msg: str) -> None:
+    print(f"features benchmark: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def image_loop(store, ref, encoder: str, n: int, batch_size: int) -> float:
+    """The plain single-process loop; returns items/s."""
+    import torch
+
+    from mmiris.encoders import get_image_encoder
+    from mmiris.encoders.image import decode_image
+
+    data = [b for b in store.read_table(ref, "item_images", columns=["image"]).column("image")
+            .to_pylist() if b][:n]
+    enc = get_image_encoder(encoder)
+    t0 = time.perf_counter()
+    for i in range(0, len(data), batch_size):
+        decoded = [decode_image(b, enc.prep) for b in data[i:i + batch_size]]
+        x = torch.stack([d.tensor for d in decoded if d.tensor is not None])
+        enc.encode(x)
+    return len(data) / (time.perf_counter() - t0)
+
+
+def text_loop(store, ref, encoder: str, n: int, batch_size: int, sort: bool = False) -> float:
+    from mmiris.encoders import get_text_encoder
+    from mmiris.encoders.text import normalize_text
+
+    t = store.read_table(ref, "item_text", columns=["text", "present"])
+    texts = [normalize_text(s).text for s, p in zip(t.column("text").to_pylist(),
+                                                    t.column("present").to_pylist()) if p]
+    texts = [s for s in texts if s][:n]
+    if sort:
+        texts.sort(key=len)
+    enc = get_text_encoder(encoder)
+    t0 = time.perf_counter()
+    for i in range(0, len(texts), batch_size):
+        enc.encode(texts[i:i + batch_size])
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def dask_rate(store, modality: str, ref, encoder: str, workers: int, batch_size: int,
+              warm_ref, n: int, full_ref=None) -> dict:
+    """items/s of the stage on a warm LocalCluster; optionally the full extraction after."""
+    from distributed import Client, LocalCluster
+
+    from pipelines.extract import extract_image_features, extract_text_features
+
+    extract = extract_image_features if modality == "image" else extract_text_features
+    out: dict = {}
+    t0 = time.perf_counter()
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        client.wait_for_workers(workers)
+        # warm-up: small chunks so every worker loads the model once
+        extract(store, warm_ref, encoder, client=client, batch_size=4, chunk_size=4,
+                reuse=False, name=f"warmup_{modality}_{workers}")
+        out["startup_seconds"] = round(time.perf_counter() - t0, 2)
+        t1 = time.perf_counter()
+        r = extract(store, ref, encoder, client=client, batch_size=batch_size, reuse=False,
+                    name=f"bench_{modality}_dask{workers}")
+        computed = store.manifest(r).stats["computed"]  # items that went through the model
+        out["items_per_s"] = round(computed / (time.perf_counter() - t1), 2)
+        if computed != n:
+            log.warning("%s: %d items encoded by Dask, %d by the loop", modality, computed, n)
+        if full_ref is not None:
+            t2 = time.perf_counter()
+            full = extract(store, full_ref, encoder, client=client, batch_size=batch_size,
+                           reuse=False, name=f"{modality}_features")
+            m = store.manifest(full)
+            out.update(full_ref=str(full), full_seconds=round(time.perf_counter() - t2, 1),
+                       full_stats=m.stats, full_dim=m.stats["dim"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.features", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--image-items", type=int, default=256, help="items for the throughput part")
+    p.add_argument("--text-items", type=int, default=1024, help="items for the throughput part")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-encoder", default="efficientnet-lite0")
+    p.add_argument("--text-encoder", default="minilm")
+    p.add_argument("--skip-full", action="store_true", help="skip extracting the whole catalogue")
+    p.add_argument("--skip-images", action="store_true")
+    p.add_argument("--skip-texts", action="store_true")
+    p.add_argument("--store", default=None, help="artifact store (default: a temporary one)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+    data = Path(args.data).expanduser()
+    posters, omdb = data / "ml-1m" / "posters", data / "ml-1m" / "omdb" / "omdb.jsonl"
+    if not posters.is_dir() or not omdb.is_file():
+        _die(f"data not found: expected {posters}/ and {omdb} (pass --data DIR; see "
+             f"../shared/data/README)")
+
+    import distributed  # noqa: F401 - configures its loggers on import; quieten them after
+    import torch
+
+    from mmiris.artifacts import ArtifactStore
+    from pipelines.extract import images_from_folder, texts_from_jsonl
+
+    for noisy in ("distributed", "gensim"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    tmp = None if args.store else tempfile.TemporaryDirectory(prefix="mmiris-bench-features-")
+    store = ArtifactStore(args.store or tmp.name)
+    result: dict = {"image_encoder": args.image_encoder, "text_encoder": args.text_encoder,
+                    "cores": len(os.sched_getaffinity(0)),
+                    "torch_default_threads": torch.get_num_threads(),
+                    "batch_size": args.batch_size, "machine": "see docs/features.md"}
+
+    if not args.skip_images:
+        full = images_from_folder(store, posters)
+        n = args.image_items
+        sample = images_from_folder(store, posters, limit=n, name="item_images_sample")
+        warm = images_from_folder(store, posters, limit=8, name="item_images_warm")
+        present = store.manifest(sample).tables["item_images"]["rows"]
+        log.info("images: loop over %d posters", present)
+        result["image_loop_items_per_s"] = round(image_loop(store, sample, args.image_encoder,
+                                                            present, args.batch_size), 2)
+        d1 = dask_rate(store, "image", sample, args.image_encoder, 1, args.batch_size, warm, present)
+        d2 = dask_rate(store, "image", sample, args.image_encoder, 2, args.batch_size, warm, present,
+                       full_ref=None if args.skip_full else full)
+        result.update(image_items=present, image_dask1_items_per_s=d1["items_per_s"],
+                      image_dask2_items_per_s=d2["items_per_s"],
+                      image_dask2_startup_seconds=d2["startup_seconds"])
+        result["image_dask2_over_loop"] = round(d2["items_per_s"] / result["image_loop_items_per_s"], 3)
+        result["image_dask2_over_dask1"] = round(d2["items_per_s"] / d1["items_per_s"], 3)
+        if "full_stats" in d2:
+            result.update(images_extracted=d2["full_stats"]["present"],
+                          image_items_total=d2["full_stats"]["items"],
+                          image_missing_by_reason=d2["full_stats"]["missing_by_reason"],
+                          image_treatments=d2["full_stats"]["treatments"],
+                          image_dim=d2["full_dim"], image_full_seconds=d2["full_seconds"],
+                          image_features_ref=d2["full_ref"])
+
+    if not args.skip_texts:
+        full = texts_from_jsonl(store, omdb)
+        n = args.text_items
+        sample = texts_from_jsonl(store, omdb, limit=n, name="item_text_sample")
+        warm = texts_from_jsonl(store, omdb, limit=8, name="item_text_warm")
+        t = store.read_table(sample, "item_text", columns=["present"])
+        present = sum(t.column("present").to_pylist())
+        result["text_loop_items_per_s"] = round(text_loop(store, sample, args.text_encoder, n,
+                                                          args.batch_size), 2)
+        result["text_loop_length_sorted_items_per_s"] = round(
+            text_loop(store, sample, args.text_encoder, n, args.batch_size, sort=True), 2)
+        d1 = dask_rate(store, "text", sample, args.text_encoder, 1, args.batch_size, warm, present)
+        d2 = dask_rate(store, "text", sample, args.text_encoder, 2, args.batch_size, warm, present,
+                       full_ref=None if args.skip_full else full)
+        result.update(text_items=present, text_dask1_items_per_s=d1["items_per_s"],
+                      text_dask2_items_per_s=d2["items_per_s"],
+                      text_dask2_startup_seconds=d2["startup_seconds"])
+        result["text_dask2_over_loop"] = round(d2["items_per_s"] / result["text_loop_items_per_s"], 3)
+        result["text_dask2_over_dask1"] = round(d2["items_per_s"] / d1["items_per_s"], 3)
+        if "full_stats" in d2:
+            result.update(texts_extracted=d2["full_stats"]["present"],
+                          text_items_total=d2["full_stats"]["items"],
+                          text_missing_by_reason=d2["full_stats"]["missing_by_reason"],
+                          text_treatments=d2["full_stats"]["treatments"],
+                          text_dim=d2["full_dim"], text_full_seconds=d2["full_seconds"],
+                          text_features_ref=d2["full_ref"])
+    print(json.dumps(result))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
