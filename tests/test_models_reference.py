@@ -283,3 +283,21 @@ def test_score_all_in_chunks_equals_scores(name):
         direct = model.scores(users, torch.arange(N_ITEMS).expand(N_USERS, -1))
     assert full.shape == (N_USERS, N_ITEMS)
     _close(full, direct, f"{name} score_all")
+
+
+def test_fused_splits_a_few_long_rows_across_targets():
+    # one user with many targets (a 512-instance batch, or score_all for one user): the fused
+    # path cuts the row's targets into slices; values and gradients must not change
+    history, _, _, feats = tiny_data(seed=9)
+    users = torch.tensor([6, 1])  # 37 history items, and a single one
+    items = torch.randint(0, N_ITEMS, (2, 150))
+    items[1, :3] = int(history.items_of(1)[0])
+    for name in ["nais_prod", "multimodal_iris"]:
+        model = make(name, history, feats)
+        out = {}
+        for backend in ["eager", "fused"]:
+            model.backend = backend
+            out[backend] = _grads(model, lambda: model.scores(users, items))
+        _close(out["fused"][0], out["eager"][0], f"{name} split scores")
+        for n in out["eager"][1]:
+            _close(out["fused"][1][n], out["eager"][1][n], f"{name} split d/d{n}")

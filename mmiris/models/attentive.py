@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -30,18 +29,16 @@ from mmiris.models import kernels
 NEG = -1.0e30  # logit of an excluded/padded history slot (finite, so gradients stay finite)
 EAGER_CHUNK_ELEMS = 1 << 22  # pairwise elements (rows × targets × history × width) per eager chunk
 
-_pool: ThreadPoolExecutor | None = None
 _i64, _f32, _ptr = ctypes.c_longlong, ctypes.c_float, ctypes.c_void_p
 
 
 def _lib():
     lib = kernels.load("attentive_sum")
     if lib is not None and not getattr(lib, "_mmiris_typed", False):
-        lib.attentive_sum_forward.argtypes = [ctypes.c_int] + [_i64] * 6 + [ctypes.c_int] * 2 + [_ptr] * 10 \
-            + [_f32] * 2 + [_ptr] * 2
+        head = [ctypes.c_int, ctypes.c_int, _ptr, ctypes.c_int, _i64, _i64, ctypes.c_int, ctypes.c_int]
+        lib.attentive_sum_forward.argtypes = head + [_ptr] * 10 + [_f32] * 2 + [_ptr] * 2
         lib.attentive_sum_forward.restype = None
-        lib.attentive_sum_backward.argtypes = [ctypes.c_int] + [_i64] * 4 + [ctypes.c_int] * 2 + [_ptr] * 10 \
-            + [_f32] * 2 + [_ptr] * 9
+        lib.attentive_sum_backward.argtypes = head + [_ptr] * 10 + [_f32] * 2 + [_ptr] * 9
         lib.attentive_sum_backward.restype = None
         lib.attentive_sum_block.restype = ctypes.c_int
         lib._mmiris_typed = True
@@ -52,21 +49,8 @@ def fused_available() -> bool:
     return _lib() is not None
 
 
-def _workers() -> int:
+def _threads() -> int:
     return max(1, int(os.environ.get("MMIRIS_KERNEL_THREADS", torch.get_num_threads())))
-
-
-def _run(jobs):
-    global _pool
-    n = _workers()
-    if n == 1 or len(jobs) == 1:
-        for j in jobs:
-            j()
-        return
-    if _pool is None or _pool._max_workers != n:
-        _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mmiris-attn")
-    for f in [_pool.submit(j) for j in jobs]:
-        f.result()
 
 
 def _row_chunks(hlen: torch.Tensor, T: int, n_chunks: int) -> list[tuple[int, int]]:
@@ -96,15 +80,12 @@ class _FusedAttentiveSum(torch.autograd.Function):
         H = hv.shape[0]
         score = torch.empty(B, T, dtype=torch.float32)
         lse = torch.empty(B, T, dtype=torch.float32)
-        n = _workers()
-        if B >= 2 * n:
-            parts = [(a, b, 0, T) for a, b in _row_chunks(hlen, T, 4 * n)]
-        else:  # few rows (score_all for one user): split the targets instead
-            step = max(1, -(-T // n))
-            parts = [(b, b + 1, t, min(t + step, T)) for b in range(B) for t in range(0, T, step)]
-        args = (_p(PT), _p(QT), _p(hist), _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv),
-                float(beta), float(alpha), _p(score), _p(lse))
-        _run([lambda p=p: lib.attentive_sum_forward(mode, *p, T, L, K, H, *args) for p in parts])
+        n = _threads()
+        parts = [(a, b, 0, T) for a, b in _row_chunks(hlen, T, 4 * n)]
+        parts_t = torch.tensor(parts, dtype=torch.int64).reshape(-1)
+        lib.attentive_sum_forward(mode, len(parts), _p(parts_t), n, T, L, K, H, _p(PT), _p(QT), _p(hist),
+                                  _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv), float(beta),
+                                  float(alpha), _p(score), _p(lse))
         ctx.save_for_backward(PT, QT, hist, hlen, items, AT, C, W, bias, hv, lse)
         ctx.mode, ctx.beta, ctx.alpha = mode, beta, alpha
         return score
@@ -118,20 +99,20 @@ class _FusedAttentiveSum(torch.autograd.Function):
         K, L = PT.shape[1], PT.shape[2]
         H = hv.shape[0]
         g = g.contiguous().float()
-        parts = _row_chunks(hlen, T, 4 * _workers())
+        n = _threads()
+        parts = _row_chunks(hlen, T, 4 * n)  # rows only: a row's history gradient has one writer
+        parts_t = torch.tensor(parts, dtype=torch.int64).reshape(-1)
+        nP = max(len(parts), 1)
         dPT, dQT = torch.zeros_like(PT), torch.zeros_like(QT)
         dAT = torch.zeros_like(AT) if mode == 0 else None
         dC = torch.zeros_like(C) if mode == 0 else None
-        nP = max(len(parts), 1)
-        dW = torch.zeros(nP, H, K) if mode == 1 else None
+        dW = torch.zeros(nP, H, K) if mode == 1 else None  # one slice per work item, summed below
         db = torch.zeros(nP, H) if mode == 1 else None
         dhv = torch.zeros(nP, H)
-        shared = (_p(PT), _p(QT), _p(hist), _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv),
-                  float(ctx.beta), float(ctx.alpha), _p(g), _p(lse), _p(dPT), _p(dQT), _p(dAT), _p(dC))
-        _run([lambda i=i, a=a, b=b: lib.attentive_sum_backward(
-            mode, a, b, T, L, K, H, *shared,
-            _p(dW[i]) if dW is not None else None, _p(db[i]) if db is not None else None, _p(dhv[i]))
-            for i, (a, b) in enumerate(parts)])
+        lib.attentive_sum_backward(mode, len(parts), _p(parts_t), n, T, L, K, H, _p(PT), _p(QT), _p(hist),
+                                   _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv),
+                                   float(ctx.beta), float(ctx.alpha), _p(g), _p(lse), _p(dPT), _p(dQT),
+                                   _p(dAT), _p(dC), _p(dW), _p(db), _p(dhv))
         return (None, dPT, dQT, None, None, None, dAT, dC,
                 dW.sum(0) if dW is not None else None, db.sum(0) if db is not None else None,
                 dhv.sum(0), None, None)
@@ -139,17 +120,36 @@ class _FusedAttentiveSum(torch.autograd.Function):
 
 def _fused(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha):
     B, L = hist.shape
+    T = items.shape[1]
     block = _lib().attentive_sum_block()
     Lp = max(block, -(-L // block) * block)
+    # Few rows (a 512-instance batch is often one user; score_all for one user): cut each row's
+    # targets into S slices on S copies of the row, so every core gets work in backward too;
+    # autograd sums the copies' history gradients.
+    S = 1
+    n = _threads()
+    if B < 2 * n and T >= 64:
+        S = max(1, min(-(-4 * n // B), T // 32))
+    Ts = -(-T // S)
 
-    def hist_side(x):  # [B, L, w] -> [B, w, L'] zero-padded: every kernel loop runs over l in vectors
-        return F.pad(x.transpose(1, 2), (0, Lp - L)).contiguous()
+    def hist_side(x):  # [B, L, w] -> [B·S, w, L'] zero-padded: every kernel loop runs over l in vectors
+        x = F.pad(x.transpose(1, 2), (0, Lp - L))
+        return (x.repeat_interleave(S, 0) if S > 1 else x).contiguous()
+
+    def target_side(x):  # [B, T, ...] -> [B·S, T/S, ...]
+        if S > 1:
+            x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, Ts * S - T)).reshape(B * S, Ts, *x.shape[2:])
+        return x.contiguous()
+
+    def rows(x):
+        return (x.repeat_interleave(S, 0) if S > 1 else x).contiguous().long()
 
     c = lambda t: t.contiguous() if t is not None else torch.empty(0)  # noqa: E731
-    return _FusedAttentiveSum.apply(
-        mode, hist_side(PH), c(QT), F.pad(hist, (0, Lp - L)).contiguous().long(), hlen.contiguous().long(),
-        items.contiguous().long(), hist_side(A) if mode == 0 else torch.empty(0), c(C), c(W), c(bias),
-        c(hv), float(beta), float(alpha))
+    out = _FusedAttentiveSum.apply(
+        mode, hist_side(PH), target_side(QT), rows(F.pad(hist, (0, Lp - L))), rows(hlen),
+        target_side(items).long(), hist_side(A) if mode == 0 else torch.empty(0),
+        target_side(C) if mode == 0 else torch.empty(0), c(W), c(bias), c(hv), float(beta), float(alpha))
+    return out.reshape(B, Ts * S)[:, :T] if S > 1 else out
 
 
 def _eager(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha, want_weights=False):

@@ -1,7 +1,8 @@
 """Native kernels, compiled with the system C compiler at first use and cached.
 
-Plain C through ctypes (no torch headers): it compiles in about a second, and ctypes
-releases the GIL so Python threads can split a batch across cores. When no compiler is
+Plain C through ctypes (no torch headers): it compiles in about a second. Built with
+-fopenmp it links ``libgomp.so.1``, which resolves to the copy torch already loaded, so the
+kernel's threads are torch's OpenMP threads. When no compiler is
 available (or ``MMIRIS_FUSED=0``) callers fall back to the eager PyTorch path, which gives
 the same numbers.
 """
@@ -67,8 +68,10 @@ def _build(name: str) -> ctypes.CDLL:
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             c_file, so_file = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.so"
             c_file.write_bytes(src)
-            proc = subprocess.run([cc, *FLAGS, str(c_file), "-o", str(so_file), "-lm"],
-                                  capture_output=True, text=True)
+            cmd = [cc, *FLAGS, str(c_file), "-o", str(so_file), "-lm"]
+            proc = subprocess.run([*cmd, "-fopenmp"], capture_output=True, text=True)
+            if proc.returncode != 0:  # no OpenMP: the library runs its work items one by one
+                proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"{cc} failed on {name}.c: {proc.stderr.strip()[:500]}")
             os.replace(so_file, out)  # atomic: concurrent builders never see half a library

@@ -11,8 +11,9 @@
  * History-side inputs are transposed, [B, K, L] and [B, H, L], with L a multiple of LB, so
  * every loop runs over l in 8-wide vectors; W (p*q) is computed as (W diag(q_t)) p_l, with
  * W diag(q_t) built once per target. Nothing of size [T x L x H] is stored: a (b, t) row
- * lives in per-call scratch. Compiled at first use by mmiris/models/kernels/__init__.py;
- * each call handles rows [b0, b1) so Python threads can split a batch.
+ * lives in per-call scratch. Compiled at first use by mmiris/models/kernels/__init__.py with
+ * -fopenmp: the library then shares torch's OpenMP runtime (same soname), so its threads do
+ * not fight torch's spinning workers for the cores.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -309,21 +310,40 @@ INLINE void backward_rows(int mode, i64 b0, i64 b1, i64 T, i64 L, int K, int H,
 
 int attentive_sum_block(void) { return LB; }
 
-void attentive_sum_forward(int mode, i64 b0, i64 b1, i64 t0, i64 t1, i64 T, i64 L, int K, int H,
+int attentive_sum_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* parts[4p..4p+3] = (b0, b1, t0, t1): rows and targets of work item p, run in parallel. */
+void attentive_sum_forward(int mode, int n_parts, const i64 *parts, int threads, i64 T, i64 L, int K, int H,
                            const float *PT, const float *QT, const i64 *hist, const i64 *hlen,
                            const i64 *items, const float *AT, const float *C, const float *W,
                            const float *bias, const float *hv, float beta, float alpha,
                            float *score, float *lse_out) {
-    DISPATCH(forward_rows(mode, b0, b1, t0, t1, T, L, K_, H_, PT, QT, hist, hlen, items, AT, C, W, bias,
-                          hv, beta, alpha, score, lse_out))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int p = 0; p < n_parts; p++) {
+        const i64 b0 = parts[4 * p], b1 = parts[4 * p + 1], t0 = parts[4 * p + 2], t1 = parts[4 * p + 3];
+        DISPATCH(forward_rows(mode, b0, b1, t0, t1, T, L, K_, H_, PT, QT, hist, hlen, items, AT, C, W, bias,
+                              hv, beta, alpha, score, lse_out))
+    }
 }
 
-void attentive_sum_backward(int mode, i64 b0, i64 b1, i64 T, i64 L, int K, int H,
+/* parts[2p..2p+1] = (b0, b1); work item p accumulates dW, dbias, dhv into its own slice p. */
+void attentive_sum_backward(int mode, int n_parts, const i64 *parts, int threads, i64 T, i64 L, int K, int H,
                             const float *PT, const float *QT, const i64 *hist, const i64 *hlen,
                             const i64 *items, const float *AT, const float *C, const float *W,
                             const float *bias, const float *hv, float beta, float alpha,
                             const float *gscore, const float *lse_in, float *dPT, float *dQT,
                             float *dAT, float *dC, float *dW, float *dbias, float *dhv) {
-    DISPATCH(backward_rows(mode, b0, b1, T, L, K_, H_, PT, QT, hist, hlen, items, AT, C, W, bias, hv,
-                           beta, alpha, gscore, lse_in, dPT, dQT, dAT, dC, dW, dbias, dhv))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int p = 0; p < n_parts; p++) {
+        const i64 b0 = parts[2 * p], b1 = parts[2 * p + 1];
+        float *dWp = dW ? dW + (i64)p * H * K : 0, *dbp = dbias ? dbias + (i64)p * H : 0;
+        DISPATCH(backward_rows(mode, b0, b1, T, L, K_, H_, PT, QT, hist, hlen, items, AT, C, W, bias, hv,
+                               beta, alpha, gscore, lse_in, dPT, dQT, dAT, dC, dWp, dbp, dhv + (i64)p * H))
+    }
 }
