@@ -182,7 +182,12 @@ def describe_dataset(store: ArtifactStore, split: str) -> tuple[str, int | None,
             pm = store.manifest(ArtifactRef.parse(p))
         except MmirisError:
             continue
-        src.append(str(pm.info.get("source") or pm.params.get("source") or pm.name))
+        sources = pm.info.get("sources")
+        if isinstance(sources, dict) and sources:  # ingested files: name them (no directories)
+            names = ", ".join(str(v).replace("\\", "/").rsplit("/", 1)[-1] for v in sources.values())
+            src.append(f"{pm.ref} from {names}")
+        else:
+            src.append(str(pm.info.get("source") or pm.params.get("source") or pm.ref))
     return "; ".join(src) or m.name, m.stats.get("n_users"), m.stats.get("n_items")
 
 

@@ -67,7 +67,9 @@ def render(sections: list[SplitSection], figures: dict[str, bytes], *, title: st
             out.append(f"<h3>Explained recommendations of {e(rec)} (like the paper's Tables VII–IX)</h3>")
             out.append(f"<p class='muted'>From <code>{e(s.recommendations)}</code>. Each row: a recommended item "
                        "with its predicted probability, and the user's historical items of highest interest "
-                       "relevance a<sub>ij</sub> (attention weight) to it.</p>")
+                       "relevance a<sub>ij</sub> (attention weight) to it."
+                       + (" Catalogue: " + ", ".join(f"{k} <code>{e(v)}</code>" for k, v in s.catalogue_sources.items())
+                          + "." if s.catalogue_sources else "") + "</p>")
             for card in s.cards:
                 out.append(_card(card, figures.get(f"relevance-{s_idx}-{card.user}")))
     out.append("</body></html>")
