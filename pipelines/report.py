@@ -78,6 +78,9 @@ def build_report(store: ArtifactStore, out_dir: str | Path, *, metrics: list[str
                     figs[f"relevance-{s_idx}-{card.user}"] = F.relevance_chart(*card.chart)
         sections.append(sec)
 
+    for old in [*fig_dir.glob("loss-*.png"), *fig_dir.glob("relevance-*.png")]:
+        if old.stem not in figs:  # from an earlier report into the same folder
+            old.unlink()
     for name, png in figs.items():
         (fig_dir / f"{name}.png").write_bytes(png)
     page = render(sections, figs, title=title, store_uri=store.uri, notes=notes)

@@ -14,7 +14,7 @@ def _label(cat: Catalogue, item: int, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_user(table: pa.Table, user: int, cat: Catalogue, width: int = 44) -> str:
+def format_user(table: pa.Table, user: int, cat: Catalogue, width: int = 56) -> str:
     """Rank, probability and title of each recommendation for ``user``, each followed by its
     explanation items (paper Tables VII–IX) and their interest relevance a_ij."""
     rows = [r for r in table.to_pylist() if r["user_id"] == user]

@@ -165,8 +165,8 @@ def collect_curves(store: ArtifactStore, infos: list[ModelInfo]) -> list[Curve]:
         value = np.array([np.nan if v is None else v for v in t["value"]], dtype=np.float64)
         epoch = np.asarray(t["epoch"], dtype=np.int64)
         hr = metric == "hr10"
-        if not is_step.any() and not hr.any():
-            continue  # closed-form models (ItemPop) have nothing to plot
+        if not is_step.any():
+            continue  # closed-form models (ItemPop, EASE) have no training curve
         curves.append(Curve(info, step[is_step], loss[is_step], epoch[hr], value[hr]))
     return curves
 

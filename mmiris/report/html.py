@@ -71,7 +71,8 @@ def render(sections: list[SplitSection], figures: dict[str, bytes], *, title: st
                        + (" Catalogue: " + ", ".join(f"{k} <code>{e(v)}</code>" for k, v in s.catalogue_sources.items())
                           + "." if s.catalogue_sources else "") + "</p>")
             for card in s.cards:
-                out.append(_card(card, figures.get(f"relevance-{s_idx}-{card.user}")))
+                out.append(_card(card, figures.get(f"relevance-{s_idx}-{card.user}"),
+                                 posters="item_images" in s.catalogue_sources))
     out.append("</body></html>")
     return "\n".join(out)
 
@@ -117,25 +118,27 @@ def _table(rows: list[MetricRow], cols: list[tuple[str, int]], caption: str) -> 
             + "".join(body) + "</table>")
 
 
-def _img(poster: bytes | None, alt: str) -> str:
+def _img(poster: bytes | None, alt: str, posters: bool = True) -> str:
+    if not posters:  # no item_images artifact at all: titles only
+        return ""
     thumb = thumbnail(poster) if poster else None
     if thumb is None:
         return "<span class='noimg'>no poster</span>"
     return f"<img alt='{e(alt)}' src='{data_uri(*thumb)}'>"
 
 
-def _card(card: Card, chart: bytes | None) -> str:
+def _card(card: Card, chart: bytes | None, posters: bool = True) -> str:
     out = [f"<div class='card' id='user-{card.user}'><h3>User {card.user}</h3>"]
     if card.history_size:
         out.append(f"<p class='muted'>{card.history_size} items in the training history.</p>")
     for r in card.rows:
         out.append("<div class='rec'>")
-        out.append(f"<div class='item target'>{_img(r.poster, r.title)}<div class='title'>#{r.rank} {e(r.title)}</div>"
+        out.append(f"<div class='item target'>{_img(r.poster, r.title, posters)}<div class='title'>#{r.rank} {e(r.title)}</div>"
                    f"<div class='score'>p = {r.score:.3f}</div></div>")
         if r.explanations:
             out.append("<div><div class='because'>most relevant in the user's history</div><div class='hist'>")
             for x in r.explanations:
-                out.append(f"<div class='item'>{_img(x.poster, x.title)}<div class='title'>{e(x.title)}</div>"
+                out.append(f"<div class='item'>{_img(x.poster, x.title, posters)}<div class='title'>{e(x.title)}</div>"
                            f"<div class='rel'>relevance {x.relevance:.3f}</div></div>")
             out.append("</div></div>")
         else:
