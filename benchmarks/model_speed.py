@@ -51,9 +51,14 @@ def load_history(data: Path) -> UserHistory:
     return UserHistory.from_pairs(raw[:, 0], raw[:, 1], n_users, n_items)
 
 
-def batches(history: UserHistory, users: np.ndarray, batch_pairs: int, rng: np.random.Generator):
-    """Rows of one epoch's instances per user, sorted by length, packed up to batch_pairs pairs."""
+def batches(history: UserHistory, users: np.ndarray, batch_pairs: int, rng: np.random.Generator,
+            batch_instances: int | None = None):
+    """Rows of one epoch's instances per user, sorted by length, packed up to batch_pairs pairs.
+    With ``batch_instances`` (the trainer's paper setting: 512), batches of that many instances
+    instead, a long user's row spread over several batches as the trainer's sampler does."""
     users = users[np.argsort(history.lengths(users))]
+    if batch_instances:
+        return _instance_batches(history, users, batch_instances, rng)
     out, cur, cur_pairs = [], [], 0
     for u in users:
         n = int(history.lengths([u])[0])
@@ -80,6 +85,30 @@ def batches(history: UserHistory, users: np.ndarray, batch_pairs: int, rng: np.r
             labels[r, : len(pos)] = 1
             mask[r, : len(row)] = True
             pairs += len(row) * len(pos)
+        result.append((torch.tensor(rows), items, labels, mask, pairs))
+    return result
+
+
+def _instance_batches(history, users, batch_instances, rng):
+    per = max(1, batch_instances // (1 + NEGATIVES))  # positives per batch
+    pos_users = np.concatenate([np.full(history.lengths([u])[0], u) for u in users])
+    pos_items = np.concatenate([history.items_of(u) for u in users])
+    result = []
+    for s in range(0, len(pos_users), per):
+        bu, bi = pos_users[s:s + per], pos_items[s:s + per]
+        rows = list(dict.fromkeys(bu.tolist()))
+        cols = [np.concatenate([bi[bu == u], rng.integers(0, history.n_items, (bu == u).sum() * NEGATIVES)])
+                for u in rows]
+        T = max(len(c) for c in cols)
+        items = torch.zeros(len(rows), T, dtype=torch.long)
+        labels = torch.zeros(len(rows), T)
+        mask = torch.zeros(len(rows), T, dtype=torch.bool)
+        pairs = 0
+        for r, (u, c) in enumerate(zip(rows, cols)):
+            items[r, : len(c)] = torch.from_numpy(c)
+            labels[r, : (bu == u).sum()] = 1
+            mask[r, : len(c)] = True
+            pairs += len(c) * int(history.lengths([u])[0])
         result.append((torch.tensor(rows), items, labels, mask, pairs))
     return result
 
@@ -119,6 +148,8 @@ def main(argv=None) -> None:
                     help="comma-separated model:emb")
     ap.add_argument("--users", type=int, default=600, help="users sampled for timing (shorten with fewer)")
     ap.add_argument("--batch-pairs", type=int, default=4_000_000, help="history×target pairs per batch")
+    ap.add_argument("--batch-instances", type=int, default=None,
+                    help="batches of this many instances (the trainer's 512) instead of whole-user rows")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--backend", default="auto", choices=["auto", "fused", "eager"])
     ap.add_argument("--threads", type=int, default=None, help="torch/kernel threads (default: all cores)")
@@ -135,11 +166,12 @@ def main(argv=None) -> None:
     epoch_pairs = int(((1 + NEGATIVES) * lens * lens).sum())
     rng = np.random.default_rng(args.seed)
     sample = rng.choice(history.n_users, size=min(args.users, history.n_users), replace=False)
-    work = batches(history, sample, args.batch_pairs, rng)
+    work = batches(history, sample, args.batch_pairs, rng, args.batch_instances)
     feats = fake_features(history.n_items, {"image": args.image_dim, "text": args.text_dim}, args.seed)
     result = {"epoch_pairs": epoch_pairs, "users_sampled": len(sample), "batches": len(work),
               "sample_pairs": sum(w[-1] for w in work), "threads": torch.get_num_threads(),
-              "fused_kernel": attentive.fused_available(), "backend": args.backend}
+              "fused_kernel": attentive.fused_available(), "backend": args.backend,
+              "batch_instances": args.batch_instances}
     print(f"ML-1M: {history.n_users} users, {history.n_items} items, epoch pairs {epoch_pairs:.3g}; "
           f"timing {len(sample)} users in {len(work)} batches ({result['sample_pairs']:.3g} pairs)", flush=True)
     for spec in args.models.split(","):

@@ -117,18 +117,6 @@ INLINE float vmax(const float *e, i64 n) {
     return m;
 }
 
-INLINE float sum_exp(const float *e, float shift, i64 n) {
-    float s = 0.f;
-    for (i64 l = 0; l < n; l++) s += expf(e[l] - shift);
-    return s;
-}
-
-INLINE float sum_exp_dot(const float *e, float shift, const float *pq, i64 n) {
-    float s = 0.f;
-    for (i64 l = 0; l < n; l++) s += expf(e[l] - shift) * pq[l];
-    return s;
-}
-
 static void *scratch(size_t n) { return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64 + 64); }
 
 INLINE void forward_rows(int mode, i64 b0, i64 b1, i64 t0, i64 t1, i64 T, i64 L, int K, int H,
@@ -151,9 +139,12 @@ INLINE void forward_rows(int mode, i64 b0, i64 b1, i64 t0, i64 t1, i64 T, i64 L,
             if (cnt <= 0) { score[bt] = 0.f; lse_out[bt] = 0.f; continue; }
             dots(pq, Pb, L, q, K, nX);
             const float m = vmax(e, nX);
-            const float lse = m + logf(sum_exp(e, m, nX));
+            /* one exp per pair: x_l = exp(e_l - m); a_l = x_l exp(m - beta lse) */
+            float S = 0.f, xs = 0.f;
+            for (i64 l = 0; l < nX; l++) { const float x = expf(e[l] - m); S += x; xs += x * pq[l]; }
+            const float lse = m + logf(S);
             const float coef = alpha == 0.f ? 1.f : powf((float)cnt, -alpha);
-            score[bt] = coef * sum_exp_dot(e, beta * lse, pq, nX);
+            score[bt] = coef * expf(m - beta * lse) * xs;
             lse_out[bt] = lse;
         }
     }
@@ -192,9 +183,11 @@ INLINE void backward_rows(int mode, i64 b0, i64 b1, i64 T, i64 L, int K, int H,
             const float lse = lse_in[bt], shift = beta * lse;
             const float gc = g * (alpha == 0.f ? 1.f : powf((float)cnt, -alpha));
             /* ga = gc a, s_ad = sum_l a da with da = gc pq; de = a da - beta softmax s_ad */
+            /* softmax_l = exp(e_l - lse) = a_l exp((beta - 1) lse): one exp per pair */
             float s_ad = 0.f;
             for (i64 l = 0; l < nX; l++) { ga[l] = gc * expf(e[l] - shift); s_ad += ga[l] * pq[l]; }
-            for (i64 l = 0; l < nX; l++) de[l] = ga[l] * pq[l] - beta * expf(e[l] - lse) * s_ad;
+            const float sm_scale = beta * s_ad * expf((beta - 1.f) * lse) / gc;
+            for (i64 l = 0; l < nX; l++) de[l] = ga[l] * (pq[l] - sm_scale);
             /* d(p_l . q): dP[k][l] += ga[l] q[k]; dq[k] = sum_l ga[l] P[k][l] */
             float *dqt = dQT + bt * K;
             for (int k0 = 0; k0 < K; k0 += 4) {
