@@ -2,15 +2,18 @@
 
 ``pipeline`` runs on real data (ingest -> crawl -> extract -> split -> train -> evaluate ->
 recommend -> report); ``pipeline-demo`` runs the same chain on the embedded, generated demo
-catalogue (no internet, a few minutes on 2 cores). Each stage is the same flow a user can
-run alone, so every stage shows up in the UI as its own run with its logs and artifacts;
-a re-run with the same inputs and parameters reuses every existing version and says so.
+catalogue with the choices of ``mmiris demo`` (pipelines/demo.py), so both produce the same
+artifact versions and either reuses what the other published. Each stage is the same flow a
+user can run alone, so it shows up in the UI as its own run with its logs and artifacts; a
+re-run with the same inputs and parameters reuses every existing version and says so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
+import numpy as np
 from prefect import flow, get_run_logger
 
 from flows.crawl import crawl_amazon_images_flow, crawl_omdb_flow
@@ -28,45 +31,74 @@ from flows.ui_artifacts import show_refs
 from mmiris.artifacts import ArtifactStore
 from mmiris.errors import MmirisError
 from mmiris.models import get_model_class
+from pipelines.demo import DemoOptions
 from pipelines.evaluate import read_metrics
 
 INGEST_FLOWS = {"movielens": ingest_movielens_flow, "ncf": ingest_ncf_flow,
                 "amazon": ingest_amazon_flow}
+DEMO = DemoOptions()
 
 
-def model_stages(store: str | None, split: str, features: dict[str, str | None],
-                 models: list[str], model_settings: dict | None, train_settings: dict | None,
-                 recommend_with: str | None, top_n: int, explain_k: int, report_dir: str,
-                 title: str) -> dict[str, Any]:
-    """train -> evaluate for each model, then recommend with one and write the report."""
-    log = get_run_logger()
-    for name in models:  # fail before hours of training, not after
-        missing = [m for m in get_model_class(name).modalities if not features.get(m)]
+def check_models(models: list[str], have: set[str]) -> set[str]:
+    """The modalities the models read; fails before any work when one is unavailable or a
+    model name is unknown."""
+    needs = set()
+    for name in models:
+        try:
+            cls = get_model_class(name)
+        except KeyError as exc:
+            raise MmirisError(f"models: {exc.args[0]}") from None
+        missing = [m for m in cls.modalities if m not in have]
         if missing:
             raise MmirisError(f"model {name} needs {' and '.join(missing)} features, which this "
                               "pipeline has none of")
+        needs |= set(cls.modalities)
+    return needs
+
+
+def settings_for(model: str, model_settings: dict | None) -> dict | None:
+    """The fields of ``model_settings`` this model's config has (e.g. ``emb`` for every
+    model, ``beta`` only for attention models)."""
+    fields = {f.name for f in dataclasses.fields(get_model_class(model).config_cls)}
+    kept = {k: v for k, v in (model_settings or {}).items() if k in fields}
+    dropped = sorted(set(model_settings or {}) - set(kept))
+    if dropped:
+        get_run_logger().info("model %s has no setting(s) %s; not passing them", model, dropped)
+    return kept or None
+
+
+def model_stages(store: str | None, split: str, features: dict[str, str], models: list[str],
+                 model_settings: dict | None, train_settings: dict | None,
+                 recommend_with: str | None, top_n: int, explain_k: int, report_dir: str,
+                 title: str, notes: list[str] | None = None, cards: int = 3) -> dict[str, Any]:
+    """train -> evaluate for each model, recommend with one, write the report."""
+    log = get_run_logger()
     trained, metrics = {}, {}
     for name in models:
         reads = get_model_class(name).modalities
-        trained[name] = train_flow(split=split, model=name, model_settings=model_settings,
+        trained[name] = train_flow(split=split, model=name,
+                                   model_settings=settings_for(name, model_settings),
                                    train_settings=train_settings,
-                                   image_features=features["image"] if "image" in reads else None,
-                                   text_features=features["text"] if "text" in reads else None,
+                                   image_features=features.get("image") if "image" in reads else None,
+                                   text_features=features.get("text") if "text" in reads else None,
                                    store=store)
         metrics[name] = evaluate_flow(model=trained[name], store=store)
-    if recommend_with is None:  # the best model by sampled HR@10 on the test users
+    if recommend_with is None:
+        # As `mmiris demo`: the best attention model (explanations need a_ij) by sampled HR@10.
         s = ArtifactStore(store)
-        scores = {n: read_metrics(s, ref).get("sampled", {}).get("hr10", 0.0)
-                  for n, ref in metrics.items()}
-        recommend_with = max(scores, key=scores.get)
-        log.info("recommending with %s (best sampled HR@10: %s)", recommend_with,
-                 ", ".join(f"{n} {v:.4f}" for n, v in scores.items()))
+        hr10 = {n: read_metrics(s, ref).get("sampled", {}).get("hr10", 0.0)
+                for n, ref in metrics.items()}
+        pool = [n for n in models if get_model_class(n).has_attention] or models
+        recommend_with = max(pool, key=lambda n: hr10[n])
+        log.info("recommending with %s (sampled HR@10: %s)", recommend_with,
+                 ", ".join(f"{n} {v:.4f}" for n, v in hr10.items()))
     if recommend_with not in trained:
         raise MmirisError(f"recommend_with={recommend_with!r} is not one of models {models}")
-    recs = recommend_flow(model=trained[recommend_with], top_n=top_n, explain_k=explain_k,
-                          store=store)
+    recs = recommend_flow(model=trained[recommend_with], split=split, top_n=top_n,
+                          explain_k=explain_k, store=store)
     report = report_flow(out_dir=report_dir, metrics=list(metrics.values()),
-                         recommendations=[recs], title=title, store=store)
+                         recommendations=[recs], n_users=cards, title=title, notes=notes,
+                         store=store)
     return {"models": trained, "metrics": metrics, "recommendations": recs, "report": report}
 
 
@@ -74,42 +106,61 @@ def _flat(refs: dict[str, Any]) -> dict[str, str]:
     out = {}
     for k, v in refs.items():
         if isinstance(v, dict):
-            out.update({f"{k}:{n}": r for n, r in v.items()})
+            out.update({f"{k}: {n}": r for n, r in v.items()})
         elif v and "@" in str(v):
             out[k] = str(v)
     return out
 
 
 @flow(name="pipeline-demo")
-def demo_pipeline_flow(n_users: int = 300, n_items: int = 200, seed: int = 0,
-                       n_negatives: int = 99,
-                       models: list[str] = ["fism", "nais_prod", "multimodal_iris"],  # noqa: B006
-                       model_settings: dict[str, Any] | None = {"emb": 16},  # noqa: B006
-                       train_settings: dict[str, Any] | None = {"epochs": 5},  # noqa: B006
-                       image_encoder: str = "efficientnet-lite0", text_encoder: str = "minilm",
-                       workers: int | None = None, dask_address: str | None = None,
-                       recommend_with: str | None = None, top_n: int = 10, explain_k: int = 3,
-                       report_dir: str = "mmiris-report/demo", name: str = "demo",
+def demo_pipeline_flow(n_users: int = DEMO.n_users, n_items: int = DEMO.n_items,
+                       seed: int = DEMO.seed, models: list[str] = list(DEMO.models),  # noqa: B008
+                       emb: int = DEMO.emb, epochs: int = DEMO.epochs,
+                       batch_size: int = DEMO.batch_size, lr: float = DEMO.lr,
+                       n_negatives: int = DEMO.n_negatives,
+                       image_encoder: str = DEMO.image_encoder,
+                       text_encoder: str = DEMO.text_encoder,
+                       workers: int | None = DEMO.feature_workers,
+                       dask_address: str | None = None, recommend_with: str | None = None,
+                       top_n: int = DEMO.top_n, explain_k: int = DEMO.explain_k,
+                       cards: int = DEMO.cards, report_dir: str = "mmiris-demo",
                        store: str | None = None) -> dict[str, Any]:
-    """The whole chain on the generated demo catalogue: demo data -> split -> image and text
-    features -> train, evaluate each of ``models`` -> recommend (best HR@10 unless
-    ``recommend_with``) -> report. Returns every artifact ref and the report path."""
+    """The whole chain on the generated demo catalogue, as ``mmiris demo``: demo data ->
+    split -> image and text features (only those the models read) -> train and evaluate
+    each of ``models`` -> recommend (best attention model unless ``recommend_with``) ->
+    report. Returns every artifact ref and the report path."""
     forward_stage_logs()
-    data = demo_data_flow(n_users=n_users, n_items=n_items, seed=seed, name=name, store=store)
-    split = split_flow(interactions=data["interactions"], n_negatives=n_negatives, seed=seed,
-                       name=f"{name}-split", store=store)
-    with feature_cluster(dask_address, workers) as address:
-        image = extract_image_features_flow(item_images=data["item_images"],
-                                            encoder=image_encoder, dask_address=address,
-                                            name=f"{name}-image_features", store=store)
-        text = extract_text_features_flow(item_text=data["item_text"], encoder=text_encoder,
-                                          dask_address=address, name=f"{name}-text_features",
-                                          store=store)
-    out = {**data, "split": split, "image_features": image, "text_features": text}
-    out |= model_stages(store, split, {"image": image, "text": text}, models, model_settings,
-                        train_settings, recommend_with, top_n, explain_k, report_dir,
-                        f"mmiris demo ({n_users} generated users, {n_items} items)")
-    show_refs(ArtifactStore(store), _flat(out), f"pipeline {name}")
+    needs = check_models(models, {"image", "text"})
+    data = demo_data_flow(n_users=n_users, n_items=n_items, seed=seed, name="demo", store=store)
+    # A small catalogue cannot give every user n_negatives unseen items: as many as it can.
+    counts = np.bincount(ArtifactStore(store).read_table(data["interactions"], "interactions")
+                         .column("user_id").to_numpy())
+    n_neg = int(min(n_negatives, n_items - counts.max()))
+    if n_neg < n_negatives:
+        get_run_logger().info("small catalogue: %d sampled negatives per user instead of %d",
+                              n_neg, n_negatives)
+    split = split_flow(interactions=data["interactions"], n_negatives=n_neg, seed=seed,
+                       name="demo-split", store=store)
+    features: dict[str, str] = {}
+    if needs:
+        with feature_cluster(dask_address, workers) as address:
+            if "image" in needs:
+                features["image"] = extract_image_features_flow(
+                    item_images=data["item_images"], encoder=image_encoder,
+                    dask_address=address, name="demo-image_features", store=store)
+            if "text" in needs:
+                features["text"] = extract_text_features_flow(
+                    item_text=data["item_text"], encoder=text_encoder, dask_address=address,
+                    name="demo-text_features", store=store)
+    train_settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                      "patience": epochs}
+    out = {**data, "split": split, **{f"{m}_features": r for m, r in features.items()}}
+    out |= model_stages(
+        store, split, features, models, {"emb": emb}, train_settings, recommend_with, top_n,
+        explain_k, report_dir, "mmiris demo report",
+        notes=["Data: the embedded demo catalogue — generated posters, plots and users, not "
+               "real data (mmiris/demo/synthetic.py)."], cards=cards)
+    show_refs(ArtifactStore(store), _flat(out), "pipeline demo")
     return out
 
 
@@ -133,12 +184,15 @@ def pipeline_flow(ingest: dict[str, Any],
     posters; ``crawl_params`` go to the crawl-omdb flow, e.g. {"links": "links.csv"}), Amazon
     images (``image_url`` of the items), or none. ``item_text``/``item_images``: existing
     artifacts instead of crawling. The split comes from ingest (NCF) or the split flow
-    (``split_params``). Models missing a modality fail before any training starts."""
+    (``split_params``). ``model_settings`` go to each model that has the field."""
     forward_stage_logs()
     ingest = dict(ingest)
     fmt = ingest.pop("format", None)
     if fmt not in INGEST_FLOWS:
         raise MmirisError(f"ingest.format {fmt!r}: expected one of {sorted(INGEST_FLOWS)}")
+    will_have = {m for m, given in (("text", item_text or crawl == "omdb"),
+                                     ("image", item_images or crawl != "none")) if given}
+    check_models(models, will_have)
     data = INGEST_FLOWS[fmt](**ingest, store=store)
     crawled: dict[str, str] = {}
     if crawl == "omdb" and not (item_text and item_images):
@@ -147,21 +201,23 @@ def pipeline_flow(ingest: dict[str, Any],
     elif crawl == "amazon-images" and not item_images:
         crawled = crawl_amazon_images_flow(items=data["items"], **(crawl_params or {}),
                                            dask_address=dask_address, store=store)
-    item_text = item_text or crawled.get("item_text")
-    item_images = item_images or crawled.get("item_images")
-    image = text = None
+    sources = {"image": item_images or crawled.get("item_images"),
+               "text": item_text or crawled.get("item_text")}
+    features: dict[str, str] = {}
     with feature_cluster(dask_address, workers) as address:
-        if item_images:
-            image = extract_image_features_flow(item_images=item_images, encoder=image_encoder,
-                                                dask_address=address, store=store)
-        if item_text:
-            text = extract_text_features_flow(item_text=item_text, encoder=text_encoder,
-                                              dask_address=address, store=store)
-    split = data.get("split") or split_flow(interactions=data["interactions"],
-                                            **(split_params or {}), store=store)
-    out = {**data, **crawled, "split": split, "image_features": image, "text_features": text}
-    out |= model_stages(store, split, {"image": image, "text": text}, models, model_settings,
-                        train_settings, recommend_with, top_n, explain_k, report_dir,
-                        f"mmiris {fmt}")
+        if sources["image"]:
+            features["image"] = extract_image_features_flow(
+                item_images=sources["image"], encoder=image_encoder, dask_address=address,
+                name=f"{ingest.get('name_prefix', '')}image_features", store=store)
+        if sources["text"]:
+            features["text"] = extract_text_features_flow(
+                item_text=sources["text"], encoder=text_encoder, dask_address=address,
+                name=f"{ingest.get('name_prefix', '')}text_features", store=store)
+    split = data.get("split") or split_flow(
+        interactions=data["interactions"],
+        **{"name": f"{ingest.get('name_prefix', '')}split", **(split_params or {})}, store=store)
+    out = {**data, **crawled, "split": split, **{f"{m}_features": r for m, r in features.items()}}
+    out |= model_stages(store, split, features, models, model_settings, train_settings,
+                        recommend_with, top_n, explain_k, report_dir, f"mmiris report ({fmt})")
     show_refs(ArtifactStore(store), _flat(out), f"pipeline {fmt}")
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -135,13 +136,9 @@ def _run_deployment(server: PrefectServer, name: str, params: dict, timeout: int
         [PREFECT, "deployment", "run", name, "--params", json.dumps(params), "--watch",
          "--watch-timeout", str(timeout)],
         env=server.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout + 60)
-    flow_name, dep_name = name.split("/", 1)
-    runs = server.api("POST", "/flow_runs/filter",
-                      json={"sort": "EXPECTED_START_TIME_DESC", "limit": 1,
-                            "flows": {"name": {"any_": [flow_name]}},
-                            "deployments": {"name": {"any_": [dep_name]}}})
-    assert runs, f"no flow run for {name}:\n{res.stdout}\n{res.stderr}"
-    run = runs[0]
+    found = re.search(r"UUID: ([0-9a-f-]{36})", res.stdout)
+    assert found, f"prefect deployment run {name} created no run:\n{res.stdout}\n{res.stderr}"
+    run = server.api("GET", f"/flow_runs/{found.group(1)}")
     state = run["state"]["type"]
     assert res.returncode == 0 and state == "COMPLETED", (
         f"{name} ended {state} (rc {res.returncode}):\n{res.stdout}\n{res.stderr}\n"
@@ -152,6 +149,9 @@ def _run_deployment(server: PrefectServer, name: str, params: dict, timeout: int
 
 
 def _run_logs(server: PrefectServer, run_id: str) -> str:
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs of runs in this process are sent in batches
     logs = server.api("POST", "/logs/filter",
                       json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
     return "\n".join(entry["message"] for entry in logs)
@@ -192,16 +192,16 @@ def test_deploy_all_registers_every_deployment_with_its_schedule_and_defaults(se
         assert set(d["parameters"]) <= set(schema), (flow, name)
 
 
-def test_stage_deployments_run_on_demo_data_publish_and_reuse(server, deployed):
-    store = ArtifactStore(server.store)
-    data_run = _run_deployment(server, "demo-data/demo", {"n_users": 40, "n_items": 60})
-    interactions = store.latest("demo-interactions")
-    assert store.read_table(store.latest("demo-items"), "items").num_rows == 60
-    assert f"published {interactions}" in _run_logs(server, data_run["id"])
+def test_stage_deployments_run_alone_on_the_demo_data(server, deployed):
+    """``prefect deployment run`` of the split stage on the embedded demo data, then of the
+    train stage alone on the split the first run published."""
+    from pipelines.demo_data import generate_demo_dataset
 
-    # a stage deployment alone, on the artifacts the first run published
+    store = ArtifactStore(server.store)
+    interactions = generate_demo_dataset(store, n_users=40, n_items=60).interactions
+
     run = _run_deployment(server, "split/default",
-                          {"interactions": str(interactions), "n_negatives": 20,
+                          {"interactions": "demo-interactions@latest", "n_negatives": 20,
                            "name": "demo-split"})
     split = store.latest("demo-split")
     m = store.manifest(split)
@@ -210,18 +210,22 @@ def test_stage_deployments_run_on_demo_data_publish_and_reuse(server, deployed):
     assert store.read_table(split, "test").num_rows > 0
     text = _run_logs(server, run["id"])
     assert f"published {split}" in text, text
+    assert "704 train, 40 valid, 40 test rows" in text, text  # the stage's own log line
     arts = _run_artifacts(server, run["id"])
     assert any(a["type"] == "markdown" and str(split) in a["data"] for a in arts)
 
-    # same inputs and parameters again: the run reuses the version and says so in the UI
-    again = _run_deployment(server, "split/default",
-                            {"interactions": "demo-interactions@latest", "n_negatives": 20,
-                             "name": "demo-split"})
-    text = _run_logs(server, again["id"])
-    assert f"reused existing {split}" in text, text
-    assert "not recomputing" in text, text  # the store's own log line reaches the UI too
-    assert [v.version for v in [store.latest("demo-split")]] == [split.version]
-    assert len(store.versions("demo-split")) == 1
+    # data-parallel: two torchrun ranks (gloo on CPU) started by the flow on the worker
+    run = _run_deployment(server, "train/weekly",
+                          {"split": str(split), "model": "fism", "nproc_per_node": 2,
+                           "train_settings": {"epochs": 1, "threads": 1, "device": "cpu"}})
+    model = store.latest("model-fism")
+    m = store.manifest(model)
+    assert m.parents == [str(split)] and m.info["world_size"] == 2
+    text = _run_logs(server, run["id"])
+    assert "torch.distributed.run --standalone --nproc_per_node=2" in text, text
+    assert f"published {model}" in text and "epoch 1" in text, text
+    arts = _run_artifacts(server, run["id"])
+    assert any(a["type"] == "table" and a["key"] == "training-model-fism" for a in arts)
 
 
 # ---------------------------------------------------------------------------- direct runs
@@ -235,7 +239,7 @@ def api(server):
 
     with temporary_settings({PREFECT_API_URL: server.url}):
         yield server
-        APILogHandler.flush()  # send the last logs while the server is still up
+        APILogHandler().flush()  # send the last logs while the server is still up
 
 
 @pytest.fixture(scope="module")
@@ -249,9 +253,12 @@ def dask_address():
 
 
 def _flow_runs(server: PrefectServer, flow_name: str) -> list[dict]:
+    """Runs of the flow started directly (not from a deployment: those include scheduled
+    future runs), newest first."""
     return server.api("POST", "/flow_runs/filter",
                       json={"flows": {"name": {"any_": [flow_name]}},
-                            "sort": "EXPECTED_START_TIME_DESC"})
+                            "flow_runs": {"deployment_id": {"is_null_": True}},
+                            "sort": "START_TIME_DESC"})
 
 
 def test_demo_pipeline_runs_directly_on_an_existing_dask_cluster(api, dask_address, tmp_path):
@@ -259,11 +266,10 @@ def test_demo_pipeline_runs_directly_on_an_existing_dask_cluster(api, dask_addre
 
     store_uri = str(tmp_path / "store")
     t0 = time.perf_counter()
-    out = demo_pipeline_flow(n_users=40, n_items=60, n_negatives=20, models=["fism", "nais_prod"],
-                             train_settings={"epochs": 1, "batch_size": 256},
-                             image_encoder="tiny-random-cnn", text_encoder="tiny-random-bert",
-                             dask_address=dask_address, report_dir=str(tmp_path / "report"),
-                             name="t", store=store_uri)
+    out = demo_pipeline_flow(n_users=40, n_items=60, models=["fism", "multimodal_iris"],
+                             epochs=1, image_encoder="tiny-random-cnn",
+                             text_encoder="tiny-random-bert", dask_address=dask_address,
+                             report_dir=str(tmp_path / "report"), store=store_uri)
     print(f"demo pipeline, direct run: {time.perf_counter() - t0:.1f} s")
     store = ArtifactStore(store_uri)
     kinds = {"interactions": "interactions", "items": "items", "item_images": "item_images",
@@ -274,11 +280,14 @@ def test_demo_pipeline_runs_directly_on_an_existing_dask_cluster(api, dask_addre
     # stages are linked by references: each artifact's parents are the refs passed along
     assert store.manifest(out["split"]).parents == [out["interactions"]]
     assert store.manifest(out["image_features"]).parents == [out["item_images"]]
-    for name in ("fism", "nais_prod"):
+    for name in ("fism", "multimodal_iris"):
         assert out["split"] in store.manifest(out["models"][name]).parents
         assert store.manifest(out["metrics"][name]).parents == [out["models"][name], out["split"]]
+    # recommendations come from the attention model (explanations need a_ij)
     recs = store.manifest(out["recommendations"])
-    assert recs.parents[0] in out["models"].values()
+    assert recs.parents == [out["models"]["multimodal_iris"], out["split"]]
+    assert store.manifest(out["models"]["multimodal_iris"]).parents == \
+        [out["split"], out["image_features"], out["text_features"]]
     assert Path(out["report"]).is_file() and "<html" in Path(out["report"]).read_text()[:500].lower()
     # every stage ran as a subflow of the pipeline run, and the metrics are tables in the UI
     parent = _flow_runs(api, "pipeline-demo")[0]
@@ -290,7 +299,7 @@ def test_demo_pipeline_runs_directly_on_an_existing_dask_cluster(api, dask_addre
     tables = api.api("POST", "/artifacts/filter",
                      json={"artifacts": {"type": {"any_": ["table"]}}})
     metric_tables = [t for t in tables if (t["key"] or "").startswith("metrics-")]
-    assert {t["key"] for t in metric_tables} >= {"metrics-fism", "metrics-nais-prod"}
+    assert {t["key"] for t in metric_tables} >= {"metrics-fism", "metrics-multimodal-iris"}
     row = json.loads(metric_tables[0]["data"])[0]
     assert {"model", "protocol", "hr@10", "ndcg@10"} <= set(row)
     api.demo_out, api.demo_store = out, store_uri
@@ -306,7 +315,7 @@ def test_train_flow_alone_on_existing_artifacts_then_reuses_the_version(api):
     m = store.manifest(ref)
     assert m.kind == "model" and m.parents == [out["split"]]
     assert m.params["model_config"]["emb"] == 8
-    again = train_flow(split="t-split@latest", model="mf", model_settings={"emb": 8},
+    again = train_flow(split="demo-split@latest", model="mf", model_settings={"emb": 8},
                        train_settings={"epochs": 1}, store=store_uri)
     assert again == ref and len(store.versions("model-mf")) == 1
     run = _flow_runs(api, "train")[0]
@@ -326,3 +335,33 @@ def test_bad_input_fails_the_run_once_without_retries(api):
     tasks = api.api("POST", "/task_runs/filter",
                     json={"flow_runs": {"id": {"any_": [run["id"]]}}})
     assert [t["run_count"] for t in tasks] == [1]  # not retried: the same input fails the same way
+
+
+def test_flows_on_an_s3_store(api, monkeypatch):
+    """MMIRIS_STORE-style S3 URI (a local S3 server here, started by the test)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from flows.demo_data import demo_data_flow
+    from flows.split import split_flow
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    s3.start()
+    try:
+        _, port = s3.get_host_and_port()
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="mmiris")
+        uri = f"s3://mmiris/team-store?endpoint_override=127.0.0.1:{port}&scheme=http"
+        refs = demo_data_flow(n_users=30, n_items=40, store=uri)
+        split = split_flow(interactions=refs["interactions"], n_negatives=10, store=uri)
+        store = ArtifactStore(uri)
+        assert not store.is_local
+        assert store.manifest(split).parents == [refs["interactions"]]
+        assert store.read_table(split, "test").num_rows > 0
+        keys = [o["Key"] for o in boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+                .list_objects_v2(Bucket="mmiris", Prefix="team-store/")["Contents"]]
+        assert f"team-store/{split.replace('@', '/')}/manifest.json" in keys
+    finally:
+        s3.stop()

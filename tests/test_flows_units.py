@@ -81,16 +81,16 @@ def test_torchrun_arguments_mirror_the_train_cli():
 
     argv = train_argv("s@1", "nais_prod", {"emb": 16, "beta": 0.5},
                       {"epochs": 2, "batch_size": 128, "lr": 0.01, "eval_every": 1},
-                      "img@2", None, True, "/tmp/store")
+                      "img@2", None, "model-fism@3", True, "/tmp/store")
     store_at = argv.index("--store")
     rest = argv[:store_at] + argv[store_at + 2:]
     args = build_parser().parse_args(["--store", "/tmp/store", "train", *rest])
     assert (args.split, args.model, args.epochs, args.batch_size, args.lr) == \
         ("s@1", "nais_prod", 2, 128, 0.01)
     assert args.model_set == ["emb=16", "beta=0.5"] and args.image_features == "img@2"
-    assert args.resume is True
+    assert args.resume is True and args.init_from == "model-fism@3"
     with pytest.raises(MmirisError, match="unknown field"):
-        train_argv("s", "mf", None, {"epochz": 1}, None, None, False, None)
+        train_argv("s", "mf", None, {"epochz": 1}, None, None, None, False, None)
 
 
 def test_artifact_keys_are_valid_prefect_keys():
