@@ -341,6 +341,15 @@ def _run_chunks(client, modality: str, spec: EncoderSpec, todo: list[_Item], run
     resources = {"GPU": 1} if use_gpu else None
     blob_f = client.scatter(blob, broadcast=True, workers=targets) if blob is not None else None
     data = client.scatter(chunks, workers=targets)
+    addrs = targets or list(info)
+    if len(chunks) >= len(addrs):
+        # Load the model on every worker first (one task each, pinned), so the progress rate
+        # and ETA below measure encoding, not start-up; the cache keeps it for the chunks.
+        t = time.perf_counter()
+        client.gather([client.submit(_warm_up, modality, spec, run.device, run.torch_threads,
+                                     blob_f, workers=[a], allow_other_workers=False,
+                                     resources=resources, pure=False) for a in addrs])
+        log.info("%s loaded on %d worker(s) in %.1fs", spec.id, len(addrs), time.perf_counter() - t)
     futures = [client.submit(_encode_chunk, modality, spec, d, run.batch_size, run.device,
                              run.torch_threads, blob_f, resources=resources, pure=False)
                for d in data]
@@ -479,15 +488,26 @@ def _set_threads(worker, torch_threads: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def _load_encoder(modality: str, spec: EncoderSpec, device: str, torch_threads: int | None,
+                  blob: bytes | None):
+    """Runs on a worker: the worker's cached encoder for this spec (loaded on first use)."""
+    cache, worker = _worker_cache()
+    _set_threads(worker, torch_threads)
+    dev = "cpu" if spec.family == "doc2vec" else _resolve_device(device, worker)
+    return cache, cache.get(modality, spec, dev, blob)
+
+
+def _warm_up(*args) -> int:
+    """Runs on a worker: load the encoder into the cache; returns its dim (not the model)."""
+    return _load_encoder(*args)[1].dim
+
+
 def _encode_chunk(modality: str, spec: EncoderSpec, chunk: list[tuple[int, object]],
                   batch_size: int, device: str, torch_threads: int | None,
                   blob: bytes | None) -> _ChunkResult:
     """Runs on a worker: encode one chunk of (item_id, image bytes | text)."""
     t0 = time.perf_counter()
-    cache, worker = _worker_cache()
-    _set_threads(worker, torch_threads)
-    dev = "cpu" if spec.family == "doc2vec" else _resolve_device(device, worker)
-    enc = cache.get(modality, spec, dev, blob)
+    cache, enc = _load_encoder(modality, spec, device, torch_threads, blob)
     prepare = _prepare_images if modality == "image" else _prepare_texts
     batches = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     ids, reasons, vecs, treatments = [], [], [], Counter()
