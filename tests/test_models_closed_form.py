@@ -99,7 +99,7 @@ def test_paper_initialisation():
     torch.manual_seed(0)
     m = build_model("nais_concat", {"emb": 16}, split.n_users, split.n_items, split.history())
     assert abs(float(m.P.weight.detach().std()) - 0.01) < 1e-3  # N(0, 0.01) embeddings
-    assert float(m.W.bias.abs().sum()) == 0.0 and float(m.item_bias.abs().sum()) == 0.0  # zero biases
+    assert float(m.W.bias.detach().abs().sum()) == 0.0 and float(m.item_bias.detach().abs().sum()) == 0.0  # zero biases
     bound = (6 / (32 + 16)) ** 0.5  # Xavier uniform on W [16 x 32]
     assert float(m.W.weight.abs().max()) <= bound and float(m.W.weight.abs().max()) > 0.8 * bound
 

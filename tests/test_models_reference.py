@@ -285,9 +285,11 @@ def test_score_all_in_chunks_equals_scores(name):
     _close(full, direct, f"{name} score_all")
 
 
-def test_fused_splits_a_few_long_rows_across_targets():
+def test_fused_splits_a_few_long_rows_across_targets(monkeypatch):
     # one user with many targets (a 512-instance batch, or score_all for one user): the fused
     # path cuts the row's targets into slices; values and gradients must not change
+    monkeypatch.setattr(attentive, "SMALL_WORK", 0)  # tiny data: force the multi-thread plan
+    monkeypatch.setenv("MMIRIS_KERNEL_THREADS", "2")
     history, _, _, feats = tiny_data(seed=9)
     users = torch.tensor([6, 1])  # 37 history items, and a single one
     items = torch.randint(0, N_ITEMS, (2, 150))
@@ -301,3 +303,15 @@ def test_fused_splits_a_few_long_rows_across_targets():
         _close(out["fused"][0], out["eager"][0], f"{name} split scores")
         for n in out["eager"][1]:
             _close(out["fused"][1][n], out["eager"][1][n], f"{name} split d/d{n}")
+
+
+def test_fused_plan_really_slices_few_rows(monkeypatch):
+    calls = []
+    real = attentive._FusedAttentiveSum.apply
+    monkeypatch.setattr(attentive._FusedAttentiveSum, "apply", lambda *a: calls.append(a[5].shape) or real(*a))
+    monkeypatch.setattr(attentive, "SMALL_WORK", 0)
+    monkeypatch.setenv("MMIRIS_KERNEL_THREADS", "2")
+    history, _, _, feats = tiny_data()
+    model = make("nais_concat", history, feats)
+    model.scores(torch.tensor([6]), torch.randint(0, N_ITEMS, (1, 150)))
+    assert calls and calls[0][0] > 1  # one user became several rows of target slices

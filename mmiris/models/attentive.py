@@ -49,7 +49,12 @@ def fused_available() -> bool:
     return _lib() is not None
 
 
-def _threads() -> int:
+SMALL_WORK = 1 << 16  # pairs below which the kernel runs on one thread (a parallel region costs more)
+
+
+def _threads(pairs: int | None = None) -> int:
+    if pairs is not None and pairs < SMALL_WORK:
+        return 1
     return max(1, int(os.environ.get("MMIRIS_KERNEL_THREADS", torch.get_num_threads())))
 
 
@@ -80,7 +85,7 @@ class _FusedAttentiveSum(torch.autograd.Function):
         H = hv.shape[0]
         score = torch.empty(B, T, dtype=torch.float32)
         lse = torch.empty(B, T, dtype=torch.float32)
-        n = _threads()
+        n = _threads(int(hlen.sum()) * T)
         parts = [(a, b, 0, T) for a, b in _row_chunks(hlen, T, 4 * n)]
         parts_t = torch.tensor(parts, dtype=torch.int64).reshape(-1)
         lib.attentive_sum_forward(mode, len(parts), _p(parts_t), n, T, L, K, H, _p(PT), _p(QT), _p(hist),
@@ -99,7 +104,7 @@ class _FusedAttentiveSum(torch.autograd.Function):
         K, L = PT.shape[1], PT.shape[2]
         H = hv.shape[0]
         g = g.contiguous().float()
-        n = _threads()
+        n = _threads(int(hlen.sum()) * T)
         parts = _row_chunks(hlen, T, 4 * n)  # rows only: a row's history gradient has one writer
         parts_t = torch.tensor(parts, dtype=torch.int64).reshape(-1)
         nP = max(len(parts), 1)
@@ -127,7 +132,7 @@ def _fused(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha):
     # targets into S slices on S copies of the row, so every core gets work in backward too;
     # autograd sums the copies' history gradients.
     S = 1
-    n = _threads()
+    n = _threads(int(hlen.sum()) * T)
     if B < 2 * n and T >= 64:
         S = max(1, min(-(-4 * n // B), T // 32))
     Ts = -(-T // S)
