@@ -282,3 +282,41 @@ def test_cli(world, monkeypatch, capsys):
     assert main(args + ["--no-posters"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Invalid API key!" in err and "wrong-key" not in err
+
+
+def test_worker_processes_share_the_rate_and_stop_together(world):
+    from distributed import Client, LocalCluster
+
+    srv, links, tmp = world
+    store = ArtifactStore(tmp / "store")
+    items = publish_items(store, ITEMS)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        srv.set_limit(5)
+        with pytest.raises(CrawlStopped) as exc:
+            run(store, items, srv, tmp / "cache", links=links, client=client, rate_per_s=40)
+        assert exc.value.reason == "request_limit" and "item_text" not in store.names()
+        srv.set_limit(None)
+        t0 = time.perf_counter()
+        res = run(store, items, srv, tmp / "cache", links=links, client=client, rate_per_s=40,
+                  chunk_size=1)
+        elapsed = time.perf_counter() - t0
+    # Each of the two processes got 20/s: the whole crawl stayed under the global 40/s.
+    assert res.stats["requests_sent"] / elapsed <= 40
+    assert srv.log.stats()["successful_requests_repeated"] == 0 and res.stats["matched"] == 6
+
+
+def test_links_file_errors_name_file_and_line(tmp_path):
+    from mmiris.errors import InputError
+    from pipelines.crawl import read_links
+
+    good = tmp_path / "links.csv"
+    good.write_text("movieId,imdbId,tmdbId\n1,0114709,862\n2,113497,\n3,,\n")
+    assert read_links(good) == {"1": "tt0114709", "2": "tt0113497"}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("movieId,imdbId,tmdbId\n1,0114709,862\n2,tt-x,1\n")
+    with pytest.raises(InputError, match=r"bad.csv:3: field imdbId"):
+        read_links(bad)
+    bad.write_text("id,imdb\n1,2\n")
+    with pytest.raises(InputError, match=r"bad.csv:1: expected a header"):
+        read_links(bad)

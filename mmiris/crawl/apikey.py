@@ -59,6 +59,8 @@ def resolve_api_key(api_key: str | ApiKey | None = None,
     if env:
         return ApiKey(env)
     if secret_block:
+        log.info("$%s is unset: reading Prefect Secret block %r (without PREFECT_API_URL this "
+                 "starts a temporary local Prefect server)", ENV_VAR, secret_block)
         try:
             from prefect.blocks.system import Secret
 

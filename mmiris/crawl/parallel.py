@@ -5,8 +5,9 @@ flight (so concurrency is bounded however large the cluster); each task fetches 
 after the other through its process's ``Fetcher`` (shared session, rate-limit share, cache).
 When a task meets a condition that ends the run — the API's request limit, our daily quota,
 an invalid key, an answer no retry can fix — it raises the run's stop flag in its process and
-returns; the driver then sets the flag on every worker (``client.run``), cancels what has not
-started and raises ``CrawlStopped``. Everything fetched so far is in the response cache, so
+returns; the driver then sets the flag on every worker (``client.run``), submits nothing more,
+lets the tasks in flight drain (each returns before its next request) and raises
+``CrawlStopped``. Everything fetched so far is in the response cache, so
 the next run continues where this one ended. Items whose requests kept failing (transient
 errors after every retry) come back as ``failed``; the caller decides (the stages refuse to
 publish and ask for a re-run, which only retries those).
@@ -127,9 +128,10 @@ def run_chunks(task: Callable, items: Sequence[dict], task_args: tuple, *, run_i
                 progress.update(len(res.rows) + len(res.failed))
                 if res.stop and res.stop_message and stop is None:
                     stop = (res.stop, res.stop_message)
+                    # Tasks in flight see the flag before their next request and return at
+                    # once; letting them drain keeps what they fetched and avoids waiting on
+                    # cancelled futures (which distributed.wait refuses).
                     _stop_everywhere(client, run_id, res.stop)
-                    for f in inflight:
-                        f.cancel()
                 if stop is None:
                     inflight.update(submit(c) for c in _take(todo, 1))
     except BaseException:
