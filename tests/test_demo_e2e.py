@@ -63,10 +63,17 @@ def test_demo_runs_end_to_end_and_its_artifacts_serve_recommend_and_report(tmp_p
     assert any(t in lines[0] for t in titles)
     assert one.stdout.count("↳") >= 10
 
-    # running the demo again finds every artifact instead of recomputing
-    again = mmiris(*args, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert re.findall(r"model-\w+@\w+", again.stdout) == re.findall(r"model-\w+@\w+", text)
+    # running the demo again (here from Python) finds every artifact instead of recomputing
+    from pipelines.demo import DemoOptions, run_demo
+
+    lines = []
+    before = {n: len(store.versions(n)) for n in store.names()}
+    again = run_demo(store, out, DemoOptions(n_users=50, n_items=40, epochs=2, models=tuple(MODELS.split(",")),
+                                             image_encoder="tiny-random-cnn", text_encoder="tiny-random-bert"),
+                     say=lines.append)
+    assert sorted(str(r) for r in again.models.values()) == sorted(re.findall(r"model-\w+@\w+", text))
+    assert {n: len(store.versions(n)) for n in store.names()} == before
+    assert sum(ln.startswith("[") for ln in lines) == 11
 
     # mmiris report on the same store, for chosen users
     rep = mmiris("--store", str(store_dir), "report", "--out", str(tmp_path / "r2"), "--users", "1,2",
