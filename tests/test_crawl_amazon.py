@@ -11,7 +11,7 @@ from mmiris.crawl.testing import image_bytes, publish_items, write_posters
 from mmiris.http import HttpConfig
 from pipelines.crawl import crawl_amazon_images
 
-FAST = HttpConfig(timeout_s=0.3, backoff_s=0.01, backoff_jitter_s=0.01, max_backoff_s=0.05)
+FAST = HttpConfig(timeout_s=1.0, backoff_s=0.01, backoff_jitter_s=0.01, max_backoff_s=0.05)
 
 
 def test_inspect_image_decodes_by_content():
@@ -27,7 +27,7 @@ def test_inspect_image_decodes_by_content():
 def test_amazon_images_with_faults(tmp_path):
     files = write_posters(tmp_path / "posters")
     names = ["1.jpg", "2.jpg", "3.jpg", "4.jpg", "5.jpg", "missing.jpg", None, "6.jpg"]
-    faults = Faults(http_5xx=0.2, http_429=0.1, truncated=0.2, timeout=0.05, hang_s=0.4, seed=5)
+    faults = Faults(http_5xx=0.2, http_429=0.1, truncated=0.2, timeout=0.05, hang_s=1.2, seed=5)
     with OmdbServer(Catalogue([], tmp_path / "posters"), faults=faults) as srv:
         rows = [{"item_id": i, "source_id": f"B00{i}", "title": None, "year": None,
                  "image_url": (srv.url + "posters/" + n) if n else None} for i, n in enumerate(names)]

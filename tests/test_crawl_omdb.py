@@ -17,9 +17,11 @@ from mmiris.http import HttpConfig
 from pipelines.crawl import CrawlIncomplete, CrawlStopped, crawl_omdb
 
 KEY = "omdb-test-KEY-5c1e9b"
-FAST = HttpConfig(timeout_s=0.3, backoff_s=0.01, backoff_jitter_s=0.01, max_backoff_s=0.05)
+# A read timeout well above a loaded 2-core machine's answer time: a correct answer that came
+# too late would be retried, and counted as a repeated success.
+FAST = HttpConfig(timeout_s=1.0, backoff_s=0.01, backoff_jitter_s=0.01, max_backoff_s=0.05)
 FAULTS = Faults(http_5xx=0.15, http_429=0.05, timeout=0.05, truncated=0.05, invalid_json=0.05,
-                slow=0.05, hang_s=0.4, slow_s=0.02, seed=3)
+                slow=0.05, hang_s=1.2, slow_s=0.02, seed=3)
 
 RECORDS = [
     record(1, "The Shawshank Redemption", 1994, "tt0111161"),
@@ -301,8 +303,9 @@ def test_worker_processes_share_the_rate_and_stop_together(world):
         res = run(store, items, srv, tmp / "cache", links=links, client=client, rate_per_s=40,
                   chunk_size=1)
         elapsed = time.perf_counter() - t0
-    # Each of the two processes got 20/s: the whole crawl stayed under the global 40/s.
-    assert res.stats["requests_sent"] / elapsed <= 40
+    # Each of the two processes got 20/s: the whole crawl stayed under the global 40/s
+    # (plus the one request each process's bucket lets through at once).
+    assert res.stats["requests_sent"] <= 40 * elapsed + 2
     assert srv.log.stats()["successful_requests_repeated"] == 0 and res.stats["matched"] == 6
 
 

@@ -41,12 +41,12 @@ def test_sigkill_halfway_then_restart_gives_the_same_artifacts(tmp_path):
         items.append({"item_id": i, "source_id": str(100 + i), "title": f"Movie Number {i} ({1980 + i % 20})",
                       "year": 1980 + i % 20, "imdb_id": f"tt{1000000 + i:07d}" if i % 2 else None})
     faults = Faults(http_5xx=0.1, timeout=0.03, invalid_json=0.03, slow=1.0, slow_s=0.03,
-                    hang_s=0.5, seed=11)
+                    hang_s=1.2, seed=11)
     with OmdbServer(Catalogue(recs, posters), {KEY}, faults=faults) as srv:
         clean_store = ArtifactStore(tmp_path / "clean")
         clean = crawl_omdb(clean_store, publish_items(clean_store, items), base_url=srv.url,
                            api_key=KEY, cache_dir=tmp_path / "clean-cache", workers=0,
-                           rate_per_s=None, http=HttpConfig(timeout_s=0.3, backoff_s=0.01,
+                           rate_per_s=None, http=HttpConfig(timeout_s=1.0, backoff_s=0.01,
                                                             backoff_jitter_s=0.01))
         total = srv.log.stats()["requests"]
         srv.log.reset()
@@ -57,7 +57,7 @@ def test_sigkill_halfway_then_restart_gives_the_same_artifacts(tmp_path):
         cmd = [sys.executable, "-c", "import sys; from mmiris.cli import main; sys.exit(main(sys.argv[1:]))",
                "--store", str(tmp_path / "store"), "crawl", "omdb", "--items", str(ref),
                "--base-url", srv.url, "--cache-dir", str(cache), "--workers", "1", "--threads", "2",
-               "--rate", "0", "--timeout", "0.3"]
+               "--rate", "0", "--timeout", "1.0"]
         env = {**os.environ, "OMDB_API_KEY": KEY, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
@@ -70,7 +70,7 @@ def test_sigkill_halfway_then_restart_gives_the_same_artifacts(tmp_path):
         assert proc.returncode == -signal.SIGKILL
         assert "item_text" not in store.names() and "item_images" not in store.names()
 
-        time.sleep(0.6)  # let the server finish answering what the killed process asked
+        time.sleep(1.3)  # let the server finish answering what the killed process asked
         cached_at_kill = {_server_key(k) for k in ResponseCache(cache).keys()}
         before = _ok_counts(srv)
         assert 0 < len(cached_at_kill) < len(clean_store.read_table(clean.item_text)) * 3
