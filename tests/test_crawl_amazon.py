@@ -61,3 +61,19 @@ def test_amazon_images_with_faults(tmp_path):
                                    cache_dir=tmp_path / "cache", workers=0, http=FAST)
         assert srv.log.stats()["requests"] == sent
         assert other.read_table(ref2).to_pylist() == store.read_table(ref).to_pylist()
+
+
+def test_cli_amazon(tmp_path, capsys):
+    from mmiris.cli import main
+
+    write_posters(tmp_path / "posters")
+    with OmdbServer(Catalogue([], tmp_path / "posters")) as srv:
+        store = ArtifactStore(tmp_path / "store")
+        items = publish_items(store, [{"item_id": 0, "image_url": srv.url + "posters/2.jpg"},
+                                      {"item_id": 1, "image_url": srv.url + "posters/4.jpg"}],
+                              name="amazon-items")
+        assert main(["--store", str(tmp_path / "store"), "crawl", "amazon", "--items", str(items),
+                     "--workers", "0", "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "item_images: amazon-item_images@" in out
+    assert '"formats": {"PNG": 1}' in out and '"image_corrupt": 1' in out

@@ -31,7 +31,7 @@ import requests
 
 from mmiris.crawl.apikey import ApiKey
 from mmiris.crawl.cache import ResponseCache
-from mmiris.crawl.ratelimit import DailyQuota, process_limiter
+from mmiris.crawl.ratelimit import DailyQuota, process_limiter, release_limiter
 from mmiris.http import RETRY_STATUSES, HttpConfig, backoff_delay, make_session, redact
 
 log = logging.getLogger("mmiris.crawl")
@@ -230,5 +230,6 @@ def process_fetcher(settings: FetchSettings) -> Fetcher:
 def release_fetcher(run_id: str) -> None:
     with _FETCHERS_LOCK:
         f = _FETCHERS.pop(run_id, None)
+    release_limiter(run_id)
     if f is not None:
         f.session.close()

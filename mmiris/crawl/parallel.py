@@ -150,9 +150,10 @@ def run_chunks(task: Callable, items: Sequence[dict], task_args: tuple, *, run_i
         clear_stop(run_id)
     if stop is not None:
         reason, message = stop
+        tail = ("everything fetched is cached, re-run to continue"
+                if reason in ("request_limit", "daily_quota") else "nothing published")
         raise CrawlStopped(reason, f"{message} ({len(rows)} of {len(items)} items done this run; "
-                                   "everything fetched is cached, re-run to continue)",
-                           done=len(rows), total=len(items))
+                                   f"{tail})", done=len(rows), total=len(items))
     return RunResult(rows, failed, counters)
 
 

@@ -66,6 +66,11 @@ def process_limiter(name: str, rate_per_s: float | None) -> RateLimiter:
         return lim
 
 
+def release_limiter(name: str) -> None:
+    with _LIMITERS_LOCK:
+        _LIMITERS.pop(name, None)
+
+
 def process_identity() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 
