@@ -56,19 +56,23 @@ def load(name: str) -> ctypes.CDLL | None:
     return lib
 
 
+def _flags() -> list[str]:
+    return FLAGS + os.environ.get("MMIRIS_KERNEL_CFLAGS", "").split()
+
+
 def _build(name: str) -> ctypes.CDLL:
     src = (_HERE / f"{name}.c").read_bytes()
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if not cc:
         raise RuntimeError("no C compiler (gcc/cc) on PATH")
-    key = hashlib.sha256(src + " ".join(FLAGS).encode() + _cpu_id().encode() + platform.machine().encode())
+    key = hashlib.sha256(src + " ".join(_flags()).encode() + _cpu_id().encode() + platform.machine().encode())
     out = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             c_file, so_file = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.so"
             c_file.write_bytes(src)
-            cmd = [cc, *FLAGS, str(c_file), "-o", str(so_file), "-lm"]
+            cmd = [cc, *_flags(), str(c_file), "-o", str(so_file), "-lm"]
             proc = subprocess.run([*cmd, "-fopenmp"], capture_output=True, text=True)
             if proc.returncode != 0:  # no OpenMP: the library runs its work items one by one
                 proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -99,11 +99,14 @@ INLINE void dots(float *pq, const float *PT, i64 L, const float *q, int K, i64 n
 
 /* Exclude j and the padding; return the number of valid history items. */
 INLINE int exclude(float *e, const i64 *hb, int n_l, i64 j, i64 nX) {
-    int cnt = n_l;
-    for (int l = 0; l < n_l; l++)
-        if (hb[l] == j) { e[l] = NEG; cnt--; }
+    int hits = 0; /* branch-free so it vectorises: j is in a history at most once or twice */
+    for (int l = 0; l < n_l; l++) {
+        const int hit = hb[l] == j;
+        hits += hit;
+        e[l] = hit ? NEG : e[l];
+    }
     for (i64 l = n_l; l < nX; l++) e[l] = NEG;
-    return cnt;
+    return n_l - hits;
 }
 
 INLINE void build_wq(float *WqT, const float *W, const float *q, int K, int H) {
