@@ -1,4 +1,4 @@
-"""Flow: evaluate a model (pipelines/evaluate.py): sampled 1+99 and full ranking, HR/NDCG@5/10/20."""
+"""Flow: evaluate a model (pipelines/evaluate.py): sampled 1+99 and full ranking, HR/NDCG@N."""
 
 from __future__ import annotations
 

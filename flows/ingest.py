@@ -17,6 +17,8 @@ from flows.ui_artifacts import finish_stage
 from mmiris.artifacts import ArtifactStore
 from pipelines.ingest import IngestResult, ingest_amazon, ingest_movielens, ingest_ncf
 
+BadLines = Literal["error", "skip"]  # stop at the first bad line, or skip and count them
+
 _RETRY = dict(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_unless_user_error,
               cache_policy=NO_CACHE)
 
@@ -53,7 +55,7 @@ def ingest_amazon_task(store: str | None, reviews: str, meta: str | None, kcore:
 
 @flow(name="ingest-movielens")
 def ingest_movielens_flow(source: str, name_prefix: str = "", encoding: str | None = None,
-                          on_bad_lines: Literal["error", "skip"] = "error", cache: str | None = None,
+                          on_bad_lines: BadLines = "error", cache: str | None = None,
                           store: str | None = None) -> dict[str, str]:
     """MovieLens 100K/1M/10M or a CSV release (folder, zip or URL) -> interactions, items."""
     forward_stage_logs()
@@ -65,8 +67,8 @@ def ingest_movielens_flow(source: str, name_prefix: str = "", encoding: str | No
 @flow(name="ingest-ncf")
 def ingest_ncf_flow(train: str, test: str, negatives: str, item_map: str | None = None,
                     movies: str | None = None, links: str | None = None, seed: int = 0,
-                    name_prefix: str = "", on_bad_lines: Literal["error", "skip"] = "error", cache: str | None = None,
-                    store: str | None = None) -> dict[str, str]:
+                    name_prefix: str = "", on_bad_lines: BadLines = "error",
+                    cache: str | None = None, store: str | None = None) -> dict[str, str]:
     """NCF pre-split files (``*.train.rating``, ``*.test.rating``, ``*.test.negative``) ->
     interactions, items and the split that keeps the given test items and negatives."""
     forward_stage_logs()
@@ -78,8 +80,8 @@ def ingest_ncf_flow(train: str, test: str, negatives: str, item_map: str | None 
 
 @flow(name="ingest-amazon")
 def ingest_amazon_flow(reviews: str, meta: str | None = None, kcore: int = 5,
-                       name_prefix: str = "", on_bad_lines: Literal["error", "skip"] = "error", cache: str | None = None,
-                       store: str | None = None) -> dict[str, str]:
+                       name_prefix: str = "", on_bad_lines: BadLines = "error",
+                       cache: str | None = None, store: str | None = None) -> dict[str, str]:
     """Amazon reviews (2014 or 2018, + metadata) -> k-core interactions and items."""
     forward_stage_logs()
     started = now()

@@ -75,13 +75,12 @@ def model_stages(store: str | None, split: str, features: dict[str, str], models
     log = get_run_logger()
     trained, metrics = {}, {}
     for name in models:
-        reads = get_model_class(name).modalities
+        reads = {m: features.get(m) for m in get_model_class(name).modalities}
         trained[name] = train_flow(split=split, model=name,
                                    model_settings=settings_for(name, model_settings),
                                    train_settings=train_settings,
-                                   image_features=features.get("image") if "image" in reads else None,
-                                   text_features=features.get("text") if "text" in reads else None,
-                                   store=store)
+                                   image_features=reads.get("image"),
+                                   text_features=reads.get("text"), store=store)
         metrics[name] = evaluate_flow(model=trained[name], store=store)
     if recommend_with is None:
         # As `mmiris demo`: the best attention model (explanations need a_ij) by sampled HR@10.

@@ -29,4 +29,6 @@ def retry_crawl(task, task_run, state) -> bool:
     from mmiris.crawl.parallel import CrawlIncomplete
 
     exc = _exception(state)
-    return exc is not None and (isinstance(exc, CrawlIncomplete) or not isinstance(exc, MmirisError))
+    if exc is None:
+        return False
+    return isinstance(exc, CrawlIncomplete) or not isinstance(exc, MmirisError)

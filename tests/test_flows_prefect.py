@@ -125,27 +125,47 @@ def deployed(server):
     server.deploy_s = time.perf_counter() - t0
     print(f"work pool + prefect deploy --all: {server.deploy_s:.1f} s")
     server.start("worker", "start", "--pool", POOL, "--name", "test-worker", log="worker.log")
+    # Demo data for the stage deployment runs. The split run is triggered now and checked by
+    # the last test, so the worker runs it while the direct-run tests use this process.
+    from pipelines.demo_data import generate_demo_dataset
+
+    server.demo_interactions = generate_demo_dataset(ArtifactStore(server.store), n_users=40,
+                                                     n_items=60).interactions
+    server.split_run = (_trigger(server, "split/default", SPLIT_PARAMS), time.perf_counter())
     return res.stdout
 
 
-def _run_deployment(server: PrefectServer, name: str, params: dict, timeout: int = 240) -> dict:
-    """``prefect deployment run FLOW/DEPLOYMENT --params JSON --watch``; returns the finished
-    flow run (asserting it COMPLETED)."""
-    t0 = time.perf_counter()
-    res = subprocess.run(
-        [PREFECT, "deployment", "run", name, "--params", json.dumps(params), "--watch",
-         "--watch-timeout", str(timeout)],
-        env=server.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout + 60)
+SPLIT_PARAMS = {"interactions": "demo-interactions@latest", "n_negatives": 20,
+                "name": "demo-split"}
+
+
+def _trigger(server: PrefectServer, name: str, params: dict) -> str:
+    """``prefect deployment run FLOW/DEPLOYMENT --params JSON``; returns the flow run id."""
+    res = server.cli("deployment", "run", name, "--params", json.dumps(params))
     found = re.search(r"UUID: ([0-9a-f-]{36})", res.stdout)
     assert found, f"prefect deployment run {name} created no run:\n{res.stdout}\n{res.stderr}"
-    run = server.api("GET", f"/flow_runs/{found.group(1)}")
-    state = run["state"]["type"]
-    assert res.returncode == 0 and state == "COMPLETED", (
-        f"{name} ended {state} (rc {res.returncode}):\n{res.stdout}\n{res.stderr}\n"
-        f"{server.log_text()}")
-    run["wall_s"] = time.perf_counter() - t0
-    print(f"deployment run {name}: {run['wall_s']:.1f} s")
+    return found.group(1)
+
+
+def _wait(server: PrefectServer, run_id: str, name: str, since: float,
+          timeout: float = 240) -> dict:
+    """Poll the run until it is final; assert it COMPLETED."""
+    while True:
+        run = server.api("GET", f"/flow_runs/{run_id}")
+        state = run["state"]["type"]
+        if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            break
+        assert time.perf_counter() - since < timeout, f"{name} still {state} after {timeout} s"
+        time.sleep(0.5)
+    assert state == "COMPLETED", f"{name} ended {state}:\n{server.log_text()}"
+    run["wall_s"] = time.perf_counter() - since
+    print(f"deployment run {name}: {run['wall_s']:.1f} s from trigger to COMPLETED")
     return run
+
+
+def _run_deployment(server: PrefectServer, name: str, params: dict) -> dict:
+    t0 = time.perf_counter()
+    return _wait(server, _trigger(server, name, params), name, t0)
 
 
 def _run_logs(server: PrefectServer, run_id: str) -> str:
@@ -190,42 +210,6 @@ def test_deploy_all_registers_every_deployment_with_its_schedule_and_defaults(se
     for (flow, name), d in got.items():
         schema = d["parameter_openapi_schema"]["properties"]
         assert set(d["parameters"]) <= set(schema), (flow, name)
-
-
-def test_stage_deployments_run_alone_on_the_demo_data(server, deployed):
-    """``prefect deployment run`` of the split stage on the embedded demo data, then of the
-    train stage alone on the split the first run published."""
-    from pipelines.demo_data import generate_demo_dataset
-
-    store = ArtifactStore(server.store)
-    interactions = generate_demo_dataset(store, n_users=40, n_items=60).interactions
-
-    run = _run_deployment(server, "split/default",
-                          {"interactions": "demo-interactions@latest", "n_negatives": 20,
-                           "name": "demo-split"})
-    split = store.latest("demo-split")
-    m = store.manifest(split)
-    assert m.kind == "split" and m.parents == [str(interactions)]
-    assert m.params["n_negatives"] == 20
-    assert store.read_table(split, "test").num_rows > 0
-    text = _run_logs(server, run["id"])
-    assert f"published {split}" in text, text
-    assert "704 train, 40 valid, 40 test rows" in text, text  # the stage's own log line
-    arts = _run_artifacts(server, run["id"])
-    assert any(a["type"] == "markdown" and str(split) in a["data"] for a in arts)
-
-    # data-parallel: two torchrun ranks (gloo on CPU) started by the flow on the worker
-    run = _run_deployment(server, "train/weekly",
-                          {"split": str(split), "model": "fism", "nproc_per_node": 2,
-                           "train_settings": {"epochs": 1, "threads": 1, "device": "cpu"}})
-    model = store.latest("model-fism")
-    m = store.manifest(model)
-    assert m.parents == [str(split)] and m.info["world_size"] == 2
-    text = _run_logs(server, run["id"])
-    assert "torch.distributed.run --standalone --nproc_per_node=2" in text, text
-    assert f"published {model}" in text and "epoch 1" in text, text
-    arts = _run_artifacts(server, run["id"])
-    assert any(a["type"] == "table" and a["key"] == "training-model-fism" for a in arts)
 
 
 # ---------------------------------------------------------------------------- direct runs
@@ -365,3 +349,35 @@ def test_flows_on_an_s3_store(api, monkeypatch):
         assert f"team-store/{split.replace('@', '/')}/manifest.json" in keys
     finally:
         s3.stop()
+
+
+def test_stage_deployments_run_alone_on_the_demo_data(server, deployed):
+    """``prefect deployment run`` of the split stage on the embedded demo data, then of the
+    train stage alone on the split the first run published."""
+    store = ArtifactStore(server.store)
+    interactions = server.demo_interactions
+    run_id, triggered = server.split_run
+    run = _wait(server, run_id, "split/default", triggered)
+    split = store.latest("demo-split")
+    m = store.manifest(split)
+    assert m.kind == "split" and m.parents == [str(interactions)]
+    assert m.params["n_negatives"] == 20
+    assert store.read_table(split, "test").num_rows > 0
+    text = _run_logs(server, run["id"])
+    assert f"published {split}" in text, text
+    assert "704 train, 40 valid, 40 test rows" in text, text  # the stage's own log line
+    arts = _run_artifacts(server, run["id"])
+    assert any(a["type"] == "markdown" and str(split) in a["data"] for a in arts)
+
+    # data-parallel: two torchrun ranks (gloo on CPU) started by the flow on the worker
+    run = _run_deployment(server, "train/weekly",
+                          {"split": str(split), "model": "fism", "nproc_per_node": 2,
+                           "train_settings": {"epochs": 1, "threads": 1, "device": "cpu"}})
+    model = store.latest("model-fism")
+    m = store.manifest(model)
+    assert m.parents == [str(split)] and m.info["world_size"] == 2
+    text = _run_logs(server, run["id"])
+    assert "torch.distributed.run --standalone --nproc_per_node=2" in text, text
+    assert f"published {model}" in text and "epoch 1" in text, text
+    arts = _run_artifacts(server, run["id"])
+    assert any(a["type"] == "table" and a["key"] == "training-model-fism" for a in arts)
