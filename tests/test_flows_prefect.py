@@ -23,6 +23,7 @@ import requests
 import yaml
 
 from mmiris.artifacts import ArtifactStore
+from mmiris.errors import MmirisError
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -309,7 +310,6 @@ def test_train_flow_alone_on_existing_artifacts_then_reuses_the_version(api):
 
 def test_bad_input_fails_the_run_once_without_retries(api):
     from flows.split import split_flow
-    from mmiris.errors import MmirisError
 
     items = api.demo_out["items"]
     with pytest.raises(MmirisError, match="expected interactions"):
@@ -319,6 +319,46 @@ def test_bad_input_fails_the_run_once_without_retries(api):
     tasks = api.api("POST", "/task_runs/filter",
                     json={"flow_runs": {"id": {"any_": [run["id"]]}}})
     assert [t["run_count"] for t in tasks] == [1]  # not retried: the same input fails the same way
+
+
+def test_crawl_omdb_flow_against_a_local_omdb_server(api, tmp_path, monkeypatch):
+    """The crawl flow over real HTTP (the OMDb-compatible server of mmiris.crawl): an invalid
+    key stops the run at once without a retry; the key from the worker's environment works
+    and never shows in the run's logs."""
+    from flows.crawl import crawl_omdb_flow
+    from mmiris.crawl.omdb_server import Catalogue, OmdbServer
+    from mmiris.crawl.testing import publish_items, record, write_posters
+
+    key = "flow-test-KEY-7f3a1c"
+    write_posters(tmp_path / "posters")
+    records = [record(1, "The Shawshank Redemption", 1994, "tt0111161"),
+               record(6, "Toy Story", 1995, "tt0114709")]
+    store = ArtifactStore(tmp_path / "store")
+    items = publish_items(store, [
+        {"item_id": 0, "source_id": "1", "title": "Shawshank Redemption, The (1994)", "year": 1994},
+        {"item_id": 1, "source_id": "6", "title": "Toy Story (1995)", "year": 1995},
+        {"item_id": 2, "source_id": "9", "title": "Nothing Like It (1990)", "year": 1990}])
+    params = dict(items=str(items), rate_per_s=None, daily_quota=None, workers=0,
+                  cache_dir=str(tmp_path / "cache"), secret_block=None, store=store.uri)
+    with OmdbServer(Catalogue(records, tmp_path / "posters"), {key}) as srv:
+        monkeypatch.setenv("OMDB_API_KEY", "not-the-key")
+        with pytest.raises(MmirisError, match="(?i)api key"):
+            crawl_omdb_flow(base_url=srv.url, **params)
+        failed = _flow_runs(api, "crawl-omdb")[0]
+        tasks = api.api("POST", "/task_runs/filter",
+                        json={"flow_runs": {"id": {"any_": [failed["id"]]}}})
+        assert [t["run_count"] for t in tasks] == [1]
+        assert not store.versions("item_text")  # nothing half-published
+
+        monkeypatch.setenv("OMDB_API_KEY", key)
+        out = crawl_omdb_flow(base_url=srv.url, **params)
+    text = {r["item_id"]: r for r in store.read_table(out["item_text"]).to_pylist()}
+    assert text[0]["present"] and text[1]["title"] == "Toy Story"
+    assert not text[2]["present"] and text[2]["reason"]  # no match: kept, with the reason
+    assert store.manifest(out["item_images"]).parents == [str(items)]
+    run = _flow_runs(api, "crawl-omdb")[0]
+    logs = _run_logs(api, run["id"])
+    assert f"published {out['item_text']}" in logs and key not in logs
 
 
 def test_flows_on_an_s3_store(api, monkeypatch):
