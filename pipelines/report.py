@@ -28,12 +28,15 @@ log = logging.getLogger("mmiris.report")
 def build_report(store: ArtifactStore, out_dir: str | Path, *, metrics: list[str] | None = None,
                  recommendations: list[str] | None = None, users: list[int] | None = None,
                  n_users: int = 3, top: int = 3, title: str = "mmiris report",
-                 notes: list[str] | None = None) -> Path:
+                 notes: list[str] | None = None, items: str | None = None, item_text: str | None = None,
+                 item_images: str | None = None) -> Path:
     """Write ``out_dir/report.html`` (and ``out_dir/figures/``); returns the HTML path.
 
     ``metrics``/``recommendations``: artifact refs to show (default: every metrics artifact,
     and per split the newest recommendations with explanations). ``users``: whose cards to
-    show (default: the first ``n_users`` users); ``top``: recommendations per card."""
+    show (default: the first ``n_users`` users); ``top``: recommendations per card.
+    ``items``/``item_text``/``item_images``: the catalogue artifacts for titles and posters
+    (default: those related to the recommendations through lineage)."""
     out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +74,8 @@ def build_report(store: ArtifactStore, out_dir: str | Path, *, metrics: list[str
                 [(c.model.label, c.val_epochs, c.val_hr10) for c in sec.curves if len(c.val_epochs)] or None)
         if recs is not None:
             sec.recommendations = str(recs.ref)
-            sec.cards, cat = collect_cards(store, recs, users, n_users, top)
+            sec.cards, cat = collect_cards(store, recs, users, n_users, top,
+                                           catalogue=dict(items=items, item_text=item_text, item_images=item_images))
             sec.catalogue_sources = cat.sources
             for card in sec.cards:
                 if card.chart is not None:

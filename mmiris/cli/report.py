@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--n-users", type=int, default=3, help="cards to show when --users is not given (default 3)")
     p.add_argument("--top", type=int, default=3, help="recommendations per card (default 3, as the paper)")
     p.add_argument("--title", default="mmiris report")
+    p.add_argument("--items", default=None, help="items artifact for titles (default: found through lineage)")
+    p.add_argument("--item-text", default=None, help="item_text artifact for titles (e.g. OMDb's)")
+    p.add_argument("--item-images", default=None, help="item_images artifact for posters")
     p.set_defaults(func=run)
 
 
@@ -25,7 +28,8 @@ def run(args) -> int:
     from pipelines.report import build_report
 
     path = build_report(ArtifactStore(), args.out, metrics=args.metrics, recommendations=args.recommendations,
-                        users=parse_users(args.users), n_users=args.n_users, top=args.top, title=args.title)
+                        users=parse_users(args.users), n_users=args.n_users, top=args.top, title=args.title,
+                        items=args.items, item_text=args.item_text, item_images=args.item_images)
     print(f"report: {path.resolve()}")
     print(f"  open it in a browser: {path.resolve().as_uri()}")
     return 0

@@ -202,7 +202,8 @@ def pick_recommendations(store: ArtifactStore, split: str) -> Manifest | None:
 
 
 def collect_cards(store: ArtifactStore, recs: Manifest, users: list[int] | None, n_users: int, top: int,
-                  chart_items: int = 15) -> tuple[list[Card], Catalogue]:
+                  chart_items: int = 15, catalogue: dict | None = None) -> tuple[list[Card], Catalogue]:
+    """``catalogue``: explicit ``items``/``item_text``/``item_images`` refs (else found by lineage)."""
     table = store.read_table(recs.ref, "recommendations")
     all_users = sorted(set(table.column("user_id").to_pylist()))
     chosen = [u for u in users if u in set(all_users)] if users else all_users[:n_users]
@@ -225,7 +226,7 @@ def collect_cards(store: ArtifactStore, recs: Manifest, users: list[int] | None,
             keep = np.argsort(-w.max(0), kind="stable")[:chart_items]
             history[u] = (h[keep], w[:, keep])
             wanted |= set(h[keep].tolist())
-    cat = load_catalogue(store, list(recs.parents), 0, image_ids=wanted)
+    cat = load_catalogue(store, list(recs.parents), 0, image_ids=wanted, **(catalogue or {}))
     cards = []
     hist_len = model.history.lengths() if model is not None and model.history is not None else None
     for u in chosen:
