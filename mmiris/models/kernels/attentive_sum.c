@@ -200,7 +200,7 @@ INLINE void backward_rows(int mode, i64 b0, i64 b1, i64 T, i64 L, int K, int H,
                     for (int kk = 0; kk < 4; kk++) {
                         const i64 o = (i64)(k0 + kk) * L + l0;
                         acc[kk] += gv * LD(Pb + o);
-                        ST(dPb + o, LD(dPb + o) + gv * splat(q[k0 + kk]));
+                        if (mode == 0) ST(dPb + o, LD(dPb + o) + gv * splat(q[k0 + kk]));  /* PROD: below */
                     }
                 }
                 for (int kk = 0; kk < 4; kk++) dqt[k0 + kk] += hsum(acc[kk]);
@@ -257,13 +257,15 @@ INLINE void backward_rows(int mode, i64 b0, i64 b1, i64 T, i64 L, int K, int H,
                             for (int dd = 0; dd < 4; dd++) dWqT[(k0 + kk) * H + d0 + dd] = hsum(acc[kk][dd]);
                     }
                 }
-                /* dP[k][l] += sum_d WqT[k][d] dpre[d][l]  (blocks of 4 k x 16 l) */
+                /* dP[k][l] += ga[l] q[k] + sum_d WqT[k][d] dpre[d][l]  (blocks of 4 k x 16 l) */
                 for (i64 l0 = 0; l0 < nX; l0 += 16) {
+                    const v8 g0 = LD(ga + l0), g1 = LD(ga + l0 + 8);
                     for (int k0 = 0; k0 < K; k0 += 4) {
                         v8 acc[4][2];
                         for (int kk = 0; kk < 4; kk++) {
-                            acc[kk][0] = LD(dPb + (i64)(k0 + kk) * L + l0);
-                            acc[kk][1] = LD(dPb + (i64)(k0 + kk) * L + l0 + 8);
+                            const v8 qk = splat(q[k0 + kk]);
+                            acc[kk][0] = LD(dPb + (i64)(k0 + kk) * L + l0) + g0 * qk;
+                            acc[kk][1] = LD(dPb + (i64)(k0 + kk) * L + l0 + 8) + g1 * qk;
                         }
                         for (int d = 0; d < H; d++) {
                             const v8 d0v = LD(pre + (i64)d * L + l0), d1v = LD(pre + (i64)d * L + l0 + 8);
