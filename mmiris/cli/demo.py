@@ -37,7 +37,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--image-encoder", default=d.image_encoder, help="offline default: efficientnet-lite0")
     p.add_argument("--text-encoder", default=d.text_encoder, help="offline default: minilm")
-    p.add_argument("--workers", type=int, default=d.feature_workers, help="Dask workers for feature extraction")
+    p.add_argument("--workers", type=int, default=d.feature_workers,
+                   help="Dask workers for feature extraction (default: one per core)")
     p.set_defaults(func=run)
 
 
