@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end_and_its_artifacts_serve_recommend_and_report(tmp_p
     store_dir, out = tmp_path / "store", tmp_path / "demo"
     args = ["--store", str(store_dir), "demo", "--out", str(out), "--users", "50", "--items", "40",
             "--epochs", "2", "--models", MODELS, "--image-encoder", "tiny-random-cnn",
-            "--text-encoder", "tiny-random-bert"]
+            "--text-encoder", "tiny-random-bert", "--workers", "1"]
     run = mmiris(*args, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     text = run.stdout
