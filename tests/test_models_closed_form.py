@@ -101,7 +101,8 @@ def test_paper_initialisation():
     assert abs(float(m.P.weight.detach().std()) - 0.01) < 1e-3  # N(0, 0.01) embeddings
     assert float(m.W.bias.detach().abs().sum()) == 0.0 and float(m.item_bias.detach().abs().sum()) == 0.0  # zero biases
     bound = (6 / (32 + 16)) ** 0.5  # Xavier uniform on W [16 x 32]
-    assert float(m.W.weight.abs().max()) <= bound and float(m.W.weight.abs().max()) > 0.8 * bound
+    w = m.W.weight.detach().abs().max()
+    assert float(w) <= bound and float(w) > 0.8 * bound
 
 
 def test_history_is_required_by_item_similarity_models():
