@@ -181,9 +181,10 @@ def pipeline_flow(ingest: dict[str, Any],
     ``ingest``: {"format": "ncf" | "movielens" | "amazon", ...the parameters of that ingest
     flow}, e.g. {"format": "movielens", "source": "ml-1m.zip"}. ``crawl``: OMDb (plots and
     posters; ``crawl_params`` go to the crawl-omdb flow, e.g. {"links": "links.csv"}), Amazon
-    images (``image_url`` of the items), or none. ``item_text``/``item_images``: existing
-    artifacts instead of crawling. The split comes from ingest (NCF) or the split flow
-    (``split_params``). ``model_settings`` go to each model that has the field."""
+    images (``image_url`` of the items), or none; only the modalities ``models`` read are
+    crawled and extracted. ``item_text``/``item_images``: existing artifacts instead of
+    crawling. The split comes from ingest (NCF) or the split flow (``split_params``).
+    ``model_settings`` go to each model that has the field."""
     forward_stage_logs()
     ingest = dict(ingest)
     fmt = ingest.pop("format", None)
@@ -191,30 +192,33 @@ def pipeline_flow(ingest: dict[str, Any],
         raise MmirisError(f"ingest.format {fmt!r}: expected one of {sorted(INGEST_FLOWS)}")
     will_have = {m for m, given in (("text", item_text or crawl == "omdb"),
                                      ("image", item_images or crawl != "none")) if given}
-    check_models(models, will_have)
+    needs = check_models(models, will_have)
     data = INGEST_FLOWS[fmt](**ingest, store=store)
     crawled: dict[str, str] = {}
-    if crawl == "omdb" and not (item_text and item_images):
+    if crawl == "omdb" and not ((item_text or "text" not in needs) and
+                                (item_images or "image" not in needs)):
         crawled = crawl_omdb_flow(items=data["items"], **(crawl_params or {}),
                                   dask_address=dask_address, store=store)
-    elif crawl == "amazon-images" and not item_images:
+    elif crawl == "amazon-images" and "image" in needs and not item_images:
         crawled = crawl_amazon_images_flow(items=data["items"], **(crawl_params or {}),
                                            dask_address=dask_address, store=store)
     sources = {"image": item_images or crawled.get("item_images"),
                "text": item_text or crawled.get("item_text")}
     features: dict[str, str] = {}
-    with feature_cluster(dask_address, workers) as address:
-        if sources["image"]:
-            features["image"] = extract_image_features_flow(
-                item_images=sources["image"], encoder=image_encoder, dask_address=address,
-                name=f"{ingest.get('name_prefix', '')}image_features", store=store)
-        if sources["text"]:
-            features["text"] = extract_text_features_flow(
-                item_text=sources["text"], encoder=text_encoder, dask_address=address,
-                name=f"{ingest.get('name_prefix', '')}text_features", store=store)
+    prefix = ingest.get("name_prefix", "")
+    if needs:  # features of the modalities the models read
+        with feature_cluster(dask_address, workers) as address:
+            if "image" in needs:
+                features["image"] = extract_image_features_flow(
+                    item_images=sources["image"], encoder=image_encoder, dask_address=address,
+                    name=f"{prefix}image_features", store=store)
+            if "text" in needs:
+                features["text"] = extract_text_features_flow(
+                    item_text=sources["text"], encoder=text_encoder, dask_address=address,
+                    name=f"{prefix}text_features", store=store)
     split = data.get("split") or split_flow(
         interactions=data["interactions"],
-        **{"name": f"{ingest.get('name_prefix', '')}split", **(split_params or {})}, store=store)
+        **{"name": f"{prefix}split", **(split_params or {})}, store=store)
     out = {**data, **crawled, "split": split, **{f"{m}_features": r for m, r in features.items()}}
     out |= model_stages(store, split, features, models, model_settings, train_settings,
                         recommend_with, top_n, explain_k, report_dir, f"mmiris report ({fmt})")

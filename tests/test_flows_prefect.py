@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import yaml
@@ -359,6 +360,51 @@ def test_crawl_omdb_flow_against_a_local_omdb_server(api, tmp_path, monkeypatch)
     run = _flow_runs(api, "crawl-omdb")[0]
     logs = _run_logs(api, run["id"])
     assert f"published {out['item_text']}" in logs and key not in logs
+
+
+def test_pipeline_flow_on_real_format_files_with_crawl(api, dask_address, tmp_path, monkeypatch):
+    """The real-data pipeline: MovieLens CSV files -> ingest -> OMDb crawl (local server) ->
+    image features -> split -> train/evaluate -> recommend -> report."""
+    from flows.pipeline import pipeline_flow
+    from mmiris.crawl.omdb_server import Catalogue, OmdbServer
+    from mmiris.crawl.testing import record, write_posters
+
+    src = tmp_path / "ml"
+    src.mkdir()
+    titles = {1: ("Toy Story", 1995), 2: ("Heat", 1995), 3: ("Casino", 1995),
+              6: ("Babe", 1995), 7: ("Clueless", 1995), 8: ("Balto", 1995)}
+    (src / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f"{m},{t} ({y}),Drama\n" for m, (t, y) in titles.items()))
+    rng = np.random.default_rng(0)
+    rows = [f"{u},{m},4.0,{1_000_000 + 10 * u + i}\n" for u in range(1, 31)
+            for i, m in enumerate(rng.choice(list(titles), 4, replace=False))]
+    (src / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(rows))
+    write_posters(tmp_path / "posters")
+    records = [record(m, t, y, f"tt{m:07d}") for m, (t, y) in titles.items() if m != 8]
+    monkeypatch.setenv("OMDB_API_KEY", "pipeline-KEY")
+    store_uri = str(tmp_path / "store")
+    with OmdbServer(Catalogue(records, tmp_path / "posters"), {"pipeline-KEY"}) as srv:
+        out = pipeline_flow(
+            ingest={"format": "movielens", "source": str(src), "name_prefix": "ml-"},
+            crawl="omdb", crawl_params={"base_url": srv.url, "rate_per_s": None,
+                                        "daily_quota": None, "workers": 0,
+                                        "secret_block": None,
+                                        "cache_dir": str(tmp_path / "cache")},
+            split_params={"n_negatives": 1}, image_encoder="tiny-random-cnn",
+            models=["itempop", "vbpr"], model_settings={"emb": 8},
+            train_settings={"epochs": 1}, dask_address=dask_address,
+            report_dir=str(tmp_path / "report"), store=store_uri)
+    store = ArtifactStore(store_uri)
+    assert store.manifest(out["items"]).kind == "items"
+    assert store.manifest(out["item_images"]).parents == [out["items"]]
+    assert store.manifest(out["image_features"]).parents == [out["item_images"]]
+    assert "text_features" not in out  # no model reads text: not extracted
+    assert store.manifest(out["split"]).parents == [out["interactions"]]
+    assert out["split"].startswith("ml-split@")
+    assert store.manifest(out["models"]["vbpr"]).parents == [out["split"], out["image_features"]]
+    assert set(out["metrics"]) == {"itempop", "vbpr"}
+    assert store.manifest(out["recommendations"]).kind == "recommendations"
+    assert Path(out["report"]).is_file()
 
 
 def test_flows_on_an_s3_store(api, monkeypatch):
