@@ -56,6 +56,11 @@ class TinyMF(Recommender):
     def regularization(self):
         return 1e-4 * (self.P.square().sum() + self.Q.square().sum())
 
+    @torch.no_grad()
+    def init_from(self, other):
+        self.P.copy_(other.P)
+        self.Q.copy_(other.Q)
+
 
 class TinyPop(Recommender):
     """A closed-form test model: item popularity from fit()."""
@@ -159,3 +164,30 @@ def test_bad_configs_are_clear_errors(store):
         train_model(store, split, "tiny_mf", model_config={"embedding": 8}, train_config=_cfg())
     with pytest.raises(MmirisError, match="unknown model 'no_such_model'"):
         train_model(store, split, "no_such_model", train_config=_cfg())
+
+
+def test_cli_train_evaluate_and_init_from(store, monkeypatch, capsys):
+    from mmiris import cli
+    from mmiris.train.checkpoint import load_model
+
+    publish_tiny_split(store)
+    monkeypatch.setenv("MMIRIS_STORE", store.uri)
+    common = ["--store", store.uri, "train", "--split", "split", "--model", "tiny_mf", "--emb", "4",
+              "--batch-size", "64", "--threads", "1"]
+    assert cli.main([*common, "--epochs", "2", "--lr", "0.05"]) == 0
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    assert first.startswith("model-tiny_mf@")
+    assert cli.main([*common, "--epochs", "1", "--lr", "1e-9", "--init-from", first]) == 0
+    second = capsys.readouterr().out.strip().splitlines()[-1]
+    assert second != first and first in store.manifest(second).parents
+    a, b = load_model(store, first), load_model(store, second)
+    assert torch.allclose(a.P, b.P, atol=1e-6)  # started from the first model, barely moved
+
+    assert cli.main(["--store", store.uri, "evaluate", "--model", "model-tiny_mf@" + second.split("@")[1]]) == 0
+    out = capsys.readouterr().out
+    assert "sampled" in out and "full" in out and "metrics-tiny_mf@" in out
+    # a user's mistake: one clear line, exit 2
+    assert cli.main(["--store", store.uri, "train", "--split", "nosuch", "--model", "tiny_mf"]) == 2
+    assert "no published version of artifact 'nosuch'" in capsys.readouterr().err
+    assert cli.main(["--store", store.uri, "train", "--split", "split", "--model", "mf",
+                     "--init-from", first]) == 2

@@ -79,7 +79,8 @@ def sampled_ranks(model: Recommender, users: np.ndarray, items: np.ndarray, nega
                   max_users: int = 4096) -> RankResult:
     """Rank each ``items[u]`` against ``negatives[u, :]`` with ``model.scores``."""
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
-    negatives = np.asarray(negatives, np.int64).reshape(len(users), -1)
+    negatives = np.asarray(negatives, np.int64)
+    negatives = negatives[:, None] if negatives.ndim == 1 else negatives
     valid, dropped = _dedupe_negatives(items, negatives)
     cands = np.concatenate([items[:, None], negatives], axis=1)
     lengths = model.history.lengths(users) if model.history is not None else np.ones(len(users), np.int64)
