@@ -100,6 +100,7 @@ def server(tmp_path_factory):
     proc = srv.start("server", "start", "--host", "127.0.0.1", "--port", str(srv.port),
                      log="server.log")
     deadline = time.time() + 120
+    import flows.pipeline  # noqa: F401  - the direct-run tests' imports, while the server boots
     while True:
         try:
             if requests.get(srv.url + "/health", timeout=2).ok:
@@ -123,10 +124,10 @@ def deployed(server):
     """The work pool, every deployment of prefect.yaml, and a process worker."""
     t0 = time.perf_counter()
     server.cli("work-pool", "create", POOL, "--type", "process")
+    server.start("worker", "start", "--pool", POOL, "--name", "test-worker", log="worker.log")
     res = server.cli("--no-prompt", "deploy", "--all")
     server.deploy_s = time.perf_counter() - t0
     print(f"work pool + prefect deploy --all: {server.deploy_s:.1f} s")
-    server.start("worker", "start", "--pool", POOL, "--name", "test-worker", log="worker.log")
     # Demo data for the stage deployment runs. The split run is triggered now and checked by
     # the last test, so the worker runs it while the direct-run tests use this process.
     from pipelines.demo_data import generate_demo_dataset
