@@ -166,3 +166,11 @@ def test_bad_users_and_mismatched_model_are_clear_errors():
         recommend_output(TinyMF(split.n_users, split.n_items), split, top_n=3, explain_k=0, users=[99])
     with pytest.raises(MmirisError, match="do not belong together"):
         recommend_output(TinyMF(split.n_users + 1, split.n_items), split, top_n=3, explain_k=0)
+
+
+def test_cli_user_lists_parse_or_fail_clearly():
+    from mmiris.cli.recommend import parse_users
+
+    assert parse_users("1, 2,3") == [1, 2, 3] and parse_users(None) is None
+    with pytest.raises(MmirisError, match="comma-separated integer"):
+        parse_users("1;2")
