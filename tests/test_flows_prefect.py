@@ -220,11 +220,14 @@ def test_deploy_all_registers_every_deployment_with_its_schedule_and_defaults(se
 def api(server):
     """Flows called as plain functions in this process, reporting to the module's server
     (without PREFECT_API_URL Prefect would start a temporary server per process)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from prefect.logging.handlers import APILogHandler
+    from prefect.settings import (PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+                                  temporary_settings)
 
-    with temporary_settings({PREFECT_API_URL: server.url}):
+    # No run heartbeats here: they detect crashed runs, and joining the heartbeat thread
+    # costs about 1 s at the end of every flow and subflow run.
+    with temporary_settings({PREFECT_API_URL: server.url,
+                             PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield server
         APILogHandler().flush()  # send the last logs while the server is still up
 
