@@ -33,13 +33,18 @@ def loss_curves(curves: list[tuple[str, np.ndarray, np.ndarray]],
     for n, (label, steps, loss) in enumerate(curves):
         color = PALETTE[n % len(PALETTE)]
         if len(steps) > 60:  # raw steps faint, moving average bold
-            ax.plot(steps, loss, color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(steps, loss, color=color, alpha=0.25 if len(steps) < 2000 else 0.08, linewidth=0.6)
             w = max(3, len(steps) // 30)
             smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
             ax.plot(steps[w - 1:], smooth, color=color, linewidth=1.8, label=label)
         else:
             ax.plot(steps, loss, color=color, linewidth=1.8, marker="o" if len(steps) < 15 else None,
                     markersize=3, label=label)
+    finite = [v for _, _, loss in curves for v in np.asarray(loss, dtype=float) if np.isfinite(v)]
+    if finite:  # a few spiky steps must not flatten every curve: clip the view at the 99.5th percentile
+        lo, hi = float(np.min(finite)), float(np.percentile(finite, 99.5))
+        if hi > lo:
+            ax.set_ylim(max(0.0, lo - 0.05 * (hi - lo)), hi + 0.05 * (hi - lo))
     ax.set_xlabel("iteration (optimiser step)")
     ax.set_ylabel("training loss")
     ax.set_title("Training loss")
