@@ -26,15 +26,16 @@ def test_pointwise_log_loss_is_mean_bce_over_valid():
     for b in range(3):
         for t in range(6):
             if mask[b, t]:
-                p = 1 / (1 + math.exp(-float(logits[b, t])))
-                terms.append(-(labels[b, t] * math.log(p) + (1 - labels[b, t]) * math.log(1 - p)))
-    assert math.isclose(float(pointwise_log_loss(logits, labels, mask, group)), sum(terms) / len(terms), rel_tol=1e-5)
+                p = 1 / (1 + math.exp(-float(logits[b, t].detach())))
+                y = float(labels[b, t])
+                terms.append(-(y * math.log(p) + (1 - y) * math.log(1 - p)))
+    assert math.isclose(float(pointwise_log_loss(logits, labels, mask, group).detach()), sum(terms) / len(terms), rel_tol=1e-5)
 
 
 def test_squared_loss_eq9():
     logits, labels, mask, group = _batch()
-    want = sum(0.5 * float(labels[b, t] - logits[b, t]) ** 2 for b in range(3) for t in range(6) if mask[b, t])
-    assert math.isclose(float(squared_loss(logits, labels, mask, group)), want / int(mask.sum()), rel_tol=1e-5)
+    want = sum(0.5 * float(labels[b, t] - logits[b, t].detach()) ** 2 for b in range(3) for t in range(6) if mask[b, t])
+    assert math.isclose(float(squared_loss(logits, labels, mask, group).detach()), want / int(mask.sum()), rel_tol=1e-5)
 
 
 def test_bpr_pairs_each_negative_with_its_positive():
@@ -45,10 +46,10 @@ def test_bpr_pairs_each_negative_with_its_positive():
             if mask[b, t] and labels[b, t] == 0:
                 pos = [s for s in range(6) if mask[b, s] and labels[b, s] == 1 and group[b, s] == group[b, t]]
                 assert len(pos) == 1
-                d = float(logits[b, pos[0]] - logits[b, t])
+                d = float((logits[b, pos[0]] - logits[b, t]).detach())
                 terms.append(-math.log(1 / (1 + math.exp(-d))))
     got = bpr_loss(logits, labels, mask, group)
-    assert math.isclose(float(got), sum(terms) / len(terms), rel_tol=1e-5)
+    assert math.isclose(float(got.detach()), sum(terms) / len(terms), rel_tol=1e-5)
     got.backward()
     assert logits.grad[~mask].abs().sum() == 0
 
