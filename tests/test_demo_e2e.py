@@ -63,6 +63,18 @@ def test_demo_runs_end_to_end_and_its_artifacts_serve_recommend_and_report(tmp_p
     assert any(t in lines[0] for t in titles)
     assert one.stdout.count("↳") >= 10
 
+    # the stage for chosen users gives exactly those users' rows of the full run
+    from pipelines.recommend import recommend
+
+    some = store.read_table(recommend(store, model_name, users=[4, 3]), "recommendations").to_pylist()
+    full = [r for r in recs.to_pylist() if r["user_id"] in (3, 4)]
+    key = lambda r: (r["user_id"], r["rank"])  # noqa: E731
+    assert len(some) == 20
+    for a, b in zip(sorted(some, key=key), sorted(full, key=key)):
+        assert (a["item_id"], [e["item_id"] for e in a["explanations"]]) == \
+               (b["item_id"], [e["item_id"] for e in b["explanations"]])
+        assert abs(a["score"] - b["score"]) < 1e-5
+
     # running the demo again (here from Python) finds every artifact instead of recomputing
     from pipelines.demo import DemoOptions, run_demo
 
