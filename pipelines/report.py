@@ -71,7 +71,7 @@ def build_report(store: ArtifactStore, out_dir: str | Path, *, metrics: list[str
         if sec.curves:
             figs[f"loss-{s_idx}"] = F.loss_curves(
                 [(c.model.label, c.steps, c.loss) for c in sec.curves if len(c.steps)],
-                [(c.model.label, c.val_epochs, c.val_hr10) for c in sec.curves if len(c.val_epochs)] or None)
+                [(c.model.label, c.val_epochs, c.val_hr10) for c in sec.curves if len(c.val_epochs) > 1] or None)
         if recs is not None:
             sec.recommendations = str(recs.ref)
             sec.cards, cat = collect_cards(store, recs, users, n_users, top,
