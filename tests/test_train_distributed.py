@@ -115,9 +115,11 @@ def test_two_ranks_survive_a_killed_rank_via_torchrun_restart_and_match_one_proc
     victims[0].send_signal(signal.SIGKILL)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
-    # the survivor names itself and the cause; torchrun reports the killed rank and restarts
-    assert "rank 0/2:" in out and "another rank probably died" in out, out[-3000:]
+    # torchrun names the killed rank; the survivor either reached the broken collective first
+    # and names itself and the cause, or torchrun stopped it before that (a race)
     assert "exitcode: -9" in out and "local_rank: 1" in out, out[-3000:]
+    assert ("rank 0/2:" in out and "another rank probably died" in out) or "closing signal SIGTERM" in out, \
+        out[-3000:]
     assert "torchrun restarted this worker group: resuming" in out, out[-3000:]
     got = _result(store)
     assert got[3].info["world_size"] == 2 and got[3].info["resumed_from"] is not None, out[-3000:]
