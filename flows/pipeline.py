@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-import numpy as np
 from prefect import flow, get_run_logger
 
 from flows.crawl import crawl_amazon_images_flow, crawl_omdb_flow
@@ -31,7 +30,7 @@ from flows.ui_artifacts import show_refs
 from mmiris.artifacts import ArtifactStore
 from mmiris.errors import MmirisError
 from mmiris.models import get_model_class
-from pipelines.demo import DemoOptions
+from pipelines.demo import DemoOptions, feasible_negatives
 from pipelines.evaluate import read_metrics
 
 INGEST_FLOWS = {"movielens": ingest_movielens_flow, "ncf": ingest_ncf_flow,
@@ -131,10 +130,7 @@ def demo_pipeline_flow(n_users: int = DEMO.n_users, n_items: int = DEMO.n_items,
     forward_stage_logs()
     needs = check_models(models, {"image", "text"})
     data = demo_data_flow(n_users=n_users, n_items=n_items, seed=seed, name="demo", store=store)
-    # A small catalogue cannot give every user n_negatives unseen items: as many as it can.
-    counts = np.bincount(ArtifactStore(store).read_table(data["interactions"], "interactions")
-                         .column("user_id").to_numpy())
-    n_neg = int(min(n_negatives, n_items - counts.max()))
+    n_neg = feasible_negatives(ArtifactStore(store), data["interactions"], n_items, n_negatives)
     if n_neg < n_negatives:
         get_run_logger().info("small catalogue: %d sampled negatives per user instead of %d",
                               n_neg, n_negatives)

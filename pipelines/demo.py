@@ -59,6 +59,13 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def feasible_negatives(store: ArtifactStore, interactions: ArtifactRef | str, n_items: int,
+                       requested: int) -> int:
+    """A small catalogue cannot give every user ``requested`` unseen items: as many as it can."""
+    users = store.read_table(interactions, "interactions").column("user_id").to_numpy()
+    return int(min(requested, n_items - np.bincount(users).max()))
+
+
 def run_demo(store: ArtifactStore, out_dir: str | Path, options: DemoOptions | None = None, *,
              say: Callable[[str], None] = print) -> DemoResult:
     """Run every stage on the generated demo data; ``say`` receives one line per step."""
@@ -94,9 +101,7 @@ def run_demo(store: ArtifactStore, out_dir: str | Path, options: DemoOptions | N
 
     data = timed("generate demo catalogue", lambda: generate_demo_dataset(
         store, n_users=opt.n_users, n_items=opt.n_items, seed=opt.seed))
-    # A small catalogue cannot give every user 99 unseen items: sample as many as it can.
-    counts = np.bincount(store.read_table(data.interactions, "interactions").column("user_id").to_numpy())
-    n_neg = int(min(opt.n_negatives, opt.n_items - counts.max()))
+    n_neg = feasible_negatives(store, data.interactions, opt.n_items, opt.n_negatives)
     if n_neg < opt.n_negatives:
         say(f"      (small catalogue: {n_neg} sampled negatives per user instead of {opt.n_negatives})")
     split = timed("split (leave-one-out + negatives)", lambda: split_leave_one_out(
