@@ -123,6 +123,22 @@ def dask_rate(store, modality: str, ref, encoder: str, workers: int, batch_size:
     return out
 
 
+def record(result: dict, m: str, present: int, loop: list, d1: dict, d2: dict) -> None:
+    """The JSON keys of one modality (``image`` or ``text``): rates, ratios, full-run stats."""
+    result.update({f"{m}_items": present, f"{m}_dask1_items_per_s": d1["items_per_s"],
+                   f"{m}_dask2_items_per_s": d2["items_per_s"],
+                   f"{m}_runs_items_per_s": {"loop": loop, "dask1": d1["runs"], "dask2": d2["runs"]},
+                   f"{m}_dask2_startup_seconds": d2["startup_seconds"]})
+    result[f"{m}_dask2_over_loop"] = round(d2["items_per_s"] / result[f"{m}_loop_items_per_s"], 3)
+    result[f"{m}_dask2_over_dask1"] = round(d2["items_per_s"] / d1["items_per_s"], 3)
+    if "full_stats" in d2:
+        full = d2["full_stats"]
+        result.update({f"{m}s_extracted": full["present"], f"{m}_items_total": full["items"],
+                       f"{m}_missing_by_reason": full["missing_by_reason"],
+                       f"{m}_treatments": full["treatments"], f"{m}_dim": d2["full_dim"],
+                       f"{m}_full_seconds": d2["full_seconds"], f"{m}_features_ref": d2["full_ref"]})
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.features", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,19 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                        repeats=args.repeats)
         d2 = dask_rate(store, "image", sample, args.image_encoder, 2, args.batch_size, warm, present,
                        full_ref=None if args.skip_full else full, repeats=args.repeats)
-        result.update(image_items=present, image_dask1_items_per_s=d1["items_per_s"],
-                      image_dask2_items_per_s=d2["items_per_s"],
-                      image_runs_items_per_s={"loop": loop, "dask1": d1["runs"], "dask2": d2["runs"]},
-                      image_dask2_startup_seconds=d2["startup_seconds"])
-        result["image_dask2_over_loop"] = round(d2["items_per_s"] / result["image_loop_items_per_s"], 3)
-        result["image_dask2_over_dask1"] = round(d2["items_per_s"] / d1["items_per_s"], 3)
-        if "full_stats" in d2:
-            result.update(images_extracted=d2["full_stats"]["present"],
-                          image_items_total=d2["full_stats"]["items"],
-                          image_missing_by_reason=d2["full_stats"]["missing_by_reason"],
-                          image_treatments=d2["full_stats"]["treatments"],
-                          image_dim=d2["full_dim"], image_full_seconds=d2["full_seconds"],
-                          image_features_ref=d2["full_ref"])
+        record(result, "image", present, loop, d1, d2)
 
     if not args.skip_texts:
         full = texts_from_jsonl(store, omdb)
@@ -206,19 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                        repeats=args.repeats)
         d2 = dask_rate(store, "text", sample, args.text_encoder, 2, args.batch_size, warm, present,
                        full_ref=None if args.skip_full else full, repeats=args.repeats)
-        result.update(text_items=present, text_dask1_items_per_s=d1["items_per_s"],
-                      text_dask2_items_per_s=d2["items_per_s"],
-                      text_runs_items_per_s={"loop": loop, "dask1": d1["runs"], "dask2": d2["runs"]},
-                      text_dask2_startup_seconds=d2["startup_seconds"])
-        result["text_dask2_over_loop"] = round(d2["items_per_s"] / result["text_loop_items_per_s"], 3)
-        result["text_dask2_over_dask1"] = round(d2["items_per_s"] / d1["items_per_s"], 3)
-        if "full_stats" in d2:
-            result.update(texts_extracted=d2["full_stats"]["present"],
-                          text_items_total=d2["full_stats"]["items"],
-                          text_missing_by_reason=d2["full_stats"]["missing_by_reason"],
-                          text_treatments=d2["full_stats"]["treatments"],
-                          text_dim=d2["full_dim"], text_full_seconds=d2["full_seconds"],
-                          text_features_ref=d2["full_ref"])
+        record(result, "text", present, loop, d1, d2)
     print(json.dumps(result))
     if tmp is not None:
         tmp.cleanup()

@@ -15,3 +15,7 @@ class SchemaError(MmirisError):
 
 class ArtifactNotFound(MmirisError):
     """No published version matches the requested name/version."""
+
+
+class ConfigError(MmirisError, ValueError):
+    """A typed config was given a field it does not have (or a bad value)."""

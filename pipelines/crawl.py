@@ -195,6 +195,13 @@ def crawl_omdb(store: ArtifactStore, items_ref: ArtifactRef | str, *, links: str
     return CrawlResult(text_ref, images_ref, stats)
 
 
+def _slots(concurrency, dask_client, threads_per_worker: int) -> int:
+    """Requests in flight: as asked, else every Dask thread, else this process's threads."""
+    if concurrency:
+        return concurrency
+    return _total_threads(dask_client) if dask_client is not None else max(1, threads_per_worker)
+
+
 def _crawl_omdb(store, items_ref, links_map, base_url, api_key, secret_block, rate_per_s,
                 daily_quota, cache_dir, workers, threads_per_worker, concurrency, client, match,
                 posters, http, max_attempts, chunk_size) -> dict:
@@ -204,8 +211,7 @@ def _crawl_omdb(store, items_ref, links_map, base_url, api_key, secret_block, ra
     run_id = new_run_id("omdb")
     t0 = time.perf_counter()
     with _executor(client, workers, threads_per_worker) as dask_client:
-        slots = concurrency or (_total_threads(dask_client) if dask_client is not None
-                                else max(1, threads_per_worker))
+        slots = _slots(concurrency, dask_client, threads_per_worker)
         task = OmdbTask(fetch=_fetch_settings(run_id, cache_dir, process_share(rate_per_s, dask_client),
                                               daily_quota, http, max_attempts),
                         base_url=base_url, api_key=key, match=match, posters=posters)
@@ -355,8 +361,7 @@ def crawl_amazon_images(store: ArtifactStore, items_ref: ArtifactRef | str, *,
         run_id = new_run_id("images")
         t0 = time.perf_counter()
         with _executor(client, workers, threads_per_worker) as dask_client:
-            slots = concurrency or (_total_threads(dask_client) if dask_client is not None
-                                    else max(1, threads_per_worker))
+            slots = _slots(concurrency, dask_client, threads_per_worker)
             task = ImageTask(_fetch_settings(run_id, cdir, process_share(rate_per_s, dask_client),
                                              None, http, max_attempts))
             res = run_chunks(crawl_image_chunk, items, (task,), run_id=run_id, client=dask_client,

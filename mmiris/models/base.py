@@ -15,7 +15,7 @@ per-instance loss.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import torch
@@ -23,6 +23,7 @@ from torch import nn
 
 from mmiris.data.modality import ItemModality
 from mmiris.data.split import SplitData, UserHistory
+from mmiris.typed_config import config_from_dict
 
 
 @dataclass
@@ -37,11 +38,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         """Inverse of ``to_dict``; unknown keys are an error naming the field."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; expected some of {sorted(names)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 @dataclass

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from typing import TYPE_CHECKING
 
 from mmiris.errors import MmirisError
+from mmiris.typed_config import config_from_dict
 
 if TYPE_CHECKING:
     import torch
@@ -52,11 +53,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise MmirisError(f"train config: unknown field(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d, what="train config")
 
 
 def pick_device(policy: str = "auto", local_rank: int = 0) -> "torch.device":

@@ -1,0 +1,19 @@
+"""The one way to build a typed config dataclass from a plain dict (CLI, artifact params)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import TypeVar
+
+from mmiris.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def config_from_dict(cls: type[T], d: dict, what: str | None = None) -> T:
+    """``cls(**d)``; unknown keys raise ConfigError naming them and the known fields."""
+    known = sorted(f.name for f in fields(cls))
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ConfigError(f"{what or cls.__name__}: unknown field(s) {unknown}; known: {known}")
+    return cls(**d)
