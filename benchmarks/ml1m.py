@@ -10,8 +10,11 @@ stage (early stopping on validation HR@10) and the evaluate stage (sampled 1 + 9
 ranking). Each row runs in its own process so ``peak_rss_mb`` is that row's peak. Closed-form
 models (itempop, ease) are deterministic: they run for the first seed only.
 
-``--nais-pretrain`` initialises NAIS models from the FISM of the same embedding and seed
-(as the NAIS paper does; FISM is trained first if not already in the store).
+``--pretrain`` initialises the attentive item-similarity models (NAIS prod/concat and the
+three IRIS variants) from the FISM of the same embedding and seed, as the NAIS paper does
+(FISM is trained first if not already in the store), and NeuMF from a GMF and an MLP
+trained alone with the same settings, as the NCF paper does.
+(``--nais-pretrain`` is the old name of the same flag.)
 
 Artifacts go to ``--store`` (default ``./mmiris-store``), so a second run reuses the
 ingest, features and any identical model. The last line is one JSON object: ``rows`` (model,
@@ -116,8 +119,11 @@ def run_row(store_uri: str, refs: dict, model: str, emb: int, seed: int, train_k
         mcfg = {"emb": emb}
         feats = {f"{m}_features": refs[m] for m in cls.modalities}
         init = None
-        if pretrain and model.startswith("nais"):
-            init = train_model(store, refs["split"], "fism", model_config=mcfg, train_config=cfg)
+        if pretrain and getattr(cls, "has_attention", False):
+            init = [train_model(store, refs["split"], "fism", model_config=mcfg, train_config=cfg)]
+        elif pretrain and model == "neumf":  # NCF §3.4.1: GMF and MLP alone first
+            init = [train_model(store, refs["split"], "neumf", model_config={**mcfg, "mode": mode},
+                                train_config=cfg) for mode in ("gmf", "mlp")]
         t0 = time.perf_counter()
         ref = train_model(store, refs["split"], model, model_config=mcfg, train_config=cfg, init_from=init, **feats)
         m = store.manifest(ref)
@@ -136,7 +142,7 @@ def run_row(store_uri: str, refs: dict, model: str, emb: int, seed: int, train_k
             "best_epoch": m.stats["best_epoch"], "stopped_early": m.stats["stopped_early"],
             "train_seconds": train_s, "evaluate_seconds": time.perf_counter() - t0,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "model_ref": str(ref), "init_from": str(init) if init else None,
+            "model_ref": str(ref), "init_from": [str(r) for r in init] if init else None,
         })
     except Exception as exc:  # noqa: BLE001 - reported in the row, the benchmark goes on
         log.exception("row %s emb %d seed %d failed", model, emb, seed)
@@ -170,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    p.add_argument("--nais-pretrain", action="store_true", help="initialise NAIS from FISM (NAIS paper)")
+    p.add_argument("--pretrain", "--nais-pretrain", dest="pretrain", action="store_true",
+                   help="NAIS and IRIS from FISM (NAIS paper), NeuMF from GMF + MLP (NCF paper)")
     p.add_argument("--image-encoder", default="efficientnet-lite0")
     p.add_argument("--text-encoder", default="minilm")
     args = p.parse_args(argv)
@@ -205,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in (seeds[:1] if closed else seeds):
                 q = ctx.Queue()
                 proc = ctx.Process(target=run_row, args=(args.store, refs, model, emb, seed, train_kw,
-                                                         args.nais_pretrain, q))
+                                                         args.pretrain, q))
                 proc.start()
                 row = _wait(proc, q, model, emb, seed)
                 rows.append(row)

@@ -18,7 +18,7 @@ _NO_FLAG = {"eval_batch_pairs"}  # TrainConfig fields `mmiris train` has no opti
 
 
 def train_argv(split: str, model: str, model_settings: dict | None, train_settings: dict | None,
-               image_features: str | None, text_features: str | None, init_from: str | None,
+               image_features: str | None, text_features: str | None, init_from: str | list[str] | None,
                resume: bool, store: str | None) -> list[str]:
     """The ``mmiris train`` options for these flow parameters."""
     import json
@@ -40,8 +40,8 @@ def train_argv(split: str, model: str, model_settings: dict | None, train_settin
         argv += ["--image-features", image_features]
     if text_features:
         argv += ["--text-features", text_features]
-    if init_from:
-        argv += ["--init-from", init_from]
+    for ref in ([init_from] if isinstance(init_from, str) else init_from or []):
+        argv += ["--init-from", ref]
     if resume:
         argv.append("--resume")
     return argv

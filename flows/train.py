@@ -25,7 +25,7 @@ from pipelines.train import train_model
 @task(name="train-model", cache_policy=NO_CACHE)
 def train_task(store: str | None, split: str, model: str, model_settings: dict | None,
                train_settings: dict | None, image_features: str | None,
-               text_features: str | None, init_from: str | None, resume: bool,
+               text_features: str | None, init_from: str | list[str] | None, resume: bool,
                nproc_per_node: int) -> str:
     if nproc_per_node > 1:
         return run_torchrun(nproc_per_node, train_argv(split, model, model_settings,
@@ -42,14 +42,14 @@ def train_task(store: str | None, split: str, model: str, model_settings: dict |
 def train_flow(split: str = "split@latest", model: str = "nais_prod",
                model_settings: dict[str, Any] | None = None,
                train_settings: dict[str, Any] | None = None, image_features: str | None = None,
-               text_features: str | None = None, init_from: str | None = None,
+               text_features: str | None = None, init_from: str | list[str] | None = None,
                resume: bool = False, nproc_per_node: int = 1,
                store: str | None = None) -> str:
     """Train ``model`` (registry name: itempop, mf, ease, fism, nais_prod, nais_concat, vbpr,
     neumf, image_iris, image_add_text_iris, multimodal_iris) and publish ``model-<name>``.
     ``model_settings``: model config fields, e.g. {"emb": 16}; ``train_settings``:
-    TrainConfig fields, e.g. {"epochs": 20, "lr": 0.001}; ``init_from``: a published model
-    to start from (NAIS from a trained FISM). Returns ``model-<name>@<version>``."""
+    TrainConfig fields, e.g. {"epochs": 20, "lr": 0.001}; ``init_from``: published model(s)
+    to start from (NAIS or IRIS from a trained FISM; NeuMF from [GMF, MLP]). Returns ``model-<name>@<version>``."""
     forward_stage_logs()
     started = now()
     ref = train_task(store, split, model, model_settings, train_settings, image_features,

@@ -299,11 +299,13 @@ def _extract(store, modality, ref, spec, params, items, missing, pre, run: _RunO
              "treatments": dict(sorted(treatments.items())),
              "computed": n_computed, "reused": n_reused, "dim": dim}
     per_worker = Counter(r.worker for r in results)
-    info = {"encoder": {**spec.to_dict(), **{k: v for k, v in enc_info.items() if k != "device"}},
+    info = {"encoder": {**spec.to_dict(), **{k: v for k, v in enc_info.items()
+                                             if k not in ("device", "malloc_tuned")}},
             "input": str(ref), "reused_from": str(reused_from) if reused_from else None,
             "workers": workers_used, "chunks_per_worker": dict(per_worker),
             "devices": sorted({r.encoder.get("device", "") for r in results}),
             "precision": sorted({r.encoder.get("precision", "") for r in results}),
+            "worker_malloc_tuned": sorted({bool(r.encoder.get("malloc_tuned")) for r in results}),
             "seconds": round(seconds, 3),
             "computed_items_per_s": round(n_computed / seconds, 3) if seconds > 0 else None}
     log.info("%s features: %d items, %d present, %d missing %s, %d computed, %d reused",
@@ -474,15 +476,48 @@ def _resolve_device(device: str, worker) -> str:
     return f"cuda:{name % n}" if isinstance(name, int) else "cuda:0"
 
 
+MMAP_THRESHOLD = 32 << 20  # glibc's largest; tensors below it are reused from the heap
+TRIM_THRESHOLD = 64 << 20
+_ALLOCATOR_TUNED = False
+
+
+def tune_allocator() -> bool:
+    """Let glibc malloc keep the encoder's activation buffers between batches.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand memory back to
+    the OS), and setting that variable switches off glibc's dynamic mmap threshold: every
+    buffer over 128 KiB - every conv activation - is then mmapped, page-faulted and unmapped
+    again each batch. Measured on EfficientNet-Lite0, 1 thread, batch 32: 20.2 images/s
+    encoding in a plain process, 16.8 with the nanny's variable, 25.0 with it plus this
+    function. Raising the mmap threshold to its maximum (32 MiB) and the trim threshold to
+    64 MiB restores reuse; the worker keeps at most that much more memory than it uses.
+    ``MMIRIS_MALLOC_TUNING=0`` turns it off. Returns whether it applied (glibc only)."""
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED or os.environ.get("MMIRIS_MALLOC_TUNING", "1") == "0":
+        return _ALLOCATOR_TUNED
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        _ALLOCATOR_TUNED = bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)
+                                and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD))
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
+        _ALLOCATOR_TUNED = False
+    return _ALLOCATOR_TUNED
+
+
 def _set_threads(worker, torch_threads: int | None) -> None:
     """Torch intra-op threads = this worker's Dask threads (or as given): no oversubscription.
+    Also tunes the worker's allocator (``tune_allocator``).
 
     Only in a worker process of its own: threads of an in-process cluster share the client's
-    torch, which is not ours to change."""
+    torch and allocator, which are not ours to change."""
     import torch
 
     if worker is None or multiprocessing.current_process().name == "MainProcess":
         return
+    tune_allocator()
     n = torch_threads or worker.state.nthreads
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
@@ -519,7 +554,8 @@ def _encode_chunk(modality: str, spec: EncoderSpec, chunk: list[tuple[int, objec
             vecs.append(enc.run(ok_x))
     dim = enc.dim
     return _ChunkResult(ids, np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32),
-                        reasons, treatments, enc.describe(), cache.worker_name,
+                        reasons, treatments, {**enc.describe(), "malloc_tuned": _ALLOCATOR_TUNED},
+                        cache.worker_name,
                         time.perf_counter() - t0)
 
 

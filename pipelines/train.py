@@ -47,11 +47,13 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
                 model_config: dict | None = None, train_config: TrainConfig | None = None,
                 image_features: ArtifactRef | str | None = None, text_features: ArtifactRef | str | None = None,
                 resume: bool = False, checkpoint_dir: str | os.PathLike | None = None,
-                init_from: ArtifactRef | str | None = None) -> ArtifactRef:
+                init_from: ArtifactRef | str | list | tuple | None = None) -> ArtifactRef:
     """Train (or fit) ``model_name`` on the split and publish ``model-<name>``; see module doc.
 
-    ``init_from``: a published model to start from (NAIS pretrained with FISM, as the NAIS
-    paper does); the model class must offer ``init_from(other)``. It becomes a parent.
+    ``init_from``: published model(s) to start from: NAIS or an IRIS model from a FISM (the
+    NAIS paper's pretraining), NeuMF from a GMF and an MLP (``neumf`` with ``mode`` gmf / mlp,
+    the NCF paper's). The model class's ``init_from(*others)`` copies the parameters; they
+    become parents.
     """
     cfg = train_config or TrainConfig()
     dist = D.setup(cfg.device)
@@ -70,10 +72,14 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
     if unused:
         log.warning("model %s does not read %s features; ignoring them", model_name, unused)
     mcfg = build_config(cls, model_config)
-    init_ref = store.resolve(init_from) if init_from is not None else None
-    if init_ref is not None and not hasattr(cls, "init_from"):
+    if init_from is None:
+        init_from = []
+    elif isinstance(init_from, (str, ArtifactRef)):
+        init_from = [init_from]
+    init_refs = [store.resolve(r) for r in init_from]
+    if init_refs and not hasattr(cls, "init_from"):
         raise MmirisError(f"model {model_name} cannot be initialised from another model (no init_from)")
-    parents = [split_ref, *feat_refs, *([init_ref] if init_ref else [])]
+    parents = [split_ref, *feat_refs, *init_refs]
     params = {"model": model_name, "model_config": mcfg.to_dict(), "train_config": cfg.key_params()}
     name = model_artifact_name(model_name)
     ref = planned_ref(name, "model", parents, params)
@@ -85,9 +91,12 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
     feats = load_features(store, feat_refs, split.n_items)
     torch.manual_seed(cfg.seed)  # same initial parameters on every rank and in every run
     model = build_model(model_name, mcfg.to_dict(), split, feats)
-    if init_ref is not None:
-        model.init_from(load_model(store, init_ref))
-        log.info("initialised %s from %s", model_name, init_ref)
+    if init_refs:
+        try:
+            model.init_from(*[load_model(store, r) for r in init_refs])
+        except ValueError as exc:
+            raise MmirisError(f"--init-from {' '.join(map(str, init_refs))}: {exc}") from None
+        log.info("initialised %s from %s", model_name, ", ".join(map(str, init_refs)))
     ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(store, ref)
     if D.restarted():
         log.info("torchrun restarted this worker group: resuming from %s", ckpt)

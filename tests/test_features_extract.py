@@ -220,3 +220,34 @@ def test_gpu_resource_routes_model_tasks_to_gpu_workers(store):
         out = extract_image_features(store, ref, "tiny-random-cnn", client=cluster.scheduler_address,
                                      chunk_size=1)
     assert list(store.manifest(out).info["chunks_per_worker"]) == ["gpu"]
+
+
+def test_own_cluster_runs_process_workers_with_the_allocator_tuned(store):
+    """With no client the stage starts its own LocalCluster of worker processes, as `mmiris
+    features` does. Dask's nanny gives those workers MALLOC_TRIM_THRESHOLD_=65536, which makes
+    glibc mmap and unmap every conv activation each batch; the workers re-tune malloc
+    (pipelines.extract.tune_allocator) and say so in the manifest. Vectors are unchanged."""
+    images = {i: img((10 * i, 40, 200 - 10 * i)) for i in range(5)}
+    ref = publish_images(store, images)
+    out = extract_image_features(store, ref, "tiny-random-cnn", workers=1, batch_size=2, reuse=False)
+    m = store.manifest(out)
+    assert m.info["workers"] == 1
+    assert m.info["worker_malloc_tuned"] == [True]
+    enc = get_image_encoder("tiny-random-cnn")
+    rows = features(store, out)
+    for i, data in images.items():
+        want = enc.encode(decode_image(data, enc.prep).tensor[None])[0]
+        np.testing.assert_allclose(rows[i][0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_tune_allocator_applies_under_the_nannys_malloc_setting():
+    import subprocess
+    import sys
+
+    code = "from pipelines.extract import tune_allocator; print(tune_allocator(), tune_allocator())"
+    env = {**__import__("os").environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
+    env["MMIRIS_MALLOC_TUNING"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -212,3 +212,30 @@ def test_registry_models_train_evaluate_and_reload(store, name):
     fresh = load_model(store, ref)
     assert torch.equal(model.scores(users, items), fresh.scores(users, items))
     assert model.score_all(users).shape == (5, 30)
+
+
+def test_neumf_pretrained_from_gmf_and_mlp_through_the_cli(store, monkeypatch, capsys):
+    """The NCF paper's pretraining: GMF and MLP trained alone, NeuMF starts from both."""
+    from mmiris import cli
+    from mmiris.train.checkpoint import load_model
+
+    publish_tiny_split(store)
+    common = ["--store", store.uri, "train", "--split", "split", "--model", "neumf", "--emb", "4",
+              "--batch-size", "64", "--threads", "1"]
+    refs = {}
+    for mode in ("gmf", "mlp"):
+        assert cli.main([*common, "--epochs", "2", "--lr", "0.05", "--set", f'mode="{mode}"']) == 0
+        refs[mode] = capsys.readouterr().out.strip().splitlines()[-1]
+    # lr ~ 0: the published NeuMF is its initialisation, 0.5·GMF + 0.5·MLP (NCF §3.4.1)
+    assert cli.main([*common, "--epochs", "1", "--lr", "1e-12", "--init-from", refs["mlp"],
+                     "--init-from", refs["gmf"]]) == 0
+    fused_ref = capsys.readouterr().out.strip().splitlines()[-1]
+    assert {refs["gmf"], refs["mlp"]} <= set(store.manifest(fused_ref).parents)
+    gmf, mlp, fused = (load_model(store, r) for r in (refs["gmf"], refs["mlp"], fused_ref))
+    users, items = torch.arange(6), torch.arange(10).expand(6, -1)
+    with torch.no_grad():
+        want = 0.5 * gmf.scores(users, items) + 0.5 * mlp.scores(users, items)
+        torch.testing.assert_close(fused.scores(users, items), want, atol=1e-5, rtol=1e-4)
+    # one of the two, or the wrong kind: one clear line, exit 2
+    assert cli.main([*common, "--init-from", refs["gmf"]]) == 2
+    assert "one with mode 'gmf' and one with mode 'mlp'" in capsys.readouterr().err

@@ -28,8 +28,9 @@ def register(sub) -> None:
                    help="model config field (JSON value, e.g. --set beta=0.5); repeatable")
     p.add_argument("--image-features", default=None, help="image_features artifact (image IRIS models, VBPR)")
     p.add_argument("--text-features", default=None, help="text_features artifact (text IRIS models)")
-    p.add_argument("--init-from", default=None,
-                   help="published model to start from (e.g. NAIS from a trained model-fism)")
+    p.add_argument("--init-from", action="append", default=None, metavar="MODEL",
+                   help="published model to start from (NAIS or IRIS from a model-fism); repeat for "
+                        "NeuMF: --init-from <gmf model> --init-from <mlp model>")
     p.add_argument("--epochs", type=int, default=_T.epochs)
     p.add_argument("--batch-size", type=int, default=_T.batch_size, help="instances per global batch")
     p.add_argument("--lr", type=float, default=_T.lr)

@@ -57,8 +57,12 @@ class ItemSimilarity(Recommender):
         return self.config.reg_emb * (sq(self.P.weight) + sq(self.Q.weight))
 
     @torch.no_grad()
-    def init_from(self, other: "ItemSimilarity") -> None:
+    def init_from(self, *others: "ItemSimilarity") -> None:
         """Start from another item-similarity model's P, Q and b_j (NAIS pretrains with FISM)."""
+        if len(others) != 1 or not isinstance(others[0], ItemSimilarity):
+            raise ValueError(f"{self.name} starts from one item-similarity model (FISM, NAIS), "
+                             f"got {', '.join(o.name for o in others) or 'none'}")
+        other = others[0]
         if other.P.weight.shape != self.P.weight.shape:
             raise ValueError(f"cannot init {self.name} (emb {self.P.weight.shape}) from "
                              f"{other.name} (emb {other.P.weight.shape})")

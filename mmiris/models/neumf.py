@@ -67,7 +67,6 @@ class NeuMF(Recommender):
         return r
 
     @classmethod
-    @torch.no_grad()
     def from_pretrained(cls, gmf: "NeuMF", mlp: "NeuMF", alpha: float = 0.5) -> "NeuMF":
         """NeuMF initialised from a trained GMF and MLP (NCF §3.4.1): embeddings and tower copied,
         output layer = [α·h_GMF ; (1−α)·h_MLP]."""
@@ -75,11 +74,26 @@ class NeuMF(Recommender):
             raise ValueError("from_pretrained needs a mode='gmf' and a mode='mlp' model")
         config = replace(mlp.config, mode="neumf", emb=gmf.config.emb)
         model = cls(config, gmf.n_users, gmf.n_items, gmf.history, gmf.features)
-        for name in ("gmf_user", "gmf_item"):
-            getattr(model, name).weight.copy_(getattr(gmf, name).weight)
-        for name in ("mlp_user", "mlp_item"):
-            getattr(model, name).weight.copy_(getattr(mlp, name).weight)
-        model.mlp.load_state_dict(mlp.mlp.state_dict())
-        model.out.weight.copy_(torch.cat([alpha * gmf.out.weight, (1 - alpha) * mlp.out.weight], dim=1))
-        model.out.bias.copy_(alpha * gmf.out.bias + (1 - alpha) * mlp.out.bias)
+        model.init_from(gmf, mlp, alpha=alpha)
         return model
+
+    @torch.no_grad()
+    def init_from(self, *others: "NeuMF", alpha: float = 0.5) -> None:
+        """Start a NeuMF from a trained GMF and MLP (``mode`` gmf and mlp, either order), as
+        the NCF paper pretrains (``train_model(..., init_from=[gmf, mlp])``)."""
+        by_mode = {getattr(getattr(o, "config", None), "mode", None): o for o in others}
+        if self.config.mode != "neumf" or len(others) != 2 or set(by_mode) != {"gmf", "mlp"}:
+            raise ValueError("neumf (mode 'neumf') starts from two neumf models, one with mode 'gmf' "
+                             "and one with mode 'mlp'; got "
+                             + (", ".join(f"{o.name} ({getattr(o.config, 'mode', '-')})" for o in others) or "none"))
+        gmf, mlp = by_mode["gmf"], by_mode["mlp"]
+        for name in ("gmf_user", "gmf_item", "mlp_user", "mlp_item"):
+            src = getattr(gmf if name.startswith("gmf") else mlp, name).weight
+            dst = getattr(self, name).weight
+            if src.shape != dst.shape:
+                raise ValueError(f"{name}: pretrained shape {tuple(src.shape)}, this model {tuple(dst.shape)} "
+                                 "(same emb and mlp_layers needed)")
+            dst.copy_(src)
+        self.mlp.load_state_dict(mlp.mlp.state_dict())
+        self.out.weight.copy_(torch.cat([alpha * gmf.out.weight, (1 - alpha) * mlp.out.weight], dim=1))
+        self.out.bias.copy_(alpha * gmf.out.bias + (1 - alpha) * mlp.out.bias)
