@@ -30,7 +30,7 @@ Device = Literal["auto", "cpu", "cuda"]
 
 @task(name="extract-image-features", **_RETRY)
 def extract_image_task(store: str | None, item_images: str, encoder: str, workers: int | None,
-                       batch_size: int, device: str, dask_address: str | None, name: str) -> str:
+                       batch_size: int | None, device: str, dask_address: str | None, name: str) -> str:
     with existing_cluster(dask_address) as client:
         return str(extract_image_features(ArtifactStore(store), item_images, encoder,
                                           client=client, workers=workers,
@@ -39,7 +39,7 @@ def extract_image_task(store: str | None, item_images: str, encoder: str, worker
 
 @task(name="extract-text-features", **_RETRY)
 def extract_text_task(store: str | None, item_text: str, encoder: str, workers: int | None,
-                      batch_size: int, device: str, dask_address: str | None, name: str) -> str:
+                      batch_size: int | None, device: str, dask_address: str | None, name: str) -> str:
     with existing_cluster(dask_address) as client:
         return str(extract_text_features(ArtifactStore(store), item_text, encoder, client=client,
                                          workers=workers, batch_size=batch_size, device=device,
@@ -49,7 +49,7 @@ def extract_text_task(store: str | None, item_text: str, encoder: str, workers: 
 @flow(name="extract-image-features")
 def extract_image_features_flow(item_images: str = "item_images@latest",
                                 encoder: str = "efficientnet-lite0", workers: int | None = None,
-                                batch_size: int = 32, device: Device = "auto",
+                                batch_size: int | None = None, device: Device = "auto",
                                 dask_address: str | None = None, name: str = "image_features",
                                 store: str | None = None) -> str:
     """Every item's image -> a pretrained feature vector (``image_features``)."""
@@ -63,7 +63,7 @@ def extract_image_features_flow(item_images: str = "item_images@latest",
 
 @flow(name="extract-text-features")
 def extract_text_features_flow(item_text: str = "item_text@latest", encoder: str = "minilm",
-                               workers: int | None = None, batch_size: int = 32,
+                               workers: int | None = None, batch_size: int | None = None,
                                device: Device = "auto", dask_address: str | None = None,
                                name: str = "text_features", store: str | None = None) -> str:
     """Every item's text -> a pretrained feature vector (``text_features``)."""

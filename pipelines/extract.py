@@ -62,7 +62,7 @@ CODE_VERSION = "extract-1"
 # ====================================================================== public stage functions
 def extract_image_features(store: ArtifactStore, item_images_ref: ArtifactRef | str,
                            encoder: str | EncoderSpec = "efficientnet-lite0", *,
-                           client=None, workers: int | None = None, batch_size: int = 32,
+                           client=None, workers: int | None = None, batch_size: int | None = None,
                            device: str = "auto", torch_threads: int | None = None,
                            chunk_size: int | None = None, reuse: bool = True,
                            name: str = "image_features") -> ArtifactRef:
@@ -70,7 +70,8 @@ def extract_image_features(store: ArtifactStore, item_images_ref: ArtifactRef | 
 
     ``client``: a ``distributed.Client``, a scheduler address (``tcp://host:8786``), or None
     for a LocalCluster of ``workers`` processes (default: one per core) with one thread each.
-    ``device``: ``auto`` (CUDA where a worker has it), ``cpu`` or ``cuda``.
+    ``device``: ``auto`` (CUDA where a worker has it), ``cpu`` or ``cuda``. ``batch_size``:
+    images per model call; None picks per worker device (``default_batch_size``).
     """
     spec = image_encoder_spec(encoder)
     ref = store.resolve(item_images_ref)
@@ -90,7 +91,7 @@ def extract_image_features(store: ArtifactStore, item_images_ref: ArtifactRef | 
 
 def extract_text_features(store: ArtifactStore, item_text_ref: ArtifactRef | str,
                           encoder: str | EncoderSpec = "minilm", *, client=None,
-                          workers: int | None = None, batch_size: int = 32, device: str = "auto",
+                          workers: int | None = None, batch_size: int | None = None, device: str = "auto",
                           torch_threads: int | None = None, chunk_size: int | None = None,
                           reuse: bool = True, pooling: str | None = None,
                           max_length: int | None = None, doc2vec=None,
@@ -224,7 +225,7 @@ def _vectors(t: pa.Table) -> np.ndarray:
 class _RunOptions:
     client: object = None
     workers: int | None = None
-    batch_size: int = 32
+    batch_size: int | None = None  # None: default_batch_size on each worker
     device: str = "auto"
     torch_threads: int | None = None
     chunk_size: int | None = None
@@ -335,8 +336,8 @@ def _run_chunks(client, modality: str, spec: EncoderSpec, todo: list[_Item], run
     if modality == "text":
         # Similar lengths in a batch: little padding, several times less transformer work.
         todo = sorted(todo, key=lambda it: len(it.payload))
-    size = run.chunk_size or max(run.batch_size,
-                                 min(run.batch_size * 8, math.ceil(len(todo) / (slots * 4))))
+    per_call = run.batch_size or 32
+    size = run.chunk_size or max(per_call, min(per_call * 8, math.ceil(len(todo) / (slots * 4))))
     chunks = [[(it.item_id, it.payload) for it in todo[i:i + size]]
               for i in range(0, len(todo), size)]
     targets = gpu_workers if use_gpu else None
@@ -537,13 +538,23 @@ def _warm_up(*args) -> int:
     return _load_encoder(*args)[1].dim
 
 
+def default_batch_size(modality: str, device: str) -> int:
+    """Items per model call when none is given: 16 images on CPU (batch 32's activations
+    overflow the cache: EfficientNet-Lite0 on this project's 2-core machine, 2 Dask workers,
+    47.4 images/s at 16 against 33.3 at 32), 64 on CUDA; 32 texts (length-sorted)."""
+    if modality == "image":
+        return 64 if device.startswith("cuda") else 16
+    return 32
+
+
 def _encode_chunk(modality: str, spec: EncoderSpec, chunk: list[tuple[int, object]],
-                  batch_size: int, device: str, torch_threads: int | None,
+                  batch_size: int | None, device: str, torch_threads: int | None,
                   blob: bytes | None) -> _ChunkResult:
     """Runs on a worker: encode one chunk of (item_id, image bytes | text)."""
     t0 = time.perf_counter()
     cache, enc = _load_encoder(modality, spec, device, torch_threads, blob)
     prepare = _prepare_images if modality == "image" else _prepare_texts
+    batch_size = batch_size or default_batch_size(modality, str(getattr(enc, "device", "cpu")))
     batches = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     ids, reasons, vecs, treatments = [], [], [], Counter()
     for batch, (ok_x, batch_reasons, tr) in _prefetched(batches, lambda b: prepare(enc, b)):

@@ -229,7 +229,7 @@ def test_own_cluster_runs_process_workers_with_the_allocator_tuned(store):
     (pipelines.extract.tune_allocator) and say so in the manifest. Vectors are unchanged."""
     images = {i: img((10 * i, 40, 200 - 10 * i)) for i in range(5)}
     ref = publish_images(store, images)
-    out = extract_image_features(store, ref, "tiny-random-cnn", workers=1, batch_size=2, reuse=False)
+    out = extract_image_features(store, ref, "tiny-random-cnn", workers=1, reuse=False)  # default batch
     m = store.manifest(out)
     assert m.info["workers"] == 1
     assert m.info["worker_malloc_tuned"] == [True]
@@ -251,3 +251,11 @@ def test_tune_allocator_applies_under_the_nannys_malloc_setting():
     env["MMIRIS_MALLOC_TUNING"] = "0"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_default_batch_size_per_modality_and_device():
+    from pipelines.extract import default_batch_size
+
+    assert default_batch_size("image", "cpu") == 16
+    assert default_batch_size("image", "cuda:1") == 64
+    assert default_batch_size("text", "cpu") == default_batch_size("text", "cuda:0") == 32

@@ -88,7 +88,11 @@ def test_torchrun_arguments_mirror_the_train_cli():
     assert (args.split, args.model, args.epochs, args.batch_size, args.lr) == \
         ("s@1", "nais_prod", 2, 128, 0.01)
     assert args.model_set == ["emb=16", "beta=0.5"] and args.image_features == "img@2"
-    assert args.resume is True and args.init_from == "model-fism@3"
+    assert args.resume is True and args.init_from == ["model-fism@3"]
+    # NeuMF starts from two models: both reach the ranks, in order
+    argv = train_argv("s@1", "neumf", None, None, None, None, ["model-neumf@a", "model-neumf@b"], False, None)
+    args = build_parser().parse_args(["train", *argv])
+    assert args.init_from == ["model-neumf@a", "model-neumf@b"]
     with pytest.raises(MmirisError, match="unknown field"):
         train_argv("s", "mf", None, {"epochz": 1}, None, None, None, False, None)
 

@@ -55,7 +55,8 @@ def _run_args(p, default_name: str) -> None:
                    help="Dask scheduler address of an existing cluster (default: a LocalCluster)")
     p.add_argument("--workers", type=int, default=None,
                    help="LocalCluster worker processes, one thread each (default: one per core)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="items per model call (default: 16 images on CPU, 64 on CUDA; 32 texts)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--no-reuse", action="store_true",
                    help="re-encode every item instead of reusing an earlier extraction's rows")
