@@ -119,7 +119,7 @@ def run_row(store_uri: str, refs: dict, model: str, emb: int, seed: int, train_k
         mcfg = {"emb": emb}
         feats = {f"{m}_features": refs[m] for m in cls.modalities}
         init = None
-        if pretrain and getattr(cls, "has_attention", False):
+        if pretrain and cls.has_attention:
             init = [train_model(store, refs["split"], "fism", model_config=mcfg, train_config=cfg)]
         elif pretrain and model == "neumf":  # NCF §3.4.1: GMF and MLP alone first
             init = [train_model(store, refs["split"], "neumf", model_config={**mcfg, "mode": mode},

@@ -240,6 +240,7 @@ class _ChunkResult:
     encoder: dict = field(default_factory=dict)  # encoder.describe() on the worker
     worker: str = ""
     seconds: float = 0.0
+    malloc_tuned: bool = False  # the worker process re-tuned glibc malloc (tune_allocator)
 
 
 def _extract(store, modality, ref, spec, params, items, missing, pre, run: _RunOptions, *,
@@ -300,13 +301,12 @@ def _extract(store, modality, ref, spec, params, items, missing, pre, run: _RunO
              "treatments": dict(sorted(treatments.items())),
              "computed": n_computed, "reused": n_reused, "dim": dim}
     per_worker = Counter(r.worker for r in results)
-    info = {"encoder": {**spec.to_dict(), **{k: v for k, v in enc_info.items()
-                                             if k not in ("device", "malloc_tuned")}},
+    info = {"encoder": {**spec.to_dict(), **{k: v for k, v in enc_info.items() if k != "device"}},
             "input": str(ref), "reused_from": str(reused_from) if reused_from else None,
             "workers": workers_used, "chunks_per_worker": dict(per_worker),
             "devices": sorted({r.encoder.get("device", "") for r in results}),
             "precision": sorted({r.encoder.get("precision", "") for r in results}),
-            "worker_malloc_tuned": sorted({bool(r.encoder.get("malloc_tuned")) for r in results}),
+            "worker_malloc_tuned": sorted({r.malloc_tuned for r in results}),
             "seconds": round(seconds, 3),
             "computed_items_per_s": round(n_computed / seconds, 3) if seconds > 0 else None}
     log.info("%s features: %d items, %d present, %d missing %s, %d computed, %d reused",
@@ -430,6 +430,8 @@ class EncoderCache(WorkerPlugin):
 
     def setup(self, worker) -> None:
         self.worker_name = str(worker.name)
+        if _own_process(worker):  # once per worker process, before any model runs
+            tune_allocator()
 
     def get(self, modality: str, spec: EncoderSpec, device: str, blob: bytes | None = None):
         key = f"{spec.key}@{device}"
@@ -491,7 +493,7 @@ def tune_allocator() -> bool:
     again each batch. Measured on EfficientNet-Lite0, 1 thread, batch 32: 20.2 images/s
     encoding in a plain process, 16.8 with the nanny's variable, 25.0 with it plus this
     function. Raising the mmap threshold to its maximum (32 MiB) and the trim threshold to
-    64 MiB restores reuse; the worker keeps at most that much more memory than it uses.
+    64 MiB restores reuse, at the price of freed memory staying in the worker's heap.
     ``MMIRIS_MALLOC_TUNING=0`` turns it off. Returns whether it applied (glibc only)."""
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED or os.environ.get("MMIRIS_MALLOC_TUNING", "1") == "0":
@@ -508,17 +510,19 @@ def tune_allocator() -> bool:
     return _ALLOCATOR_TUNED
 
 
+def _own_process(worker) -> bool:
+    """Whether this is a Dask worker in a process of its own. Threads of an in-process cluster
+    share the client's torch and allocator, which are not ours to change."""
+    return worker is not None and multiprocessing.current_process().name != "MainProcess"
+
+
 def _set_threads(worker, torch_threads: int | None) -> None:
     """Torch intra-op threads = this worker's Dask threads (or as given): no oversubscription.
-    Also tunes the worker's allocator (``tune_allocator``).
-
-    Only in a worker process of its own: threads of an in-process cluster share the client's
-    torch and allocator, which are not ours to change."""
+    Only in a worker process of its own (``_own_process``)."""
     import torch
 
-    if worker is None or multiprocessing.current_process().name == "MainProcess":
+    if not _own_process(worker):
         return
-    tune_allocator()
     n = torch_threads or worker.state.nthreads
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
@@ -539,9 +543,9 @@ def _warm_up(*args) -> int:
 
 
 def default_batch_size(modality: str, device: str) -> int:
-    """Items per model call when none is given: 16 images on CPU (batch 32's activations
-    overflow the cache: EfficientNet-Lite0 on this project's 2-core machine, 2 Dask workers,
-    47.4 images/s at 16 against 33.3 at 32), 64 on CUDA; 32 texts (length-sorted)."""
+    """Items per model call when none is given: 16 images on CPU (measured faster than 32:
+    EfficientNet-Lite0 on this project's 2-core machine, 2 Dask workers, 47.4 images/s at 16
+    against 33.3 at 32), 64 on CUDA (not measured: no GPU was lent); 32 texts."""
     if modality == "image":
         return 64 if device.startswith("cuda") else 16
     return 32
@@ -565,9 +569,8 @@ def _encode_chunk(modality: str, spec: EncoderSpec, chunk: list[tuple[int, objec
             vecs.append(enc.run(ok_x))
     dim = enc.dim
     return _ChunkResult(ids, np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32),
-                        reasons, treatments, {**enc.describe(), "malloc_tuned": _ALLOCATOR_TUNED},
-                        cache.worker_name,
-                        time.perf_counter() - t0)
+                        reasons, treatments, enc.describe(), cache.worker_name,
+                        time.perf_counter() - t0, malloc_tuned=_ALLOCATOR_TUNED)
 
 
 def _prefetched(batches: list, prepare) -> Iterator[tuple[list, object]]:

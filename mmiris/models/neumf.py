@@ -26,8 +26,9 @@ class NeuMFConfig(ModelConfig):
 class NeuMF(Recommender):
     name = "neumf"
     config_cls = NeuMFConfig
-    # score_all: the MLP's input is [p_u; q_j] per (user, item) pair, 4k floats, so 1,024 items
-    # for the evaluator's 256 users held ~1 GB per layer; 128 items keep it near 130 MB.
+    # score_all builds the MLP's input [p_u; q_j] (4k floats) for every (user, item) pair of a
+    # chunk. Full ranking of ML-1M (256 users per batch), measured: 1,024 items per chunk took
+    # 22.4 s and 1,057 MB peak RSS, 128 items 7.8 s and 830 MB.
     score_chunk_items = 128
 
     def __init__(self, config, n_users, n_items, history=None, features=None):

@@ -97,7 +97,7 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
         return TrainResult({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                            rows, 1, m, 1, [secs])
 
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)  # multi-tensor: ~25 % faster steps on CPU
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)  # multi-tensor update: one kernel per op for all parameters
     sampler = TrainSampler(model.history, cfg.negatives, cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
     st = {"epoch": 0, "batch": 0, "step": 0, "best_hr10": -math.inf, "best_epoch": 0, "best_metrics": {},
           "bad": 0, "stopped": False, "log": [], "epoch_seconds": [], "epoch_elapsed": 0.0,
