@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import torch
@@ -47,13 +48,15 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
                 model_config: dict | None = None, train_config: TrainConfig | None = None,
                 image_features: ArtifactRef | str | None = None, text_features: ArtifactRef | str | None = None,
                 resume: bool = False, checkpoint_dir: str | os.PathLike | None = None,
-                init_from: ArtifactRef | str | list | tuple | None = None) -> ArtifactRef:
+                init_from: ArtifactRef | str | list | tuple | None = None,
+                on_validation: Callable[[int, dict], None] | None = None) -> ArtifactRef:
     """Train (or fit) ``model_name`` on the split and publish ``model-<name>``; see module doc.
 
     ``init_from``: published model(s) to start from: NAIS or an IRIS model from a FISM (the
     NAIS paper's pretraining), NeuMF from a GMF and an MLP (``neumf`` with ``mode`` gmf / mlp,
     the NCF paper's). The model class's ``init_from(*others)`` copies the parameters; they
-    become parents.
+    become parents. ``on_validation(epoch, metrics)``: called after each validation (see
+    ``mmiris.train.trainer.train``).
     """
     cfg = train_config or TrainConfig()
     dist = D.setup(cfg.device)
@@ -103,7 +106,8 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
         resume = True
     if not resume and dist.is_main and (ckpt / "last.pt").exists():
         log.warning("%s holds a checkpoint of an earlier run; starting over (pass --resume to continue it)", ckpt)
-    res = train(model, split, cfg, dist, checkpoint_dir=ckpt if model.trainable else None, resume=resume)
+    res = train(model, split, cfg, dist, checkpoint_dir=ckpt if model.trainable else None, resume=resume,
+                on_validation=on_validation)
 
     if dist.is_main:
         model.load_state_dict(res.state_dict)

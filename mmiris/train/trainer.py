@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -81,8 +82,12 @@ def _rows(epoch: int, metrics: dict, step: int, seconds: float) -> list[dict]:
 
 
 def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist | None = None,
-          checkpoint_dir: str | Path | None = None, resume: bool = False) -> TrainResult:
-    """Train ``model`` (or ``fit`` it, if closed-form) and return the best state and the log."""
+          checkpoint_dir: str | Path | None = None, resume: bool = False,
+          on_validation: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train ``model`` (or ``fit`` it, if closed-form) and return the best state and the log.
+
+    ``on_validation(epoch, metrics)`` is called after each validation (and after that
+    epoch's checkpoint); an exception it raises (e.g. ``optuna.TrialPruned``) ends training."""
     dist = dist or D.Dist()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -93,6 +98,8 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
         model.fit(split)
         secs = time.perf_counter() - t_start
         m = validate(model, split, dist, cfg)
+        if m and on_validation is not None:
+            on_validation(1, m)
         rows = _rows(1, {**m, "epoch_seconds": secs}, 0, secs)
         return TrainResult({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                            rows, 1, m, 1, [secs])
@@ -197,6 +204,8 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
                              "best %.4f at epoch %d", cfg.patience, st["best_hr10"], st["best_epoch"])
         st.update(epoch=e + 1, batch=0, epoch_elapsed=0.0)
         checkpoint()
+        if m and on_validation is not None:
+            on_validation(e + 1, m)
 
     best = st["best_state"]
     if best is None:  # no validation data: the last epoch is the model
