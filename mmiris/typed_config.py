@@ -11,7 +11,10 @@ T = TypeVar("T")
 
 
 def config_from_dict(cls: type[T], d: dict, what: str | None = None) -> T:
-    """``cls(**d)``; unknown keys raise ConfigError naming them and the known fields."""
+    """``cls(**d)``; unknown keys raise ConfigError naming them and the known fields. A class's
+    ``RENAMED = {"old": "new"}`` maps fields renamed since older artifacts were written."""
+    renamed = getattr(cls, "RENAMED", {})
+    d = {renamed.get(k, k): v for k, v in d.items()}
     known = sorted(f.name for f in fields(cls))
     unknown = sorted(set(d) - set(known))
     if unknown:

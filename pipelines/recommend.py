@@ -22,6 +22,7 @@ from mmiris.artifacts.schema import load_contract
 from mmiris.artifacts.store import version_id
 from mmiris.data.split import load_split
 from mmiris.errors import MmirisError
+from mmiris.eval.explanations import explanation_overlap
 from mmiris.models.base import Recommender
 from mmiris.recommend.topn import consumed_history, recommend_top_n
 
@@ -113,5 +114,8 @@ def recommend_output(model: Recommender, split, *, top_n: int, explain_k: int,
              n_users / seconds if seconds else float("inf"))
     stats = {"users": n_users, "rows": table.num_rows, "top_n": top_n, "explain_k": explain_k,
              "explained": recs.explain_items is not None, "model": model.name}
+    if recs.explain_items is not None:  # 1 = the same reasons for every recommendation
+        overlap = explanation_overlap(recs.explain_items)
+        stats["explanation_overlap"] = None if np.isnan(overlap) else round(overlap, 4)
     return Output({"recommendations": table}, stats=stats,
                   info={"seconds": round(seconds, 3), "users_per_s": round(n_users / seconds, 1) if seconds else None})

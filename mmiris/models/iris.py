@@ -5,13 +5,14 @@ Interest-Related Network (IRN) over learned projections of pretrained item featu
 - ``image_add_text_iris`` (eq. 6): + W3 t_i + W4 t_j, t = text tower(text features).
 - ``multimodal_iris`` (eq. 7–8): the towers exchange knowledge through W_share.
 
-Towers (§IV-D): image [image_dim → hidden → k], text [text_dim → k], σ after every layer.
+Towers (§IV-D): image [image_dim → 768 → k], text [text_dim → k], σ after every layer; the
+same 768 in all three IRIS variants, so the ablation (Table IV) changes only what it names.
 Knowledge sharing (eq. 7–8) sits at the layer where both towers produce k: v² = σ(W_i2i v¹ +
-W_share t⁰), t¹ = σ(W_t2t t⁰ + W_share v¹). The paper's sizes (2048 → 768 → k and 768 → k)
-make v¹ and t⁰ the same size (768, BERT's), so ONE W_share ∈ R^{k×768} serves both
-directions as eq. 7–8 write it. We keep that: the image hidden size defaults to the text
-encoder's dimension (384 for MiniLM, 768 for BERT). If a user sets another image_hidden,
-W_share becomes two matrices (one per direction), which is the only way the sizes fit.
+W_share t⁰), t¹ = σ(W_t2t t⁰ + W_share v¹). With the paper's BERT (768-d) v¹ and t⁰ have the
+same size and ONE W_share ∈ R^{k×768} serves both directions as eq. 7–8 write it. When the
+sizes differ (MiniLM's 384-d text against the 768 image hidden) W_share is two matrices,
+384 → k applied to t⁰ in eq. 7 and 768 → k applied to v¹ in eq. 8: the only way the sizes fit.
+``image_hidden = None`` picks the text encoder's dimension (the one-matrix form).
 
 A missing modality is a zero vector (§III-D): the raw features are already zero there, and
 the tower outputs are masked by the present flags at every layer, so an item without an
@@ -36,14 +37,17 @@ class IRISConfig(ItemSimilarityConfig):
     beta: float = 0.8  # smoothed softmax exponent, eq. 4 (paper §IV-D: β = 0.8)
     attention_size: int = 16  # IRN hidden size h, eq. 4 (not given; NAIS code's weight_size)
     image_hidden: int | None = 768  # image tower [image_dim → 768 → k] (§IV-D); None: text dim
-    activation: str = "relu"  # σ of eq. 7–8 and f of eq. 4 (the paper leaves it open)
+    # σ of the towers and of eq. 7–8. f of eq. 4 (the IRN's first layer) is ReLU, as in NAIS:
+    # the paper allows "ReLU, sigmoid, etc." and both attention paths implement ReLU only.
+    tower_activation: str = "relu"
     reg_attention: float = 1e-7  # λ2 of eq. 12 on the IRN weights W1..W4
     reg_feature: float = 1e-7  # λ3 of eq. 12 on the tower weights W_i2i, W_t2t
+
+    RENAMED = {"activation": "tower_activation"}  # models published before 2026-11-30
 
 
 @dataclass
 class MultimodalIRISConfig(IRISConfig):
-    image_hidden: int | None = None  # None: the text encoder's dim, so one W_share fits (eq. 7–8)
     share: bool = True  # the knowledge-sharing unit (False: the paper's ablation without it)
     reg_share: float = 1e-7  # λ4 of eq. 12 on W_share
 
@@ -55,7 +59,7 @@ class _IRIS(AttentiveItemSimilarity):
     def __init__(self, config, n_users, n_items, history=None, features=None):
         super().__init__(config, n_users, n_items, history, features)
         k, h = config.emb, config.attention_size
-        self.act = activation(config.activation)
+        self.act = activation(config.tower_activation)
         for m in self.modalities:  # not persistent: features come from their artifacts, not checkpoints
             self.register_buffer(f"{m}_features", self.features[m].features.float(), persistent=False)
             self.register_buffer(f"{m}_present", self.features[m].present.bool(), persistent=False)

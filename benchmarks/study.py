@@ -1,0 +1,429 @@
+"""Benchmark: the converged ML-1M study of the IRIS family against NAIS (issue "Does
+multimodal content help?").
+
+    python -m benchmarks.study --data ../shared/data                  # the whole plan, resumable
+    python -m benchmarks.study --only nais_prod:16:0,nais_concat:16:0  # some rows
+    python -m benchmarks.study --list                                  # the plan and what is done
+
+Every row trains to convergence: early stopping on validation HR@10 (``--patience``, 3) under
+an epoch cap (``--epochs``, 50) that should never be the reason a run stopped (``stopped``
+says ``early`` or ``cap``; ``fit`` for the closed-form models). NAIS and the IRIS models start from the FISM of the same
+embedding and seed (the NAIS paper's pretraining; that FISM is the study's FISM row when the
+settings agree), NeuMF from a GMF and an MLP. Each row uses its model's tuned settings: the
+best trial of the newest ``tune-<model>`` artifact for the same split and embedding
+(``mmiris tune``), else the paper's defaults; the row records which (``tuned_params``,
+``tuned_from``).
+
+Variants: ``shuffled`` is Multimodal IRIS trained on image and text vectors permuted across
+items (one seeded permutation for both, so an item keeps a coherent poster + plot pair that
+belongs to another item): the control for "do the features carry signal the model uses";
+``doc2vec`` replaces MiniLM with a Doc2Vec trained on the plots (the paper's Table VI).
+
+Results: each finished row is written at once to ``--results`` (default
+benchmarks/results/study.json, the file committed with docs/study.md), so a lost machine
+loses at most the row in progress; training checkpoints every epoch in the store, and a
+rerun continues a killed row from its last epoch. A rerun skips rows already in the file
+(``--rerun`` forces them) unless the tuned settings they used have changed. The last line
+is ``{"rows": [...], "summary": {...}}``; the summary gives, per (model, emb, variant), mean
+and std over seeds of sampled and full-ranking HR@10 / NDCG@10, epochs to the best
+validation and seconds per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.ml1m import PUBLISHED, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "study.json"
+ATTENTIVE = ("nais_prod", "nais_concat", "image_iris", "image_add_text_iris", "multimodal_iris")
+MULTIMODAL = ("image_iris", "image_add_text_iris", "multimodal_iris", "vbpr")
+
+# The issue's plan, in the order it is worth running: the central comparison first.
+PLAN: list[tuple[str, int, int, str]] = [
+    ("fism", 16, 0, ""), ("nais_concat", 16, 0, ""), ("nais_prod", 16, 0, ""),
+    ("multimodal_iris", 16, 0, ""), ("multimodal_iris", 16, 0, "shuffled"),
+    ("image_iris", 16, 0, ""), ("image_add_text_iris", 16, 0, ""),
+    ("nais_concat", 16, 1, ""), ("nais_prod", 16, 1, ""), ("multimodal_iris", 16, 1, ""),
+    ("nais_concat", 16, 2, ""), ("nais_prod", 16, 2, ""), ("multimodal_iris", 16, 2, ""),
+    ("ease", 16, 0, ""), ("mf", 16, 0, ""), ("vbpr", 16, 0, ""), ("neumf", 16, 0, ""),
+    ("fism", 64, 0, ""), ("nais_prod", 64, 0, ""), ("nais_concat", 64, 0, ""), ("multimodal_iris", 64, 0, ""),
+    ("multimodal_iris", 16, 0, "doc2vec"),
+]
+
+log = logging.getLogger("benchmarks.study")
+
+
+def row_key(model: str, emb: int, seed: int, variant: str = "") -> str:
+    return f"{model}{'+' + variant if variant else ''}:{emb}:{seed}"
+
+
+def parse_key(text: str) -> tuple[str, int, int, str]:
+    """``model[+variant]:emb:seed`` → (model, emb, seed, variant)."""
+    parts = text.strip().split(":")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise ValueError(f"row {text!r}: expected model[+variant]:emb:seed, e.g. nais_prod:16:0 "
+                         f"or multimodal_iris+shuffled:16:0")
+    model, _, variant = parts[0].partition("+")
+    if variant not in ("", "shuffled", "doc2vec"):
+        raise ValueError(f"row {text!r}: variant {variant!r} is not shuffled or doc2vec")
+    return model, int(parts[1]), int(parts[2]), variant
+
+
+# -- results file ----------------------------------------------------------------------------
+def load_results(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"benchmarks.study: {path} is not valid JSON ({exc}); fix or move it") from None
+    return {r["key"]: r for r in doc.get("rows", []) if "key" in r}
+
+
+def save_results(path: Path, rows: dict[str, dict]) -> dict:
+    """Write every finished row and the summary atomically (temp file + rename)."""
+    ordered = sorted(rows.values(), key=lambda r: r["key"])
+    doc = {"rows": ordered, "summary": summarize(ordered)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+    return doc
+
+
+def _jsonable(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def _mean_std(values: list[float]) -> dict:
+    a = np.asarray([v for v in values if v is not None], dtype=float)
+    if not len(a):
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": round(float(a.mean()), 4), "std": round(float(a.std(ddof=1)), 4) if len(a) > 1 else 0.0,
+            "n": int(len(a))}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per (model, emb, variant): mean ± std over seeds of the headline figures."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if "error" in r:
+            continue
+        g = f"{r['model']}{'+' + r['variant'] if r.get('variant') else ''}:{r['emb']}"
+        groups.setdefault(g, []).append(r)
+    out = {}
+    for g, rs in sorted(groups.items()):
+        out[g] = {k: _mean_std([r.get(k) for r in rs]) for k in
+                  ("hr10", "ndcg10", "full_hr10", "full_ndcg10", "best_epoch", "epoch_seconds",
+                   "explanation_overlap")}
+        out[g]["seeds"] = sorted(r["seed"] for r in rs)
+        out[g]["stopped"] = sorted({r["stopped"] for r in rs})
+        pub = PUBLISHED.get(rs[0]["model"]) if rs[0]["emb"] == 16 and not rs[0].get("variant") else None
+        if pub:
+            out[g]["published_hr10_ndcg10"] = list(pub)
+    return out
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def tuned_params(store, split_ref: str, model: str, emb: int) -> tuple[dict, str | None]:
+    """Best params of the newest ``tune-<model>`` artifact for this split and emb, else ({}, None)."""
+    from mmiris.artifacts import ArtifactRef
+
+    name = f"tune-{model}"
+    if name not in store.names():
+        return {}, None
+    split = ArtifactRef.parse(split_ref) if isinstance(split_ref, str) else split_ref
+    for m in sorted(store.versions(name), key=lambda m: m.created_at, reverse=True):
+        emb_of = (m.params.get("model_config") or {}).get("emb", m.params.get("emb"))
+        if str(split) in m.parents and (emb_of is None or int(emb_of) == emb) and m.stats.get("best_params"):
+            return dict(m.stats["best_params"]), str(m.ref)
+    return {}, None
+
+
+def split_params(params: dict, model: str) -> tuple[dict, dict]:
+    """Tuned params → (model config overrides, train config overrides)."""
+    from mmiris.train.config import TrainConfig
+
+    train_fields = set(TrainConfig.__dataclass_fields__)
+    mc = {k: v for k, v in params.items() if k not in train_fields}
+    tc = {k: v for k, v in params.items() if k in train_fields}
+    return mc, tc
+
+
+def shuffled_features(store, refs: dict, seed: int = 0) -> dict:
+    """Image and text feature artifacts with vectors permuted across items (one permutation
+    for both modalities), published as their own versions with the originals as parents."""
+    import pyarrow as pa
+
+    from mmiris.artifacts import Output
+
+    out = {}
+    perm = None
+    for mod in ("image", "text"):
+        src = store.resolve(refs[mod])
+        table = store.read_table(src)
+        ids = table.column("item_id").to_numpy()
+        if perm is None:
+            rng = np.random.default_rng(seed)
+            universe = np.unique(np.concatenate([store.read_table(store.resolve(refs[m])).column("item_id")
+                                                 .to_numpy() for m in ("image", "text")]))
+            perm = dict(zip(universe.tolist(), rng.permutation(universe).tolist()))
+        new_ids = pa.array([perm[int(i)] for i in ids], pa.int64())
+        shuffled = table.set_column(table.schema.get_field_index("item_id"), "item_id", new_ids)
+        shuffled = shuffled.take(np.argsort(new_ids.to_numpy(), kind="stable"))
+        m = store.manifest(src)
+        kind = m.kind
+        params = {"shuffled_from": str(src), "permutation_seed": seed}
+
+        def build(t=shuffled, m=m):
+            return Output({"features": t}, stats=dict(m.stats), info={"note": "study control: vectors "
+                                                                      "permuted across items"})
+        out[mod] = str(store.get_or_create(f"{src.name}_shuffled", kind, [src], params, build))
+    return out
+
+
+def doc2vec_features(store, data: Path) -> str:
+    from benchmarks.ml1m import _movie_to_item
+    from pipelines.extract import extract_text_features, texts_from_jsonl
+
+    ncf, ml = data / "ml-1m-ncf", data / "ml-1m"
+    texts = texts_from_jsonl(store, ml / "omdb" / "omdb.jsonl", id_field="movie_id", text_field="Plot",
+                             id_map=_movie_to_item(ncf / "items.tsv"), name="ml1m_item_text")
+    return str(extract_text_features(store, texts, "doc2vec", workers=1, name="ml1m_text_features_doc2vec"))
+
+
+# -- one row ---------------------------------------------------------------------------------
+def _valid_curve(store, ref) -> list[float]:
+    t = store.read_table(ref, "training_log").to_pylist()
+    return [round(r["value"], 4) for r in sorted((r for r in t if r["metric"] == "hr10"), key=lambda r: r["epoch"])]
+
+
+def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users: int, queue) -> None:
+    """Train (resuming a killed run), evaluate and explain one row, in a child process."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    model, emb, seed, variant = parse_key(key)
+    try:
+        import torch
+
+        from mmiris.artifacts import ArtifactStore
+        from mmiris.data.split import load_split
+        from mmiris.eval.explanations import explanation_overlap
+        from mmiris.models import get_model_class
+        from mmiris.recommend.topn import consumed_history, recommend_top_n
+        from mmiris.train.checkpoint import load_model
+        from mmiris.train.config import TrainConfig
+        from pipelines.evaluate import evaluate_model, read_metrics
+        from pipelines.train import train_model
+
+        if train_kw.get("threads"):
+            torch.set_num_threads(train_kw["threads"])
+        store = ArtifactStore(store_uri)
+        cls = get_model_class(model)
+        params, tuned_from = tuned_params(store, refs["split"], model, emb)
+        mc, tc = split_params(params, model)
+        cfg = TrainConfig(seed=seed, **{**train_kw, **tc})
+        mcfg = {"emb": emb, **mc}
+        feats = {f"{m}_features": refs[m] for m in cls.modalities}
+        if variant == "shuffled":
+            feats = {f"{m}_features": r for m, r in shuffled_features(store, refs).items() if m in cls.modalities}
+        elif variant == "doc2vec":
+            feats["text_features"] = refs["doc2vec"]
+
+        def fit(name, model_config, train_config, **kw):
+            return train_model(store, refs["split"], name, model_config=model_config, train_config=train_config,
+                               resume=True, **kw)
+
+        init = None
+        if cls.has_attention:  # the NAIS paper's pretraining: the converged FISM of this emb and seed
+            f_params, _ = tuned_params(store, refs["split"], "fism", emb)
+            f_mc, f_tc = split_params(f_params, "fism")
+            init = [fit("fism", {"emb": emb, **f_mc}, TrainConfig(seed=seed, **{**train_kw, **f_tc}))]
+        elif model == "neumf":  # NCF §3.4.1: GMF and MLP alone first
+            init = [fit("neumf", {**mcfg, "mode": mode}, cfg) for mode in ("gmf", "mlp")]
+        t0 = time.perf_counter()
+        ref = fit(model, mcfg, cfg, init_from=init, **feats)
+        m = store.manifest(ref)
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        met = read_metrics(store, evaluate_model(store, ref, protocols=("sampled", "full")))
+        eval_s = time.perf_counter() - t0
+        overlap = None
+        if cls.has_attention:
+            split = load_split(store, refs["split"])
+            trained = load_model(store, ref)
+            if trained.history is None:
+                trained.set_history(split.history())
+            users = np.unique(split.test_users)
+            if explain_users and len(users) > explain_users:
+                users = np.random.default_rng(0).choice(users, explain_users, replace=False)
+            consumed = consumed_history(split.n_users, split.n_items, (split.train_users, split.train_items),
+                                        (split.valid_users, split.valid_items), (split.test_users, split.test_items))
+            recs = recommend_top_n(trained, consumed, np.sort(users), top_n=10, explain_k=3)
+            overlap = round(explanation_overlap(recs.explain_items), 4)
+        secs = m.info.get("epoch_seconds") or [0.0]
+        stopped_early = bool(m.stats.get("stopped_early"))
+        queue.put({
+            "key": key, "model": model, "emb": emb, "seed": seed, "variant": variant,
+            "hr10": met["sampled"]["hr10"], "ndcg10": met["sampled"]["ndcg10"],
+            "hr20": met["sampled"]["hr20"], "ndcg20": met["sampled"]["ndcg20"],
+            "full_hr10": met["full"]["hr10"], "full_ndcg10": met["full"]["ndcg10"],
+            "full_hr20": met["full"]["hr20"], "full_ndcg20": met["full"]["ndcg20"],
+            "valid_hr10": m.stats.get("valid_hr10"), "valid_curve": _valid_curve(store, ref),
+            "epoch_seconds": round(sum(secs) / len(secs), 2), "epochs": m.stats["epochs_run"],
+            "best_epoch": m.stats["best_epoch"],
+            "stopped": "fit" if not cls.trainable else ("early" if stopped_early else "cap"),
+            "tuned_params": params, "tuned_from": tuned_from,
+            "explanation_overlap": overlap,
+            "train_seconds": round(train_s, 1), "evaluate_seconds": round(eval_s, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "model_ref": str(ref), "init_from": [str(r) for r in init] if init else None,
+            "features": feats or None, "train_config": cfg.key_params(),
+            "precision": m.params["train_config"].get("precision", "fp32"),
+            "machine": {"cores": os.cpu_count(), "threads": torch.get_num_threads(),
+                        "arch": platform.machine(), "device": m.info.get("device")},
+            "date": dt.date.today().isoformat(),
+        })
+    except Exception as exc:  # noqa: BLE001 - reported in the row, the study goes on
+        log.exception("row %s failed", key)
+        queue.put({"key": key, "model": model, "emb": emb, "seed": seed, "variant": variant,
+                   "error": f"{type(exc).__name__}: {exc}"})
+
+
+def _wait(proc, q, key: str) -> dict:
+    import queue
+
+    while True:
+        try:
+            row = q.get(timeout=5)
+            proc.join()
+            return row
+        except queue.Empty:
+            if not proc.is_alive():
+                model, emb, seed, variant = parse_key(key)
+                return {"key": key, "model": model, "emb": emb, "seed": seed, "variant": variant,
+                        "error": f"row process died with exit code {proc.exitcode}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.study", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
+                   help="benchmark data folder (default ../shared/data from the project root)")
+    p.add_argument("--store", default=os.environ.get("MMIRIS_STORE", str(ROOT / "mmiris-store")),
+                   help="artifact store; a rerun with the same store reuses every finished model")
+    p.add_argument("--results", default=str(RESULTS), help="rows file, read back and extended row by row")
+    p.add_argument("--only", default="", help="rows to run, e.g. nais_prod:16:0,multimodal_iris+shuffled:16:0 "
+                                              "(default: the whole plan)")
+    p.add_argument("--models", default="", help="restrict the plan to these models (comma list)")
+    p.add_argument("--emb", default="", help="restrict the plan to these embedding sizes")
+    p.add_argument("--seeds", default="", help="restrict the plan to these seeds")
+    p.add_argument("--rerun", action="store_true", help="run rows again even if they are in --results")
+    p.add_argument("--list", action="store_true", help="print the plan with each row's status and exit")
+    p.add_argument("--max-rows", type=int, default=0, help="stop after this many rows (0: no limit)")
+    p.add_argument("--epochs", type=int, default=50, help="epoch cap (early stopping should end sooner)")
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per row")
+    p.add_argument("--explain-users", type=int, default=0,
+                   help="test users for explanation_overlap (0: all; a seeded sample otherwise)")
+    p.add_argument("--image-encoder", default="efficientnet-lite0")
+    p.add_argument("--text-encoder", default="minilm")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+    try:
+        plan = [parse_key(k) for k in args.only.split(",") if k.strip()] if args.only else list(PLAN)
+    except ValueError as exc:
+        print(f"benchmarks.study: {exc}", file=sys.stderr)
+        return 2
+    if args.models:
+        plan = [r for r in plan if r[0] in args.models.split(",")]
+    if args.emb:
+        plan = [r for r in plan if str(r[1]) in args.emb.split(",")]
+    if args.seeds:
+        plan = [r for r in plan if str(r[2]) in args.seeds.split(",")]
+    results_path = Path(args.results)
+    done = load_results(results_path)
+    keys = [row_key(*r) for r in plan]
+    if args.list:
+        for k in keys:
+            r = done.get(k)
+            state = "missing" if r is None else ("error" if "error" in r else f"done ({r['stopped']})")
+            print(f"{k:40s} {state}")
+        return 0
+
+    data = Path(args.data)
+    needed = [data / "ml-1m-ncf" / f for f in ("ml-1m.train.rating", "ml-1m.test.rating", "ml-1m.test.negative",
+                                               "items.tsv")] + [data / "ml-1m" / "movies.dat"]
+    absent = [str(f) for f in needed if not f.exists()]
+    if absent:
+        print(f"benchmarks.study: benchmark data not found: {', '.join(absent)} "
+              f"(pass --data pointing at the folder that holds ml-1m-ncf/ and ml-1m/)", file=sys.stderr)
+        return 2
+    models = sorted({r[0] for r in plan})
+    refs = prepare(args.store, data, models, (args.image_encoder, args.text_encoder))
+    if any(r[3] == "doc2vec" for r in plan):
+        from mmiris.artifacts import ArtifactStore
+
+        refs["doc2vec"] = doc2vec_features(ArtifactStore(args.store), data)
+    log.info("inputs: %s", refs)
+    train_kw = {"epochs": args.epochs, "patience": args.patience, "threads": args.threads}
+
+    from mmiris.artifacts import ArtifactStore
+
+    store = ArtifactStore(args.store)
+    ctx = mp.get_context("spawn")  # a fresh process per row: clean peak RSS, no forked thread pools
+    ran = 0
+    failed = False
+    t_start = time.perf_counter()
+    todo = []
+    for key, (model, emb, seed, variant) in zip(keys, plan):
+        old = done.get(key)
+        if old is not None and "error" not in old and not args.rerun:
+            now, _ = tuned_params(store, refs["split"], model, emb)
+            if now == (old.get("tuned_params") or {}):
+                continue
+            log.info("%s: tuned settings changed since the recorded row; running it again", key)
+        todo.append(key)
+    log.info("study: %d of %d planned rows to run: %s", len(todo), len(keys), ", ".join(todo) or "none")
+    for i, key in enumerate(todo):
+        if args.max_rows and ran >= args.max_rows:
+            break
+        q = ctx.Queue()
+        proc = ctx.Process(target=run_row, args=(args.store, refs, key, train_kw, args.explain_users, q))
+        proc.start()
+        row = _wait(proc, q, key)
+        row["command"] = {"epochs": args.epochs, "patience": args.patience, "threads": args.threads,
+                          "encoders": [args.image_encoder, args.text_encoder]}
+        ran += 1
+        failed |= "error" in row
+        done = load_results(results_path)  # another process may have added rows meanwhile
+        done[key] = row
+        save_results(results_path, done)
+        el = time.perf_counter() - t_start
+        log.info("study: row %d/%d %s done (%.0f s elapsed; ETA %.0f s at this rate)", i + 1, len(todo), key, el,
+                 el / (i + 1) * (len(todo) - i - 1))
+        print(json.dumps(row), flush=True)
+    doc = save_results(results_path, load_results(results_path))
+    print(json.dumps({"rows": doc["rows"], "summary": doc["summary"]}))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
