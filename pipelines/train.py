@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +29,7 @@ from mmiris.errors import MmirisError
 from mmiris.models import get_model_class
 from mmiris.train import distributed as D
 from mmiris.train.checkpoint import build_config, build_model, load_features, load_model, model_bytes
-from mmiris.train.config import TrainConfig
+from mmiris.train.config import TrainConfig, resolve_precision
 from mmiris.train.trainer import train
 
 log = logging.getLogger("mmiris.train")
@@ -75,6 +76,8 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
     if unused:
         log.warning("model %s does not read %s features; ignoring them", model_name, unused)
     mcfg = build_config(cls, model_config)
+    # "auto" resolved here, so the version key names the dtype that really trained the model
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, cls, dist.device))
     if init_from is None:
         init_from = []
     elif isinstance(init_from, (str, ArtifactRef)):
@@ -119,7 +122,8 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
                    **{f"valid_{k}": v for k, v in res.best_metrics.items()}},
             info={"epoch_seconds": res.epoch_seconds, "world_size": dist.world_size,
                   "device": str(dist.device), "threads": torch.get_num_threads(),
-                  "resumed_from": res.resumed_from, "runtime_config": cfg.to_dict()},
+                  "resumed_from": res.resumed_from, "runtime_config": cfg.to_dict(),
+                  "precision": cfg.precision, "attention_backend": _attention_backend(model, dist.device)},
         )
         published = store.publish(name, "model", out, parents=parents, params=params)
         if published != ref:  # planned_ref must mirror the store's version id
@@ -127,6 +131,16 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
         shutil.rmtree(ckpt, ignore_errors=True)
     D.barrier(dist, "waiting for rank 0 to publish")
     return ref
+
+
+def _attention_backend(model, device) -> str | None:
+    """Which attention implementation trained an attentive model: "fused-op" (the native
+    kernel, registered as torch op mmiris::attentive_sum) or "eager"; None for others."""
+    if not getattr(model, "has_attention", False):
+        return None
+    from mmiris.models import attentive
+
+    return attentive.backend_name(getattr(model, "backend", "auto"), device)
 
 
 def planned_ref(name: str, kind: str, parents, params: dict) -> ArtifactRef:

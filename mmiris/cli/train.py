@@ -13,7 +13,7 @@ import logging
 
 from mmiris.artifacts import ArtifactStore
 from mmiris.errors import MmirisError
-from mmiris.train.config import LOSSES, TrainConfig
+from mmiris.train.config import LOSSES, PRECISIONS, TrainConfig
 
 _T = TrainConfig()
 
@@ -39,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--patience", type=int, default=_T.patience, help="early stopping on validation HR@10")
     p.add_argument("--seed", type=int, default=_T.seed)
     p.add_argument("--eval-every", type=int, default=_T.eval_every)
+    p.add_argument("--precision", choices=PRECISIONS, default=_T.precision,
+                   help="dense matmuls in bf16 autocast or fp32; auto: bf16 for IRIS on CPUs with native bf16 "
+                        "(see docs/models.md, Training speed)")
     p.add_argument("--device", default=_T.device, help="auto (cuda if available), cpu or cuda")
     p.add_argument("--threads", type=int, default=_T.threads, help="torch threads per process (0: default)")
     p.add_argument("--checkpoint-dir", default=None,
@@ -67,7 +70,8 @@ def run(args) -> int:
 
     cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, negatives=args.negatives,
                       loss=args.loss, patience=args.patience, seed=args.seed, eval_every=args.eval_every,
-                      device=args.device, threads=args.threads, checkpoint_steps=args.checkpoint_steps)
+                      device=args.device, threads=args.threads, checkpoint_steps=args.checkpoint_steps,
+                      precision=args.precision)
     model_config = parse_sets(args.model_set)
     if args.emb is not None:
         model_config["emb"] = args.emb

@@ -14,6 +14,7 @@ most ``pair_budget`` (user, candidate, history item) triples for item-similarity
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,13 @@ from mmiris.eval.metrics import KS, metric_sums, metrics_from_ranks, positive_ra
 from mmiris.models.base import Recommender
 
 PAIR_BUDGET = 1 << 22  # user × candidate × history triples per scoring batch
+
+
+def _item_cache(model: Recommender):
+    """The model's per-item precomputation for a whole evaluation (IRIS: towers and IRN
+    projections of the catalogue, once instead of once per batch), if it has one."""
+    cached = getattr(model, "cached_items", None)
+    return cached() if cached is not None else nullcontext()
 
 
 @dataclass
@@ -87,11 +95,12 @@ def sampled_ranks(model: Recommender, users: np.ndarray, items: np.ndarray, nega
     ranks = np.zeros(len(users), np.int64)
     was_training = model.training
     model.eval()
-    for idx in _batches(lengths, cands.shape[1], pair_budget, max_users):
-        u = torch.from_numpy(users[idx]).to(device)
-        s = model.scores(u, torch.from_numpy(cands[idx]).to(device)).float()
-        r = positive_ranks(s[:, 0], s[:, 1:], torch.from_numpy(valid[idx]).to(device))
-        ranks[idx] = r.cpu().numpy()
+    with _item_cache(model):
+        for idx in _batches(lengths, cands.shape[1], pair_budget, max_users):
+            u = torch.from_numpy(users[idx]).to(device)
+            s = model.scores(u, torch.from_numpy(cands[idx]).to(device)).float()
+            r = positive_ranks(s[:, 0], s[:, 1:], torch.from_numpy(valid[idx]).to(device))
+            ranks[idx] = r.cpu().numpy()
     model.train(was_training)
     return RankResult("sampled", users, items, ranks, 1 + valid.sum(axis=1), dropped)
 

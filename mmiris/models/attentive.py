@@ -9,10 +9,11 @@ Computed as a_ij = exp(e_ij − β·logsumexp_i e_ij), stable for any logits. Wh
 without j is empty the score is 0 (and every a_ij is 0).
 
 Two paths with the same numbers: a fused native kernel (kernels/attentive_sum.c; CPU,
-float32) that never stores anything of size targets×history×h, and an eager PyTorch path
+float32), registered as the PyTorch op ``mmiris::attentive_sum`` (torch.library: fake and
+autograd registrations), that never stores anything of size targets×history×h, and an eager PyTorch path
 (GPU, other dtypes, no compiler) that works through (rows × targets) chunks of bounded size
 and recomputes each chunk in backward (activation checkpointing), so memory stays bounded
-for users with thousands of history items.
+for users with thousands of history items. Both run in fp32 under any autocast policy.
 """
 
 from __future__ import annotations
@@ -74,53 +75,116 @@ def _p(t: torch.Tensor | None):
     return ctypes.c_void_p(t.data_ptr()) if t is not None and t.numel() else None
 
 
-class _FusedAttentiveSum(torch.autograd.Function):
-    """Native kernel on transposed, block-padded history tensors: PT [B, k, L'], AT [B, h, L']."""
+def _forward_impl(mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha):
+    lib = _lib()
+    B, T = items.shape
+    K, L = PT.shape[1], PT.shape[2]
+    H = hv.shape[0]
+    score = torch.empty(B, T, dtype=torch.float32)
+    lse = torch.empty(B, T, dtype=torch.float32)
+    n = _threads(int(hlen.sum()) * T)
+    parts = [(a, b, 0, T) for a, b in _row_chunks(hlen, T, 4 * n)]
+    parts_t = torch.tensor(parts, dtype=torch.int64).reshape(-1)
+    lib.attentive_sum_forward(mode, len(parts), _p(parts_t), n, T, L, K, H, _p(PT), _p(QT), _p(hist),
+                              _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv), float(beta),
+                              float(alpha), _p(score), _p(lse))
+    return score, lse
+
+
+def _backward_impl(g, lse, mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha):
+    lib = _lib()
+    B, T = items.shape
+    K, L = PT.shape[1], PT.shape[2]
+    H = hv.shape[0]
+    g = g.contiguous().float()
+    n = _threads(int(hlen.sum()) * T)
+    parts = _row_chunks(hlen, T, 4 * n)  # rows only: a row's history gradient has one writer
+    parts_t = torch.tensor(parts, dtype=torch.int64).reshape(-1)
+    nP = max(len(parts), 1)
+    dPT, dQT = torch.zeros_like(PT), torch.zeros_like(QT)
+    dAT, dC = torch.zeros_like(AT), torch.zeros_like(C)  # empty in PROD mode
+    dW = torch.zeros(nP, H, K) if mode == 1 else None  # one slice per work item, summed below
+    db = torch.zeros(nP, H) if mode == 1 else None
+    dhv = torch.zeros(nP, H)
+    lib.attentive_sum_backward(mode, len(parts), _p(parts_t), n, T, L, K, H, _p(PT), _p(QT), _p(hist),
+                               _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv),
+                               float(beta), float(alpha), _p(g), _p(lse), _p(dPT), _p(dQT),
+                               _p(dAT) if mode == 0 else None, _p(dC) if mode == 0 else None,
+                               _p(dW), _p(db), _p(dhv))
+    dW = dW.sum(0) if mode == 1 else torch.zeros_like(W)
+    db = db.sum(0) if mode == 1 else torch.zeros_like(bias)
+    return dPT, dQT, dAT, dC, dW, db, dhv.sum(0)
+
+
+# The kernel as a registered PyTorch op (torch.library), so torch.compile / export see ONE op
+# with a fake (shape) implementation and an autograd formula, instead of opaque ctypes calls.
+# Inputs are the kernel's layout: PT [B, k, L'] and AT [B, h, L'] transposed, block-padded;
+# QT [B, T, k], C [B, T, h]; mode 0 = additive (AT, C given; W, bias empty), 1 = prod.
+# Returns (scores [B, T], logsumexp of the logits [B, T], which backward reuses).
+@torch.library.custom_op("mmiris::attentive_sum", mutates_args=(), device_types="cpu")
+def attentive_sum_op(mode: int, PT: torch.Tensor, QT: torch.Tensor, hist: torch.Tensor, hlen: torch.Tensor,
+                     items: torch.Tensor, AT: torch.Tensor, C: torch.Tensor, W: torch.Tensor,
+                     bias: torch.Tensor, hv: torch.Tensor, beta: float,
+                     alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return _forward_impl(mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha)
+
+
+@attentive_sum_op.register_fake
+def _attentive_sum_fake(mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha):
+    B, T = items.shape
+    return PT.new_empty(B, T), PT.new_empty(B, T)
+
+
+@torch.library.custom_op("mmiris::attentive_sum_backward", mutates_args=(), device_types="cpu")
+def attentive_sum_backward_op(g: torch.Tensor, lse: torch.Tensor, mode: int, PT: torch.Tensor,
+                              QT: torch.Tensor, hist: torch.Tensor, hlen: torch.Tensor, items: torch.Tensor,
+                              AT: torch.Tensor, C: torch.Tensor, W: torch.Tensor, bias: torch.Tensor,
+                              hv: torch.Tensor, beta: float, alpha: float
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                         torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward_impl(g, lse, mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha)
+
+
+@attentive_sum_backward_op.register_fake
+def _attentive_sum_backward_fake(g, lse, mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha):
+    return (torch.empty_like(PT), torch.empty_like(QT), torch.empty_like(AT), torch.empty_like(C),
+            torch.empty_like(W), torch.empty_like(bias), torch.empty_like(hv))
+
+
+def _setup_context(ctx, inputs, output):
+    mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha = inputs
+    ctx.save_for_backward(PT, QT, hist, hlen, items, AT, C, W, bias, hv, output[1])
+    ctx.mode, ctx.beta, ctx.alpha = mode, beta, alpha
+
+
+def _backward(ctx, g, _g_lse):  # lse is an auxiliary output: its gradient is never used
+    PT, QT, hist, hlen, items, AT, C, W, bias, hv, lse = ctx.saved_tensors
+    dPT, dQT, dAT, dC, dW, db, dhv = attentive_sum_backward_op(g, lse, ctx.mode, PT, QT, hist, hlen, items, AT,
+                                                               C, W, bias, hv, ctx.beta, ctx.alpha)
+    need = ctx.needs_input_grad
+    keep = lambda t, i: t if need[i] else None  # noqa: E731
+    return (None, keep(dPT, 1), keep(dQT, 2), None, None, None, keep(dAT, 6), keep(dC, 7), keep(dW, 8),
+            keep(db, 9), keep(dhv, 10), None, None)
+
+
+attentive_sum_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _FusedAttentiveSum:
+    """The fused path's one call into the op (a seam the tests hook): scores only."""
 
     @staticmethod
-    def forward(ctx, mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha):
-        lib = _lib()
-        B, T = items.shape
-        K, L = PT.shape[1], PT.shape[2]
-        H = hv.shape[0]
-        score = torch.empty(B, T, dtype=torch.float32)
-        lse = torch.empty(B, T, dtype=torch.float32)
-        n = _threads(int(hlen.sum()) * T)
-        parts = [(a, b, 0, T) for a, b in _row_chunks(hlen, T, 4 * n)]
-        parts_t = torch.tensor(parts, dtype=torch.int64).reshape(-1)
-        lib.attentive_sum_forward(mode, len(parts), _p(parts_t), n, T, L, K, H, _p(PT), _p(QT), _p(hist),
-                                  _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv), float(beta),
-                                  float(alpha), _p(score), _p(lse))
-        ctx.save_for_backward(PT, QT, hist, hlen, items, AT, C, W, bias, hv, lse)
-        ctx.mode, ctx.beta, ctx.alpha = mode, beta, alpha
-        return score
+    def apply(*args):
+        return attentive_sum_op(*args)[0]
 
-    @staticmethod
-    def backward(ctx, g):
-        lib = _lib()
-        PT, QT, hist, hlen, items, AT, C, W, bias, hv, lse = ctx.saved_tensors
-        mode = ctx.mode
-        B, T = items.shape
-        K, L = PT.shape[1], PT.shape[2]
-        H = hv.shape[0]
-        g = g.contiguous().float()
-        n = _threads(int(hlen.sum()) * T)
-        parts = _row_chunks(hlen, T, 4 * n)  # rows only: a row's history gradient has one writer
-        parts_t = torch.tensor(parts, dtype=torch.int64).reshape(-1)
-        nP = max(len(parts), 1)
-        dPT, dQT = torch.zeros_like(PT), torch.zeros_like(QT)
-        dAT = torch.zeros_like(AT) if mode == 0 else None
-        dC = torch.zeros_like(C) if mode == 0 else None
-        dW = torch.zeros(nP, H, K) if mode == 1 else None  # one slice per work item, summed below
-        db = torch.zeros(nP, H) if mode == 1 else None
-        dhv = torch.zeros(nP, H)
-        lib.attentive_sum_backward(mode, len(parts), _p(parts_t), n, T, L, K, H, _p(PT), _p(QT), _p(hist),
-                                   _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv),
-                                   float(ctx.beta), float(ctx.alpha), _p(g), _p(lse), _p(dPT), _p(dQT),
-                                   _p(dAT), _p(dC), _p(dW), _p(db), _p(dhv))
-        return (None, dPT, dQT, None, None, None, dAT, dC,
-                dW.sum(0) if dW is not None else None, db.sum(0) if db is not None else None,
-                dhv.sum(0), None, None)
+
+def backend_name(backend: str, device) -> str:
+    """The attention implementation ``backend`` resolves to on ``device`` (recorded in model
+    artifacts): "fused-op" (mmiris::attentive_sum, the native kernel) or "eager"."""
+    dev_type = getattr(device, "type", str(device).split(":")[0])
+    if backend == "eager" or dev_type != "cpu" or not fused_available():
+        return "eager"
+    return "fused-op"
 
 
 def _fused(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha):
@@ -211,18 +275,27 @@ def attentive_scores(PH: torch.Tensor, QT: torch.Tensor, hist: torch.Tensor, hle
     mode = 0 if A is not None else 1
     if mode == 1 and (W is None or bias is None):
         raise ValueError("attentive_scores needs either A and C (additive) or W and bias (prod)")
+    # The softmax and the weighted sums stay in fp32 whatever the autocast policy: bf16 inputs
+    # (e.g. projections of bf16 towers) are widened; float64 stays float64 (eager path).
+    dt = torch.float64 if PH.dtype == torch.float64 else torch.float32
+    f = lambda t: t.to(dt) if t is not None and t.is_floating_point() and t.dtype != dt else t  # noqa: E731
+    PH, QT, A, C, W, bias, hv = map(f, (PH, QT, A, C, W, bias, hv))
     width = A.shape[-1] if mode == 0 else W.shape[0]
     fused_ok = (PH.device.type == "cpu" and PH.dtype == torch.float32 and PH.shape[-1] % 4 == 0
                 and width % 4 == 0 and fused_available())
     if backend == "fused" and not fused_ok:
         raise RuntimeError("fused attention kernel unavailable (needs CPU float32, k and h multiples of 4, a C compiler)")
-    if backend == "eager" or not fused_ok:
-        return _eager_chunked(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha)
-    return _fused(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha)
+    with torch.autocast(PH.device.type, enabled=False):
+        if backend == "eager" or not fused_ok:
+            return _eager_chunked(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha)
+        return _fused(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha)
 
 
 @torch.no_grad()
 def attention_weights(PH, QT, hist, hlen, items, hv, beta, *, A=None, C=None, W=None, bias=None):
     """a_ij [B, T, L] (0 on padding and on the target itself), for explanations."""
     mode = 0 if A is not None else 1
-    return _eager_chunked(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, 0.0, want_weights=True)
+    f = lambda t: t.float() if t is not None and t.dtype in (torch.bfloat16, torch.float16) else t  # noqa: E731
+    PH, QT, A, C, W, bias, hv = map(f, (PH, QT, A, C, W, bias, hv))
+    with torch.autocast(PH.device.type, enabled=False):
+        return _eager_chunked(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, 0.0, want_weights=True)

@@ -22,9 +22,11 @@ projections (W1 v_i, W2 v_j, …) are computed once per batch for the batch's di
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmiris.models import register
@@ -55,6 +57,7 @@ class MultimodalIRISConfig(IRISConfig):
 class _IRIS(AttentiveItemSimilarity):
     config_cls = IRISConfig
     towers: tuple[str, ...] = ()
+    dense_towers = True  # precision "auto" trains it in bf16 where the CPU has it (train/config.py)
 
     def __init__(self, config, n_users, n_items, history=None, features=None):
         super().__init__(config, n_users, n_items, history, features)
@@ -69,23 +72,71 @@ class _IRIS(AttentiveItemSimilarity):
         self.h = linear(h, 1, bias=False)  # h
 
     def item_vectors(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Tower outputs {modality: [N, k]} for item ids [N] (zero where the modality is missing)."""
+        """Tower outputs {modality: [N, k]} for item ids [N] (zero where the modality is missing).
+        Under bf16 autocast the tower matmuls run in bf16 (fp32 accumulation); outputs may be bf16."""
         raise NotImplementedError
+
+    def item_tables(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """IRN inputs per item: A = Σ_m W_hist^m x_i^m [N, h] and C = Σ_m W_target^m x_j^m + b [N, h]
+        (eq. 4/6 split into a history part and a target part). The towers may run in bf16; the
+        IRN projections run in fp32 (tiny k × h matmuls: nothing to gain, precision to lose)."""
+        vecs = self.item_vectors(ids)
+        with torch.autocast(ids.device.type, enabled=False):
+            v = torch.cat([vecs[m].float() for m in self.modalities], dim=1)  # [N, k·M]
+            # both sides of every modality in ONE GEMM: [N, k·M] @ [k·M, 2h]
+            Wh = torch.cat([self.irn_hist[m].weight for m in self.modalities], dim=1)
+            Wt = torch.cat([self.irn_target[m].weight for m in self.modalities], dim=1)
+            AC = v @ torch.cat([Wh, Wt], dim=0).t()
+            h = Wh.shape[0]
+            return AC[:, :h], AC[:, h:] + self.irn_bias
 
     def attention_inputs(self, hist, items, PH, QT):
         B, L = hist.shape
+        cached = getattr(self, "_tables", None)
+        if cached is not None and not torch.is_grad_enabled():  # evaluation: whole catalogue once
+            A_tab, C_tab = cached
+            return dict(A=A_tab[hist], C=C_tab[items])
         ids = torch.cat([hist.reshape(-1), items.reshape(-1)])
         uniq, inv = torch.unique(ids, return_inverse=True)  # each item's tower and projections once
-        vecs = self.item_vectors(uniq)
-        A_tab = sum(self.irn_hist[m](v) for m, v in vecs.items())
-        C_tab = sum(self.irn_target[m](v) for m, v in vecs.items()) + self.irn_bias
+        A_tab, C_tab = self.item_tables(uniq)
         return dict(A=A_tab[inv[: B * L]].view(B, L, -1), C=C_tab[inv[B * L:]].view(*items.shape, -1))
 
-    def _present(self, m, ids):
-        return getattr(self, f"{m}_present")[ids].to(getattr(self, f"{m}_features").dtype)[:, None]
+    @contextmanager
+    def cached_items(self):
+        """Evaluation: the towers and IRN projections of every item, computed once (no grad)
+        and reused by every ``scores`` call inside the block; exact, as parameters do not
+        change there. Evaluation used to recompute them per batch of users (and per chunk of
+        the catalogue in ``score_all``)."""
+        if getattr(self, "_tables", None) is not None:  # nested: the outer block's tables
+            yield
+            return
+        with torch.no_grad():
+            ids = torch.arange(self.n_items, device=self.device)
+            self._tables = tuple(t.contiguous() for t in self.item_tables(ids))
+        try:
+            yield
+        finally:
+            self._tables = None
+
+    def score_all(self, users):
+        with self.cached_items():
+            return super().score_all(users)
+
+    def _present(self, m, ids, dtype=None):
+        return getattr(self, f"{m}_present")[ids].to(dtype or getattr(self, f"{m}_features").dtype)[:, None]
 
     def _raw(self, m, ids):
-        return getattr(self, f"{m}_features")[ids]
+        """Raw features of ``ids``; a bf16 copy of the table is kept while bf16 autocast is on,
+        so the gather moves half the bytes and no per-step cast of [N, 1280] is needed."""
+        feats = getattr(self, f"{m}_features")
+        dev = feats.device.type
+        if torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16:
+            cache = self.__dict__.setdefault("_bf16_features", {})
+            hit = cache.get(m)
+            if hit is None or hit[0] is not feats:
+                hit = cache[m] = (feats, feats.to(torch.bfloat16))
+            return hit[1][ids]
+        return feats[ids]
 
     def regularization(self):
         c = self.config
@@ -115,9 +166,12 @@ class ImageIRIS(_IRIS):
         self.image2 = linear(hid, config.emb)  # W_i2i^1
 
     def item_vectors(self, ids):
-        pres = self._present("image", ids)
-        v1 = self.act(self.image1(self._raw("image", ids))) * pres
-        return {"image": self.act(self.image2(v1)) * pres}
+        x = self._raw("image", ids)
+        pres = self._present("image", ids, x.dtype)
+        v1 = self.act(self.image1(x))
+        v1 = v1 * pres.to(v1.dtype)
+        v2 = self.act(self.image2(v1))
+        return {"image": v2 * pres.to(v2.dtype)}
 
     def tower_layers(self):
         return [self.image1, self.image2]
@@ -134,7 +188,8 @@ class ImageAddTextIRIS(ImageIRIS):
 
     def item_vectors(self, ids):
         out = super().item_vectors(ids)
-        out["text"] = self.act(self.text1(self._raw("text", ids))) * self._present("text", ids)
+        t1 = self.act(self.text1(self._raw("text", ids)))
+        out["text"] = t1 * self._present("text", ids, t1.dtype)
         return out
 
     def tower_layers(self):
@@ -159,15 +214,27 @@ class MultimodalIRIS(ImageAddTextIRIS):
         return self.share_v2t if self.share_v2t is not None else self.share_t2v
 
     def item_vectors(self, ids):
-        pv, pt = self._present("image", ids), self._present("text", ids)
-        v0, t0 = self._raw("image", ids), self._raw("text", ids) * pt
-        v1 = self.act(self.image1(v0)) * pv
+        v0, t0 = self._raw("image", ids), self._raw("text", ids)
+        pv, pt = self._present("image", ids, v0.dtype), self._present("text", ids, t0.dtype)
+        t0 = t0 * pt
+        v1 = self.act(self.image1(v0))
+        v1 = v1 * pv.to(v1.dtype)
+        k = self.config.emb
         if self.share_t2v is None:
             v2, t1 = self.act(self.image2(v1)), self.act(self.text1(t0))
-        else:
-            v2 = self.act(self.image2(v1) + self.share_t2v(t0))  # eq. 7
-            t1 = self.act(self.text1(t0) + self._share_v()(v1))  # eq. 8
-        return {"image": v2 * pv, "text": t1 * pt}
+        elif self.share_v2t is None:  # one W_share (v¹ and t⁰ the same size): each side in one GEMM
+            # [v¹; t⁰] @ [W_i2i¹ W_share; W_share W_t2t⁰]-style: v² and t¹ pre-activations together
+            vt = torch.cat([v1, t0.to(v1.dtype)], dim=1)
+            Ws = self.share_t2v.weight
+            W = torch.cat([torch.cat([self.image2.weight, Ws], 1), torch.cat([Ws, self.text1.weight], 1)], 0)
+            pre = F.linear(vt, W, torch.cat([self.image2.bias, self.text1.bias]))
+            v2, t1 = self.act(pre[:, :k]), self.act(pre[:, k:])  # eq. 7, eq. 8
+        else:  # two W_share: v¹ feeds image2 and share_v2t, t⁰ feeds share_t2v and text1: two GEMMs
+            from_v = F.linear(v1, torch.cat([self.image2.weight, self.share_v2t.weight]))
+            from_t = F.linear(t0, torch.cat([self.share_t2v.weight, self.text1.weight]))
+            v2 = self.act(from_v[:, :k] + from_t[:, :k] + self.image2.bias)  # eq. 7
+            t1 = self.act(from_t[:, k:] + from_v[:, k:] + self.text1.bias)  # eq. 8
+        return {"image": v2 * pv.to(v2.dtype), "text": t1 * pt.to(t1.dtype)}
 
     def regularization(self):
         r = super().regularization()

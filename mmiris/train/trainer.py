@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +27,7 @@ from mmiris.models.base import Recommender
 from mmiris.progress import Progress
 from mmiris.train import distributed as D
 from mmiris.train.checkpoint import load_checkpoint, save_checkpoint
-from mmiris.train.config import TrainConfig
+from mmiris.train.config import TrainConfig, autocast, resolve_precision
 from mmiris.train.sampler import TrainSampler
 
 log = logging.getLogger("mmiris.train")
@@ -91,6 +91,8 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
     dist = dist or D.Dist()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # "auto" becomes the concrete dtype (it is part of the key: checkpoints compare it)
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, type(model), dist.device))
     model.to(dist.device)
     t_start = time.perf_counter()
 
@@ -167,7 +169,8 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
             for b, shard in sampler.shards(e, st["batch"]):
                 bt = shard.batch.to(dist.device)
                 weight = dist.world_size * shard.n_local / shard.n_global
-                loss = step_module(bt.users, bt.items, bt.labels, bt.mask, bt.group, weight)
+                with autocast(cfg.precision, dist.device):  # bf16 matmuls; backward follows the forward's dtypes
+                    loss = step_module(bt.users, bt.items, bt.labels, bt.mask, bt.group, weight)
                 opt.zero_grad(set_to_none=True)
                 D._collective(loss.backward, dist, f"backward of epoch {e + 1} batch {b}")
                 opt.step()
