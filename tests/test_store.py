@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
+from mmiris.artifacts.store import ChecksumError
 from mmiris.errors import ArtifactNotFound, SchemaError
 
 
@@ -86,8 +87,11 @@ def test_reader_validates_tampered_file(store):
     ref = store.publish("interactions", "interactions", _interactions())
     path = store.table_path(ref, "users")
     pq.write_table(pa.table({"user_id": ["x"], "source_id": ["1"]}), path)
-    with pytest.raises(SchemaError, match=rf"artifact {ref}.*'user_id' has type string, expected int64"):
+    with pytest.raises(ChecksumError, match=rf"artifact {ref}: .*users.parquet"):
         store.read_table(ref, "users")
+    unverified = ArtifactStore(store.root, verify=False)  # --no-verify: the contract still holds
+    with pytest.raises(SchemaError, match=rf"artifact {ref}.*'user_id' has type string, expected int64"):
+        unverified.read_table(ref, "users")
 
 
 def test_files_and_lineage(store):

@@ -13,6 +13,20 @@ parameters, code version): the same inputs and parameters give the same id, so a
 look its output up before computing it. Locally a version is built in ``_staging`` and
 renamed into place in one step; on object stores the manifest is the last object written,
 and readers only see versions that have one.
+
+Names and version ids follow one grammar, checked here and nowhere else (:func:`check_name`):
+1 to 128 characters from letters, digits, ``-``, ``_`` and ``.``, not starting with ``_`` or
+``.`` (no ``/``, ``@``, whitespace or control characters). Every path the store builds is
+normalised and checked to stay under the root; a local publish also resolves symlinks.
+
+Every table and file is checked against the sha256 its manifest records before it is used
+(:class:`ChecksumError` names the file otherwise). ``ArtifactStore(verify=False)``, the
+environment variable ``MMIRIS_VERIFY=0`` or the CLI's ``--no-verify`` skip the check.
+
+Stages that publish several artifacts together (ingest: interactions + items [+ split]) use
+:meth:`ArtifactStore.publish_group`: every member's manifest lists the group, and a version
+whose group is not all present is invisible to listings and ``latest`` (a kill between two
+renames leaves nothing a reader would pick up; rerunning the stage completes the group).
 """
 
 from __future__ import annotations
@@ -23,7 +37,9 @@ import json
 import logging
 import os
 import posixpath
+import re
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -42,6 +58,40 @@ log = logging.getLogger("mmiris.store")
 
 DEFAULT_STORE = "./mmiris-store"
 MANIFEST = "manifest.json"
+NAME_MAX = 128
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,%d}" % (NAME_MAX - 1))
+_RESERVED_VERSIONS = {"LATEST", "latest"}
+_STALE_GROUP_S = 600  # gc removes incomplete groups older than this (a live publish is faster)
+
+
+class ArtifactNameError(MmirisError, ValueError):
+    """A name or version id outside the grammar, or a path that would leave the store."""
+
+
+class ChecksumError(MmirisError):
+    """A table or file whose bytes differ from the sha256 recorded in its manifest."""
+
+
+def check_name(name: str, what: str = "artifact name") -> str:
+    """``name`` if it follows the grammar (module docstring), else ArtifactNameError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        shown = repr(name) if len(str(name)) <= 80 else repr(str(name)[:80]) + "…"
+        raise ArtifactNameError(
+            f"{what} {shown}: expected 1-{NAME_MAX} letters, digits, '-', '_' or '.', not starting "
+            f"with '_' or '.' (no '/', '@', spaces or control characters)")
+    return name
+
+
+def check_version(version: str) -> str:
+    check_name(version, "version id")
+    if version in _RESERVED_VERSIONS:
+        raise ArtifactNameError(f"version id {version!r} is reserved")
+    return version
+
+
+def verify_enabled() -> bool:
+    """The default of ``ArtifactStore(verify=None)``: on unless ``MMIRIS_VERIFY`` is 0/false/no."""
+    return os.environ.get("MMIRIS_VERIFY", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -51,14 +101,18 @@ class ArtifactRef:
     name: str
     version: str
 
+    def __post_init__(self):
+        check_name(self.name)
+        check_version(self.version)
+
     def __str__(self) -> str:
         return f"{self.name}@{self.version}"
 
     @classmethod
     def parse(cls, text: str) -> "ArtifactRef":
-        name, sep, version = text.partition("@")
+        name, sep, version = str(text).partition("@")
         if not sep or not name or not version:
-            raise MmirisError(f"artifact reference {text!r}: expected NAME@VERSION")
+            raise ArtifactNameError(f"artifact reference {text!r}: expected NAME@VERSION")
         return cls(name, version)
 
 
@@ -71,7 +125,7 @@ class Manifest:
     parents: list[str]
     params: dict
     code_version: str
-    tables: dict[str, dict]  # table -> {"file", "rows", "columns"}
+    tables: dict[str, dict]  # table -> {"file", "rows", "columns", "bytes", "sha256"}
     files: dict[str, dict]  # file -> {"path", "bytes", "sha256"}
     stats: dict  # counted treatments, reported figures
     info: dict  # recorded but not part of the version key (source paths, timings)
@@ -117,21 +171,42 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+@dataclass
+class Pending:
+    """One member of :meth:`ArtifactStore.publish_group`."""
+
+    name: str
+    kind: str
+    output: Output
+    parents: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+    code_version: str = ""
+
+
 class ArtifactStore:
     """Publish and read immutable artifact versions. See the module docstring for the layout."""
 
     def __init__(self, uri: str | os.PathLike | None = None,
-                 filesystem: pafs.FileSystem | None = None):
+                 filesystem: pafs.FileSystem | None = None, verify: bool | None = None):
         uri = str(uri or os.environ.get("MMIRIS_STORE") or DEFAULT_STORE)
         self.uri = uri
+        self.verify = verify_enabled() if verify is None else bool(verify)
         if filesystem is not None:
             self.fs, self.root = filesystem, uri.rstrip("/")
         elif "://" in uri and not uri.startswith("file://"):
-            self.fs, self.root = pafs.FileSystem.from_uri(uri)
+            try:
+                self.fs, self.root = pafs.FileSystem.from_uri(uri)
+            except (pa.ArrowException, ValueError) as exc:
+                raise MmirisError(f"store {uri!r}: not a usable filesystem URI ({exc})") from None
             self.root = self.root.rstrip("/")
         else:
             path = Path(uri.removeprefix("file://")).expanduser().resolve()
-            path.mkdir(parents=True, exist_ok=True)
+            if path.exists() and not path.is_dir():
+                raise MmirisError(f"store {uri}: {path} is a file, expected a folder (or a path to create)")
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise MmirisError(f"store {uri}: cannot create folder {path} ({exc.strerror or exc})") from None
             self.fs, self.root = pafs.LocalFileSystem(), path.as_posix()
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
 
@@ -140,7 +215,19 @@ class ArtifactStore:
 
     # ---------------------------------------------------------------- paths
     def _path(self, *parts: str) -> str:
-        return posixpath.join(self.root, *parts)
+        """A path under the root; one that would leave it (``..``, absolute parts) is an error."""
+        path = posixpath.normpath(posixpath.join(self.root, *parts))
+        if path != posixpath.normpath(self.root) and not path.startswith(self.root.rstrip("/") + "/"):
+            raise ArtifactNameError(f"path {'/'.join(parts)!r} leaves the store {self.uri}")
+        return path
+
+    def _check_inside(self, path: str) -> None:
+        """Local publishes: ``path`` with symlinks resolved must still be under the root."""
+        if self.is_local:
+            real, root = os.path.realpath(path), os.path.realpath(self.root)
+            if real != root and not real.startswith(root.rstrip("/") + "/"):
+                raise ArtifactNameError(f"{path} resolves to {real}, outside the store {root}; "
+                                        f"refusing to write there")
 
     def version_dir(self, ref: ArtifactRef) -> str:
         return self._path(ref.name, ref.version)
@@ -159,33 +246,49 @@ class ArtifactStore:
         try:
             with self.fs.open_input_stream(path) as f:
                 raw = json.loads(f.read())
+            m = Manifest(**raw)
         except FileNotFoundError:
             raise ArtifactNotFound(f"artifact {ref} not found in store {self.uri}") from None
-        return Manifest(**raw)
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise MmirisError(f"manifest {path} is corrupt ({type(exc).__name__}: {str(exc)[:120]}); "
+                              f"expected the JSON a publish writes — delete the version folder "
+                              f"and publish it again") from None
+        if (m.name, m.version) != (ref.name, ref.version):
+            raise MmirisError(f"manifest {path} describes {m.name}@{m.version}, not {ref}: "
+                              f"the store was edited by hand")
+        return m
 
     def names(self) -> list[str]:
         sel = pafs.FileSelector(self.root, allow_not_found=True)
         return sorted(i.base_name for i in self.fs.get_file_info(sel)
-                      if i.type == pafs.FileType.Directory and not i.base_name.startswith("_"))
+                      if i.type == pafs.FileType.Directory and _NAME.fullmatch(i.base_name))
 
-    def versions(self, name: str) -> list[Manifest]:
-        """Published versions of ``name``, oldest first."""
-        sel = pafs.FileSelector(self._path(name), allow_not_found=True)
+    def versions(self, name: str, *, incomplete: bool = False) -> list[Manifest]:
+        """Published versions of ``name``, oldest first (``incomplete``: with versions whose
+        group is not all present, see :meth:`publish_group`)."""
+        sel = pafs.FileSelector(self._path(check_name(name)), allow_not_found=True)
         out = []
         for info in self.fs.get_file_info(sel):
-            if info.type == pafs.FileType.Directory:
+            if info.type == pafs.FileType.Directory and _NAME.fullmatch(info.base_name) \
+                    and info.base_name not in _RESERVED_VERSIONS:
                 ref = ArtifactRef(name, info.base_name)
                 if self.exists(ref):
-                    out.append(self.manifest(ref))
+                    m = self.manifest(ref)
+                    if incomplete or self._group_complete(m):
+                        out.append(m)
         return sorted(out, key=lambda m: m.created_at)
 
+    def _group_complete(self, m: Manifest) -> bool:
+        return all(self.exists(ArtifactRef.parse(r)) for r in m.info.get("group", ()) if r != str(m.ref))
+
     def latest(self, name: str) -> ArtifactRef:
+        check_name(name)
         try:
             with self.fs.open_input_stream(self._path(name, "LATEST")) as f:
                 ref = ArtifactRef(name, f.read().decode().strip())
             if self.exists(ref):
                 return ref
-        except FileNotFoundError:
+        except (FileNotFoundError, ArtifactNameError, UnicodeDecodeError):
             pass
         versions = self.versions(name)
         if not versions:
@@ -199,6 +302,7 @@ class ArtifactStore:
                 raise ArtifactNotFound(f"artifact {text} not found in store {self.uri}")
             return text
         name, _, version = str(text).partition("@")
+        check_name(name, f"artifact {str(text)[:80]!r}: name")
         if not version or version == "latest":
             return self.latest(name)
         ref = ArtifactRef(name, version)
@@ -219,8 +323,19 @@ class ArtifactStore:
         table = table or _only_table(m)
         if table not in m.tables:
             raise MmirisError(f"artifact {m.ref} has no table {table!r}; it has {sorted(m.tables)}")
-        path = self._path(m.name, m.version, m.tables[table]["file"])
-        t = pq.read_table(path, filesystem=self.fs)
+        meta = m.tables[table]
+        path = self._path(m.name, m.version, meta["file"])
+        try:
+            if self.verify and "sha256" in meta:
+                data = self._read_verified(m, path, meta)
+                t = pq.read_table(pa.BufferReader(data))
+            else:
+                t = pq.read_table(path, filesystem=self.fs)
+        except FileNotFoundError:
+            raise MmirisError(f"artifact {m.ref}: table file {path} is missing") from None
+        except pa.ArrowException as exc:
+            raise MmirisError(f"artifact {m.ref}: {path} is not a readable Parquet file "
+                              f"({str(exc)[:160]})") from None
         contract = load_contract(m.kind)
         validate(t, contract, table, where=f"artifact {m.ref} ({path})")
         return t.select(columns) if columns else t
@@ -229,17 +344,46 @@ class ArtifactStore:
         m = self.manifest(ref)
         if name not in m.files:
             raise MmirisError(f"artifact {m.ref} has no file {name!r}; it has {sorted(m.files)}")
-        with self.fs.open_input_stream(self._path(m.name, m.version, m.files[name]["path"])) as f:
-            return f.read()
+        meta = m.files[name]
+        path = self._path(m.name, m.version, meta["path"])
+        try:
+            if self.verify:
+                return self._read_verified(m, path, meta)
+            with self.fs.open_input_stream(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            raise MmirisError(f"artifact {m.ref}: file {path} is missing") from None
+
+    def _read_verified(self, m: Manifest, path: str, meta: dict) -> bytes:
+        """The bytes of ``path`` after checking them against the manifest's size and sha256."""
+        with self.fs.open_input_stream(path) as f:
+            data = f.read()
+        want = meta.get("sha256")
+        if "bytes" in meta and len(data) != meta["bytes"]:
+            raise ChecksumError(f"artifact {m.ref}: {path} has {len(data)} bytes, the manifest records "
+                                f"{meta['bytes']} (truncated or changed after publishing); publish it "
+                                f"again, or pass --no-verify (MMIRIS_VERIFY=0) to read it anyway")
+        if want and hashlib.sha256(data).hexdigest() != want:
+            raise ChecksumError(f"artifact {m.ref}: {path} fails its checksum (sha256 "
+                                f"{hashlib.sha256(data).hexdigest()[:16]}…, the manifest records "
+                                f"{want[:16]}…): changed or corrupted after publishing; publish it "
+                                f"again, or pass --no-verify (MMIRIS_VERIFY=0) to read it anyway")
+        return data
 
     # ---------------------------------------------------------------- write
+    def planned_ref(self, name: str, kind: str, parents: Iterable, params: Mapping | None,
+                    code_version: str = "") -> ArtifactRef:
+        """The ref a publish of these inputs gets (whether or not it exists yet)."""
+        contract = load_contract(kind)
+        cv = f"mmiris-{__version__}" + (f"/{code_version}" if code_version else "")
+        return ArtifactRef(check_name(name), version_id(name, kind, contract.version,
+                                                        [str(p) for p in parents], dict(params or {}), cv))
+
     def get_or_create(self, name: str, kind: str, parents: Iterable[ArtifactRef], params: Mapping,
                       build: Callable[[], Output], code_version: str = "") -> ArtifactRef:
         """Return the existing version for these inputs, or build and publish it."""
         parents = list(parents)
-        contract = load_contract(kind)
-        cv = f"mmiris-{__version__}" + (f"/{code_version}" if code_version else "")
-        ref = ArtifactRef(name, version_id(name, kind, contract.version, parents, params, cv))
+        ref = self.planned_ref(name, kind, parents, params, code_version)  # checks the name first
         if self.exists(ref):
             log.info("found existing %s (same inputs and parameters); not recomputing", ref)
             return ref
@@ -249,76 +393,132 @@ class ArtifactStore:
     def publish(self, name: str, kind: str, output: Output, parents: Iterable[ArtifactRef] = (),
                 params: Mapping | None = None, code_version: str = "") -> ArtifactRef:
         """Validate and publish atomically. An existing version with the same id is kept."""
-        params = dict(params or {})
-        parents = [str(p) for p in parents]
-        contract = load_contract(kind)
-        cv = f"mmiris-{__version__}" + (f"/{code_version}" if code_version else "")
-        ref = ArtifactRef(name, version_id(name, kind, contract.version, parents, params, cv))
-        if self.exists(ref):
-            log.info("artifact %s already published; keeping it", ref)
-            return ref
-        missing = set(contract.tables) - set(output.tables)
-        unknown = set(output.tables) - set(contract.tables)
-        if missing or unknown:
-            raise MmirisError(
-                f"publishing {name} ({kind}): tables {sorted(output.tables)} do not match the "
-                f"contract's {sorted(contract.tables)}"
-            )
-        tables = {t: conform(tab, contract, t, where=f"publishing {name} ({kind})")
-                  for t, tab in output.tables.items()}
+        return self.publish_group([Pending(name, kind, output, list(parents), dict(params or {}),
+                                           code_version)])[0]
 
-        final = self.version_dir(ref)
-        work = (self._path("_staging", f"{name}-{ref.version}-{uuid.uuid4().hex[:8]}")
-                if self.is_local else final)
-        self.fs.create_dir(work, recursive=True)
+    def publish_group(self, members: list[Pending]) -> list[ArtifactRef]:
+        """Publish several artifacts all-or-nothing from a reader's point of view.
+
+        Every member is validated and written aside first; then the versions are moved into
+        place and LATEST pointers updated last. With more than one member, each manifest's
+        ``info.group`` lists all of them and a version whose group is incomplete stays
+        invisible (:meth:`versions`, :meth:`latest`). A failure removes what it had moved in.
+        Members that already exist are kept as they are.
+        """
+        plans = []
+        for mb in members:
+            contract = load_contract(mb.kind)
+            ref = self.planned_ref(mb.name, mb.kind, mb.parents, mb.params, mb.code_version)
+            plans.append((mb, contract, ref))
+        group = [str(ref) for _, _, ref in plans] if len(plans) > 1 else []
+        todo = [(mb, c, ref) for mb, c, ref in plans if not self.exists(ref)]
+        for mb, _, ref in plans:
+            if self.exists(ref):
+                log.info("artifact %s already published; keeping it", ref)
+        conformed = []
+        for mb, contract, ref in todo:  # validate everything before writing anything
+            missing = set(contract.tables) - set(mb.output.tables)
+            unknown = set(mb.output.tables) - set(contract.tables)
+            if missing or unknown:
+                raise MmirisError(
+                    f"publishing {mb.name} ({mb.kind}): tables {sorted(mb.output.tables)} do not "
+                    f"match the contract's {sorted(contract.tables)}")
+            conformed.append({t: conform(tab, contract, t, where=f"publishing {mb.name} ({mb.kind})")
+                              for t, tab in mb.output.tables.items()})
+        staged: list[tuple[ArtifactRef, str, str, dict]] = []  # (ref, work, final, table_meta)
+        started: list[str] = []  # work folders, removed on failure
+        moved: list[str] = []
         try:
-            table_meta = {}
-            for tname, tab in tables.items():
-                pq.write_table(tab, posixpath.join(work, f"{tname}.parquet"), filesystem=self.fs,
-                               compression="zstd")
-                table_meta[tname] = {"file": f"{tname}.parquet", "rows": tab.num_rows,
-                                     "columns": tab.column_names}
-            file_meta = {}
-            if output.files:
-                self.fs.create_dir(posixpath.join(work, "files"), recursive=True)
-            for fname, data in output.files.items():
-                rel = f"files/{fname}"
-                with self.fs.open_output_stream(posixpath.join(work, rel)) as f:
-                    f.write(data)
-                file_meta[fname] = {"path": rel, "bytes": len(data),
-                                    "sha256": hashlib.sha256(data).hexdigest()}
-            manifest = Manifest(
-                name=name, version=ref.version, kind=kind, schema_version=contract.version,
-                parents=parents, params=params, code_version=cv, tables=table_meta,
-                files=file_meta, stats=output.stats, info=output.info,
-                created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            )
-            # The manifest is written last: its presence marks the version complete.
-            with self.fs.open_output_stream(posixpath.join(work, MANIFEST)) as f:
-                f.write(manifest.to_json().encode())
+            for (mb, contract, ref), tables in zip(todo, conformed):
+                final = self.version_dir(ref)
+                work = (self._path("_staging", f"{ref.name}-{ref.version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+                        if self.is_local else final)
+                self._check_inside(posixpath.dirname(work))
+                self._check_inside(self._path(ref.name))
+                started.append(work)
+                table_meta = self._write_version(work, mb, contract, ref, tables, group)
+                staged.append((ref, work, final, table_meta))
             if self.is_local:
-                self.fs.create_dir(self._path(name), recursive=True)
-                try:
-                    os.rename(work, final)
-                except OSError:
-                    if not self.exists(ref):
-                        raise
-                    shutil.rmtree(work, ignore_errors=True)  # a concurrent publish won
+                for ref, work, final, _ in staged:
+                    self.fs.create_dir(self._path(ref.name), recursive=True)
+                    self._check_inside(final)
+                    try:
+                        os.rename(work, final)
+                        moved.append(final)
+                    except OSError:
+                        if not self.exists(ref):
+                            raise
+                        shutil.rmtree(work, ignore_errors=True)  # a concurrent publish won
         except BaseException:
-            if self.is_local:
-                shutil.rmtree(work, ignore_errors=True)
+            for work in started:
+                if self.is_local:
+                    shutil.rmtree(work, ignore_errors=True)
+                else:
+                    self._remove_remote(work)
+            for final in moved:  # ours alone: the rename succeeded, so nobody had published it
+                shutil.rmtree(final, ignore_errors=True)
             raise
-        self._write_latest(ref)
-        log.info("published %s (%s)", ref,
-                 ", ".join(f"{t}: {m['rows']} rows" for t, m in table_meta.items()))
-        return ref
+        for ref, _, _, table_meta in staged:
+            self._write_latest(ref)
+            log.info("published %s (%s)", ref,
+                     ", ".join(f"{t}: {m['rows']} rows" for t, m in table_meta.items()))
+        return [ref for _, _, ref in plans]
+
+    def _write_version(self, work: str, mb: Pending, contract, ref: ArtifactRef,
+                       tables: dict[str, pa.Table], group: list[str]) -> dict:
+        """Tables, files and (last) the manifest of one version into ``work``."""
+        self.fs.create_dir(work, recursive=True)
+        table_meta = {}
+        for tname, tab in tables.items():
+            sink = pa.BufferOutputStream()
+            pq.write_table(tab, sink, compression="zstd")
+            data = sink.getvalue()
+            with self.fs.open_output_stream(posixpath.join(work, f"{tname}.parquet")) as f:
+                f.write(data)
+            table_meta[tname] = {"file": f"{tname}.parquet", "rows": tab.num_rows,
+                                 "columns": tab.column_names, "bytes": data.size,
+                                 "sha256": hashlib.sha256(data).hexdigest()}
+        file_meta = {}
+        if mb.output.files:
+            self.fs.create_dir(posixpath.join(work, "files"), recursive=True)
+        for fname, data in mb.output.files.items():
+            rel = f"files/{check_name(fname, f'file name of {mb.name}')}"
+            with self.fs.open_output_stream(posixpath.join(work, rel)) as f:
+                f.write(data)
+            file_meta[fname] = {"path": rel, "bytes": len(data),
+                                "sha256": hashlib.sha256(data).hexdigest()}
+        info = dict(mb.output.info)
+        if group:
+            info["group"] = group
+        manifest = Manifest(
+            name=ref.name, version=ref.version, kind=mb.kind, schema_version=contract.version,
+            parents=[str(p) for p in mb.parents], params=dict(mb.params),
+            code_version=f"mmiris-{__version__}" + (f"/{mb.code_version}" if mb.code_version else ""),
+            tables=table_meta, files=file_meta, stats=mb.output.stats, info=info,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        )
+        # The manifest is written last: its presence marks the version complete.
+        with self.fs.open_output_stream(posixpath.join(work, MANIFEST)) as f:
+            f.write(manifest.to_json().encode())
+        return table_meta
+
+    def _remove_remote(self, path: str) -> None:
+        try:
+            self.fs.delete_dir(path)
+        except (OSError, pa.ArrowException):
+            log.warning("could not remove %s after a failed publish; readers ignore it (no manifest "
+                        "or an incomplete group)", path)
 
     def _write_latest(self, ref: ArtifactRef) -> None:
         path = self._path(ref.name, "LATEST")
         if self.is_local:
-            tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-            Path(tmp).write_text(ref.version + "\n")
-            os.replace(tmp, path)
+            tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            try:
+                Path(tmp).write_text(ref.version + "\n")
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         else:
             with self.fs.open_output_stream(path) as f:
                 f.write((ref.version + "\n").encode())
@@ -331,15 +531,47 @@ class ArtifactStore:
                 "parents": [self.lineage(ArtifactRef.parse(p)) for p in m.parents]}
 
     def gc_staging(self) -> int:
-        """Remove leftovers of crashed local publishes. Returns how many were removed."""
-        if not self.is_local:
-            return 0
-        staging = Path(self._path("_staging"))
+        """Remove leftovers of crashed publishes: staging folders and LATEST temp files of
+        processes no longer running, and versions of a group that never completed (older than
+        10 minutes). Returns how many were removed."""
         n = 0
-        for p in staging.glob("*") if staging.exists() else []:
-            shutil.rmtree(p, ignore_errors=True)
-            n += 1
+        if self.is_local:
+            staging = Path(self._path("_staging"))
+            for p in staging.glob("*") if staging.exists() else []:
+                if not _owner_alive(p.name.rsplit("-", 2)[-2] if p.name.count("-") >= 2 else ""):
+                    shutil.rmtree(p, ignore_errors=True)
+                    n += 1
+            for p in Path(self.root).glob("*/LATEST.*.tmp"):
+                if not _owner_alive(p.name.split(".")[1] if p.name.count(".") >= 3 else ""):
+                    p.unlink(missing_ok=True)
+                    n += 1
+        now = time.time()
+        for name in self.names():
+            for m in self.versions(name, incomplete=True):
+                if self._group_complete(m):
+                    continue
+                age = now - datetime.fromisoformat(m.created_at).timestamp()
+                if age > _STALE_GROUP_S:
+                    log.info("removing %s: its group %s never completed", m.ref, m.info.get("group"))
+                    if self.is_local:
+                        shutil.rmtree(self.version_dir(m.ref), ignore_errors=True)
+                    else:
+                        self._remove_remote(self.version_dir(m.ref))
+                    n += 1
         return n
+
+
+def _owner_alive(pid_text: str) -> bool:
+    """Whether the process that wrote a leftover (pid in its name) still runs on this host."""
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return int(pid_text) != 0
 
 
 def _only_table(m: Manifest) -> str:

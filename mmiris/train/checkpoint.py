@@ -5,10 +5,16 @@ exactly where it stopped: model and optimiser state, torch RNG states, the sampl
 (epoch and next batch), the early-stopping state and the log so far. It is written to a
 temporary file and renamed into place, so a kill mid-write leaves the previous one intact.
 
-A published model artifact carries ``files/model.pt`` ({"model", "config", "state_dict",
-"n_users", "n_items"}) and its typed configs in the manifest params; ``load_model`` rebuilds
-the model from them with the split's training histories and the feature artifacts it was
-trained with (its parents).
+A published model artifact carries ``files/model.pt`` ({"format": 1, "model", "config",
+"state_dict", "n_users", "n_items"}) and its typed configs in the manifest params; ``load_model``
+rebuilds the model from them with the split's training histories and the feature artifacts it
+was trained with (its parents).
+
+No pickled code is ever run: both files are read with ``torch.load(weights_only=True)``, whose
+unpickler accepts only tensors, dicts, lists, tuples, strings, numbers, booleans and None —
+everything these files hold (optimiser state and RNG states are tensors and numbers), so no
+extra classes are allow-listed. A model file is also checked against the sha256 in its
+manifest before it is unpickled (``ArtifactStore.read_file``).
 """
 
 from __future__ import annotations
@@ -47,9 +53,33 @@ def load_checkpoint(directory: str | os.PathLike) -> dict | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - report which file is unreadable
-        raise MmirisError(f"checkpoint {path} is unreadable ({exc}); delete it to start over") from exc
+        raise MmirisError(f"checkpoint {path} is unreadable ({_short(exc)}); delete it to start over") from None
+    if not isinstance(state, dict) or not {"model", "model_state", "optimizer", "rng", "state"} <= set(state):
+        raise MmirisError(f"checkpoint {path} is not a training checkpoint of this version; delete it to start over")
+    return state
+
+
+def _short(exc: Exception) -> str:
+    """The first line of an unpickling error (torch's own message runs to a page)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def read_model_file(store: ArtifactStore, ref: ArtifactRef) -> dict:
+    """``files/model.pt`` of a model artifact, checksum-verified and unpickled without code."""
+    data = store.read_file(ref, MODEL_FILE)
+    try:
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - name the file, not torch's internals
+        raise MmirisError(f"model {ref}: files/{MODEL_FILE} is not a loadable model file "
+                          f"({_short(exc)}); expected tensors, numbers and strings only") from None
+    if not isinstance(blob, dict) or not {"model", "config", "state_dict"} <= set(blob) \
+            or not isinstance(blob["state_dict"], dict):
+        raise MmirisError(f"model {ref}: files/{MODEL_FILE} lacks model/config/state_dict; expected a "
+                          f"model file written by mmiris (format 1)")
+    return blob
 
 
 def model_bytes(model: Recommender, state_dict: dict) -> bytes:
@@ -101,7 +131,7 @@ def load_model(store: ArtifactStore, model_ref: ArtifactRef | str,
     split = load_split(store, ArtifactRef.parse(split_refs[0]))
     feats = load_features(store, [ArtifactRef.parse(p) for p, k in kinds.items()
                                   if k in ("image_features", "text_features")], split.n_items)
-    blob = torch.load(io.BytesIO(store.read_file(m.ref, MODEL_FILE)), map_location="cpu", weights_only=False)
+    blob = read_model_file(store, m.ref)
     model = build_model(blob["model"], blob["config"], split, feats)
     if not model.trainable and not blob["state_dict"]:
         model.fit(split)  # closed-form model without saved tensors: refit (deterministic)
