@@ -19,7 +19,7 @@ from mmiris.artifacts import ArtifactRef, ArtifactStore
 from mmiris.errors import MmirisError
 from mmiris.report import figures as F
 from mmiris.report.collect import (SplitSection, collect_cards, collect_curves, collect_metrics,
-                                   describe_dataset, model_info, pick_recommendations)
+                                   collect_tunes, describe_dataset, model_info, pick_recommendations)
 from mmiris.report.html import render
 
 log = logging.getLogger("mmiris.report")
@@ -57,7 +57,8 @@ def build_report(store: ArtifactStore, out_dir: str | Path, *, metrics: list[str
     sections, figs = [], {}
     for s_idx, split in enumerate(splits):
         dataset, n_users_split, n_items = describe_dataset(store, split)
-        sec = SplitSection(split, dataset, n_users_split, n_items, metrics=by_split.get(split, []))
+        sec = SplitSection(split, dataset, n_users_split, n_items, metrics=by_split.get(split, []),
+                           tunes=collect_tunes(store, split))
         recs = next((m for m in rec_manifests if split in m.parents), None)
         if recs is None and recommendations is None:
             recs = pick_recommendations(store, split)

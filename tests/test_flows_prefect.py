@@ -193,7 +193,7 @@ def test_deploy_all_registers_every_deployment_with_its_schedule_and_defaults(se
            for d in server.api("POST", "/deployments/filter", json={})}
     expected_flows = {"demo-data", "ingest-movielens", "ingest-ncf", "ingest-amazon", "crawl-omdb",
                       "crawl-amazon-images", "extract-image-features", "extract-text-features",
-                      "split", "train", "evaluate", "recommend", "report", "pipeline",
+                      "split", "train", "tune", "evaluate", "recommend", "report", "pipeline",
                       "pipeline-demo"}
     assert {f for f, _ in got} == expected_flows
     assert len(got) == len(conf["deployments"])
@@ -311,6 +311,22 @@ def test_train_flow_alone_on_existing_artifacts_then_reuses_the_version(api):
     run = _flow_runs(api, "train")[0]
     text = _run_logs(api, run["id"])
     assert f"reused existing {ref}" in text and "not retraining" in text, text
+
+
+def test_tune_flow_alone_on_existing_artifacts(api):
+    from flows.tune import tune_flow
+
+    out, store_uri = api.demo_out, api.demo_store
+    ref = tune_flow(split=out["split"], model="fism", n_trials=2, only=["lr"],
+                    model_settings={"emb": 8}, train_settings={"epochs": 1, "threads": 1},
+                    store=store_uri)
+    m = ArtifactStore(store_uri).manifest(ref)
+    assert m.kind == "tune" and m.parents == [out["split"]] and m.stats["n_complete"] == 2
+    run = _flow_runs(api, "tune")[0]
+    assert run["state"]["type"] == "COMPLETED"
+    assert f"published {ref}" in _run_logs(api, run["id"])
+    arts = _run_artifacts(api, run["id"])
+    assert any(a["type"] == "table" and a["key"] == "trials-tune-fism" for a in arts)
 
 
 def test_bad_input_fails_the_run_once_without_retries(api):

@@ -15,7 +15,7 @@ import sys
 from mmiris.errors import MmirisError
 
 # Order is the order shown in --help.
-COMMANDS = ["demo", "ingest", "split", "crawl", "features", "train", "evaluate", "recommend",
+COMMANDS = ["demo", "ingest", "split", "crawl", "features", "train", "tune", "evaluate", "recommend",
             "report", "artifacts"]
 
 

@@ -31,11 +31,16 @@ def register(sub) -> None:
     p.add_argument("--init-from", action="append", default=None, metavar="MODEL",
                    help="published model to start from (NAIS or IRIS from a model-fism); repeat for "
                         "NeuMF: --init-from <gmf model> --init-from <mlp model>")
+    p.add_argument("--params-from", default=None, metavar="TUNE",
+                   help="apply the best trial's fields of a tune artifact (mmiris tune); explicit "
+                        "--lr/--batch-size/--negatives/--loss, --emb and --set still win")
     p.add_argument("--epochs", type=int, default=_T.epochs)
-    p.add_argument("--batch-size", type=int, default=_T.batch_size, help="instances per global batch")
-    p.add_argument("--lr", type=float, default=_T.lr)
-    p.add_argument("--negatives", type=int, default=_T.negatives, help="K sampled negatives per positive")
-    p.add_argument("--loss", choices=LOSSES, default=_T.loss)
+    # None = not given: --params-from may set these, else the TrainConfig default applies.
+    p.add_argument("--batch-size", type=int, default=None, help=f"instances per global batch (default {_T.batch_size})")
+    p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default {_T.lr})")
+    p.add_argument("--negatives", type=int, default=None,
+                   help=f"K sampled negatives per positive (default {_T.negatives})")
+    p.add_argument("--loss", choices=LOSSES, default=None, help=f"(default {_T.loss})")
     p.add_argument("--patience", type=int, default=_T.patience, help="early stopping on validation HR@10")
     p.add_argument("--seed", type=int, default=_T.seed)
     p.add_argument("--eval-every", type=int, default=_T.eval_every)
@@ -68,11 +73,20 @@ def run(args) -> int:
     from pipelines.train import train_model
     from mmiris.train import distributed as D
 
+    # Precedence: defaults < --params-from (best trial of a tune artifact) < explicit flags, --emb, --set.
+    tuned_model, tuned_train = {}, {}
+    if args.params_from:
+        from pipelines.tune import best_params
+
+        tuned_model, tuned_train = best_params(ArtifactStore(), args.params_from, args.model)
+    for key in ("lr", "batch_size", "negatives", "loss"):
+        if getattr(args, key) is None:
+            setattr(args, key, tuned_train.get(key, getattr(_T, key)))
     cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, negatives=args.negatives,
                       loss=args.loss, patience=args.patience, seed=args.seed, eval_every=args.eval_every,
                       device=args.device, threads=args.threads, checkpoint_steps=args.checkpoint_steps,
                       precision=args.precision)
-    model_config = parse_sets(args.model_set)
+    model_config = {**tuned_model, **parse_sets(args.model_set)}
     if args.emb is not None:
         model_config["emb"] = args.emb
     dist = D.setup(cfg.device)

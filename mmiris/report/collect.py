@@ -91,6 +91,17 @@ class Card:
 
 
 @dataclass
+class TuneRow:
+    """The newest ``tune-<model>`` study of a split: what the report's tuning table shows."""
+
+    ref: str
+    model: str
+    trials: dict  # state -> count (complete, pruned, fail)
+    best_value: float | None  # validation HR@10 of the best trial
+    best_params: dict
+
+
+@dataclass
 class SplitSection:
     split: str
     dataset: str  # a human description of where the data came from
@@ -102,6 +113,7 @@ class SplitSection:
     recommendations: str | None = None
     recommender: ModelInfo | None = None
     catalogue_sources: dict = field(default_factory=dict)
+    tunes: list[TuneRow] = field(default_factory=list)
 
 
 def model_info(store: ArtifactStore, ref: str) -> ModelInfo:
@@ -148,6 +160,20 @@ def _disambiguate(infos: list[ModelInfo]) -> None:
         if len(by_label[display_name(i.model)]) > 1 and i.label == display_name(i.model):
             embs = {x.emb for x in infos if x.label == i.label}
             i.label = f"{i.label} @{i.ref.split('@')[1][:6]}" if len(embs) <= 1 else i.label
+
+
+def collect_tunes(store: ArtifactStore, split: str) -> list[TuneRow]:
+    """Per tuned model, the newest ``tune`` artifact whose study ran on ``split``."""
+    newest: dict[str, Manifest] = {}
+    for m in _all(store, "tune"):
+        if m.params.get("split") == split:
+            model = str(m.params.get("model"))
+            if model not in newest or m.created_at > newest[model].created_at:
+                newest[model] = m
+    rows = [TuneRow(str(m.ref), model, {s: int(m.stats.get(f"n_{s}", 0)) for s in ("complete", "pruned", "fail")},
+                    m.stats.get("best_value"), m.stats.get("best_params") or {})
+            for model, m in newest.items()]
+    return sorted(rows, key=lambda r: (ORDER.index(r.model) if r.model in ORDER else len(ORDER), r.model))
 
 
 def collect_curves(store: ArtifactStore, infos: list[ModelInfo]) -> list[Curve]:

@@ -7,7 +7,7 @@ import base64
 import html
 from datetime import datetime, timezone
 
-from mmiris.report.collect import Card, MetricRow, SplitSection
+from mmiris.report.collect import Card, MetricRow, SplitSection, TuneRow, display_name
 from mmiris.report.figures import thumbnail
 
 CSS = """
@@ -56,6 +56,8 @@ def render(sections: list[SplitSection], figures: dict[str, bytes], *, title: st
         size = f"{s.n_users:,} users × {s.n_items:,} items" if s.n_users and s.n_items else ""
         out.append(f"<p class='muted'>Data: {e(s.dataset)}{'. ' + size if size else ''}</p>")
         out += _metric_tables(s.metrics)
+        if s.tunes:
+            out.append(_tune_table(s.tunes))
         loss = figures.get(f"loss-{s_idx}")
         if loss:
             out.append("<h3>Training loss (like the paper's Fig. 6)</h3>")
@@ -116,6 +118,22 @@ def _table(rows: list[MetricRow], cols: list[tuple[str, int]], caption: str) -> 
         body.append(f"<tr><td title='{e(m.ref)}'>{e(m.label)}{emb}</td>{''.join(cells)}</tr>")
     return (f"<table class='metrics'><caption>{e(caption)}</caption><tr><th>Method</th>{head}</tr>"
             + "".join(body) + "</table>")
+
+
+def _tune_table(rows: list[TuneRow]) -> str:
+    """The newest hyperparameter search per model (``mmiris tune``), scored on validation items."""
+    body = []
+    for r in rows:
+        trials = ", ".join(f"{n} {s}" for s, n in r.trials.items() if n)
+        best = "–" if r.best_value is None else f"{r.best_value:.4f}"
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_params.items())
+        body.append(f"<tr><td title='{e(r.ref)}'>{e(display_name(r.model))}</td><td>{e(trials)}</td>"
+                    f"<td>{best}</td><td>{e(params) or '–'}</td></tr>")
+    return ("<h3>Hyperparameter search (mmiris tune)</h3><p class='muted'>Best validation HR@10 (sampled "
+            "protocol, validation items only) of the newest study per model; <code>mmiris train "
+            "--params-from tune-&lt;model&gt;</code> trains with the best parameters.</p>"
+            "<table class='metrics'><tr><th>Method</th><th>Trials</th><th>Best HR@10 (valid)</th>"
+            "<th>Best parameters</th></tr>" + "".join(body) + "</table>")
 
 
 def _img(poster: bytes | None, alt: str, posters: bool = True) -> str:
