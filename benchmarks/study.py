@@ -59,7 +59,7 @@ PLAN: list[tuple[str, int, int, str]] = [
     ("image_iris", 16, 0, ""), ("image_add_text_iris", 16, 0, ""),
     ("nais_concat", 16, 1, ""), ("nais_prod", 16, 1, ""), ("multimodal_iris", 16, 1, ""),
     ("nais_concat", 16, 2, ""), ("nais_prod", 16, 2, ""), ("multimodal_iris", 16, 2, ""),
-    ("ease", 16, 0, ""), ("mf", 16, 0, ""), ("vbpr", 16, 0, ""), ("neumf", 16, 0, ""),
+    ("ease", 16, 0, ""), ("content_knn", 16, 0, ""), ("mf", 16, 0, ""), ("vbpr", 16, 0, ""), ("neumf", 16, 0, ""),
     ("fism", 64, 0, ""), ("nais_prod", 64, 0, ""), ("nais_concat", 64, 0, ""), ("multimodal_iris", 64, 0, ""),
     ("multimodal_iris", 16, 0, "doc2vec"),
 ]
