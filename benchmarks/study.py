@@ -49,8 +49,6 @@ from benchmarks.ml1m import PUBLISHED, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "study.json"
-ATTENTIVE = ("nais_prod", "nais_concat", "image_iris", "image_add_text_iris", "multimodal_iris")
-MULTIMODAL = ("image_iris", "image_add_text_iris", "multimodal_iris", "vbpr")
 
 # The issue's plan, in the order it is worth running: the central comparison first.
 PLAN: list[tuple[str, int, int, str]] = [
@@ -62,6 +60,7 @@ PLAN: list[tuple[str, int, int, str]] = [
     ("ease", 16, 0, ""), ("content_knn", 16, 0, ""), ("mf", 16, 0, ""), ("vbpr", 16, 0, ""), ("neumf", 16, 0, ""),
     ("fism", 64, 0, ""), ("nais_prod", 64, 0, ""), ("nais_concat", 64, 0, ""), ("multimodal_iris", 64, 0, ""),
     ("multimodal_iris", 16, 0, "doc2vec"),
+    ("hybrid_iris", 16, 0, ""), ("hybrid_iris", 16, 1, ""),  # beyond the paper (content issue)
 ]
 
 log = logging.getLogger("benchmarks.study")

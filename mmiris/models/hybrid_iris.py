@@ -1,0 +1,119 @@
+"""Hybrid IRIS: Multimodal IRIS whose attention also reads the collaborative signal, and whose
+item embeddings have a content part, so brand-new items can be ranked (beyond the paper).
+
+With g_i = [v_i; t_i] the outputs of Multimodal IRIS's towers (eq. 7–8) for item i:
+
+    p_i = P_i + U_p g_i,   q_j = Q_j + U_q g_j                       (content part of p and q)
+    e_ij = hᵀ ReLU( W1 v_i + W3 t_i + W_p p_i  +  W2 v_j + W4 t_j + W_q q_j + b )
+    r̂_uj = |R_u⁺\\{j}|^-α Σ_{i ∈ R_u⁺\\{j}} a_ij p_i·q_j + b_j,     a = smoothed softmax_β(e)
+
+- The logit is the IRN of eq. 6 plus NAIS_concat's W[p_i; q_j] (on the hybrid p and q): the
+  attention can follow the content where interactions are few and the learned factors where
+  they are many. It stays additive (history part + target part), so it runs on the same
+  fused attention op as NAIS_concat and the IRIS models.
+- A cold item j (no training interactions) has an untrained Q_j near its N(0, 0.01) init and
+  b_j = 0, but q_j = Q_j + U_q g_j carries its poster and plot, so its score is meaningful.
+- U_p and U_q start at zero: initialised from a FISM (``init_from``), the model starts with
+  exactly the FISM's p and q, and learns how much content to add.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from mmiris.models import register
+from mmiris.models.iris import MultimodalIRIS, MultimodalIRISConfig
+from mmiris.models.layers import linear, sq
+
+
+@dataclass
+class HybridIRISConfig(MultimodalIRISConfig):
+    content_embeddings: bool = True  # p_i = P_i + U_p g_i, q_j = Q_j + U_q g_j
+    collaborative_attention: bool = True  # W_p p_i + W_q q_j in the attention logit
+    reg_content: float = 1e-7  # L2 on U_p, U_q (the λ1 of eq. 12 applies to P, Q)
+
+
+@register
+class HybridIRIS(MultimodalIRIS):
+    name = "hybrid_iris"
+    config_cls = HybridIRISConfig
+
+    def __init__(self, config, n_users, n_items, history=None, features=None):
+        super().__init__(config, n_users, n_items, history, features)
+        k, h, M = config.emb, config.attention_size, len(self.modalities)
+        self.content_p = self.content_q = None
+        if config.content_embeddings:
+            self.content_p = linear(k * M, k, bias=False)  # U_p
+            self.content_q = linear(k * M, k, bias=False)  # U_q
+            with torch.no_grad():
+                self.content_p.weight.zero_()
+                self.content_q.weight.zero_()
+        self.irn_p = linear(k, h, bias=False) if config.collaborative_attention else None  # W_p
+        self.irn_q = linear(k, h, bias=False) if config.collaborative_attention else None  # W_q
+
+    def item_tables(self, ids):
+        """(A [N, h], C [N, h], content part of p [N, k], of q [N, k]) per item."""
+        vecs = self.item_vectors(ids)
+        A, C = self._irn_tables(vecs)
+        k = self.config.emb
+        if self.content_p is None:
+            zero = torch.zeros(len(ids), k, device=A.device)
+            return A, C, zero, zero
+        with torch.autocast(ids.device.type, enabled=False):
+            g = torch.cat([vecs[m].float() for m in self.modalities], dim=1)
+            pq = g @ torch.cat([self.content_p.weight, self.content_q.weight], dim=0).t()  # one GEMM
+        return A, C, pq[:, :k], pq[:, k:]
+
+    def _irn_tables(self, vecs):
+        """Multimodal IRIS's item_tables on tower outputs already computed."""
+        with torch.autocast(next(iter(vecs.values())).device.type, enabled=False):
+            v = torch.cat([vecs[m].float() for m in self.modalities], dim=1)
+            Wh = torch.cat([self.irn_hist[m].weight for m in self.modalities], dim=1)
+            Wt = torch.cat([self.irn_target[m].weight for m in self.modalities], dim=1)
+            AC = v @ torch.cat([Wh, Wt], dim=0).t()
+            h = Wh.shape[0]
+            return AC[:, :h], AC[:, h:] + self.irn_bias
+
+    def _parts(self, hist, items):
+        B, L = hist.shape
+        cached = getattr(self, "_tables", None)
+        if cached is not None and not torch.is_grad_enabled():  # evaluation: whole catalogue once
+            A_tab, C_tab, Pc_tab, Qc_tab = cached
+            A, C, Pc, Qc = A_tab[hist], C_tab[items], Pc_tab[hist], Qc_tab[items]
+        else:
+            ids = torch.cat([hist.reshape(-1), items.reshape(-1)])
+            uniq, inv = torch.unique(ids, return_inverse=True)  # towers once per distinct item
+            A_tab, C_tab, Pc_tab, Qc_tab = self.item_tables(uniq)
+            ih, it = inv[: B * L], inv[B * L:]
+            A, C = A_tab[ih].view(B, L, -1), C_tab[it].view(*items.shape, -1)
+            Pc, Qc = Pc_tab[ih].view(B, L, -1), Qc_tab[it].view(*items.shape, -1)
+        PH, QT = self.P(hist) + Pc, self.Q(items) + Qc
+        if self.irn_p is not None:
+            A = A + self.irn_p(PH)
+            C = C + self.irn_q(QT)
+        return PH, QT, dict(A=A, C=C)
+
+    @contextmanager
+    def cached_items(self):
+        if getattr(self, "_tables", None) is not None:
+            yield
+            return
+        with torch.no_grad():
+            ids = torch.arange(self.n_items, device=self.device)
+            self._tables = tuple(t.contiguous() for t in self.item_tables(ids))
+        try:
+            yield
+        finally:
+            self._tables = None
+
+    def regularization(self):
+        c = self.config
+        r = super().regularization()
+        if self.content_p is not None:
+            r = r + c.reg_content * (sq(self.content_p.weight) + sq(self.content_q.weight))
+        if self.irn_p is not None:
+            r = r + c.reg_attention * (sq(self.irn_p.weight) + sq(self.irn_q.weight))
+        return r
