@@ -436,7 +436,7 @@ class _Objective:
                 best.update(hr10=float(m["hr10"]), ndcg10=float(m.get("ndcg10", math.nan)), epoch=epoch)
                 trial.set_user_attr("best", dict(best))
             trial.set_user_attr("epochs", epoch)
-            if trial.should_prune():
+            if model.trainable and trial.should_prune():  # a closed-form fit has nothing left to stop
                 raise optuna.TrialPruned(f"validation HR@10 {m['hr10']:.4f} at epoch {epoch} "
                                          "is below the median of earlier trials")
 
