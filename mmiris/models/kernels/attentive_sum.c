@@ -9,7 +9,7 @@
  *   score   = n^-alpha * sum_valid a_l (p_l . q_t)     (eq. 5), 0 when no valid l
  *
  * History-side inputs are transposed, [B, K, L] and [B, H, L], with L a multiple of LB, so
- * every loop runs over l in 8-wide vectors; W (p*q) is computed as (W diag(q_t)) p_l, with
+ * every loop runs over l in vectors (16 floats with AVX-512, 8 with AVX2); W (p*q) is computed as (W diag(q_t)) p_l, with
  * W diag(q_t) built once per target. Nothing of size [T x L x H] is stored: a (b, t) row
  * lives in per-call scratch. Compiled at first use by mmiris/models/kernels/__init__.py with
  * -fopenmp: the library then shares torch's OpenMP runtime (same soname), so its threads do
@@ -20,9 +20,16 @@
 #include <string.h>
 
 typedef long long i64;
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4)));
-typedef int v8i __attribute__((vector_size(32)));
+/* VW floats per vector: 16 (one zmm register) where the compiler targets AVX-512, else 8
+ * (AVX2 ymm); every loop over the history runs VW items at a time. */
+#if defined(__AVX512F__)
+#define VW 16
+#else
+#define VW 8
+#endif
+typedef float v8 __attribute__((vector_size(4 * VW)));
+typedef float v8u __attribute__((vector_size(4 * VW), aligned(4)));
+typedef int v8i __attribute__((vector_size(4 * VW)));
 
 #define INLINE static inline __attribute__((always_inline))
 #define LD(p) (*(const v8u *)(p))
@@ -30,12 +37,12 @@ typedef int v8i __attribute__((vector_size(32)));
 #define LB 32          /* history block; L (the stride) is a multiple of it */
 #define NEG (-1.0e30f) /* logit of an excluded or padded slot: exp() underflows to 0 */
 
-INLINE v8 splat(float x) { return (v8){x, x, x, x, x, x, x, x}; }
+INLINE v8 splat(float x) { return x - (v8){0}; } /* scalar - vector broadcasts */
 INLINE v8 relu8(v8 x) { return (v8)((v8i)x & (x > splat(0.f))); }
 INLINE v8 mask_pos(v8 x, v8 y) { return (v8)((v8i)y & (x > splat(0.f))); } /* x > 0 ? y : 0 */
 INLINE float hsum(v8 x) {
     float s = 0.f;
-    for (int i = 0; i < 8; i++) s += x[i];
+    for (int i = 0; i < VW; i++) s += x[i];
     return s;
 }
 INLINE i64 roundup(i64 n) { return (n + LB - 1) / LB * LB; }
@@ -43,57 +50,62 @@ INLINE i64 roundup(i64 n) { return (n + LB - 1) / LB * LB; }
 /* e[l] = hv . relu(AT[:,l] + c) for l < nX */
 INLINE void logits_add(float *e, const float *AT, i64 L, const float *c, const float *hv, int H, i64 nX) {
     for (i64 l0 = 0; l0 < nX; l0 += LB) {
-        v8 acc[LB / 8] = {0};
+        v8 acc[LB / VW] = {0};
         for (int d = 0; d < H; d++) {
             const float *a = AT + d * L + l0;
             const v8 cd = splat(c[d]), hd = splat(hv[d]);
-            for (int i = 0; i < LB / 8; i++) acc[i] += hd * relu8(LD(a + 8 * i) + cd);
+            for (int i = 0; i < LB / VW; i++) acc[i] += hd * relu8(LD(a + VW * i) + cd);
         }
-        for (int i = 0; i < LB / 8; i++) ST(e + l0 + 8 * i, acc[i]);
+        for (int i = 0; i < LB / VW; i++) ST(e + l0 + VW * i, acc[i]);
     }
 }
+
+/* Rows of W (attention units d) per register block: 8 with AVX-512's 32 vector registers
+ * (16 accumulators), 4 with AVX2's 16. */
+#define DBLK(H) ((VW == 16 && (H) % 8 == 0) ? 8 : 4)
 
 /* pre[d][l] = bias[d] + sum_k WqT[k][d] PT[k][l]; e[l] = hv . relu(pre[:,l]); pre kept if asked */
 INLINE void logits_prod(float *e, float *pre, const float *PT, i64 L, const float *WqT,
                         const float *bias, const float *hv, int K, int H, i64 nX) {
-    for (i64 l0 = 0; l0 < nX; l0 += 16) {
+    const int DB = DBLK(H);
+    for (i64 l0 = 0; l0 < nX; l0 += 2 * VW) {
         v8 e0 = splat(0.f), e1 = splat(0.f);
-        for (int d0 = 0; d0 < H; d0 += 4) {
-            v8 acc[4][2];
-            for (int dd = 0; dd < 4; dd++) acc[dd][0] = acc[dd][1] = splat(bias[d0 + dd]);
+        for (int d0 = 0; d0 < H; d0 += DB) {
+            v8 acc[8][2];
+            for (int dd = 0; dd < DB; dd++) acc[dd][0] = acc[dd][1] = splat(bias[d0 + dd]);
             for (int k = 0; k < K; k++) {
-                const v8 p0 = LD(PT + k * L + l0), p1 = LD(PT + k * L + l0 + 8);
+                const v8 p0 = LD(PT + k * L + l0), p1 = LD(PT + k * L + l0 + VW);
                 const float *w = WqT + k * H + d0;
-                for (int dd = 0; dd < 4; dd++) {
+                for (int dd = 0; dd < DB; dd++) {
                     const v8 wv = splat(w[dd]);
                     acc[dd][0] += wv * p0;
                     acc[dd][1] += wv * p1;
                 }
             }
-            for (int dd = 0; dd < 4; dd++) {
+            for (int dd = 0; dd < DB; dd++) {
                 const v8 hd = splat(hv[d0 + dd]);
                 e0 += hd * relu8(acc[dd][0]);
                 e1 += hd * relu8(acc[dd][1]);
                 if (pre) {
                     ST(pre + (i64)(d0 + dd) * L + l0, acc[dd][0]);
-                    ST(pre + (i64)(d0 + dd) * L + l0 + 8, acc[dd][1]);
+                    ST(pre + (i64)(d0 + dd) * L + l0 + VW, acc[dd][1]);
                 }
             }
         }
         ST(e + l0, e0);
-        ST(e + l0 + 8, e1);
+        ST(e + l0 + VW, e1);
     }
 }
 
 /* pq[l] = p_l . q */
 INLINE void dots(float *pq, const float *PT, i64 L, const float *q, int K, i64 nX) {
     for (i64 l0 = 0; l0 < nX; l0 += LB) {
-        v8 acc[LB / 8] = {0};
+        v8 acc[LB / VW] = {0};
         for (int k = 0; k < K; k++) {
             const v8 qk = splat(q[k]);
-            for (int i = 0; i < LB / 8; i++) acc[i] += qk * LD(PT + k * L + l0 + 8 * i);
+            for (int i = 0; i < LB / VW; i++) acc[i] += qk * LD(PT + k * L + l0 + VW * i);
         }
-        for (int i = 0; i < LB / 8; i++) ST(pq + l0 + 8 * i, acc[i]);
+        for (int i = 0; i < LB / VW; i++) ST(pq + l0 + VW * i, acc[i]);
     }
 }
 
@@ -161,6 +173,9 @@ INLINE void backward_rows(int mode, i64 b0, i64 b1, i64 T, i64 L, int K, int H,
                           const float *gscore, const float *lse_in,
                           float *dPT, float *dQT, float *dAT, float *dC, float *dW, float *dbias,
                           float *dhv) {
+    /* history-embedding rows per register block in PROD's backward (2 x KB in dP); 4 measured
+     * slower than 2 with AVX-512 (more accumulators than the loads can feed) */
+#define KB 2
     float *e = scratch(L), *pq = scratch(L), *ga = scratch(L), *de = scratch(L);
     float *pre = mode == 1 ? scratch((size_t)H * L) : 0;
     float *WqT = scratch((size_t)K * H), *dWqT = scratch((size_t)K * H);
@@ -195,7 +210,7 @@ INLINE void backward_rows(int mode, i64 b0, i64 b1, i64 T, i64 L, int K, int H,
             float *dqt = dQT + bt * K;
             for (int k0 = 0; k0 < K; k0 += 4) {
                 v8 acc[4] = {0};
-                for (i64 l0 = 0; l0 < nX; l0 += 8) {
+                for (i64 l0 = 0; l0 < nX; l0 += VW) {
                     const v8 gv = LD(ga + l0);
                     for (int kk = 0; kk < 4; kk++) {
                         const i64 o = (i64)(k0 + kk) * L + l0;
@@ -210,7 +225,7 @@ INLINE void backward_rows(int mode, i64 b0, i64 b1, i64 T, i64 L, int K, int H,
                 float *dct = dC + bt * H;
                 for (int d0 = 0; d0 < H; d0 += 4) {
                     v8 sc[4] = {0}, sh[4] = {0};
-                    for (i64 l0 = 0; l0 < nX; l0 += 8) {
+                    for (i64 l0 = 0; l0 < nX; l0 += VW) {
                         const v8 dv = LD(de + l0);
                         for (int dd = 0; dd < 4; dd++) {
                             const int d = d0 + dd;
@@ -228,7 +243,7 @@ INLINE void backward_rows(int mode, i64 b0, i64 b1, i64 T, i64 L, int K, int H,
                 /* dpre in place of pre; dhv, dbias as sums over l */
                 for (int d0 = 0; d0 < H; d0 += 4) {
                     v8 sb[4] = {0}, sh[4] = {0};
-                    for (i64 l0 = 0; l0 < nX; l0 += 8) {
+                    for (i64 l0 = 0; l0 < nX; l0 += VW) {
                         const v8 dv = LD(de + l0);
                         for (int dd = 0; dd < 4; dd++) {
                             float *pr = pre + (i64)(d0 + dd) * L + l0;
@@ -241,43 +256,43 @@ INLINE void backward_rows(int mode, i64 b0, i64 b1, i64 T, i64 L, int K, int H,
                     }
                     for (int dd = 0; dd < 4; dd++) { dbias[d0 + dd] += hsum(sb[dd]); dhv[d0 + dd] += hsum(sh[dd]); }
                 }
-                /* dWqT[k][d] = sum_l P[k][l] dpre[d][l]  (blocks of 2 k x 4 d) */
-                for (int k0 = 0; k0 < K; k0 += 2) {
+                /* dWqT[k][d] = sum_l P[k][l] dpre[d][l]  (blocks of KB k x 4 d) */
+                for (int k0 = 0; k0 < K; k0 += KB) {
                     for (int d0 = 0; d0 < H; d0 += 4) {
-                        v8 acc[2][4] = {0};
-                        for (i64 l0 = 0; l0 < nX; l0 += 8) {
-                            v8 pv[2];
-                            for (int kk = 0; kk < 2; kk++) pv[kk] = LD(Pb + (i64)(k0 + kk) * L + l0);
+                        v8 acc[KB][4] = {0};
+                        for (i64 l0 = 0; l0 < nX; l0 += VW) {
+                            v8 pv[KB];
+                            for (int kk = 0; kk < KB; kk++) pv[kk] = LD(Pb + (i64)(k0 + kk) * L + l0);
                             for (int dd = 0; dd < 4; dd++) {
                                 const v8 dp = LD(pre + (i64)(d0 + dd) * L + l0);
-                                for (int kk = 0; kk < 2; kk++) acc[kk][dd] += pv[kk] * dp;
+                                for (int kk = 0; kk < KB; kk++) acc[kk][dd] += pv[kk] * dp;
                             }
                         }
-                        for (int kk = 0; kk < 2; kk++)
+                        for (int kk = 0; kk < KB; kk++)
                             for (int dd = 0; dd < 4; dd++) dWqT[(k0 + kk) * H + d0 + dd] = hsum(acc[kk][dd]);
                     }
                 }
-                /* dP[k][l] += ga[l] q[k] + sum_d WqT[k][d] dpre[d][l]  (blocks of 4 k x 16 l) */
-                for (i64 l0 = 0; l0 < nX; l0 += 16) {
-                    const v8 g0 = LD(ga + l0), g1 = LD(ga + l0 + 8);
-                    for (int k0 = 0; k0 < K; k0 += 4) {
-                        v8 acc[4][2];
-                        for (int kk = 0; kk < 4; kk++) {
+                /* dP[k][l] += ga[l] q[k] + sum_d WqT[k][d] dpre[d][l]  (blocks of 2 KB k x 2 VW l) */
+                for (i64 l0 = 0; l0 < nX; l0 += 2 * VW) {
+                    const v8 g0 = LD(ga + l0), g1 = LD(ga + l0 + VW);
+                    for (int k0 = 0; k0 < K; k0 += 2 * KB) {
+                        v8 acc[2 * KB][2];
+                        for (int kk = 0; kk < 2 * KB; kk++) {
                             const v8 qk = splat(q[k0 + kk]);
                             acc[kk][0] = LD(dPb + (i64)(k0 + kk) * L + l0) + g0 * qk;
-                            acc[kk][1] = LD(dPb + (i64)(k0 + kk) * L + l0 + 8) + g1 * qk;
+                            acc[kk][1] = LD(dPb + (i64)(k0 + kk) * L + l0 + VW) + g1 * qk;
                         }
                         for (int d = 0; d < H; d++) {
-                            const v8 d0v = LD(pre + (i64)d * L + l0), d1v = LD(pre + (i64)d * L + l0 + 8);
-                            for (int kk = 0; kk < 4; kk++) {
+                            const v8 d0v = LD(pre + (i64)d * L + l0), d1v = LD(pre + (i64)d * L + l0 + VW);
+                            for (int kk = 0; kk < 2 * KB; kk++) {
                                 const v8 w = splat(WqT[(k0 + kk) * H + d]);
                                 acc[kk][0] += w * d0v;
                                 acc[kk][1] += w * d1v;
                             }
                         }
-                        for (int kk = 0; kk < 4; kk++) {
+                        for (int kk = 0; kk < 2 * KB; kk++) {
                             ST(dPb + (i64)(k0 + kk) * L + l0, acc[kk][0]);
-                            ST(dPb + (i64)(k0 + kk) * L + l0 + 8, acc[kk][1]);
+                            ST(dPb + (i64)(k0 + kk) * L + l0 + VW, acc[kk][1]);
                         }
                     }
                 }
