@@ -1,0 +1,82 @@
+"""Sparse-user and cold-item settings derived from a leave-one-out split (mmiris/splits/settings.py)."""
+
+import numpy as np
+import pytest
+
+from mmiris.data.split import SplitData
+from mmiris.errors import InputError
+from mmiris.splits.leave_one_out import leave_one_out
+from mmiris.splits.settings import cold_items, sparse_users
+
+N_USERS, N_ITEMS = 40, 400
+
+
+def _split(seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, 60, N_USERS)
+    users = np.repeat(np.arange(N_USERS), lengths)
+    items = np.concatenate([rng.choice(N_ITEMS, n, replace=False) for n in lengths])
+    loo = leave_one_out(users, items, None, N_USERS, N_ITEMS, mode="random", n_negatives=20, seed=seed)
+    return SplitData(None, N_USERS, N_ITEMS, loo.train_user, loo.train_item, loo.valid.user, loo.valid.item,
+                     loo.valid.negatives, loo.test.user, loo.test.item, loo.test.negatives)
+
+
+def test_sparse_keeps_a_fraction_per_user_and_the_same_held_out_rows():
+    split = _split()
+    out = sparse_users(split, keep=0.2, seed=1)
+    full_counts = np.bincount(split.train_users, minlength=N_USERS)
+    kept_counts = np.bincount(out.train_user, minlength=N_USERS)
+    has = full_counts > 0
+    assert (kept_counts[has] == np.maximum(1, np.ceil(0.2 * full_counts[has]))).all()
+    full_pairs = set(zip(split.train_users.tolist(), split.train_items.tolist()))
+    assert set(zip(out.train_user.tolist(), out.train_item.tolist())) <= full_pairs
+    np.testing.assert_array_equal(out.test.item, split.test_items)
+    np.testing.assert_array_equal(out.test.negatives, split.test_negatives)
+    np.testing.assert_array_equal(out.valid.negatives, split.valid_negatives)
+    assert out.stats["setting"] == "sparse" and out.stats["keep"] == 0.2
+    again = sparse_users(split, keep=0.2, seed=1)
+    np.testing.assert_array_equal(again.train_item, out.train_item)  # deterministic for a seed
+    other = sparse_users(split, keep=0.2, seed=2)
+    assert not np.array_equal(other.train_item, out.train_item)
+
+
+def test_cold_items_are_absent_from_train_and_every_interaction_is_a_test_case():
+    split = _split()
+    out = cold_items(split, fraction=0.25, seed=0, n_negatives=20)
+    cold = set(out.test.item.tolist())
+    assert out.stats["n_cold_items"] >= len(cold) and out.stats["setting"] == "cold"
+    assert not cold & set(out.train_item.tolist())
+    assert not cold & set(out.valid.item.tolist())
+    everything = set(zip(np.concatenate([split.train_users, split.valid_users, split.test_users]).tolist(),
+                         np.concatenate([split.train_items, split.valid_items, split.test_items]).tolist()))
+    want = sorted((u, i) for u, i in everything if i in cold)
+    got = sorted(zip(out.test.user.tolist(), out.test.item.tolist()))
+    assert got == want  # each cold interaction exactly once
+    positives = {}
+    for u, i in everything:
+        positives.setdefault(u, set()).add(i)
+    cold_all = set(np.unique(out.test.negatives).tolist()) | cold
+    assert len(cold_all) <= out.stats["n_cold_items"]
+    for u, i, negs in zip(out.test.user, out.test.item, out.test.negatives):
+        assert len(set(negs.tolist())) == 20  # distinct
+        assert not set(negs.tolist()) & positives[int(u)]  # never a positive of the user (nor the case)
+    # warm rows are untouched
+    warm_train = [(u, i) for u, i in zip(split.train_users.tolist(), split.train_items.tolist()) if i not in cold]
+    assert sorted(zip(out.train_user.tolist(), out.train_item.tolist())) == sorted(warm_train)
+
+
+def test_cold_negatives_are_cold_items_only():
+    split = _split(seed=2)
+    out = cold_items(split, fraction=0.3, seed=5, n_negatives=10)
+    train_items = set(out.train_item.tolist())
+    assert not set(out.test.negatives.ravel().tolist()) & train_items  # negatives never warm
+
+
+def test_bad_fractions_are_clear_errors():
+    split = _split()
+    with pytest.raises(InputError, match="--keep"):
+        sparse_users(split, keep=0.0)
+    with pytest.raises(InputError, match="--cold-items"):
+        cold_items(split, fraction=1.0)
+    with pytest.raises(InputError, match="cannot give each case"):
+        cold_items(split, fraction=0.01, n_negatives=99)
