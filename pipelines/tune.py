@@ -385,7 +385,8 @@ def tune_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: s
             base = {**base_mc, **base_tc.to_dict()}
             first.append({p.name: base[p.name] for p in params if p.contains(base.get(p.name))})
         for values in [*first, *(enqueue or [])]:
-            study.enqueue_trial(values)
+            if values:
+                study.enqueue_trial(values)
     # A resumed study must not redraw the first run's parameters: seed + trials so far.
     seed = sampler_seed + len(trials)
     study.sampler = (optuna.samplers.TPESampler(seed=seed) if sampler == "tpe"
@@ -536,7 +537,7 @@ def best_params(store: ArtifactStore, tune_ref: ArtifactRef | str, model_name: s
 # ------------------------------------------------------------------------------ killed trials
 def _recover(study, fail_running: bool) -> None:
     """Mark trials left ``running`` by a dead process (this machine) or, with ``fail_running``,
-    all of them, as failed, and enqueue their parameters again."""
+    all of them, as failed, and enqueue their parameters again (once)."""
     import optuna
 
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -550,10 +551,12 @@ def _recover(study, fail_running: bool) -> None:
                         t.number, worker or "an unknown worker")
             continue
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        if t.params:
+        retry = bool(t.params) and "retry_of" not in t.user_attrs  # once: they may be what kills it (OOM)
+        if retry:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-        log.warning("trial %d was left running by %s, which is gone: marked fail; its parameters "
-                    "are tried again", t.number, worker or "an unknown worker")
+        log.warning("trial %d was left running by %s, which is gone: marked fail; %s", t.number,
+                    worker or "an unknown worker", "its parameters are tried again" if retry
+                    else "not retried (it was already a retry)" if t.params else "it had no parameters yet")
 
 
 def _start_time(pid: int) -> str:
