@@ -4,7 +4,9 @@
 Each artifact's version is keyed by the sha256 of the input files and the options, so
 ingesting the same files again returns the existing versions without parsing anything.
 Artifact names are ``<name_prefix>interactions``, ``<name_prefix>items`` and
-``<name_prefix>split``.
+``<name_prefix>split`` (checked against the store's name grammar before anything is read).
+Everything is read and checked first; then the artifacts are published together
+(``ArtifactStore.publish_group``): a reader sees all of them or none.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
-from mmiris.artifacts import ArtifactRef, ArtifactStore, file_sha256
+from mmiris.artifacts import ArtifactRef, ArtifactStore, Output, Pending, check_name, file_sha256
 from mmiris.errors import InputError
 from mmiris.http import redact
 from mmiris.ingest import amazon, movielens, ncf
@@ -46,6 +49,24 @@ class IngestResult:
 _once = functools.cache
 
 
+def _names(name_prefix: str, roles: tuple[str, ...] = ("interactions", "items")) -> dict[str, str]:
+    """Artifact names per role, checked before any input is read."""
+    return {r: check_name(f"{name_prefix}{r}", f"--name-prefix {name_prefix!r}: artifact name") for r in roles}
+
+
+def _publish_together(store: ArtifactStore, plan: list[tuple[str, str, list, dict]],
+                      build: Callable[[], list[Output]]) -> list[ArtifactRef]:
+    """Publish ``plan`` ((name, kind, parents, params) each) as one group, building the outputs
+    only when some member is missing from the store."""
+    refs = [store.planned_ref(n, k, p, prm, CODE_VERSION) for n, k, p, prm in plan]
+    if all(store.exists(r) for r in refs):
+        log.info("found existing %s (same inputs and parameters); not recomputing", ", ".join(map(str, refs)))
+        return refs
+    outputs = build()
+    return store.publish_group([Pending(n, k, out, list(p), prm, CODE_VERSION)
+                                for (n, k, p, prm), out in zip(plan, outputs)])
+
+
 def _where(source) -> str:
     return redact(str(source)) if is_url(source) else str(Path(source).expanduser().resolve())
 
@@ -54,23 +75,22 @@ def ingest_movielens(store: ArtifactStore, source: str | Path, *, name_prefix: s
                      encoding: str | None = None, on_bad_lines: str = "error",
                      cache: str | Path | None = None) -> IngestResult:
     """MovieLens 100K / 1M / 10M / CSV release from a folder, zip archive or URL."""
-    files = SourceFiles(fetch(source, cache=cache))
+    names = _names(name_prefix)
+    files = SourceFiles(fetch(source, cache=cache), markers=tuple(movielens.FLAVOURS))
     params = {"format": "movielens", "files": movielens.fingerprint(files), "encoding": encoding,
               "on_bad_lines": on_bad_lines}
     info = {"source": _where(source)}
-    data = _once(lambda: movielens.read_movielens(files, encoding=encoding, on_bad_lines=on_bad_lines))
-    inter = store.get_or_create(
-        f"{name_prefix}interactions", "interactions", [], params,
-        lambda: data().interactions.output({**info, "flavour": data().flavour}), CODE_VERSION)
 
-    def build_items():
-        d = data()
+    def build() -> list[Output]:
+        d = movielens.read_movielens(files, encoding=encoding, on_bad_lines=on_bad_lines)
         rows = [d.meta.get(s) for s in d.interactions.item_source]
-        return items_output(d.interactions.item_source, rows, stats=d.meta_stats, info=info)
+        return [d.interactions.output({**info, "flavour": d.flavour}),
+                items_output(d.interactions.item_source, rows, stats=d.meta_stats, info=info)]
 
-    items = store.get_or_create(f"{name_prefix}items", "items", [inter], params, build_items,
-                                CODE_VERSION)
-    return IngestResult(inter, items)
+    inter = store.planned_ref(names["interactions"], "interactions", [], params, CODE_VERSION)
+    refs = _publish_together(store, [(names["interactions"], "interactions", [], params),
+                                     (names["items"], "items", [inter], params)], build)
+    return IngestResult(*refs)
 
 
 def ingest_ncf(store: ArtifactStore, train: str | Path, test: str | Path, negatives: str | Path,
@@ -86,6 +106,7 @@ def ingest_ncf(store: ArtifactStore, train: str | Path, test: str | Path, negati
     """
     if (movies or links) and not item_map:
         raise InputError("--movies/--links need --item-map: NCF item ids are not MovieLens movieIds")
+    names = _names(name_prefix, ("interactions", "items", "split"))
     paths = {"train": fetch(train, cache=cache), "test": fetch(test, cache=cache),
              "negatives": fetch(negatives, cache=cache)}
     for key, src in (("item_map", item_map), ("movies", movies), ("links", links)):
@@ -120,14 +141,13 @@ def ingest_ncf(store: ArtifactStore, train: str | Path, test: str | Path, negati
         sources, rows, map_stats = ncf.ncf_item_rows(d.n_items, movie_of, exact, meta)
         return d, items_output(sources, rows, stats={**stats, **map_stats}, info=info), split
 
-    inter = store.get_or_create(f"{name_prefix}interactions", "interactions", [], params,
-                                lambda: data()[0].interactions.output(info), CODE_VERSION)
-    items = store.get_or_create(f"{name_prefix}items", "items", [inter], params, lambda: data()[1],
-                                CODE_VERSION)
+    inter = store.planned_ref(names["interactions"], "interactions", [], params, CODE_VERSION)
     split_params = {**params, "seed": seed, "n_valid_negatives": n_valid_negatives}
-    split = store.get_or_create(f"{name_prefix}split", "split", [inter], split_params,
-                                lambda: data()[2], CODE_VERSION)
-    return IngestResult(inter, items, split)
+    refs = _publish_together(store, [(names["interactions"], "interactions", [], params),
+                                     (names["items"], "items", [inter], params),
+                                     (names["split"], "split", [inter], split_params)],
+                             lambda: [data()[0].interactions.output(info), data()[1], data()[2]])
+    return IngestResult(*refs)
 
 
 def ingest_amazon(store: ArtifactStore, reviews: str | Path, meta: str | Path | None = None, *,
@@ -136,6 +156,7 @@ def ingest_amazon(store: ArtifactStore, reviews: str | Path, meta: str | Path | 
     """Amazon 2014/2018 reviews (+ metadata) -> k-core interactions and items (ASINs)."""
     if kcore < 1:
         raise InputError(f"kcore={kcore}: expected a number >= 1 (1 keeps everything)")
+    names = _names(name_prefix)
     paths = {"reviews": fetch(reviews, cache=cache)}
     if meta:
         paths["meta"] = fetch(meta, cache=cache)
@@ -165,8 +186,8 @@ def ingest_amazon(store: ArtifactStore, reviews: str | Path, meta: str | Path | 
         rows = [m.by_asin.get(a) for a in asins] if m else [None] * len(asins)
         return inter, items_output(asins, rows, stats=m.stats if m else {}, info=info)
 
-    inter = store.get_or_create(f"{name_prefix}interactions", "interactions", [], params,
-                                lambda: data()[0].output(info), CODE_VERSION)
-    items = store.get_or_create(f"{name_prefix}items", "items", [inter], params, lambda: data()[1],
-                                CODE_VERSION)
-    return IngestResult(inter, items)
+    inter = store.planned_ref(names["interactions"], "interactions", [], params, CODE_VERSION)
+    refs = _publish_together(store, [(names["interactions"], "interactions", [], params),
+                                     (names["items"], "items", [inter], params)],
+                             lambda: [data()[0].output(info), data()[1]])
+    return IngestResult(*refs)

@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from mmiris.artifacts import ArtifactRef, ArtifactStore
+from mmiris.artifacts import ArtifactRef, ArtifactStore, check_name
 from mmiris.errors import MmirisError
 from mmiris.splits.leave_one_out import leave_one_out
 
@@ -20,6 +20,12 @@ def split_leave_one_out(store: ArtifactStore, interactions_ref: ArtifactRef | st
                         short_users: str = "drop", name: str = "split") -> ArtifactRef:
     """One test and one validation interaction per user, each with ``n_negatives`` sampled
     negatives; ``mode`` "random" (the paper) or "latest" (by timestamp, as NCF)."""
+    if isinstance(n_negatives, bool) or not isinstance(n_negatives, int) or n_negatives < 1:
+        raise MmirisError(f"--negatives {n_negatives}: expected a number >= 1 (the sampled protocol "
+                          f"ranks each held-out item among its negatives)")
+    if not isinstance(seed, int) or seed < 0:
+        raise MmirisError(f"--seed {seed}: expected an integer >= 0")
+    check_name(name, "--name: artifact name")
     m = store.manifest(store.resolve(interactions_ref))
     if m.kind != "interactions":
         raise MmirisError(f"artifact {m.ref} is a {m.kind!r} artifact; expected interactions")

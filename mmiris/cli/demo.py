@@ -47,6 +47,14 @@ def run(args) -> int:
 
     from pipelines.demo import run_demo
 
+    for opt, value, least in (("--users", args.users, 2), ("--items", args.items, 10), ("--epochs", args.epochs, 1),
+                              ("--emb", args.emb, 1)):
+        if value < least:
+            raise MmirisError(f"{opt} {value}: expected at least {least}")
+    if args.workers is not None and args.workers < 1:
+        raise MmirisError(f"--workers {args.workers}: expected at least 1")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise MmirisError(f"--out {args.out}: is a file, expected a folder for the report")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     if not models:
         raise MmirisError("--models: name at least one model, e.g. itempop,nais_prod")

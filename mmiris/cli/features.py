@@ -6,6 +6,12 @@
     mmiris features text --jsonl omdb.jsonl --text-field Plot --id-field movie_id
     mmiris features encoders
 
+Ids: record ids (``--id-field``) and image file names are the items' ids in the source data
+(MovieLens movieId) and are joined to the dense item ids through the ``source_id`` column of
+an items artifact: ``--items`` or, by default, ``items@latest`` when the store has one. Ids
+that match no item are an error naming the file (``--skip-unmatched`` drops and counts
+them); ``--ids dense`` reads them as dense item ids, as does a store without items.
+
 Runs on a LocalCluster (``--workers``, one thread each) or an existing Dask cluster
 (``--scheduler tcp://host:8786``). Prints the feature artifact reference.
 """
@@ -26,6 +32,7 @@ def register(sub) -> None:
     src.add_argument("--images", help="item_images artifact (NAME, NAME@latest or NAME@VERSION)")
     src.add_argument("--images-dir", help="folder of <item_id>.<ext> images: published as "
                                           "item_images first")
+    _id_args(img)
     img.add_argument("--encoder", default="efficientnet-lite0",
                      help="registered name or local weights file (see `mmiris features encoders`)")
     _run_args(img, default_name="image_features")
@@ -37,6 +44,7 @@ def register(sub) -> None:
     src.add_argument("--jsonl", help="JSON-lines file of records: published as item_text first")
     txt.add_argument("--id-field", default="movie_id", help="--jsonl: item id field")
     txt.add_argument("--text-field", default="Plot", help="--jsonl: text field")
+    _id_args(txt)
     txt.add_argument("--encoder", default="minilm",
                      help="registered name or local Hugging Face folder")
     txt.add_argument("--pooling", choices=["mean", "cls"], default=None,
@@ -48,6 +56,51 @@ def register(sub) -> None:
     enc = fsub.add_parser("encoders", help="list registered encoders")
     enc.set_defaults(func=_encoders)
     p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def _id_args(p) -> None:
+    p.add_argument("--items", default=None,
+                   help="--images-dir/--jsonl: items artifact whose source ids the file names/records "
+                        "carry (default: items@latest when the store has one)")
+    p.add_argument("--ids", choices=["source", "dense"], default="source",
+                   help="--images-dir/--jsonl: ids are source ids joined through --items (default), or "
+                        "dense item ids")
+    p.add_argument("--skip-unmatched", action="store_true",
+                   help="drop (and count) records/files whose id matches no item instead of failing")
+
+
+def _id_map(store, args, keys: list[str], where: str, what: str) -> dict[str, int] | None:
+    """Source id -> dense item id through the items artifact; None when ids are dense."""
+    import logging
+
+    from mmiris.errors import MmirisError
+
+    if args.ids == "dense":
+        return None
+    if args.items is None and "items" not in store.names():
+        logging.getLogger("mmiris.features").info(
+            "no items artifact in the store: %s ids are read as dense item ids", where)
+        return None
+    ref = store.resolve(args.items or "items")
+    m = store.manifest(ref)
+    if m.kind != "items":
+        raise MmirisError(f"--items {ref} is a {m.kind!r} artifact, expected items")
+    t = store.read_table(ref, "items", columns=["item_id", "source_id"]).to_pydict()
+    id_map = dict(zip(t["source_id"], t["item_id"]))
+    unmatched = [k for k in keys if k not in id_map]
+    if unmatched and not args.skip_unmatched:
+        raise MmirisError(f"{where}: {len(unmatched)} of {len(keys)} {what} match no item of {ref} "
+                          f"(e.g. {unmatched[0]!r}); expected its source ids — pass --skip-unmatched to "
+                          f"drop and count them, or --ids dense if they are dense item ids")
+    if unmatched:
+        print(f"skipped {len(unmatched)} of {len(keys)} {what.split(' ')[0]} whose id matches no item of {ref}")
+    return id_map
+
+
+def _check_name(name: str) -> None:
+    from mmiris.artifacts import check_name
+
+    check_name(name, "--name: artifact name")
 
 
 def _run_args(p, default_name: str) -> None:
@@ -67,8 +120,21 @@ def _image(args) -> int:
     from mmiris.artifacts import ArtifactStore
     from pipelines.extract import extract_image_features, images_from_folder
 
+    from pathlib import Path
+
+    from mmiris.errors import MmirisError
+    from pipelines.extract import IMAGE_SUFFIXES
+
+    _check_name(args.name)
     store = ArtifactStore()
-    source = args.images or images_from_folder(store, args.images_dir)
+    source = args.images
+    if source is None:
+        folder = Path(args.images_dir).expanduser().resolve()  # relative paths are fine
+        if not folder.is_dir():
+            raise MmirisError(f"--images-dir {args.images_dir}: not a directory")
+        stems = [p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        id_map = _id_map(store, args, stems, args.images_dir, "image(s) are named by ids that")
+        source = images_from_folder(store, folder, id_map=id_map)
     ref = extract_image_features(store, source, args.encoder, client=args.scheduler,
                                  workers=args.workers, batch_size=args.batch_size,
                                  device=args.device, reuse=not args.no_reuse, name=args.name)
@@ -79,14 +145,41 @@ def _text(args) -> int:
     from mmiris.artifacts import ArtifactStore
     from pipelines.extract import extract_text_features, texts_from_jsonl
 
+    _check_name(args.name)
     store = ArtifactStore()
-    source = args.text or texts_from_jsonl(store, args.jsonl, id_field=args.id_field,
-                                           text_field=args.text_field)
+    source = args.text
+    if source is None:
+        keys = _jsonl_ids(args.jsonl, args.id_field)
+        id_map = _id_map(store, args, keys, args.jsonl, f"record(s) have {args.id_field} values that")
+        source = texts_from_jsonl(store, args.jsonl, id_field=args.id_field, text_field=args.text_field,
+                                  id_map=id_map)
     ref = extract_text_features(store, source, args.encoder, client=args.scheduler,
                                 workers=args.workers, batch_size=args.batch_size,
                                 device=args.device, reuse=not args.no_reuse,
                                 pooling=args.pooling, max_length=args.max_length, name=args.name)
     return _report(store, ref)
+
+
+def _jsonl_ids(path: str, id_field: str) -> list[str]:
+    """The ``id_field`` values of a JSON-lines file as text (lines that do not parse are left
+    to the reader, which names them)."""
+    from pathlib import Path
+
+    from mmiris.errors import MmirisError
+
+    p = Path(path)
+    if not p.is_file():
+        raise MmirisError(f"--jsonl {path}: not a file")
+    keys = []
+    with open(p, "rb") as f:
+        for raw in f:
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get(id_field) is not None:
+                keys.append(str(rec[id_field]))
+    return keys
 
 
 def _report(store, ref) -> int:

@@ -3,6 +3,10 @@
     mmiris recommend --model model-multimodal_iris                 # every user → artifact
     mmiris recommend --model model-multimodal_iris --users 1,2,3   # some users → artifact
     mmiris recommend --model model-multimodal_iris --user 10       # print a readable table
+
+User ids: ``--user`` takes the user's id in the source data (MovieLens ``UserID``, the
+``source_id`` column of the interactions' ``users`` table); ``--user-index`` and ``--users``
+take mmiris's dense 0-based ``user_id`` (the ids in the artifacts). The table names both.
 """
 
 from __future__ import annotations
@@ -16,12 +20,18 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="model artifact (NAME, NAME@latest or NAME@VERSION)")
     p.add_argument("--split", default=None, help="split artifact (default: the split the model was trained on)")
     who = p.add_mutually_exclusive_group()
-    who.add_argument("--users", default=None, help="comma-separated user ids (default: every user)")
-    who.add_argument("--user", type=int, default=None, help="print one user's recommendations as a table")
+    who.add_argument("--users", default=None,
+                     help="comma-separated dense user ids (user_id in the artifacts, from 0; default: every user)")
+    who.add_argument("--user", default=None, metavar="SOURCE_ID",
+                     help="print one user's recommendations as a table; the user's id in the source data "
+                          "(e.g. MovieLens UserID). An integer that is no source id is read as a dense id")
+    who.add_argument("--user-index", type=int, default=None, metavar="USER_ID",
+                     help="like --user, with the dense 0-based user_id of the artifacts")
     p.add_argument("--top-n", type=int, default=10, help="recommendations per user (default 10)")
     p.add_argument("--explain-k", type=int, default=3, help="explanation items per recommendation (default 3)")
     p.add_argument("--batch-users", type=int, default=256, help="users scored per batch (memory vs speed)")
-    p.add_argument("--items", default=None, help="items artifact for titles (default: found through lineage)")
+    p.add_argument("--items", default=None,
+                   help="items artifact for titles (default: found through lineage); must have the model's item count")
     p.set_defaults(func=run)
 
 
@@ -35,22 +45,31 @@ def parse_users(text: str | None) -> list[int] | None:
 
 
 def run(args) -> int:
-    from mmiris.recommend.catalogue import load_catalogue
+    from mmiris.recommend.catalogue import find_user, load_catalogue
     from mmiris.recommend.render import format_user
-    from pipelines.recommend import planned_ref, recommend
+    from pipelines.recommend import model_split, planned_ref, recommend
 
     store = ArtifactStore()
+    if args.batch_users < 1:
+        raise MmirisError(f"--batch-users {args.batch_users}: expected at least 1")
     kw = dict(top_n=args.top_n, explain_k=args.explain_k)
-    if args.user is not None:
+    if args.user is not None or args.user_index is not None:
+        split_ref = store.resolve(args.split) if args.split else model_split(store, store.resolve(args.model))
+        split_m = store.manifest(split_ref)
+        dense, source = find_user(store, split_ref, args.user, args.user_index)
+        n_items = int(split_m.stats.get("n_items", 0)) or None
+        items_ref = _check_items(store, args.items, n_items) if args.items else None
         # Reuse a full run if one exists; otherwise score just this user.
         full = planned_ref(store, args.model, args.split, **kw)
-        ref = full if store.exists(full) else recommend(store, args.model, args.split, users=[args.user],
+        ref = full if store.exists(full) else recommend(store, args.model, args.split, users=[dense],
                                                         batch_users=args.batch_users, **kw)
         table = store.read_table(ref, "recommendations")
         m = store.manifest(ref)
-        cat = load_catalogue(store, list(m.parents), _n_items(table), items=args.items)
-        print(f"Top-{args.top_n} for user {args.user}  (model {m.parents[0]}, from {ref})")
-        print(format_user(table, args.user, cat))
+        cat = load_catalogue(store, list(m.parents), n_items or _n_items(table),
+                             items=str(items_ref) if items_ref else None)
+        who = f"user {source} (source id; dense user_id {dense})" if source is not None else f"user_id {dense}"
+        print(f"Top-{args.top_n} for {who}  (model {m.parents[0]}, from {ref})")
+        print(format_user(table, dense, cat))
         return 0
     ref = recommend(store, args.model, args.split, users=parse_users(args.users), batch_users=args.batch_users, **kw)
     m = store.manifest(ref)
@@ -60,6 +79,19 @@ def run(args) -> int:
           + (f"; {m.info['users_per_s']} users/s" if m.info.get("users_per_s") else ""))
     print(f"  one user as a table: mmiris recommend --model {args.model} --user <id>")
     return 0
+
+
+def _check_items(store: ArtifactStore, items: str, n_items: int | None):
+    """``--items``: an items artifact with exactly the model's item count (titles are by row)."""
+    ref = store.resolve(items)
+    m = store.manifest(ref)
+    if m.kind != "items":
+        raise MmirisError(f"--items {ref} is a {m.kind!r} artifact, expected items")
+    rows = m.tables["items"]["rows"]
+    if n_items is not None and rows != n_items:
+        raise MmirisError(f"--items {ref} has {rows} items, the model's catalogue has {n_items}: it belongs "
+                          f"to another dataset (leave --items out to find the model's own)")
+    return ref
 
 
 def _n_items(table) -> int:

@@ -24,8 +24,17 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import os
+
     from mmiris.cli.recommend import parse_users
+    from mmiris.errors import MmirisError
     from pipelines.report import build_report
+
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise MmirisError(f"--out {args.out}: is a file, expected a folder (created if missing)")
+    for opt, value in (("--n-users", args.n_users), ("--top", args.top)):
+        if value < 1:
+            raise MmirisError(f"{opt} {value}: expected at least 1")
 
     path = build_report(ArtifactStore(), args.out, metrics=args.metrics, recommendations=args.recommendations,
                         users=parse_users(args.users), n_users=args.n_users, top=args.top, title=args.title,

@@ -17,6 +17,7 @@ import ast
 import gzip
 import hashlib
 import json
+import math
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mmiris.errors import InputError
-from mmiris.ingest.delimited import BAD_LINE_POLICIES
+from mmiris.ingest.delimited import BAD_LINE_POLICIES, INT64_MAX, INT64_MIN
 
 _ASIN = re.compile(r"""["']asin["']\s*:\s*["']([^"']+)["']""")
 
@@ -105,8 +106,12 @@ def read_reviews(path: str | Path, *, on_bad_lines: str = "error") -> Reviews:
             rating = rec.get("overall")
             ts = rec.get("unixReviewTime")
             rating = None if rating is None else float(rating)
+            if rating is not None and not math.isfinite(rating):
+                raise ValueError(f"field 'overall': expected a finite number, got {rec.get('overall')!r}")
             ts = None if ts is None else int(ts)
-        except (ValueError, TypeError) as exc:
+            if ts is not None and not INT64_MIN <= ts <= INT64_MAX:
+                raise ValueError(f"field 'unixReviewTime': {ts} is beyond the 64-bit integer range")
+        except (ValueError, TypeError, OverflowError) as exc:
             if on_bad_lines == "error":
                 raise InputError(f"{path}:{lineno}: {exc}") from None
             out.skipped_lines += 1

@@ -11,9 +11,11 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from mmiris.errors import InputError
@@ -21,6 +23,7 @@ from mmiris.errors import InputError
 _ARROW = {"int": pa.int64(), "float": pa.float32(), "str": pa.string()}
 _EXPECT = {"int": "an integer", "float": "a number", "str": "text"}
 BAD_LINE_POLICIES = ("error", "skip")
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,16 @@ def read_delimited(data: bytes, *, source: str, sep: str, fields: list[Field],
                                              quote_char='"' if quoted else False),
             convert_options=pacsv.ConvertOptions(
                 column_types={f.name: _ARROW[f.kind] for f in fields},
+                null_values=[""],  # only an empty field is missing; "nan"/"NA" are checked as values
                 strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return _slow(decode(data, source, encoding), source, sep, fields, header, quoted, on_bad_lines)
     for f in fields:
-        if not f.optional and table.column(f.name).null_count:
+        col = table.column(f.name)
+        if (not f.optional and col.null_count) or (
+                f.kind == "float" and pc.sum(pc.invert(pc.is_finite(col))).as_py()):
+            # a missing value, or inf/nan where a rating belongs: find and name the line
             return _slow(decode(data, source, encoding), source, sep, fields, header, quoted,
                          on_bad_lines)
     if table.num_rows == 0:
@@ -126,14 +133,24 @@ def _rows(text: str, sep: str, quoted: bool):
             yield lineno, line.split(sep)
 
 
+class _Unexpected(ValueError):
+    """A value of the right syntax outside what the field allows; args[0] is the expectation."""
+
+
 def _convert(value: str, f: Field):
     v = value.strip()
     if v == "" and f.optional:
         return None
     if f.kind == "int":
-        return int(v)
+        n = int(v)
+        if not INT64_MIN <= n <= INT64_MAX:
+            raise _Unexpected("an integer within the 64-bit range")
+        return n
     if f.kind == "float":
-        return float(v)
+        x = float(v)
+        if not math.isfinite(x):  # inf/nan parse as floats but are no rating
+            raise _Unexpected("a finite number")
+        return x
     return value
 
 
@@ -155,9 +172,9 @@ def _slow(text, source, sep, fields, header, quoted, on_bad_lines) -> Parsed:
             for k, (f, v) in enumerate(zip(fields, row), 1):
                 try:
                     values.append(_convert(v, f))
-                except ValueError:
-                    problem = (f"field {f.name!r} (column {k}): expected {_EXPECT[f.kind]}, "
-                               f"got {v[:60]!r}")
+                except ValueError as exc:
+                    expect = exc.args[0] if isinstance(exc, _Unexpected) else _EXPECT[f.kind]
+                    problem = f"field {f.name!r} (column {k}): expected {expect}, got {v[:60]!r}"
                     break
         if problem:
             if on_bad_lines == "error":

@@ -58,7 +58,7 @@ def fingerprint(files: SourceFiles) -> dict[str, str]:
 
 def read_movielens(path: str | Path | SourceFiles, *, encoding: str | None = None,
                    on_bad_lines: str = "error") -> MovieLensData:
-    files = path if isinstance(path, SourceFiles) else SourceFiles(path)
+    files = path if isinstance(path, SourceFiles) else SourceFiles(path, markers=tuple(FLAVOURS))
     path = files.path
     flavour = detect(files)
     if encoding is not None:

@@ -70,6 +70,40 @@ def _key(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
+def find_user(store: ArtifactStore, split_ref: ArtifactRef, source: str | None,
+              index: int | None) -> tuple[int, str | None]:
+    """(dense user_id, source id or None) of a user named by its source id or dense index.
+
+    Source ids come from the ``users`` table of the split's interactions. A ``source`` that
+    is no source id but an integer in range is read as a dense id (demo data, NCF files).
+    """
+    split_m = store.manifest(split_ref)
+    n_users = int(split_m.stats.get("n_users", 0))
+    parents = [ArtifactRef.parse(p) for p in split_m.parents]
+    inter = next((p for p in parents if store.manifest(p).kind == "interactions"), None)
+    sources: list[str] = []
+    if inter is not None:
+        t = store.read_table(inter, "users").to_pydict()
+        sources = [None] * (max(t["user_id"], default=-1) + 1)
+        for uid, sid in zip(t["user_id"], t["source_id"]):
+            sources[uid] = sid
+    if index is not None:
+        if not 0 <= index < n_users:
+            raise MmirisError(f"--user-index {index}: expected a dense user_id in 0..{n_users - 1} of {split_ref}")
+        return index, sources[index] if index < len(sources) else None
+    text = str(source).strip()
+    matches = [u for u, s in enumerate(sources) if s == text]
+    if matches:
+        return matches[0], text
+    if text.isdigit() and int(text) < n_users:
+        k = int(text)
+        log.info("--user %s: no user has source id %r; showing dense user_id %d", text, text, k)
+        return k, sources[k] if k < len(sources) else None
+    raise MmirisError(f"--user {text}: no user with source id {text!r} in {inter or split_ref} "
+                      f"(and not a dense user_id in 0..{n_users - 1}); expected the user's id in the "
+                      f"source data, or --user-index for the dense id")
+
+
 @dataclass
 class Catalogue:
     """Titles (and lazily, posters) by item id; any part may be missing."""

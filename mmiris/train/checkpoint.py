@@ -91,7 +91,17 @@ def model_bytes(model: Recommender, state_dict: dict) -> bytes:
 
 
 def build_config(cls: type[Recommender], model_config: dict | None):
-    """``cls``'s typed config with ``model_config`` overrides; unknown fields are an error."""
+    """``cls``'s typed config with ``model_config`` overrides; unknown fields, and values whose
+    type disagrees with the field's default (``--set beta=notjson``), are an error."""
+    defaults = cls.config_cls()
+    for key, value in (model_config or {}).items():
+        default = getattr(defaults, key, None)
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and \
+                (isinstance(value, (str, bool, list, dict)) or value is None):
+            raise MmirisError(f"model {cls.name}: --set {key}={value!r}: expected a number "
+                              f"(like the default {default!r})")
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise MmirisError(f"model {cls.name}: --set {key}={value!r}: expected true or false")
     try:
         return cls.config_cls(**(model_config or {}))
     except TypeError as exc:
