@@ -29,14 +29,15 @@ def build_report(store: ArtifactStore, out_dir: str | Path, *, metrics: list[str
                  recommendations: list[str] | None = None, users: list[int] | None = None,
                  n_users: int = 3, top: int = 3, title: str = "mmiris report",
                  notes: list[str] | None = None, items: str | None = None, item_text: str | None = None,
-                 item_images: str | None = None) -> Path:
+                 item_images: str | None = None, study: str | Path | None = None) -> Path:
     """Write ``out_dir/report.html`` (and ``out_dir/figures/``); returns the HTML path.
 
     ``metrics``/``recommendations``: artifact refs to show (default: every metrics artifact,
     and per split the newest recommendations with explanations). ``users``: whose cards to
     show (default: the first ``n_users`` users); ``top``: recommendations per card.
     ``items``/``item_text``/``item_images``: the catalogue artifacts for titles and posters
-    (default: those related to the recommendations through lineage)."""
+    (default: those related to the recommendations through lineage). ``study``: a
+    benchmarks.study rows file whose tables and validation curves are shown first."""
     out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +55,15 @@ def build_report(store: ArtifactStore, out_dir: str | Path, *, metrics: list[str
                 if m.kind == "recommendations":
                     splits += [p for p in m.parents if _kind(store, p) == "split" and p not in splits]
 
-    sections, figs = [], {}
+    sections, figs, extra = [], {}, []
+    if study is not None:
+        from mmiris.report import study as S
+
+        doc = S.load_study(study)
+        png = S.curves_png(doc, 16)
+        if png:
+            figs["study-curves-16"] = png
+        extra.append(S.html_section(doc, png, str(study)))
     for s_idx, split in enumerate(splits):
         dataset, n_users_split, n_items = describe_dataset(store, split)
         sec = SplitSection(split, dataset, n_users_split, n_items, metrics=by_split.get(split, []),
@@ -83,12 +92,12 @@ def build_report(store: ArtifactStore, out_dir: str | Path, *, metrics: list[str
                     figs[f"relevance-{s_idx}-{card.user}"] = F.relevance_chart(*card.chart)
         sections.append(sec)
 
-    for old in [*fig_dir.glob("loss-*.png"), *fig_dir.glob("relevance-*.png")]:
+    for old in [*fig_dir.glob("loss-*.png"), *fig_dir.glob("relevance-*.png"), *fig_dir.glob("study-*.png")]:
         if old.stem not in figs:  # from an earlier report into the same folder
             old.unlink()
     for name, png in figs.items():
         (fig_dir / f"{name}.png").write_bytes(png)
-    page = render(sections, figs, title=title, store_uri=store.uri, notes=notes)
+    page = render(sections, figs, title=title, store_uri=store.uri, notes=notes, extra=extra)
     path = out / "report.html"
     tmp = out / ".report.html.tmp"
     tmp.write_text(page, encoding="utf-8")

@@ -41,7 +41,7 @@ def e(text) -> str:
 
 
 def render(sections: list[SplitSection], figures: dict[str, bytes], *, title: str, store_uri: str,
-           notes: list[str] | None = None) -> str:
+           notes: list[str] | None = None, extra: list[str] | None = None) -> str:
     """``figures`` maps a figure name (``loss-<n>``, ``relevance-<n>-<user>``) to PNG bytes."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
@@ -49,8 +49,9 @@ def render(sections: list[SplitSection], figures: dict[str, bytes], *, title: st
            f"<p class='muted'>Generated {now} from artifact store <code>{e(store_uri)}</code>.</p>"]
     for n in notes or []:
         out.append(f"<p class='muted'>{e(n)}</p>")
-    if not sections:
+    if not sections and not extra:
         out.append("<p>No metrics, models or recommendations found in the store yet.</p>")
+    out += extra or []  # trusted fragments built with e() (the study section)
     for s_idx, s in enumerate(sections):
         out.append(f"<h2>Split <code>{e(s.split)}</code></h2>")
         size = f"{s.n_users:,} users × {s.n_items:,} items" if s.n_users and s.n_items else ""

@@ -190,3 +190,22 @@ def curves_png(doc: dict, emb: int = 16) -> bytes | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     return _png(fig)
+
+
+def html_section(doc: dict, curves16: bytes | None, source: str) -> str:
+    """The study's tables and curves as an HTML fragment (``mmiris report --study FILE``)."""
+    from mmiris.report.html import data_uri, e
+
+    out = ["<h2>ML-1M study (benchmarks.study)</h2>",
+           f"<p class='muted'>From <code>{e(source)}</code>: each row trained to early stopping on validation "
+           "HR@10, then evaluated on the test items; mean ± std over seeds where several were run.</p>"]
+    for caption, head, body in tables(doc):
+        out.append(f"<table class='metrics'><caption>{e(caption)}</caption><tr>"
+                   + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
+                   + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
+                   + "</table>")
+    if curves16:
+        out.append("<h3>Validation HR@10 per epoch (like the paper's Fig. 6)</h3>"
+                   f"<figure><img class='chart' alt='validation curves' src='{data_uri('image/png', curves16)}'>"
+                   "<figcaption>One line per study row at emb 16.</figcaption></figure>")
+    return "\n".join(out)
