@@ -50,6 +50,16 @@ def fused_available() -> bool:
     return _lib() is not None
 
 
+_BLOCK: list[int] = []
+
+
+def _block() -> int:
+    """The kernel's history block (the padded L is a multiple of it), read once."""
+    if not _BLOCK:
+        _BLOCK.append(int(_lib().attentive_sum_block()))
+    return _BLOCK[0]
+
+
 SMALL_WORK = 1 << 16  # pairs below which the kernel runs on one thread (a parallel region costs more)
 
 
@@ -190,15 +200,17 @@ def backend_name(backend: str, device) -> str:
 def _fused(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha):
     B, L = hist.shape
     T = items.shape[1]
-    block = _lib().attentive_sum_block()
+    block = _block()
     Lp = max(block, -(-L // block) * block)
     # Few rows (a 512-instance batch is often one user; score_all for one user): cut each row's
     # targets into S slices on S copies of the row, so every core gets work in backward too;
-    # autograd sums the copies' history gradients.
+    # autograd sums the copies' history gradients. (Not under torch.compile: the plan reads
+    # the history lengths, which a traced graph does not know.)
     S = 1
-    n = _threads(int(hlen.sum()) * T)
-    if B < 2 * n and T >= 64:
-        S = max(1, min(-(-4 * n // B), T // 32))
+    if not torch.compiler.is_compiling():
+        n = _threads(int(hlen.sum()) * T)
+        if B < 2 * n and T >= 64:
+            S = max(1, min(-(-4 * n // B), T // 32))
     Ts = -(-T // S)
 
     def hist_side(x):  # [B, L, w] -> [B·S, w, L'] zero-padded: every kernel loop runs over l in vectors

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from mmiris.models import register
 from mmiris.models.item_similarity import AttentiveItemSimilarity, ItemSimilarityConfig
 from mmiris.models.layers import linear, sq
@@ -51,5 +53,7 @@ class NAISConcat(_NAIS):
 
     def attention_inputs(self, hist, items, PH, QT):
         k = self.config.emb
-        # W[p_i; q_j] + b = W_p p_i + (W_q q_j + b): each side once per row, not per pair
-        return dict(A=PH @ self.W.weight[:, :k].t(), C=QT @ self.W.weight[:, k:].t() + self.W.bias)
+        # W[p_i; q_j] + b = W_p p_i + (W_q q_j + b): each side once per row, not per pair.
+        # fp32 under any autocast: [k × h] products gain nothing from bf16, and lose precision.
+        with torch.autocast(PH.device.type, enabled=False):
+            return dict(A=PH @ self.W.weight[:, :k].t(), C=QT @ self.W.weight[:, k:].t() + self.W.bias)
