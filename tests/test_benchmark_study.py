@@ -1,0 +1,66 @@
+"""The study benchmark's own logic (benchmarks/study.py): row keys, the results file, the
+shuffled-content control's permutation — on tiny data, without ../shared/data."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from benchmarks import study
+from mmiris.artifacts import ArtifactStore, Output
+
+
+def _features(store, name, kind, dim, ids, seed):
+    rng = np.random.default_rng(seed)
+    vecs = rng.normal(size=(len(ids), dim)).astype(np.float32)
+    table = pa.table({"item_id": pa.array(ids, pa.int64()),
+                      "feature": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), pa.float32()), dim),
+                      "present": pa.array([True] * len(ids)), "reason": pa.array([None] * len(ids), pa.string())})
+    return str(store.publish(name, kind, Output({"features": table}), params={"seed": seed})), vecs
+
+
+def test_shuffled_features_move_each_items_pair_to_another_item(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    ids = np.arange(30)
+    img_ref, img = _features(store, "img", "image_features", 5, ids, 0)
+    txt_ref, txt = _features(store, "txt", "text_features", 3, ids[::2], 1)  # text for half the items
+    out = study.shuffled_features(store, {"image": img_ref, "text": txt_ref}, seed=0)
+    si, st = store.read_table(out["image"]), store.read_table(out["text"])
+    new_img = {int(i): np.asarray(v) for i, v in zip(si.column("item_id").to_pylist(), si.column("feature").to_pylist())}
+    new_txt = {int(i): np.asarray(v) for i, v in zip(st.column("item_id").to_pylist(), st.column("feature").to_pylist())}
+    assert sorted(new_img) == list(range(30)) and len(new_txt) == 15
+    moved = sum(not np.allclose(new_img[i], img[i]) for i in range(30))
+    assert moved >= 25  # a permutation, not the identity
+    # the same permutation for both: an item's image and text still come from one source item
+    src_of = {i: int(np.flatnonzero(np.all(np.isclose(img, new_img[i]), axis=1))[0]) for i in range(30)}
+    for i, v in new_txt.items():
+        assert np.allclose(v, txt[src_of[i] // 2]) and src_of[i] % 2 == 0
+    again = study.shuffled_features(store, {"image": img_ref, "text": txt_ref}, seed=0)
+    assert again == out  # the same control artifacts on a rerun
+
+
+def test_row_keys_round_trip_and_bad_keys_are_errors():
+    assert study.parse_key("multimodal_iris+shuffled:16:2") == ("multimodal_iris", 16, 2, "shuffled")
+    assert study.row_key("nais_prod", 64, 0) == "nais_prod:64:0"
+    with pytest.raises(ValueError, match="model\\[\\+variant\\]:emb:seed"):
+        study.parse_key("nais_prod:16")
+    with pytest.raises(ValueError, match="variant"):
+        study.parse_key("nais_prod+weird:16:0")
+
+
+def test_results_file_is_rewritten_whole_with_a_summary(tmp_path):
+    path = tmp_path / "results" / "study.json"
+    rows = {}
+    for seed, hr in ((0, 0.70), (1, 0.72)):
+        key = study.row_key("nais_prod", 16, seed)
+        rows[key] = {"key": key, "model": "nais_prod", "emb": 16, "seed": seed, "variant": "", "hr10": hr,
+                     "ndcg10": 0.4, "full_hr10": 0.1, "full_ndcg10": 0.05, "best_epoch": 7, "epoch_seconds": 30.0,
+                     "explanation_overlap": 0.1, "stopped": "early"}
+    study.save_results(path, rows)
+    doc = json.loads(path.read_text())
+    assert [r["seed"] for r in doc["rows"]] == [0, 1]
+    s = doc["summary"]["nais_prod:16"]
+    assert s["hr10"]["mean"] == pytest.approx(0.71) and s["hr10"]["n"] == 2 and s["stopped"] == ["early"]
+    assert s["published_hr10_ndcg10"] == [0.6969, 0.4194]
+    assert study.load_results(path).keys() == rows.keys()
