@@ -48,8 +48,42 @@ def split_leave_one_out(store: ArtifactStore, interactions_ref: ArtifactRef | st
                             n_negatives=n_negatives, seed=seed, short_users=short_users)
         if mode == "latest":
             loo.stats["timestamps_missing"] = int(missing_ts)
+        loo.stats["setting"] = "full"  # derive_split makes "sparse" and "cold" ones
         log.info("split %s: %d train, %d valid, %d test rows", m.ref, loo.stats["n_train"],
                  loo.stats["n_valid"], loo.stats["n_test"])
         return loo.output({"interactions": str(m.ref)})
 
     return store.get_or_create(name, "split", [m.ref], params, build, CODE_VERSION)
+
+
+def derive_split(store: ArtifactStore, split_ref: ArtifactRef | str, *, keep: float | None = None,
+                 cold_items: float | None = None, seed: int = 0, n_negatives: int = 99,
+                 name: str | None = None) -> ArtifactRef:
+    """A ``split`` for the sparse-user (``keep``) or cold-item (``cold_items``) setting, derived
+    from an existing split (see :mod:`mmiris.splits.settings`); its manifest's params and stats
+    name the setting, and the original split is its parent."""
+    from mmiris.data.split import load_split
+    from mmiris.splits.settings import cold_items as make_cold, sparse_users
+
+    if (keep is None) == (cold_items is None):
+        raise MmirisError("derive a split with exactly one of --keep (sparse users) or --cold-items (cold items)")
+    if not isinstance(seed, int) or seed < 0:
+        raise MmirisError(f"--seed {seed}: expected an integer >= 0")
+    src = store.manifest(store.resolve(split_ref))
+    if src.kind != "split":
+        raise MmirisError(f"artifact {src.ref} is a {src.kind!r} artifact; expected a split to derive from")
+    if keep is not None:
+        params = {"setting": "sparse", "keep": float(keep), "seed": seed}
+    else:
+        params = {"setting": "cold", "cold_items": float(cold_items), "seed": seed, "n_negatives": n_negatives}
+    name = name or f"{src.name}_{params['setting']}"
+    check_name(name, "--name: artifact name")
+
+    def build():
+        data = load_split(store, src.ref)
+        out = sparse_users(data, keep, seed) if keep is not None else make_cold(data, cold_items, seed, n_negatives)
+        log.info("split %s (%s) from %s: %d train, %d valid, %d test rows", name, params["setting"], src.ref,
+                 out.stats["n_train"], out.stats["n_valid"], out.stats["n_test"])
+        return out.output({"derived_from": str(src.ref)})
+
+    return store.get_or_create(name, "split", [src.ref], params, build, CODE_VERSION)

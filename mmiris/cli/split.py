@@ -16,7 +16,15 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--short-users", choices=SHORT_USER_POLICIES, default="drop",
                    help="users with < 3 interactions: drop (default), keep in train only, or error")
-    p.add_argument("--name", default="split", help="artifact name (default split)")
+    p.add_argument("--name", default=None, help="artifact name (default split; derived: <split>_sparse / _cold)")
+    d = p.add_argument_group("derived settings (from an existing split; same validation/test rows where they can be)")
+    d.add_argument("--from", dest="from_split", default=None, metavar="SPLIT",
+                   help="derive from this split artifact instead of splitting interactions")
+    d.add_argument("--keep", type=float, default=None,
+                   help="sparse users: keep this share of each user's training interactions (at least 1)")
+    d.add_argument("--cold-items", type=float, default=None,
+                   help="cold items: hold this share of items out of training; their interactions become test "
+                        "cases ranked against negatives from the other cold items")
     p.set_defaults(func=run)
 
 
@@ -24,8 +32,21 @@ def run(args) -> int:
     from pipelines.split import split_leave_one_out
 
     store = ArtifactStore()
+    if args.from_split or args.keep is not None or args.cold_items is not None:
+        from mmiris.errors import MmirisError
+        from pipelines.split import derive_split
+
+        if not args.from_split:
+            raise MmirisError("--keep and --cold-items derive from an existing split: name it with --from SPLIT")
+        ref = derive_split(store, args.from_split, keep=args.keep, cold_items=args.cold_items, seed=args.seed,
+                           n_negatives=args.negatives, name=args.name)
+        stats = store.manifest(ref).stats
+        print(f"split         {ref}  ({stats['setting']} setting, from {args.from_split})")
+        print(f"  {stats['n_train']} train, {stats['n_valid']} valid, {stats['n_test']} test rows"
+              + (f"; {stats['n_cold_items']} cold items" if stats["setting"] == "cold" else ""))
+        return 0
     ref = split_leave_one_out(store, args.interactions, mode=args.mode, n_negatives=args.negatives,
-                              seed=args.seed, short_users=args.short_users, name=args.name)
+                              seed=args.seed, short_users=args.short_users, name=args.name or "split")
     stats = store.manifest(ref).stats
     print(f"split         {ref}")
     print(f"  {stats['n_train']} train, {stats['n_valid']} valid, {stats['n_test']} test rows; "

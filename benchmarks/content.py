@@ -1,0 +1,154 @@
+"""Benchmark: content where it matters — the full split, sparse users and cold items.
+
+    python -m benchmarks.content --data ../shared/data
+    python -m benchmarks.content --settings cold --models content_knn,hybrid_iris --seeds 0
+
+Derives two splits from the NCF ML-1M split with the split stage (``mmiris split --from``):
+**sparse** keeps 20 % of each user's training interactions (``--keep``; same validation/test
+items and negatives as the full split), **cold** holds 10 % of the items out of training
+completely (``--cold-items``) and makes every interaction of theirs a test case ranked against
+99 negatives from the other cold items (and against all items in the full-ranking protocol).
+Then, per (setting, model, seed), the study's row runner (benchmarks/study.py): training to
+early stopping with FISM pretraining for the item-similarity family, each model's tuned
+settings where ``mmiris tune`` has run, evaluation (sampled and full ranking) and
+``explanation_overlap`` for models with attention.
+
+Rows are written to ``--results`` (default benchmarks/results/content.json) as each finishes;
+a rerun skips rows already there (``--rerun`` forces them). Last line:
+``{"rows": [{"setting", "model", "seed", "hr10", "ndcg10", "full_hr10", "full_ndcg10", ...}],
+"summary": {...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import study
+from benchmarks.ml1m import prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "content.json"
+SETTINGS = ("full", "sparse", "cold")
+MODELS = ["itempop", "ease", "content_knn", "nais_concat", "vbpr", "multimodal_iris", "hybrid_iris"]
+
+log = logging.getLogger("benchmarks.content")
+
+
+def content_key(setting: str, model: str, emb: int, seed: int) -> str:
+    return f"{setting}/{study.row_key(model, emb, seed)}"
+
+
+def derived_splits(store, split_ref: str, keep: float, cold: float, seed: int) -> dict[str, str]:
+    from pipelines.split import derive_split
+
+    return {"full": split_ref,
+            "sparse": str(derive_split(store, split_ref, keep=keep, seed=seed, name="split_sparse")),
+            "cold": str(derive_split(store, split_ref, cold_items=cold, seed=seed, name="split_cold"))}
+
+
+def summarize(rows: list[dict]) -> dict:
+    out: dict = {}
+    for r in rows:
+        if "error" in r:
+            continue
+        out.setdefault(r["setting"], {}).setdefault(r["model"], []).append(r)
+    return {s: {m: {k: study._mean_std([r.get(k) for r in rs]) for k in
+                    ("hr10", "ndcg10", "full_hr10", "full_ndcg10", "explanation_overlap")}
+                for m, rs in sorted(ms.items())} for s, ms in sorted(out.items())}
+
+
+def save(path: Path, rows: dict[str, dict]) -> dict:
+    ordered = sorted(rows.values(), key=lambda r: r["key"])
+    doc = {"rows": ordered, "summary": summarize(ordered)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False, default=study._jsonable) + "\n")
+    os.replace(tmp, path)
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.content", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--store", default=os.environ.get("MMIRIS_STORE", str(ROOT / "mmiris-store")))
+    p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of {SETTINGS}")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--emb", type=int, default=16)
+    p.add_argument("--keep", type=float, default=0.2, help="sparse setting: share of training interactions kept")
+    p.add_argument("--cold-items", type=float, default=0.1, help="cold setting: share of items held out")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the sparse/cold derivation")
+    p.add_argument("--rerun", action="store_true")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--explain-users", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    settings = [s for s in args.settings.split(",") if s]
+    bad = [s for s in settings if s not in SETTINGS]
+    if bad:
+        print(f"benchmarks.content: unknown setting(s) {bad}; expected some of {SETTINGS}", file=sys.stderr)
+        return 2
+    data = Path(args.data)
+    if not (data / "ml-1m-ncf" / "ml-1m.train.rating").exists():
+        print(f"benchmarks.content: benchmark data not found under {data} (pass --data pointing at the "
+              f"folder that holds ml-1m-ncf/ and ml-1m/)", file=sys.stderr)
+        return 2
+    models = [m for m in args.models.split(",") if m]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    refs = prepare(args.store, data, models, ("efficientnet-lite0", "minilm"))
+    from mmiris.artifacts import ArtifactStore
+
+    store = ArtifactStore(args.store)
+    splits = derived_splits(store, refs["split"], args.keep, args.cold_items, args.split_seed)
+    results = Path(args.results)
+    done = {r["key"]: r for r in (json.loads(results.read_text())["rows"] if results.exists() else [])}
+    from mmiris.models import get_model_class
+
+    todo = []
+    for setting in settings:
+        for model in models:
+            for seed in (seeds[:1] if not get_model_class(model).trainable else seeds):
+                key = content_key(setting, model, args.emb, seed)
+                if args.rerun or key not in done or "error" in done[key]:
+                    todo.append((setting, model, seed, key))
+    log.info("content: %d rows to run", len(todo))
+    train_kw = {"epochs": args.epochs, "patience": args.patience, "threads": args.threads}
+    ctx = mp.get_context("spawn")
+    t0 = time.perf_counter()
+    failed = False
+    for n, (setting, model, seed, key) in enumerate(todo):
+        q = ctx.Queue()
+        row_refs = {**refs, "split": splits[setting]}
+        proc = ctx.Process(target=study.run_row, args=(args.store, row_refs, study.row_key(model, args.emb, seed),
+                                                         train_kw, args.explain_users, q))
+        proc.start()
+        row = study._wait(proc, q, study.row_key(model, args.emb, seed))
+        row.update(key=key, setting=setting, split=splits[setting],
+                   command={"keep": args.keep, "cold_items": args.cold_items, "split_seed": args.split_seed,
+                            "epochs": args.epochs, "patience": args.patience, "threads": args.threads})
+        failed |= "error" in row
+        done = {r["key"]: r for r in (json.loads(results.read_text())["rows"] if results.exists() else [])}
+        done[key] = row
+        save(results, done)
+        el = time.perf_counter() - t0
+        log.info("content: row %d/%d %s done (%.0f s; ETA %.0f s)", n + 1, len(todo), key, el,
+                 el / (n + 1) * (len(todo) - n - 1))
+        print(json.dumps(row), flush=True)
+    doc = save(results, done) if todo else {"rows": list(done.values()), "summary": summarize(list(done.values()))}
+    print(json.dumps({"rows": doc["rows"], "summary": doc["summary"]}))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
