@@ -334,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="", help="restrict the plan to these seeds")
     p.add_argument("--rerun", action="store_true", help="run rows again even if they are in --results")
     p.add_argument("--list", action="store_true", help="print the plan with each row's status and exit")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the study tables of --results as markdown (what docs/study.md shows) and exit")
     p.add_argument("--max-rows", type=int, default=0, help="stop after this many rows (0: no limit)")
     p.add_argument("--epochs", type=int, default=50, help="epoch cap (early stopping should end sooner)")
     p.add_argument("--patience", type=int, default=3)
@@ -358,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds:
         plan = [r for r in plan if str(r[2]) in args.seeds.split(",")]
     results_path = Path(args.results)
+    if args.markdown:
+        from mmiris.report.study import load_study, markdown
+
+        print(markdown(load_study(results_path)))
+        return 0
     done = load_results(results_path)
     keys = [row_key(*r) for r in plan]
     if args.list:
