@@ -76,7 +76,7 @@ def derive_split(store: ArtifactStore, split_ref: ArtifactRef | str, *, keep: fl
         params = {"setting": "sparse", "keep": float(keep), "seed": seed}
     else:
         params = {"setting": "cold", "cold_items": float(cold_items), "seed": seed, "n_negatives": n_negatives}
-    name = name or f"{src.name}_{params['setting']}"
+    name = f"{src.name}_{params['setting']}" if name is None else name
     check_name(name, "--name: artifact name")
 
     def build():

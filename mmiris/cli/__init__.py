@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if not args.verbose:  # Dask's INFO lines (cluster start-up, dashboard advice) drown the stage's own
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read at import, also by workers
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if args.store:
         os.environ["MMIRIS_STORE"] = args.store
     if args.no_verify:

@@ -64,7 +64,9 @@ def _client(args):
     return Client(args.scheduler)
 
 
-def _run(fn) -> int:
+def _run(fn, base_url: str | None = None) -> int:
+    import re
+
     from mmiris.crawl.parallel import CrawlIncomplete, CrawlStopped
 
     try:
@@ -75,6 +77,12 @@ def _run(fn) -> int:
         print(f"mmiris crawl: stopped ({exc.reason}): {exc}", file=sys.stderr)
         return 3
     except CrawlIncomplete as exc:
+        # Every item failed to connect: the server is wrong or down, not a resumable crawl.
+        m = re.search(r"(\d+) of (\d+) items still failed", str(exc))
+        if base_url and m and m.group(1) == m.group(2) and "ConnectionError" in str(exc):
+            print(f"mmiris crawl: error: --base-url {base_url}: no connection for any of the {m.group(2)} "
+                  f"items; expected a reachable OMDb-compatible server (nothing published)", file=sys.stderr)
+            return 2
         print(f"mmiris crawl: incomplete: {exc}", file=sys.stderr)
         return 3
 
@@ -99,7 +107,7 @@ def _omdb(args) -> int:
         print(json.dumps({k: res.stats[k] for k in keys if k in res.stats}, sort_keys=True))
         return 0
 
-    return _run(go)
+    return _run(go, base_url=args.base_url)
 
 
 def _amazon(args) -> int:

@@ -125,7 +125,10 @@ def _image(args) -> int:
     from mmiris.errors import MmirisError
     from pipelines.extract import IMAGE_SUFFIXES
 
+    from mmiris.encoders.registry import image_encoder_spec
+
     _check_name(args.name)
+    image_encoder_spec(args.encoder)  # a bad --encoder fails before item_images is published
     store = ArtifactStore()
     source = args.images
     if source is None:
@@ -145,7 +148,11 @@ def _text(args) -> int:
     from mmiris.artifacts import ArtifactStore
     from pipelines.extract import extract_text_features, texts_from_jsonl
 
+    from mmiris.encoders.registry import text_encoder_spec
+
     _check_name(args.name)
+    if args.encoder != "doc2vec":  # doc2vec is trained on the texts themselves
+        text_encoder_spec(args.encoder, pooling=args.pooling)  # fails before item_text is published
     store = ArtifactStore()
     source = args.text
     if source is None:

@@ -46,7 +46,8 @@ def run(args) -> int:
               + (f"; {stats['n_cold_items']} cold items" if stats["setting"] == "cold" else ""))
         return 0
     ref = split_leave_one_out(store, args.interactions, mode=args.mode, n_negatives=args.negatives,
-                              seed=args.seed, short_users=args.short_users, name=args.name or "split")
+                              seed=args.seed, short_users=args.short_users,
+                              name="split" if args.name is None else args.name)
     stats = store.manifest(ref).stats
     print(f"split         {ref}")
     print(f"  {stats['n_train']} train, {stats['n_valid']} valid, {stats['n_test']} test rows; "

@@ -67,9 +67,11 @@ def fetch(source: str | os.PathLike, *, cache: str | os.PathLike | None = None,
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
             if attempt == attempts:
+                kept = (f"the partial file {part} ({part.stat().st_size} bytes) is kept and the next "
+                        f"run resumes it" if part.exists() and part.stat().st_size else
+                        "nothing was received; check the URL and the network")
                 raise InputError(f"download of {redact(url)} failed after {attempts} attempts "
-                                 f"({type(exc).__name__}); the partial file {part} is kept and "
-                                 f"the next run resumes it") from None
+                                 f"({type(exc).__name__}); {kept}") from None
             log.warning("download of %s interrupted (%s); resuming from byte %d",
                         redact(url), type(exc).__name__, part.stat().st_size if part.exists() else 0)
     if expected:
