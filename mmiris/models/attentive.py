@@ -180,6 +180,57 @@ def _backward(ctx, g, _g_lse):  # lse is an auxiliary output: its gradient is ne
 attentive_sum_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+@torch.library.custom_op("mmiris::attentive_sum_shared_targets", mutates_args=(), device_types="cpu")
+def attentive_sum_shared_targets_op(mode: int, PT: torch.Tensor, QT: torch.Tensor, hist: torch.Tensor,
+                                    hlen: torch.Tensor, items: torch.Tensor, AT: torch.Tensor, C: torch.Tensor,
+                                    W: torch.Tensor, bias: torch.Tensor, hv: torch.Tensor, beta: float,
+                                    alpha: float) -> torch.Tensor:
+    """Forward only (evaluation): every row scores the same targets ``items`` [T] (QT [T, k],
+    C [T, h]), so nothing of size rows × targets × k is built. Scores [B, T]."""
+    lib = _lib()
+    B, T = hist.shape[0], items.shape[0]
+    K, L = PT.shape[1], PT.shape[2]
+    score = torch.empty(B, T, dtype=torch.float32)
+    lse = torch.empty(B, T, dtype=torch.float32)
+    n = _threads(int(hlen.sum()) * T)
+    rows = _row_chunks(hlen, T, 4 * n)
+    tn = max(1, -(-4 * n // max(len(rows), 1)))  # few rows: cut the targets too, every thread works
+    parts = [(a, b, t0, min(T, t0 + -(-T // tn))) for a, b in rows for t0 in range(0, T, -(-T // tn))]
+    parts_t = torch.tensor(parts, dtype=torch.int64).reshape(-1)
+    lib.attentive_sum_forward(mode | 2, len(parts), _p(parts_t), n, T, L, K, hv.shape[0], _p(PT), _p(QT),
+                              _p(hist), _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv),
+                              float(beta), float(alpha), _p(score), _p(lse))
+    return score
+
+
+@attentive_sum_shared_targets_op.register_fake
+def _shared_fake(mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha):
+    return PT.new_empty(hist.shape[0], items.shape[0])
+
+
+@torch.no_grad()
+def attentive_scores_shared(PH: torch.Tensor, Q: torch.Tensor, hist: torch.Tensor, hlen: torch.Tensor,
+                            items: torch.Tensor, hv: torch.Tensor, beta: float, alpha: float, *,
+                            A: torch.Tensor | None = None, C: torch.Tensor | None = None,
+                            W: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Scores [B, T] of the same targets ``items`` [T] (Q [T, k], C [T, h]) for every row, with
+    the fused kernel; None where it cannot run (the caller falls back to ``attentive_scores``)."""
+    mode = 0 if A is not None else 1
+    f = lambda t: t.float().contiguous() if t is not None else torch.empty(0)  # noqa: E731
+    width = A.shape[-1] if mode == 0 else W.shape[0]
+    if not (PH.device.type == "cpu" and PH.dtype in (torch.float32, torch.bfloat16) and PH.shape[-1] % 4 == 0
+            and width % 4 == 0 and fused_available()):
+        return None
+    L = hist.shape[1]
+    block = _block()
+    Lp = max(block, -(-L // block) * block)
+    side = lambda x: F.pad(x.float().transpose(1, 2), (0, Lp - L)).contiguous()  # noqa: E731
+    return attentive_sum_shared_targets_op(
+        mode, side(PH), f(Q), F.pad(hist, (0, Lp - L)).contiguous().long(), hlen.contiguous().long(),
+        items.contiguous().long(), side(A) if mode == 0 else torch.empty(0), f(C), f(W), f(bias), f(hv),
+        float(beta), float(alpha))
+
+
 class _FusedAttentiveSum:
     """The fused path's one call into the op (a seam the tests hook): scores only."""
 

@@ -91,6 +91,24 @@ class AttentiveItemSimilarity(ItemSimilarity):
         return attentive.attentive_scores(PH, QT, hist, hlen, items, self.h_vec, self.config.beta,
                                           self.config.alpha, backend=self.backend, **att)
 
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """Every item for every user in one kernel call per batch of users: the catalogue is one
+        target list shared by all rows (nothing of size users × items × k is built), the
+        history side is prepared once. Falls back to the chunked contract path with gradients
+        or where the fused kernel cannot run."""
+        if torch.is_grad_enabled() or self.backend == "eager":
+            return super().score_all(users)
+        hist, hlen = self.history_of(users)
+        items = torch.arange(self.n_items, device=hist.device)
+        PH, Q = self.P(hist), self.Q.weight
+        att = self.attention_inputs(hist, items[None, :], PH, Q[None])
+        att = {k: (v[0] if k == "C" else v) for k, v in att.items()}
+        s = attentive.attentive_scores_shared(PH, Q, hist, hlen, items, self.h_vec, self.config.beta,
+                                              self.config.alpha, **att)
+        if s is None:
+            return super().score_all(users)
+        return s + self.item_bias[None, :] if self.item_bias is not None else s
+
     @torch.no_grad()
     def attention(self, users, items):
         items = items.to(self.device)

@@ -134,7 +134,7 @@ INLINE float vmax(const float *e, i64 n) {
 
 static void *scratch(size_t n) { return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64 + 64); }
 
-INLINE void forward_rows(int mode, i64 b0, i64 b1, i64 t0, i64 t1, i64 T, i64 L, int K, int H,
+INLINE void forward_rows(int mode, int shared, i64 b0, i64 b1, i64 t0, i64 t1, i64 T, i64 L, int K, int H,
                          const float *PT, const float *QT, const i64 *hist, const i64 *hlen,
                          const i64 *items, const float *AT, const float *C, const float *W,
                          const float *bias, const float *hv, float beta, float alpha,
@@ -146,11 +146,11 @@ INLINE void forward_rows(int mode, i64 b0, i64 b1, i64 t0, i64 t1, i64 T, i64 L,
         const i64 *hb = hist + b * L;
         const float *Pb = PT + b * K * L;
         for (i64 t = t0; t < t1; t++) {
-            const i64 bt = b * T + t;
-            const float *q = QT + bt * K;
-            if (mode == 0) logits_add(e, AT + b * H * L, L, C + bt * H, hv, H, nX);
+            const i64 bt = b * T + t, bq = shared ? t : bt; /* shared: one target list for all rows */
+            const float *q = QT + bq * K;
+            if (mode == 0) logits_add(e, AT + b * H * L, L, C + bq * H, hv, H, nX);
             else { build_wq(WqT, W, q, K, H); logits_prod(e, 0, Pb, L, WqT, bias, hv, K, H, nX); }
-            const int cnt = exclude(e, hb, n_l, items[bt], nX);
+            const int cnt = exclude(e, hb, n_l, items[bq], nX);
             if (cnt <= 0) { score[bt] = 0.f; lse_out[bt] = 0.f; continue; }
             dots(pq, Pb, L, q, K, nX);
             const float m = vmax(e, nX);
@@ -331,7 +331,9 @@ int attentive_sum_openmp(void) {
 #endif
 }
 
-/* parts[4p..4p+3] = (b0, b1, t0, t1): rows and targets of work item p, run in parallel. */
+/* parts[4p..4p+3] = (b0, b1, t0, t1): rows and targets of work item p, run in parallel.
+ * mode: bit 0 = ADD (0) / PROD (1); bit 1 = the rows share one target list (QT [T, K],
+ * C [T, H], items [T]: scoring the whole catalogue for many users, forward only). */
 void attentive_sum_forward(int mode, int n_parts, const i64 *parts, int threads, i64 T, i64 L, int K, int H,
                            const float *PT, const float *QT, const i64 *hist, const i64 *hlen,
                            const i64 *items, const float *AT, const float *C, const float *W,
@@ -340,7 +342,7 @@ void attentive_sum_forward(int mode, int n_parts, const i64 *parts, int threads,
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int p = 0; p < n_parts; p++) {
         const i64 b0 = parts[4 * p], b1 = parts[4 * p + 1], t0 = parts[4 * p + 2], t1 = parts[4 * p + 3];
-        DISPATCH(forward_rows(mode, b0, b1, t0, t1, T, L, K_, H_, PT, QT, hist, hlen, items, AT, C, W, bias,
+        DISPATCH(forward_rows(mode & 1, mode >> 1, b0, b1, t0, t1, T, L, K_, H_, PT, QT, hist, hlen, items, AT, C, W, bias,
                               hv, beta, alpha, score, lse_out))
     }
 }
