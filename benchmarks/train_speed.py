@@ -25,6 +25,8 @@ validation HR@10 / NDCG@10 and real epoch seconds): run it with ``--dtype bf16``
 Last line: one JSON object with, per model and emb, ``<model>_emb<k>_instances_per_s``,
 ``_epoch_seconds``, ``_peak_rss_mb``, ``_dtype`` (what ``--dtype`` resolved to),
 ``_cpu_fraction`` (process CPU time / wall time: < threads means other jobs took the cores),
+``_epoch_cpu_seconds`` (the same projection from this process's CPU time: with one thread, what
+one core delivers when other jobs share the machine),
 ``_full_eval_seconds``, ``_sampled_eval_seconds`` (eval models); ratios
 ``<iris>_emb16_over_nais_concat_emb16`` and ``<model>_emb64_over_emb16`` (same run);
 ``threads``, ``dtype``, ``load_avg`` (1-minute load average before each model, the max).
@@ -135,6 +137,7 @@ def run_model(store_uri: str, split_ref: str, name: str, emb: int, opts: dict, o
         row = {
             f"{key}_instances_per_s": round(inst / wall, 1),
             f"{key}_epoch_seconds": round(plan_s + wall * plan.n_batches / len(chosen), 1),
+            f"{key}_epoch_cpu_seconds": round(plan_s + cpu * plan.n_batches / len(chosen), 1),
             f"{key}_step_seconds": round(wall, 2), f"{key}_batches_timed": len(chosen),
             f"{key}_plan_seconds": round(plan_s, 2), f"{key}_dtype": precision,
             f"{key}_cpu_fraction": round(cpu / wall, 2), f"{key}_load_avg_before": round(load, 2),

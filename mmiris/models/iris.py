@@ -58,6 +58,7 @@ class _IRIS(AttentiveItemSimilarity):
     config_cls = IRISConfig
     towers: tuple[str, ...] = ()
     dense_towers = True  # precision "auto" trains it in bf16 where the CPU has it (train/config.py)
+    ROWS = 64  # bf16: the towers' row count is rounded up to a multiple of this (see attention_inputs)
 
     def __init__(self, config, n_users, n_items, history=None, features=None):
         super().__init__(config, n_users, n_items, history, features)
@@ -98,7 +99,16 @@ class _IRIS(AttentiveItemSimilarity):
             return dict(A=A_tab[hist], C=C_tab[items])
         ids = torch.cat([hist.reshape(-1), items.reshape(-1)])
         uniq, inv = torch.unique(ids, return_inverse=True)  # each item's tower and projections once
+        n = len(uniq)
+        dev = ids.device.type
+        if torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16:
+            # bf16 GEMMs go through oneDNN, which JIT-compiles and caches a kernel per shape: a
+            # new item count every step grew the process by ~1 GB over an epoch. Rounding the
+            # count up to a multiple of ROWS (padding rows repeat item 0, and are cut off
+            # before use, so their gradient is exactly zero) bounds the shapes to n_items / ROWS.
+            uniq = F.pad(uniq, (0, -n % self.ROWS))
         A_tab, C_tab = self.item_tables(uniq)
+        A_tab, C_tab = A_tab[:n], C_tab[:n]
         return dict(A=A_tab[inv[: B * L]].view(B, L, -1), C=C_tab[inv[B * L:]].view(*items.shape, -1))
 
     @contextmanager
