@@ -53,3 +53,14 @@ def test_a_bad_study_file_is_a_clear_error(tmp_path):
         S.load_study(bad)
     with pytest.raises(MmirisError, match="no such file"):
         S.load_study(tmp_path / "missing.json")
+
+
+def test_report_cli_takes_a_study_file(tmp_path, study_file, capsys):
+    from mmiris.cli import main
+
+    assert main(["--store", str(tmp_path / "store"), "report", "--out", str(tmp_path / "r"),
+                 "--study", str(study_file)]) == 0
+    assert "0.7100 ± 0.0100" in (tmp_path / "r" / "report.html").read_text()
+    assert main(["--store", str(tmp_path / "store"), "report", "--out", str(tmp_path / "r2"),
+                 "--study", str(tmp_path / "nope.json")]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -20,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("--items", default=None, help="items artifact for titles (default: found through lineage)")
     p.add_argument("--item-text", default=None, help="item_text artifact for titles (e.g. OMDb's)")
     p.add_argument("--item-images", default=None, help="item_images artifact for posters")
+    p.add_argument("--study", default=None, metavar="FILE",
+                   help="also show a benchmarks.study rows file (e.g. benchmarks/results/study.json): the "
+                        "study's tables and validation curves")
     p.set_defaults(func=run)
 
 
@@ -38,7 +41,8 @@ def run(args) -> int:
 
     path = build_report(ArtifactStore(), args.out, metrics=args.metrics, recommendations=args.recommendations,
                         users=parse_users(args.users), n_users=args.n_users, top=args.top, title=args.title,
-                        items=args.items, item_text=args.item_text, item_images=args.item_images)
+                        items=args.items, item_text=args.item_text, item_images=args.item_images,
+                        study=args.study)
     print(f"report: {path.resolve()}")
     print(f"  open it in a browser: {path.resolve().as_uri()}")
     return 0
