@@ -110,3 +110,20 @@ def test_make_batch_layout():
     assert bt.mask.tolist() == [[True] * 6, [True] * 3 + [False] * 3]
     assert bt.group[0].tolist() == [0, 0, 0, 1, 1, 1]
     assert bt.items.dtype == torch.int64
+
+
+def test_negatives_from_trained_items_never_draws_an_unseen_item():
+    from mmiris.data.split import UserHistory
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(20), 6)
+    items = rng.choice(30, size=len(users))  # items 30..49 never in training
+    keep = np.unique(users * 50 + items)
+    h = UserHistory.from_pairs(keep // 50, keep % 50, 20, 50)
+    plan = TrainSampler(h, 4, 64, seed=1, negatives_from="trained").plan(0)
+    trained = set(h.indices.tolist())
+    assert set(plan.negatives.ravel().tolist()) <= trained
+    for u, negs in zip(plan.users, plan.negatives):
+        assert not set(negs.tolist()) & set(h.items_of(int(u)).tolist())  # never a positive
+    everything = TrainSampler(h, 4, 64, seed=1).plan(0)
+    assert set(everything.negatives.ravel().tolist()) - trained  # the default draws from all items

@@ -33,6 +33,10 @@ class TrainConfig:
     # bf16 where measured faster (IRIS on a CPU with AVX512-BF16/AMX-BF16), else fp32. It
     # changes the numbers slightly, so it is part of the version key (resolved, never "auto").
     precision: str = "auto"
+    # Items negatives are drawn from: "all" (the catalogue, as the papers) or "trained" (items
+    # with at least one training interaction: a cold-item setting must not train its held-out
+    # items as negatives, which a system that has not seen them yet could not do either).
+    negatives_from: str = "all"
     # Below: how to run, not what is learned — kept out of the model artifact's version key.
     device: str = "auto"  # auto: cuda if available, else cpu
     threads: int = 0  # torch intra-op threads per process; 0 keeps torch's default
@@ -44,6 +48,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise MmirisError(f"train config: precision {self.precision!r} is not one of {PRECISIONS}")
+        if self.negatives_from not in ("all", "trained"):
+            raise MmirisError(f"train config: negatives_from {self.negatives_from!r} is not 'all' or 'trained'")
         if self.loss not in LOSSES:
             raise MmirisError(f"train config: loss {self.loss!r} is not one of {LOSSES}")
         for name in ("batch_size", "epochs", "patience", "eval_every"):

@@ -52,9 +52,13 @@ class EpochPlan:
 
 
 def sample_negatives(history: UserHistory, users: np.ndarray, k: int,
-                     rng: np.random.Generator) -> np.ndarray:
-    """[len(users), k] items drawn uniformly from those not in each user's history."""
+                     rng: np.random.Generator, pool: np.ndarray | None = None) -> np.ndarray:
+    """[len(users), k] items drawn uniformly from those not in each user's history (and, with
+    ``pool``, only among the items of ``pool``: e.g. those the training data knows)."""
     n_items = history.n_items
+    if pool is not None:  # draw in the pool's index space, then map back
+        local = UserHistory.from_pairs(*_pairs_in(history, pool), history.n_users, len(pool))
+        return pool[sample_negatives(local, users, k, rng)]
     lens = history.lengths(users)
     full = lens >= n_items
     if full.any():
@@ -74,11 +78,24 @@ def sample_negatives(history: UserHistory, users: np.ndarray, k: int,
     return out
 
 
+def _pairs_in(history: UserHistory, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training pairs whose item is in ``pool`` (sorted ids), as (user, index into pool)."""
+    users = np.repeat(np.arange(history.n_users, dtype=np.int64), history.lengths())
+    items = history.indices.astype(np.int64)
+    pos = np.searchsorted(pool, items)
+    ok = (pos < len(pool)) & (pool[np.minimum(pos, len(pool) - 1)] == items)
+    return users[ok], pos[ok]
+
+
+NEGATIVES_FROM = ("all", "trained")
+
+
 class TrainSampler:
     """Deterministic epoch plans and this rank's ``Shard``s (see the module docstring)."""
 
     def __init__(self, history: UserHistory, negatives: int = 4, batch_size: int = 512,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, jitter: float = 0.1):
+                 seed: int = 0, rank: int = 0, world_size: int = 1, jitter: float = 0.1,
+                 negatives_from: str = "all"):
         if batch_size < 1 + negatives:
             raise MmirisError(f"batch_size {batch_size} cannot hold one positive and its "
                               f"{negatives} negatives")
@@ -90,6 +107,11 @@ class TrainSampler:
         self._items = history.indices.astype(np.int64)
         if not len(self._items):
             raise MmirisError("the split has no training interactions")
+        if negatives_from not in NEGATIVES_FROM:
+            raise MmirisError(f"negatives_from {negatives_from!r}: expected one of {NEGATIVES_FROM}")
+        # "trained": negatives only among items with a training interaction — the catalogue
+        # known at training time; items held out as cold are never pushed down as negatives.
+        self._pool = np.unique(self._items) if negatives_from == "trained" else None
         self._plans: dict[int, EpochPlan] = {}
 
     def plan(self, epoch: int) -> EpochPlan:
@@ -107,7 +129,7 @@ class TrainSampler:
         user_pos[np.argsort(user_key, kind="stable")] = np.arange(h.n_users)
         order = np.lexsort((rng.random(len(self._users)), user_pos[self._users]))
         users, items = self._users[order], self._items[order]
-        negatives = sample_negatives(h, users, self.k, rng)
+        negatives = sample_negatives(h, users, self.k, rng, self._pool)
         P = self.positives_per_batch
         n = len(users)
         starts = np.arange(0, n, P)

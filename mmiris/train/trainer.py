@@ -107,7 +107,8 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
                            rows, 1, m, 1, [secs])
 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)  # multi-tensor update: one kernel per op for all parameters
-    sampler = TrainSampler(model.history, cfg.negatives, cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
+    sampler = TrainSampler(model.history, cfg.negatives, cfg.batch_size, cfg.seed, dist.rank, dist.world_size,
+                           negatives_from=cfg.negatives_from)
     st = {"epoch": 0, "batch": 0, "step": 0, "best_hr10": -math.inf, "best_epoch": 0, "best_metrics": {},
           "bad": 0, "stopped": False, "log": [], "epoch_seconds": [], "epoch_elapsed": 0.0,
           "seconds": 0.0, "best_state": None}
