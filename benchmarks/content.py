@@ -46,7 +46,7 @@ def content_key(setting: str, model: str, emb: int, seed: int) -> str:
 
 
 def derived_splits(store, split_ref: str, keep: float, cold: float, seed: int) -> dict[str, str]:
-    from pipelines.split import derive_split
+    from mmiris.pipelines.split import derive_split
 
     return {"full": split_ref,
             "sparse": str(derive_split(store, split_ref, keep=keep, seed=seed, name="split_sparse")),

@@ -96,7 +96,7 @@ class Server:
 
 def _crawl(store, items, server: Server, cache: Path, links: Path | None, args) -> dict:
     from mmiris.http import HttpConfig
-    from pipelines.crawl import crawl_omdb
+    from mmiris.pipelines.crawl import crawl_omdb
 
     server.reset()
     t0 = time.perf_counter()

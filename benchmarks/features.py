@@ -91,7 +91,7 @@ def dask_rate(store, modality: str, ref, encoder: str, workers: int, batch_size:
     """items/s of the stage on a warm LocalCluster; optionally the full extraction after."""
     from distributed import Client, LocalCluster
 
-    from pipelines.extract import extract_image_features, extract_text_features
+    from mmiris.pipelines.extract import extract_image_features, extract_text_features
 
     extract = extract_image_features if modality == "image" else extract_text_features
     out: dict = {}
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mmiris.artifacts import ArtifactStore
-    from pipelines.extract import images_from_folder, texts_from_jsonl
+    from mmiris.pipelines.extract import images_from_folder, texts_from_jsonl
 
     for noisy in ("distributed", "gensim"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

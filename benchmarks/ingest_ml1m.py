@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from mmiris.artifacts import ArtifactStore
-    from pipelines.ingest import ingest_ncf
+    from mmiris.pipelines.ingest import ingest_ncf
 
     meta = {} if args.no_metadata else dict(item_map=ncf_dir / "items.tsv", movies=ml_dir / "movies.dat",
                                            links=ml_dir / "links.csv")

@@ -54,7 +54,7 @@ def prepare(store_uri: str, data: Path, models: list[str], encoders: tuple[str, 
     """Ingest the split and, when needed, the image/text features. Returns refs as strings."""
     from mmiris.artifacts import ArtifactStore
     from mmiris.models import get_model_class
-    from pipelines.ingest import ingest_ncf
+    from mmiris.pipelines.ingest import ingest_ncf
 
     store = ArtifactStore(store_uri)
     ncf, ml = data / "ml-1m-ncf", data / "ml-1m"
@@ -64,7 +64,7 @@ def prepare(store_uri: str, data: Path, models: list[str], encoders: tuple[str, 
     out = {"split": str(res.split), "ingest_seconds": time.perf_counter() - t0}
     need = {m for name in models for m in get_model_class(name).modalities}
     if need:
-        from pipelines.extract import (extract_image_features, extract_text_features, images_from_folder,
+        from mmiris.pipelines.extract import (extract_image_features, extract_text_features, images_from_folder,
                                        texts_from_jsonl)
 
         id_map = _movie_to_item(ncf / "items.tsv")
@@ -108,8 +108,8 @@ def run_row(store_uri: str, refs: dict, model: str, emb: int, seed: int, train_k
         from mmiris.artifacts import ArtifactStore
         from mmiris.models import get_model_class
         from mmiris.train.config import TrainConfig
-        from pipelines.evaluate import evaluate_model, read_metrics
-        from pipelines.train import train_model
+        from mmiris.pipelines.evaluate import evaluate_model, read_metrics
+        from mmiris.pipelines.train import train_model
 
         if train_kw.get("threads"):
             torch.set_num_threads(train_kw["threads"])

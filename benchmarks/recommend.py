@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.store:
             print("--model needs --store (the store the model was published to)", file=sys.stderr)
             return 2
-        from pipelines.recommend import load_trained_model, model_split
+        from mmiris.pipelines.recommend import load_trained_model, model_split
 
         store = ArtifactStore(args.store)
         model = load_trained_model(store, store.resolve(args.model))
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"benchmark data not found: {', '.join(missing)} (pass --data DIR holding ml-1m-ncf/)",
                   file=sys.stderr)
             return 2
-        from pipelines.ingest import ingest_ncf
+        from mmiris.pipelines.ingest import ingest_ncf
 
         store = ArtifactStore(args.store or tempfile.mkdtemp(prefix="mmiris-bench-recommend-"))
         split = load_split(store, ingest_ncf(store, *files).split)

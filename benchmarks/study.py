@@ -199,7 +199,7 @@ def shuffled_features(store, refs: dict, seed: int = 0) -> dict:
 
 def doc2vec_features(store, data: Path) -> str:
     from benchmarks.ml1m import _movie_to_item
-    from pipelines.extract import extract_text_features, texts_from_jsonl
+    from mmiris.pipelines.extract import extract_text_features, texts_from_jsonl
 
     ncf, ml = data / "ml-1m-ncf", data / "ml-1m"
     texts = texts_from_jsonl(store, ml / "omdb" / "omdb.jsonl", id_field="movie_id", text_field="Plot",
@@ -228,8 +228,8 @@ def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users:
         from mmiris.recommend.topn import consumed_history, recommend_top_n
         from mmiris.train.checkpoint import load_model
         from mmiris.train.config import TrainConfig
-        from pipelines.evaluate import evaluate_model, read_metrics
-        from pipelines.train import train_model
+        from mmiris.pipelines.evaluate import evaluate_model, read_metrics
+        from mmiris.pipelines.train import train_model
 
         if train_kw.get("threads"):
             torch.set_num_threads(train_kw["threads"])

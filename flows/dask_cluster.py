@@ -42,7 +42,7 @@ def feature_cluster(dask_address: str | None, workers: int | None) -> Iterator[s
     if address:
         yield address
         return
-    from pipelines.extract import dask_client
+    from mmiris.pipelines.extract import dask_client
 
     with dask_client(None, workers) as client:
         log.info("local Dask cluster for feature extraction at %s", client.scheduler.address)

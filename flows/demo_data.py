@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from flows.stage_logs import forward_stage_logs, note_outcome, now
-from flows.ui_artifacts import show_refs
+from mmiris.flows.stage_logs import forward_stage_logs, note_outcome, now
+from mmiris.flows.ui_artifacts import show_refs
 from mmiris.artifacts import ArtifactStore
-from pipelines.demo_data import generate_demo_dataset
+from mmiris.pipelines.demo_data import generate_demo_dataset
 
 
 @task(name="generate-demo-dataset")

@@ -7,10 +7,10 @@ from typing import Literal
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.stage_logs import forward_stage_logs, now
-from flows.ui_artifacts import finish_stage, show_metrics
+from mmiris.flows.stage_logs import forward_stage_logs, now
+from mmiris.flows.ui_artifacts import finish_stage, show_metrics
 from mmiris.artifacts import ArtifactStore
-from pipelines.evaluate import evaluate_model
+from mmiris.pipelines.evaluate import evaluate_model
 
 Protocol = Literal["sampled", "full"]
 

@@ -13,12 +13,12 @@ from typing import Literal
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.dask_cluster import existing_cluster
-from flows.retry_policy import retry_unless_user_error
-from flows.stage_logs import forward_stage_logs, now
-from flows.ui_artifacts import finish_stage
+from mmiris.flows.dask_cluster import existing_cluster
+from mmiris.flows.retry_policy import retry_unless_user_error
+from mmiris.flows.stage_logs import forward_stage_logs, now
+from mmiris.flows.ui_artifacts import finish_stage
 from mmiris.artifacts import ArtifactStore
-from pipelines.extract import extract_image_features, extract_text_features
+from mmiris.pipelines.extract import extract_image_features, extract_text_features
 
 # One retry: a Dask worker lost mid-run (node preempted, OOM-killed) is worth another go;
 # a bad encoder name or input artifact (MmirisError) is not.

@@ -11,11 +11,11 @@ from typing import Literal
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.retry_policy import retry_unless_user_error
-from flows.stage_logs import forward_stage_logs, now
-from flows.ui_artifacts import finish_stage
+from mmiris.flows.retry_policy import retry_unless_user_error
+from mmiris.flows.stage_logs import forward_stage_logs, now
+from mmiris.flows.ui_artifacts import finish_stage
 from mmiris.artifacts import ArtifactStore
-from pipelines.ingest import IngestResult, ingest_amazon, ingest_movielens, ingest_ncf
+from mmiris.pipelines.ingest import IngestResult, ingest_amazon, ingest_movielens, ingest_ncf
 
 BadLines = Literal["error", "skip"]  # stop at the first bad line, or skip and count them
 

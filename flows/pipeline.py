@@ -15,23 +15,23 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from flows.crawl import crawl_amazon_images_flow, crawl_omdb_flow
-from flows.dask_cluster import feature_cluster
-from flows.demo_data import demo_data_flow
-from flows.evaluate import evaluate_flow
-from flows.extract import extract_image_features_flow, extract_text_features_flow
-from flows.ingest import ingest_amazon_flow, ingest_movielens_flow, ingest_ncf_flow
-from flows.recommend import recommend_flow
-from flows.report import report_flow
-from flows.split import split_flow
-from flows.stage_logs import forward_stage_logs
-from flows.train import train_flow
-from flows.ui_artifacts import show_refs
+from mmiris.flows.crawl import crawl_amazon_images_flow, crawl_omdb_flow
+from mmiris.flows.dask_cluster import feature_cluster
+from mmiris.flows.demo_data import demo_data_flow
+from mmiris.flows.evaluate import evaluate_flow
+from mmiris.flows.extract import extract_image_features_flow, extract_text_features_flow
+from mmiris.flows.ingest import ingest_amazon_flow, ingest_movielens_flow, ingest_ncf_flow
+from mmiris.flows.recommend import recommend_flow
+from mmiris.flows.report import report_flow
+from mmiris.flows.split import split_flow
+from mmiris.flows.stage_logs import forward_stage_logs
+from mmiris.flows.train import train_flow
+from mmiris.flows.ui_artifacts import show_refs
 from mmiris.artifacts import ArtifactStore
 from mmiris.errors import MmirisError
 from mmiris.models import get_model_class
-from pipelines.demo import DemoOptions, feasible_negatives
-from pipelines.evaluate import read_metrics
+from mmiris.pipelines.demo import DemoOptions, feasible_negatives
+from mmiris.pipelines.evaluate import read_metrics
 
 INGEST_FLOWS = {"movielens": ingest_movielens_flow, "ncf": ingest_ncf_flow,
                 "amazon": ingest_amazon_flow}

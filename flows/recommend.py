@@ -6,10 +6,10 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.stage_logs import forward_stage_logs, now
-from flows.ui_artifacts import artifact_key, finish_stage
+from mmiris.flows.stage_logs import forward_stage_logs, now
+from mmiris.flows.ui_artifacts import artifact_key, finish_stage
 from mmiris.artifacts import ArtifactStore
-from pipelines.recommend import recommend
+from mmiris.pipelines.recommend import recommend
 
 
 @task(name="recommend", cache_policy=NO_CACHE)

@@ -8,9 +8,9 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.stage_logs import forward_stage_logs
+from mmiris.flows.stage_logs import forward_stage_logs
 from mmiris.artifacts import ArtifactStore
-from pipelines.report import build_report
+from mmiris.pipelines.report import build_report
 
 
 @task(name="build-report", cache_policy=NO_CACHE)

@@ -7,10 +7,10 @@ from typing import Literal
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.stage_logs import forward_stage_logs, now
-from flows.ui_artifacts import finish_stage
+from mmiris.flows.stage_logs import forward_stage_logs, now
+from mmiris.flows.ui_artifacts import finish_stage
 from mmiris.artifacts import ArtifactStore
-from pipelines.split import split_leave_one_out
+from mmiris.pipelines.split import split_leave_one_out
 
 
 @task(name="split-leave-one-out", cache_policy=NO_CACHE)

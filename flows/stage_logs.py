@@ -12,7 +12,7 @@ from prefect.logging.handlers import APILogHandler
 from mmiris.artifacts import ArtifactRef, ArtifactStore
 
 # Loggers of the library and the stages; the store logs "found existing ... not recomputing".
-STAGE_LOGGERS = ("mmiris", "pipelines")
+STAGE_LOGGERS = ("mmiris",)  # the stages log as mmiris.<stage>
 
 
 class StageLogHandler(APILogHandler):
@@ -26,7 +26,7 @@ class StageLogHandler(APILogHandler):
 
 
 def forward_stage_logs() -> None:
-    """Send the stages' own log records (``mmiris.*``, ``pipelines.*``) to the Prefect API,
+    """Send the stages' own log records (``mmiris.*``) to the Prefect API,
     so they show in the run's logs in the UI. Prefect does this for loggers named in
     PREFECT_LOGGING_EXTRA_LOGGERS; doing it here means a worker needs no setting. Idempotent."""
     for name in STAGE_LOGGERS:

@@ -14,12 +14,12 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.stage_logs import forward_stage_logs, now
-from flows.torchrun import run_torchrun, train_argv
-from flows.ui_artifacts import finish_stage, show_training_log
+from mmiris.flows.stage_logs import forward_stage_logs, now
+from mmiris.flows.torchrun import run_torchrun, train_argv
+from mmiris.flows.ui_artifacts import finish_stage, show_training_log
 from mmiris.artifacts import ArtifactStore
 from mmiris.train.config import TrainConfig
-from pipelines.train import train_model
+from mmiris.pipelines.train import train_model
 
 
 @task(name="train-model", cache_policy=NO_CACHE)

@@ -16,11 +16,11 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.stage_logs import forward_stage_logs, now
-from flows.ui_artifacts import artifact_key, finish_stage
+from mmiris.flows.stage_logs import forward_stage_logs, now
+from mmiris.flows.ui_artifacts import artifact_key, finish_stage
 from mmiris.artifacts import ArtifactStore
 from mmiris.train.config import TrainConfig
-from pipelines.tune import tune_model
+from mmiris.pipelines.tune import tune_model
 
 
 @task(name="tune-model", cache_policy=NO_CACHE)

@@ -6,7 +6,7 @@ import re
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.stage_logs import note_outcome
+from mmiris.flows.stage_logs import note_outcome
 from mmiris.artifacts import ArtifactStore
 
 

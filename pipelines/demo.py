@@ -71,12 +71,12 @@ def run_demo(store: ArtifactStore, out_dir: str | Path, options: DemoOptions | N
     """Run every stage on the generated demo data; ``say`` receives one line per step."""
     from mmiris.models import get_model_class
     from mmiris.train.config import TrainConfig
-    from pipelines.demo_data import generate_demo_dataset
-    from pipelines.evaluate import evaluate_model, read_metrics
-    from pipelines.recommend import recommend
-    from pipelines.report import build_report
-    from pipelines.split import split_leave_one_out
-    from pipelines.train import train_model
+    from mmiris.pipelines.demo_data import generate_demo_dataset
+    from mmiris.pipelines.evaluate import evaluate_model, read_metrics
+    from mmiris.pipelines.recommend import recommend
+    from mmiris.pipelines.report import build_report
+    from mmiris.pipelines.split import split_leave_one_out
+    from mmiris.pipelines.train import train_model
 
     opt = options or DemoOptions()
     classes = {}
@@ -109,7 +109,7 @@ def run_demo(store: ArtifactStore, out_dir: str | Path, options: DemoOptions | N
     features: dict[str, ArtifactRef] = {}
     if needs:
         def extract():
-            from pipelines.extract import extract_image_features, extract_text_features
+            from mmiris.pipelines.extract import extract_image_features, extract_text_features
 
             # Each call starts a local Dask cluster only if it has something to encode.
             if "image" in needs:

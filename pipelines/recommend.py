@@ -24,27 +24,10 @@ from mmiris.data.split import load_split
 from mmiris.errors import MmirisError
 from mmiris.eval.explanations import explanation_overlap
 from mmiris.models.base import Recommender
+from mmiris.recommend.loader import load_trained_model, model_split
 from mmiris.recommend.topn import consumed_history, recommend_top_n
 
 log = logging.getLogger("mmiris.recommend")
-
-
-def load_trained_model(store: ArtifactStore, model_ref: ArtifactRef | str) -> Recommender:
-    """The training stage's loader (mmiris/train/checkpoint.py), imported when needed."""
-    try:
-        from mmiris.train.checkpoint import load_model
-    except ImportError as exc:  # the training package is missing from this install
-        raise MmirisError(f"cannot load model {model_ref}: mmiris.train.checkpoint is unavailable ({exc})") from None
-    return load_model(store, model_ref)
-
-
-def model_split(store: ArtifactStore, model_ref: ArtifactRef | str) -> ArtifactRef:
-    """The split a model was trained on (its ``split`` parent)."""
-    m = store.manifest(model_ref)
-    splits = [ArtifactRef.parse(p) for p in m.parents if store.manifest(ArtifactRef.parse(p)).kind == "split"]
-    if len(splits) != 1:
-        raise MmirisError(f"model {m.ref} has {len(splits)} split parents: name the split (--split)")
-    return splits[0]
 
 
 def recommendations_name(model_ref: ArtifactRef) -> str:

@@ -97,7 +97,7 @@ def test_feature_records_join_through_the_items_source_ids(base, tmp_path):
 
     from mmiris.artifacts import ArtifactStore
     from mmiris.cli.features import _id_map, _jsonl_ids
-    from pipelines.extract import texts_from_jsonl
+    from mmiris.pipelines.extract import texts_from_jsonl
 
     shutil.copytree(base / "store", tmp_path / "store")
     store = ArtifactStore(tmp_path / "store")

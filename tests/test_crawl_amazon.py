@@ -9,7 +9,7 @@ from mmiris.crawl.images import CorruptImage, inspect_image
 from mmiris.crawl.omdb_server import Catalogue, Faults, OmdbServer
 from mmiris.crawl.testing import image_bytes, publish_items, write_posters
 from mmiris.http import HttpConfig
-from pipelines.crawl import crawl_amazon_images
+from mmiris.pipelines.crawl import crawl_amazon_images
 
 FAST = HttpConfig(timeout_s=1.0, backoff_s=0.01, backoff_jitter_s=0.01, max_backoff_s=0.05)
 

@@ -14,7 +14,7 @@ from mmiris.crawl.omdb_server import Catalogue, Faults, OmdbServer
 from mmiris.crawl.testing import publish_items, record, write_posters
 from mmiris.errors import MmirisError
 from mmiris.http import HttpConfig
-from pipelines.crawl import CrawlIncomplete, CrawlStopped, crawl_omdb
+from mmiris.pipelines.crawl import CrawlIncomplete, CrawlStopped, crawl_omdb
 
 KEY = "omdb-test-KEY-5c1e9b"
 # A read timeout well above a loaded 2-core machine's answer time: a correct answer that came
@@ -311,7 +311,7 @@ def test_worker_processes_share_the_rate_and_stop_together(world):
 
 def test_links_file_errors_name_file_and_line(tmp_path):
     from mmiris.errors import InputError
-    from pipelines.crawl import read_links
+    from mmiris.pipelines.crawl import read_links
 
     good = tmp_path / "links.csv"
     good.write_text("movieId,imdbId,tmdbId\n1,0114709,862\n2,113497,\n3,,\n")

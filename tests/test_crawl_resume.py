@@ -14,7 +14,7 @@ from mmiris.crawl.cache import ResponseCache
 from mmiris.crawl.omdb_server import Catalogue, Faults, OmdbServer
 from mmiris.crawl.testing import publish_items, record, write_posters
 from mmiris.http import HttpConfig
-from pipelines.crawl import crawl_omdb
+from mmiris.pipelines.crawl import crawl_omdb
 
 KEY = "resume-test-key-77"
 N = 48

@@ -9,7 +9,7 @@ from PIL import Image
 
 from mmiris.artifacts import ArtifactStore
 from mmiris.demo.synthetic import GENRES, DemoConfig, generate
-from pipelines.demo_data import generate_demo_dataset
+from mmiris.pipelines.demo_data import generate_demo_dataset
 
 SMALL = dict(n_users=60, n_items=40, seed=3)
 

@@ -64,7 +64,7 @@ def test_demo_runs_end_to_end_and_its_artifacts_serve_recommend_and_report(tmp_p
     assert one.stdout.count("↳") >= 10
 
     # the stage for chosen users gives exactly those users' rows of the full run
-    from pipelines.recommend import recommend
+    from mmiris.pipelines.recommend import recommend
 
     some = store.read_table(recommend(store, model_name, users=[4, 3]), "recommendations").to_pylist()
     full = [r for r in recs.to_pylist() if r["user_id"] in (3, 4)]
@@ -76,7 +76,7 @@ def test_demo_runs_end_to_end_and_its_artifacts_serve_recommend_and_report(tmp_p
         assert abs(a["score"] - b["score"]) < 1e-5
 
     # running the demo again (here from Python) finds every artifact instead of recomputing
-    from pipelines.demo import DemoOptions, run_demo
+    from mmiris.pipelines.demo import DemoOptions, run_demo
 
     lines = []
     before = {n: len(store.versions(n)) for n in store.names()}

@@ -15,7 +15,7 @@ from mmiris.data.modality import load_modality
 from mmiris.encoders import get_image_encoder, get_text_encoder
 from mmiris.encoders.image import decode_image
 from mmiris.encoders.text import normalize_text
-from pipelines.extract import PLUGIN_NAME, extract_image_features, extract_text_features
+from mmiris.pipelines.extract import PLUGIN_NAME, extract_image_features, extract_text_features
 
 TEXT_COLUMNS = ["title", "genre", "director", "actors", "year", "imdb_id", "match_method", "raw_json"]
 
@@ -244,7 +244,7 @@ def test_tune_allocator_applies_under_the_nannys_malloc_setting():
     import subprocess
     import sys
 
-    code = "from pipelines.extract import tune_allocator; print(tune_allocator(), tune_allocator())"
+    code = "from mmiris.pipelines.extract import tune_allocator; print(tune_allocator(), tune_allocator())"
     env = {**__import__("os").environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
@@ -254,7 +254,7 @@ def test_tune_allocator_applies_under_the_nannys_malloc_setting():
 
 
 def test_default_batch_size_per_modality_and_device():
-    from pipelines.extract import default_batch_size
+    from mmiris.pipelines.extract import default_batch_size
 
     assert default_batch_size("image", "cpu") == 16
     assert default_batch_size("image", "cuda:1") == 64

@@ -100,7 +100,7 @@ def server(tmp_path_factory):
     proc = srv.start("server", "start", "--host", "127.0.0.1", "--port", str(srv.port),
                      log="server.log")
     deadline = time.time() + 120
-    import flows.pipeline  # noqa: F401  - the direct-run tests' imports, while the server boots
+    import mmiris.flows.pipeline  # noqa: F401  - the direct-run tests' imports, while the server boots
     while True:
         try:
             if requests.get(srv.url + "/health", timeout=2).ok:
@@ -130,7 +130,7 @@ def deployed(server):
     print(f"work pool + prefect deploy --all: {server.deploy_s:.1f} s")
     # Demo data for the stage deployment runs. The split run is triggered now and checked by
     # the last test, so the worker runs it while the direct-run tests use this process.
-    from pipelines.demo_data import generate_demo_dataset
+    from mmiris.pipelines.demo_data import generate_demo_dataset
 
     server.demo_interactions = generate_demo_dataset(ArtifactStore(server.store), n_users=40,
                                                      n_items=60).interactions
@@ -252,7 +252,7 @@ def _flow_runs(server: PrefectServer, flow_name: str) -> list[dict]:
 
 
 def test_demo_pipeline_runs_directly_on_an_existing_dask_cluster(api, dask_address, tmp_path):
-    from flows.pipeline import demo_pipeline_flow
+    from mmiris.flows.pipeline import demo_pipeline_flow
 
     store_uri = str(tmp_path / "store")
     t0 = time.perf_counter()
@@ -296,7 +296,7 @@ def test_demo_pipeline_runs_directly_on_an_existing_dask_cluster(api, dask_addre
 
 
 def test_train_flow_alone_on_existing_artifacts_then_reuses_the_version(api):
-    from flows.train import train_flow
+    from mmiris.flows.train import train_flow
 
     out, store_uri = api.demo_out, api.demo_store
     ref = train_flow(split=out["split"], model="mf", model_settings={"emb": 8},
@@ -314,7 +314,7 @@ def test_train_flow_alone_on_existing_artifacts_then_reuses_the_version(api):
 
 
 def test_tune_flow_alone_on_existing_artifacts(api):
-    from flows.tune import tune_flow
+    from mmiris.flows.tune import tune_flow
 
     out, store_uri = api.demo_out, api.demo_store
     ref = tune_flow(split=out["split"], model="fism", n_trials=2, only=["lr"],
@@ -330,7 +330,7 @@ def test_tune_flow_alone_on_existing_artifacts(api):
 
 
 def test_bad_input_fails_the_run_once_without_retries(api):
-    from flows.split import split_flow
+    from mmiris.flows.split import split_flow
 
     items = api.demo_out["items"]
     with pytest.raises(MmirisError, match="expected interactions"):
@@ -346,7 +346,7 @@ def test_crawl_omdb_flow_against_a_local_omdb_server(api, tmp_path, monkeypatch)
     """The crawl flow over real HTTP (the OMDb-compatible server of mmiris.crawl): an invalid
     key stops the run at once without a retry; the key from the worker's environment works
     and never shows in the run's logs."""
-    from flows.crawl import crawl_omdb_flow
+    from mmiris.flows.crawl import crawl_omdb_flow
     from mmiris.crawl.omdb_server import Catalogue, OmdbServer
     from mmiris.crawl.testing import publish_items, record, write_posters
 
@@ -385,7 +385,7 @@ def test_crawl_omdb_flow_against_a_local_omdb_server(api, tmp_path, monkeypatch)
 def test_pipeline_flow_on_real_format_files_with_crawl(api, dask_address, tmp_path, monkeypatch):
     """The real-data pipeline: MovieLens CSV files -> ingest -> OMDb crawl (local server) ->
     image features -> split -> train/evaluate -> recommend -> report."""
-    from flows.pipeline import pipeline_flow
+    from mmiris.flows.pipeline import pipeline_flow
     from mmiris.crawl.omdb_server import Catalogue, OmdbServer
     from mmiris.crawl.testing import record, write_posters
 
@@ -432,8 +432,8 @@ def test_flows_on_an_s3_store(api, monkeypatch):
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from flows.demo_data import demo_data_flow
-    from flows.split import split_flow
+    from mmiris.flows.demo_data import demo_data_flow
+    from mmiris.flows.split import split_flow
 
     for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                  "AWS_DEFAULT_REGION": "us-east-1"}.items():

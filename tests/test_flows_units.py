@@ -9,9 +9,9 @@ import typing
 import pytest
 from prefect.states import Completed, Failed
 
-from flows.retry_policy import retry_crawl, retry_unless_user_error
-from flows.torchrun import train_argv
-from flows.ui_artifacts import artifact_key
+from mmiris.flows.retry_policy import retry_crawl, retry_unless_user_error
+from mmiris.flows.torchrun import train_argv
+from mmiris.flows.ui_artifacts import artifact_key
 from mmiris.crawl.parallel import CrawlIncomplete, CrawlStopped
 from mmiris.errors import InputError, MmirisError
 
@@ -37,7 +37,7 @@ def test_crawls_retry_incomplete_runs_but_not_a_stopped_one():
 
 
 def test_network_tasks_have_retries_and_the_others_none():
-    from flows import crawl, evaluate, extract, ingest, recommend, split, train
+    from mmiris.flows import crawl, evaluate, extract, ingest, recommend, split, train
 
     for t in (crawl.crawl_omdb_task, crawl.crawl_amazon_images_task):
         assert t.retries >= 2 and t.retry_condition_fn is retry_crawl
@@ -49,7 +49,7 @@ def test_network_tasks_have_retries_and_the_others_none():
 
 
 def test_flows_take_refs_and_store_uris_as_strings_never_data():
-    from flows import crawl, demo_data, evaluate, extract, ingest, pipeline, recommend, report, \
+    from mmiris.flows import crawl, demo_data, evaluate, extract, ingest, pipeline, recommend, report, \
         split, train
 
     flows = [demo_data.demo_data_flow, ingest.ingest_movielens_flow, ingest.ingest_ncf_flow,

@@ -8,7 +8,7 @@ import pytest
 
 from mmiris.errors import InputError
 from mmiris.ingest.kcore import kcore_mask
-from pipelines.ingest import ingest_amazon
+from mmiris.pipelines.ingest import ingest_amazon
 
 
 def reviews_grid(n_users=6, n_items=6, extra=()):

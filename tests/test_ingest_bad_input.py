@@ -5,7 +5,7 @@ import pytest
 
 from mmiris.cli import main
 from mmiris.errors import InputError
-from pipelines.ingest import ingest_movielens
+from mmiris.pipelines.ingest import ingest_movielens
 from tests.test_ingest_movielens import ML1M_MOVIES, ML1M_RATINGS, write_ml1m
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from mmiris.errors import InputError
 from mmiris.ingest.download import fetch
-from pipelines.ingest import ingest_movielens
+from mmiris.pipelines.ingest import ingest_movielens
 from tests.test_ingest_movielens import write_ml1m
 
 

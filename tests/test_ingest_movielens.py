@@ -5,7 +5,7 @@ import zipfile
 import pytest
 
 from mmiris.ingest.items import imdb_tt, year_from_title
-from pipelines.ingest import ingest_movielens
+from mmiris.pipelines.ingest import ingest_movielens
 
 ML1M_RATINGS = """\
 1::10::5::978300760

@@ -6,7 +6,7 @@ import pytest
 from mmiris.cli import main
 from mmiris.data.split import load_split
 from mmiris.errors import InputError
-from pipelines.ingest import ingest_ncf
+from mmiris.pipelines.ingest import ingest_ncf
 
 N_USERS, N_ITEMS, N_NEG = 6, 30, 5
 

@@ -10,8 +10,8 @@ import duckdb
 import pytest
 
 from mmiris.artifacts import ArtifactStore
-from pipelines.ingest import ingest_movielens
-from pipelines.split import split_leave_one_out
+from mmiris.pipelines.ingest import ingest_movielens
+from mmiris.pipelines.split import split_leave_one_out
 from tests.test_ingest_movielens import write_ml1m
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -214,7 +214,7 @@ def test_model_artifact_records_precision_and_attention_backend(store):
     from test_train_trainer import publish_tiny_split
 
     from mmiris.models import attentive
-    from pipelines.train import train_model
+    from mmiris.pipelines.train import train_model
 
     split = publish_tiny_split(store)
     ref = train_model(store, split, "nais_prod", model_config={"emb": 8, "attention_size": 8},

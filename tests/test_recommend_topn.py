@@ -11,7 +11,7 @@ from mmiris.errors import MmirisError
 from mmiris.models.base import ModelConfig, Recommender
 from mmiris.recommend.explain import explain
 from mmiris.recommend.topn import consumed_history, recommend_top_n
-from pipelines.recommend import recommend_output
+from mmiris.pipelines.recommend import recommend_output
 
 
 class TinyAttention(Recommender):

@@ -14,9 +14,9 @@ from PIL import Image
 
 from mmiris.artifacts import Output
 from mmiris.data.split import load_split
-from pipelines.demo_data import generate_demo_dataset
-from pipelines.recommend import recommend_output
-from pipelines.report import build_report
+from mmiris.pipelines.demo_data import generate_demo_dataset
+from mmiris.pipelines.recommend import recommend_output
+from mmiris.pipelines.report import build_report
 from tests.test_recommend_topn import TinyAttention
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -89,7 +89,7 @@ def report_store(store, monkeypatch):
     rec_ref = store.publish("recommendations-multimodal_iris", "recommendations", out,
                             parents=[m_attn, split_ref], params={"top_n": 10})
     # The cards recompute a_ij over the whole history with the model: hand them this one.
-    monkeypatch.setattr("pipelines.recommend.load_trained_model", lambda store, ref: model)
+    monkeypatch.setattr("mmiris.recommend.loader.load_trained_model", lambda store, ref: model)
     return store, split_ref, rec_ref, model
 
 

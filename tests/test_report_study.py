@@ -7,7 +7,7 @@ import pytest
 from mmiris.artifacts import ArtifactStore
 from mmiris.errors import MmirisError
 from mmiris.report import study as S
-from pipelines.report import build_report
+from mmiris.pipelines.report import build_report
 
 
 def _row(model, seed, hr10, variant="", emb=16, **kw):

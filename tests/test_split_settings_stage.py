@@ -10,8 +10,8 @@ from mmiris.data.split import load_split
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from pipelines.demo_data import generate_demo_dataset
-    from pipelines.split import split_leave_one_out
+    from mmiris.pipelines.demo_data import generate_demo_dataset
+    from mmiris.pipelines.split import split_leave_one_out
 
     store = ArtifactStore(tmp_path_factory.mktemp("settings") / "store")
     refs = generate_demo_dataset(store, n_users=60, n_items=40)
@@ -28,8 +28,8 @@ def test_cold_split_through_the_cli_then_train_and_evaluate(demo, capsys):
     assert m.params["setting"] == "cold" and m.stats["setting"] == "cold" and str(split) in m.parents
     cold = load_split(store, m.ref)
     assert not set(cold.test_items.tolist()) & set(cold.train_items.tolist())
-    from pipelines.evaluate import evaluate_model, read_metrics
-    from pipelines.train import train_model
+    from mmiris.pipelines.evaluate import evaluate_model, read_metrics
+    from mmiris.pipelines.train import train_model
 
     model = train_model(store, m.ref, "itempop")
     met = read_metrics(store, evaluate_model(store, model, protocols=("sampled", "full")))

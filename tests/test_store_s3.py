@@ -9,8 +9,8 @@ import pytest
 from mmiris.artifacts import ArtifactStore
 from mmiris.data.split import load_split
 from mmiris.errors import ArtifactNotFound
-from pipelines.ingest import ingest_movielens
-from pipelines.split import split_leave_one_out
+from mmiris.pipelines.ingest import ingest_movielens
+from mmiris.pipelines.split import split_leave_one_out
 from tests.test_ingest_movielens import write_ml1m
 from tests.test_store import _interactions
 

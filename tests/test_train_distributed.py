@@ -58,7 +58,7 @@ def _result(store):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    from pipelines.train import train_model
+    from mmiris.pipelines.train import train_model
 
     store = _store(tmp_path_factory.mktemp("ref") / "store")
     train_model(store, "split", "mf", model_config={"emb": 8}, train_config=CFG)

@@ -90,8 +90,8 @@ def _cfg(**kw):
 
 
 def test_train_publishes_best_model_log_and_loader_roundtrip(store):
-    from pipelines.evaluate import evaluate_model, read_metrics
-    from pipelines.train import train_model
+    from mmiris.pipelines.evaluate import evaluate_model, read_metrics
+    from mmiris.pipelines.train import train_model
     from mmiris.train.checkpoint import load_model
 
     split = publish_tiny_split(store)
@@ -123,7 +123,7 @@ def test_train_publishes_best_model_log_and_loader_roundtrip(store):
 
 
 def test_early_stopping_stops_and_keeps_the_best_epoch(store):
-    from pipelines.train import train_model
+    from mmiris.pipelines.train import train_model
 
     split = publish_tiny_split(store)
     ref = train_model(store, split, "tiny_mf", model_config={"emb": 8},
@@ -139,8 +139,8 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(store):
 
 
 def test_closed_form_model_goes_through_the_same_stage(store):
-    from pipelines.evaluate import evaluate_model, read_metrics, read_ranks
-    from pipelines.train import train_model
+    from mmiris.pipelines.evaluate import evaluate_model, read_metrics, read_ranks
+    from mmiris.pipelines.train import train_model
 
     split = publish_tiny_split(store)
     ref = train_model(store, split, "tiny_pop", train_config=_cfg())
@@ -155,7 +155,7 @@ def test_closed_form_model_goes_through_the_same_stage(store):
 
 def test_bad_configs_are_clear_errors(store):
     from mmiris.errors import MmirisError
-    from pipelines.train import train_model
+    from mmiris.pipelines.train import train_model
 
     split = publish_tiny_split(store)
     with pytest.raises(MmirisError, match="loss 'hinge'"):
@@ -195,8 +195,8 @@ def test_cli_train_evaluate_and_init_from(store, monkeypatch, capsys):
 
 @pytest.mark.parametrize("name", ["itempop", "ease", "fism", "nais_prod"])
 def test_registry_models_train_evaluate_and_reload(store, name):
-    from pipelines.evaluate import evaluate_model, read_metrics
-    from pipelines.train import train_model
+    from mmiris.pipelines.evaluate import evaluate_model, read_metrics
+    from mmiris.pipelines.train import train_model
     from mmiris.train.checkpoint import load_model
 
     split = publish_tiny_split(store)

@@ -24,8 +24,8 @@ FAST = ["--batch-size", "256", "--threads", "1", "--emb", "8"]  # CLI options sh
 
 
 def _demo_split(store: ArtifactStore):
-    from pipelines.demo_data import generate_demo_dataset
-    from pipelines.split import split_leave_one_out
+    from mmiris.pipelines.demo_data import generate_demo_dataset
+    from mmiris.pipelines.split import split_leave_one_out
 
     refs = generate_demo_dataset(store, n_users=60, n_items=40)
     return split_leave_one_out(store, refs.interactions, n_negatives=20)
@@ -39,7 +39,7 @@ def data(tmp_path_factory):
 
 def test_search_space_defaults_and_grammar():
     from mmiris.errors import MmirisError
-    from pipelines.tune import default_space, parse_spec, search_space
+    from mmiris.pipelines.tune import default_space, parse_spec, search_space
 
     assert set(default_space("fism")) == {"lr", "batch_size", "reg_emb"}
     assert set(default_space("nais_prod")) == {"lr", "batch_size", "reg_emb", "reg_attention", "beta",
@@ -65,7 +65,7 @@ def test_search_space_defaults_and_grammar():
 def test_tune_prunes_publishes_the_trials_table_and_finds_it_again(data):
     from mmiris.report.collect import SplitSection, collect_tunes
     from mmiris.report.html import render
-    from pipelines.tune import tune_model
+    from mmiris.pipelines.tune import tune_model
 
     store, split = data
     kw = dict(n_trials=2, space={"lr": [0.05, 1e-9]}, only=["lr"], model_config={"emb": 8},

@@ -1,4 +1,5 @@
-"""Artifact contracts from ``schemas/*.json``: parse, validate and conform Arrow tables.
+"""Artifact contracts from ``mmiris/schemas/*.json`` (package data; the repository's
+``schemas/`` folder): parse, validate and conform Arrow tables.
 
 A contract names an artifact kind and, per table, its columns: name, Arrow type string,
 nullability and meaning. Writers conform tables to it before publishing; readers validate
@@ -10,15 +11,23 @@ what they read. Type strings are Arrow's own spelling (``int64``, ``string``,
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 
 import pyarrow as pa
 
 from mmiris.errors import SchemaError
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+if sys.version_info >= (3, 11):
+    from importlib.resources.abc import Traversable
+else:  # pragma: no cover - Python 3.10
+    from importlib.abc import Traversable
+
+# The contracts ship inside the package (a wheel carries them); in a checkout mmiris/schemas
+# links to the top-level schemas/ folder.
+SCHEMA_DIR: Traversable = resources.files("mmiris") / "schemas"
 
 _PRIMITIVES = {
     "bool": pa.bool_(),
@@ -155,9 +164,9 @@ class Contract:
 
 
 @lru_cache(maxsize=None)
-def load_contract(kind: str, schema_dir: Path = SCHEMA_DIR) -> Contract:
+def load_contract(kind: str, schema_dir: Traversable = SCHEMA_DIR) -> Contract:
     path = schema_dir / f"{kind}.json"
-    if not path.exists():
+    if not path.is_file():
         raise SchemaError(f"no contract for artifact kind {kind!r}: expected {path}")
     raw = json.loads(path.read_text())
     tables = {}
@@ -172,8 +181,8 @@ def load_contract(kind: str, schema_dir: Path = SCHEMA_DIR) -> Contract:
     return Contract(raw["name"], int(raw["version"]), raw.get("description", ""), tables)
 
 
-def list_contracts(schema_dir: Path = SCHEMA_DIR) -> list[str]:
-    return sorted(p.stem for p in schema_dir.glob("*.json"))
+def list_contracts(schema_dir: Traversable = SCHEMA_DIR) -> list[str]:
+    return sorted(p.name.removesuffix(".json") for p in schema_dir.iterdir() if p.name.endswith(".json"))
 
 
 def validate(table: pa.Table, contract: Contract, table_name: str, where: str) -> None:

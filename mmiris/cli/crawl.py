@@ -89,7 +89,7 @@ def _run(fn, base_url: str | None = None) -> int:
 
 def _omdb(args) -> int:
     from mmiris.artifacts import ArtifactStore
-    from pipelines.crawl import DEFAULT_BASE_URL, crawl_omdb
+    from mmiris.pipelines.crawl import DEFAULT_BASE_URL, crawl_omdb
 
     def go() -> int:
         store = ArtifactStore()
@@ -112,7 +112,7 @@ def _omdb(args) -> int:
 
 def _amazon(args) -> int:
     from mmiris.artifacts import ArtifactStore
-    from pipelines.crawl import crawl_amazon_images
+    from mmiris.pipelines.crawl import crawl_amazon_images
 
     def go() -> int:
         store = ArtifactStore()

@@ -17,7 +17,7 @@ from mmiris.artifacts import ArtifactStore
 from mmiris.errors import MmirisError
 
 def _defaults():
-    from pipelines.demo import DemoOptions
+    from mmiris.pipelines.demo import DemoOptions
 
     return DemoOptions()
 
@@ -45,7 +45,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from dataclasses import replace
 
-    from pipelines.demo import run_demo
+    from mmiris.pipelines.demo import run_demo
 
     for opt, value, least in (("--users", args.users, 2), ("--items", args.items, 10), ("--epochs", args.epochs, 1),
                               ("--emb", args.emb, 1)):

@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pipelines.evaluate import evaluate_model, read_metrics
+    from mmiris.pipelines.evaluate import evaluate_model, read_metrics
 
     store = ArtifactStore()
     ref = evaluate_model(store, store.resolve(args.model), args.split,

@@ -118,12 +118,12 @@ def _run_args(p, default_name: str) -> None:
 
 def _image(args) -> int:
     from mmiris.artifacts import ArtifactStore
-    from pipelines.extract import extract_image_features, images_from_folder
+    from mmiris.pipelines.extract import extract_image_features, images_from_folder
 
     from pathlib import Path
 
     from mmiris.errors import MmirisError
-    from pipelines.extract import IMAGE_SUFFIXES
+    from mmiris.pipelines.extract import IMAGE_SUFFIXES
 
     from mmiris.encoders.registry import image_encoder_spec
 
@@ -146,7 +146,7 @@ def _image(args) -> int:
 
 def _text(args) -> int:
     from mmiris.artifacts import ArtifactStore
-    from pipelines.extract import extract_text_features, texts_from_jsonl
+    from mmiris.pipelines.extract import extract_text_features, texts_from_jsonl
 
     from mmiris.encoders.registry import text_encoder_spec
 

@@ -62,7 +62,7 @@ def _print(result) -> int:
 
 
 def _movielens(args) -> int:
-    from pipelines.ingest import ingest_movielens
+    from mmiris.pipelines.ingest import ingest_movielens
 
     return _print(ingest_movielens(ArtifactStore(), args.source, name_prefix=args.name_prefix,
                                    encoding=args.encoding, on_bad_lines=args.on_bad_lines,
@@ -85,7 +85,7 @@ def ncf_sources(sources: list[str]) -> tuple[str, str, str]:
 
 
 def _ncf(args) -> int:
-    from pipelines.ingest import ingest_ncf
+    from mmiris.pipelines.ingest import ingest_ncf
 
     train, test, negatives = ncf_sources(args.sources)
     return _print(ingest_ncf(ArtifactStore(), train, test, negatives, item_map=args.item_map,
@@ -95,7 +95,7 @@ def _ncf(args) -> int:
 
 
 def _amazon(args) -> int:
-    from pipelines.ingest import ingest_amazon
+    from mmiris.pipelines.ingest import ingest_amazon
 
     return _print(ingest_amazon(ArtifactStore(), args.reviews, args.meta, kcore=args.kcore,
                                 name_prefix=args.name_prefix, on_bad_lines=args.on_bad_lines,

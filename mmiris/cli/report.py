@@ -31,7 +31,7 @@ def run(args) -> int:
 
     from mmiris.cli.recommend import parse_users
     from mmiris.errors import MmirisError
-    from pipelines.report import build_report
+    from mmiris.pipelines.report import build_report
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise MmirisError(f"--out {args.out}: is a file, expected a folder (created if missing)")

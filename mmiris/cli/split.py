@@ -29,12 +29,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pipelines.split import split_leave_one_out
+    from mmiris.pipelines.split import split_leave_one_out
 
     store = ArtifactStore()
     if args.from_split or args.keep is not None or args.cold_items is not None:
         from mmiris.errors import MmirisError
-        from pipelines.split import derive_split
+        from mmiris.pipelines.split import derive_split
 
         if not args.from_split:
             raise MmirisError("--keep and --cold-items derive from an existing split: name it with --from SPLIT")

@@ -70,13 +70,13 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from pipelines.train import train_model
+    from mmiris.pipelines.train import train_model
     from mmiris.train import distributed as D
 
     # Precedence: defaults < --params-from (best trial of a tune artifact) < explicit flags, --emb, --set.
     tuned_model, tuned_train = {}, {}
     if args.params_from:
-        from pipelines.tune import best_params
+        from mmiris.pipelines.tune import best_params
 
         tuned_model, tuned_train = best_params(ArtifactStore(), args.params_from, args.model)
     for key in ("lr", "batch_size", "negatives", "loss"):

@@ -97,7 +97,7 @@ def parse_space(items: list[str], path: str | None) -> dict:
 
 def run(args) -> int:
     from mmiris.cli.train import parse_sets
-    from pipelines.tune import search_space, tune_model
+    from mmiris.pipelines.tune import search_space, tune_model
 
     space = parse_space(args.space, args.space_file)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None

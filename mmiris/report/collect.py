@@ -274,9 +274,9 @@ def _try_load(store: ArtifactStore, model_ref: str | None):
     if model_ref is None:
         return None
     try:
-        from pipelines.recommend import load_trained_model
+        from mmiris.recommend import loader  # the module, so a test can hand it a model
 
-        return load_trained_model(store, ArtifactRef.parse(model_ref))
+        return loader.load_trained_model(store, ArtifactRef.parse(model_ref))
     except Exception as exc:  # the cards still show the stored explanations
         log.warning("cannot load %s for the relevance charts: %s", model_ref, exc)
         return None
