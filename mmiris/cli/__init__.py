@@ -31,23 +31,45 @@ COMMANDS = ["demo", "ingest", "split", "crawl", "features", "train", "tune", "ev
             "report", "artifacts"]
 
 
+def _global_options(parser: argparse.ArgumentParser, default) -> None:
+    """The options every command takes, anywhere on the line (``mmiris train ... --store X``).
+
+    The top-level parser gets real defaults; each subcommand gets the same options with
+    ``argparse.SUPPRESS``, so a value given after the subcommand is kept and an absent one
+    does not overwrite what was given before it."""
+    def d(value):
+        return value if default is None else default
+
+    parser.add_argument("--store", default=d(None),
+                        help="artifact store path or URI (default: $MMIRIS_STORE or ./mmiris-store)")
+    parser.add_argument("--no-verify", action="store_true", default=d(False),
+                        help="skip the sha256 check of tables and files against their manifests "
+                             "(also MMIRIS_VERIFY=0); faster on huge stores, unsafe on untrusted ones")
+    parser.add_argument("--debug", action="store_true", default=d(False),
+                        help="print the full traceback of any error, not just the one-line message")
+    parser.add_argument("-v", "--verbose", action="store_true", default=d(False), help="debug logging")
+
+
+def _subparsers(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield sub
+                yield from _subparsers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmiris",
         description="Multimodal IRIS recommender: stages over a versioned Parquet artifact store.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--store", default=None,
-                        help="artifact store path or URI (default: $MMIRIS_STORE or ./mmiris-store)")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip the sha256 check of tables and files against their manifests "
-                             "(also MMIRIS_VERIFY=0); faster on huge stores, unsafe on untrusted ones")
-    parser.add_argument("--debug", action="store_true",
-                        help="print the full traceback of any error, not just the one-line message")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _global_options(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"mmiris.cli.{name}").register(sub)
+    for p in _subparsers(parser):
+        _global_options(p, argparse.SUPPRESS)
     return parser
 
 
