@@ -27,7 +27,7 @@ Last line: one JSON object with, per model and emb, ``<model>_emb<k>_instances_p
 ``_cpu_fraction`` (process CPU time / wall time: < threads means other jobs took the cores),
 ``_epoch_cpu_seconds`` (the same projection from this process's CPU time: with one thread, what
 one core delivers when other jobs share the machine),
-``_full_eval_seconds``, ``_sampled_eval_seconds`` (eval models); ratios
+``_full_eval_seconds``, ``_sampled_eval_seconds`` and their ``_cpu_seconds`` (eval models); ratios
 ``<iris>_emb16_over_nais_concat_emb16`` and ``<model>_emb64_over_emb16`` (same run);
 ``threads``, ``dtype``, ``load_avg`` (1-minute load average before each model, the max).
 """
@@ -153,12 +153,14 @@ def run_model(store_uri: str, split_ref: str, name: str, emb: int, opts: dict, o
             users, items = split.test_users, split.test_items
             valid_of = np.full(split.n_users, -1, np.int64)
             valid_of[split.valid_users] = split.valid_items
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             full = full_ranks(model, users, items, history, also_exclude=valid_of[users], device=device)
             row[f"{key}_full_eval_seconds"] = round(time.perf_counter() - t0, 2)
-            t0 = time.perf_counter()
+            row[f"{key}_full_eval_cpu_seconds"] = round(time.process_time() - c0, 2)
+            t0, c0 = time.perf_counter(), time.process_time()
             sampled = sampled_ranks(model, users, items, split.test_negatives, device=device)
             row[f"{key}_sampled_eval_seconds"] = round(time.perf_counter() - t0, 2)
+            row[f"{key}_sampled_eval_cpu_seconds"] = round(time.process_time() - c0, 2)
             row[f"{key}_eval_users"] = len(users)
             row[f"{key}_eval_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
             print(f"{key}: evaluation of {len(users)} users: full ranking {row[f'{key}_full_eval_seconds']} s "
