@@ -30,6 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
+from mmiris.artifacts.code_version import source_version
 from mmiris.crawl.amazon import ImageTask, crawl_image_chunk
 from mmiris.crawl.apikey import DEFAULT_SECRET_BLOCK, ApiKey, resolve_api_key
 from mmiris.crawl.cache import ResponseCache
@@ -42,6 +43,7 @@ from mmiris.errors import InputError
 from mmiris.http import HttpConfig, redact
 
 log = logging.getLogger("mmiris.crawl")
+CODE = ("mmiris.pipelines.crawl", "mmiris.crawl")  # matching, parsing, the tables written
 
 STRATEGY_VERSION = 1  # bump when the lookup strategy changes what matches
 DEFAULT_CACHE_ENV = "MMIRIS_CRAWL_CACHE"
@@ -187,9 +189,9 @@ def crawl_omdb(store: ArtifactStore, items_ref: ArtifactRef | str, *, links: str
         return built
 
     text_ref = store.get_or_create(f"{prefix}item_text", "item_text", [items_ref], params,
-                                   lambda: crawl_once()["text"])
+                                   lambda: crawl_once()["text"], source_version(*CODE))
     images_ref = store.get_or_create(f"{prefix}item_images", "item_images", [items_ref], params,
-                                     lambda: crawl_once()["images"])
+                                     lambda: crawl_once()["images"], source_version(*CODE))
     m = store.manifest(text_ref)
     stats = {**m.stats, **m.info, "reused_existing": not built}
     return CrawlResult(text_ref, images_ref, stats)
@@ -376,4 +378,4 @@ def crawl_amazon_images(store: ArtifactStore, items_ref: ArtifactRef | str, *,
         return Output({"item_images": images}, stats=_image_stats(images), info=info)
 
     return store.get_or_create(f"{_prefix(items_ref)}item_images", "item_images", [items_ref],
-                               params, build)
+                               params, build, source_version(*CODE))

@@ -20,9 +20,11 @@ import pyarrow as pa
 from PIL import Image
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
+from mmiris.artifacts.code_version import source_version
 from mmiris.demo.synthetic import DemoCatalogue, DemoConfig, generate
 
 log = logging.getLogger("mmiris.demo")
+CODE = ("mmiris.pipelines.demo_data", "mmiris.demo")  # the generator and its tables
 
 SOURCE = "generated"  # match_method / reason vocabulary for the demo's provenance
 
@@ -56,7 +58,7 @@ def generate_demo_dataset(store: ArtifactStore, *, n_users: int = 300, n_items: 
     for kind, build in (("interactions", _interactions), ("items", _items),
                         ("item_images", _item_images), ("item_text", _item_text)):
         refs[kind] = store.get_or_create(f"{name}-{kind}", kind, [], params,
-                                         lambda b=build: b(catalogue()))
+                                         lambda b=build: b(catalogue()), source_version(*CODE))
     return DemoRefs(**refs)
 
 

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
+from mmiris.artifacts.code_version import source_version
 from mmiris.data.split import load_split
 from mmiris.errors import MmirisError
 from mmiris.eval.metrics import KS
@@ -30,6 +31,9 @@ from mmiris.train.checkpoint import load_model
 from mmiris.train.config import pick_device
 
 log = logging.getLogger("mmiris.evaluate")
+
+# The code that decides the metrics (the model's own code is in the model artifact's version).
+CODE = ("mmiris.pipelines.evaluate", "mmiris.eval", "mmiris.data")
 PROTOCOLS = ("sampled", "full")
 RANKS_FILE = "ranks.parquet"  # per user: protocol, user_id, item_id, rank (0-based), candidates
 
@@ -88,7 +92,8 @@ def evaluate_model(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref
                       stats=stats, info=info)
 
     with torch.no_grad():
-        return store.get_or_create(name, "metrics", [mm.ref, split_ref], params, build)
+        return store.get_or_create(name, "metrics", [mm.ref, split_ref], params, build,
+                                   source_version(*CODE))
 
 
 def _valid_item_of(split, users: np.ndarray) -> np.ndarray:

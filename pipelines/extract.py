@@ -20,6 +20,7 @@ its new items.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import multiprocessing
@@ -37,6 +38,8 @@ import numpy as np
 import pyarrow as pa
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
+from mmiris.artifacts.code_version import source_version
+from mmiris.artifacts.store import full_code_version
 from mmiris.encoders.registry import (
     EncoderSpec,
     image_encoder_spec,
@@ -56,7 +59,7 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger("mmiris.extract")
 
 PLUGIN_NAME = "mmiris-encoders"
-CODE_VERSION = "extract-1"
+CODE = ("mmiris.pipelines.extract", "mmiris.encoders")  # encoders, preprocessing, the run
 
 
 # ====================================================================== public stage functions
@@ -86,7 +89,7 @@ def extract_image_features(store: ArtifactStore, item_images_ref: ArtifactRef | 
                         name=name, reuse=reuse)
 
     return store.get_or_create(name, "image_features", [ref], params, build,
-                               code_version=CODE_VERSION)
+                               code_version=source_version(*CODE))
 
 
 def extract_text_features(store: ArtifactStore, item_text_ref: ArtifactRef | str,
@@ -125,7 +128,7 @@ def extract_text_features(store: ArtifactStore, item_text_ref: ArtifactRef | str
         return out
 
     return store.get_or_create(name, "text_features", [ref], params, build,
-                               code_version=CODE_VERSION)
+                               code_version=source_version(*CODE))
 
 
 # ====================================================================== inputs
@@ -190,9 +193,10 @@ def _content_hashes(store: ArtifactStore, modality: str, ref: ArtifactRef) -> di
 # ====================================================================== incremental reuse
 def _reusable_rows(store: ArtifactStore, name: str, kind: str, params: dict, modality: str):
     """(item_id, content sha256) -> (vector | None, reason) from the newest extraction made
-    with the same encoder and preprocessing, and that artifact's ref."""
+    with the same encoder, preprocessing and extraction code, and that artifact's ref."""
+    code = full_code_version(source_version(*CODE))
     for m in reversed(store.versions(name)):
-        if m.kind != kind or m.params != params or not m.parents:
+        if m.kind != kind or m.params != params or m.code_version != code or not m.parents:
             continue
         try:
             hashes = _content_hashes(store, modality, ArtifactRef.parse(m.parents[0]))
@@ -614,6 +618,8 @@ def images_from_folder(store: ArtifactStore, folder: str | Path, *,
     ``key`` is the file stem; it is the item id (an integer) unless ``id_map`` maps it.
     Files are stored as fetched; format and size are read by content (posters named .jpg
     may be PNG or TIFF). Unreadable files stay in the artifact with ``present`` false.
+    The version is keyed by content: every file's sha256 with its name and item id, and the
+    id map, so an edited poster gives a new version and an unchanged folder finds the old one.
     """
     from PIL import Image
 
@@ -652,10 +658,21 @@ def images_from_folder(store: ArtifactStore, folder: str | Path, *,
             cols[c].append(v)
     # An unreadable file keeps present=True: extraction is where it is decoded and reported.
     table = pa.table({c: pa.array(v) for c, v in cols.items()})
+    content = _digest([(iid, p.name, sha) for (iid, p), sha in zip(rows, cols["sha256"])])
     return store.publish(name, "item_images", Output({"item_images": table},
                                                      info={"source": str(folder)}),
                          params={"folder": str(folder.resolve()), "files": len(rows),
-                                 "id_map": bool(id_map), "limit": limit})
+                                 "content_sha256": content, "id_map_sha256": _id_map_digest(id_map),
+                                 "limit": limit},
+                         code_version=source_version("mmiris.pipelines.extract"))
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _id_map_digest(id_map: dict[str, int] | None) -> str | None:
+    return None if id_map is None else _digest(sorted((str(k), int(v)) for k, v in id_map.items()))
 
 
 def texts_from_jsonl(store: ArtifactStore, path: str | Path, *, id_field: str = "movie_id",
@@ -664,18 +681,18 @@ def texts_from_jsonl(store: ArtifactStore, path: str | Path, *, id_field: str = 
     """Publish an ``item_text`` artifact from a JSON-lines file (e.g. OMDb records).
 
     Lines are read as bytes: a line that is not UTF-8 is decoded as cp1252. A malformed line
-    raises naming file and line.
+    raises naming file and line. The version is keyed by the file's sha256 and the id map.
     """
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"text file {path}: not found")
     cols: dict[str, list] = {c: [] for c in ("item_id", "text", "present", "reason", "title",
                                              "genre", "director", "actors", "year", "imdb_id",
                                              "match_method", "raw_json")}
+    file_hash = hashlib.sha256()
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
+            file_hash.update(raw)
             if not raw.strip():
                 continue
             try:
@@ -707,5 +724,7 @@ def texts_from_jsonl(store: ArtifactStore, path: str | Path, *, id_field: str = 
                 break
     table = pa.table({c: pa.array(v) for c, v in cols.items()})
     return store.publish(name, "item_text", Output({"item_text": table}, info={"source": str(path)}),
-                         params={"file": str(path.resolve()), "text_field": text_field,
-                                 "id_map": bool(id_map), "limit": limit})
+                         params={"file": str(path.resolve()), "sha256": file_hash.hexdigest(),
+                                 "id_field": id_field, "text_field": text_field,
+                                 "id_map_sha256": _id_map_digest(id_map), "limit": limit},
+                         code_version=source_version("mmiris.pipelines.extract"))

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from mmiris.artifacts.code_version import source_version
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output, Pending, check_name, file_sha256
 from mmiris.errors import InputError
 from mmiris.http import redact
@@ -31,7 +32,7 @@ from mmiris.ingest.items import items_output
 from mmiris.ingest.kcore import kcore_mask
 
 log = logging.getLogger("mmiris.ingest")
-CODE_VERSION = "ingest-1"
+CODE = ("mmiris.pipelines.ingest", "mmiris.ingest", "mmiris.splits")  # readers, k-core, NCF split
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,12 @@ def _publish_together(store: ArtifactStore, plan: list[tuple[str, str, list, dic
                       build: Callable[[], list[Output]]) -> list[ArtifactRef]:
     """Publish ``plan`` ((name, kind, parents, params) each) as one group, building the outputs
     only when some member is missing from the store."""
-    refs = [store.planned_ref(n, k, p, prm, CODE_VERSION) for n, k, p, prm in plan]
+    refs = [store.ref_for(n, k, p, prm, source_version(*CODE)) for n, k, p, prm in plan]
     if all(store.exists(r) for r in refs):
         log.info("found existing %s (same inputs and parameters); not recomputing", ", ".join(map(str, refs)))
         return refs
     outputs = build()
-    return store.publish_group([Pending(n, k, out, list(p), prm, CODE_VERSION)
+    return store.publish_group([Pending(n, k, out, list(p), prm, source_version(*CODE))
                                 for (n, k, p, prm), out in zip(plan, outputs)])
 
 
@@ -87,7 +88,7 @@ def ingest_movielens(store: ArtifactStore, source: str | Path, *, name_prefix: s
         return [d.interactions.output({**info, "flavour": d.flavour}),
                 items_output(d.interactions.item_source, rows, stats=d.meta_stats, info=info)]
 
-    inter = store.planned_ref(names["interactions"], "interactions", [], params, CODE_VERSION)
+    inter = store.ref_for(names["interactions"], "interactions", [], params, source_version(*CODE))
     refs = _publish_together(store, [(names["interactions"], "interactions", [], params),
                                      (names["items"], "items", [inter], params)], build)
     return IngestResult(*refs)
@@ -141,7 +142,7 @@ def ingest_ncf(store: ArtifactStore, train: str | Path, test: str | Path, negati
         sources, rows, map_stats = ncf.ncf_item_rows(d.n_items, movie_of, exact, meta)
         return d, items_output(sources, rows, stats={**stats, **map_stats}, info=info), split
 
-    inter = store.planned_ref(names["interactions"], "interactions", [], params, CODE_VERSION)
+    inter = store.ref_for(names["interactions"], "interactions", [], params, source_version(*CODE))
     split_params = {**params, "seed": seed, "n_valid_negatives": n_valid_negatives}
     refs = _publish_together(store, [(names["interactions"], "interactions", [], params),
                                      (names["items"], "items", [inter], params),
@@ -186,7 +187,7 @@ def ingest_amazon(store: ArtifactStore, reviews: str | Path, meta: str | Path | 
         rows = [m.by_asin.get(a) for a in asins] if m else [None] * len(asins)
         return inter, items_output(asins, rows, stats=m.stats if m else {}, info=info)
 
-    inter = store.planned_ref(names["interactions"], "interactions", [], params, CODE_VERSION)
+    inter = store.ref_for(names["interactions"], "interactions", [], params, source_version(*CODE))
     refs = _publish_together(store, [(names["interactions"], "interactions", [], params),
                                      (names["items"], "items", [inter], params)],
                              lambda: [data()[0].output(info), data()[1]])

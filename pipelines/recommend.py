@@ -16,10 +16,8 @@ import time
 
 import numpy as np
 
-from mmiris import __version__
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
-from mmiris.artifacts.schema import load_contract
-from mmiris.artifacts.store import version_id
+from mmiris.artifacts.code_version import source_version
 from mmiris.data.split import load_split
 from mmiris.errors import MmirisError
 from mmiris.eval.explanations import explanation_overlap
@@ -28,6 +26,9 @@ from mmiris.recommend.loader import load_trained_model, model_split
 from mmiris.recommend.topn import consumed_history, recommend_top_n
 
 log = logging.getLogger("mmiris.recommend")
+
+# What decides the recommendations besides the model (whose code is in its own version).
+CODE = ("mmiris.pipelines.recommend", "mmiris.recommend", "mmiris.eval.explanations", "mmiris.data")
 
 
 def recommendations_name(model_ref: ArtifactRef) -> str:
@@ -49,8 +50,7 @@ def planned_ref(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref: A
                 name: str | None = None) -> ArtifactRef:
     """The ref ``recommend`` gives these arguments (it may or may not exist yet)."""
     model_ref, split_ref, params, name = _plan(store, model_ref, split_ref, top_n, explain_k, users, name)
-    return ArtifactRef(name, version_id(name, "recommendations", load_contract("recommendations").version,
-                                        [model_ref, split_ref], params, f"mmiris-{__version__}"))
+    return store.ref_for(name, "recommendations", [model_ref, split_ref], params, source_version(*CODE))
 
 
 def recommend(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref: ArtifactRef | str | None = None,
@@ -66,7 +66,8 @@ def recommend(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref: Art
                                 users=user_list, batch_users=batch_users,
                                 model_label=str(model_ref))
 
-    return store.get_or_create(name, "recommendations", [model_ref, split_ref], params, build)
+    return store.get_or_create(name, "recommendations", [model_ref, split_ref], params, build,
+                               source_version(*CODE))
 
 
 def recommend_output(model: Recommender, split, *, top_n: int, explain_k: int,

@@ -8,11 +8,12 @@ import logging
 import numpy as np
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore, check_name
+from mmiris.artifacts.code_version import source_version
 from mmiris.errors import MmirisError
 from mmiris.splits.leave_one_out import leave_one_out
 
 log = logging.getLogger("mmiris.split")
-CODE_VERSION = "split-1"
+CODE = ("mmiris.pipelines.split", "mmiris.splits", "mmiris.data")  # what decides a split
 
 
 def split_leave_one_out(store: ArtifactStore, interactions_ref: ArtifactRef | str, *,
@@ -53,7 +54,7 @@ def split_leave_one_out(store: ArtifactStore, interactions_ref: ArtifactRef | st
                  loo.stats["n_valid"], loo.stats["n_test"])
         return loo.output({"interactions": str(m.ref)})
 
-    return store.get_or_create(name, "split", [m.ref], params, build, CODE_VERSION)
+    return store.get_or_create(name, "split", [m.ref], params, build, source_version(*CODE))
 
 
 def derive_split(store: ArtifactStore, split_ref: ArtifactRef | str, *, keep: float | None = None,
@@ -86,4 +87,4 @@ def derive_split(store: ArtifactStore, split_ref: ArtifactRef | str, *, keep: fl
                  out.stats["n_train"], out.stats["n_valid"], out.stats["n_test"])
         return out.output({"derived_from": str(src.ref)})
 
-    return store.get_or_create(name, "split", [src.ref], params, build, CODE_VERSION)
+    return store.get_or_create(name, "split", [src.ref], params, build, source_version(*CODE))

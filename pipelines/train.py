@@ -20,10 +20,8 @@ from typing import Callable
 import pyarrow as pa
 import torch
 
-from mmiris import __version__
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
-from mmiris.artifacts.schema import load_contract
-from mmiris.artifacts.store import version_id
+from mmiris.artifacts.code_version import referenced_modules, source_version
 from mmiris.data.split import load_split
 from mmiris.errors import MmirisError
 from mmiris.models import get_model_class
@@ -33,6 +31,18 @@ from mmiris.train.config import TrainConfig, resolve_precision
 from mmiris.train.trainer import train
 
 log = logging.getLogger("mmiris.train")
+
+# What decides a trained model besides the model's own modules (model_code_version).
+TRAIN_CODE = ("mmiris.pipelines.train", "mmiris.train.trainer", "mmiris.train.sampler", "mmiris.train.config",
+              "mmiris.train.checkpoint", "mmiris.models.losses", "mmiris.data")
+
+
+def model_code_version(cls: type) -> str:
+    """The code version of models of class ``cls``: its module and its bases' modules, what
+    they use under ``mmiris.models`` (the attention path ``attentive.py`` and the kernel's C
+    source for attentive models, ``layers.py``, the registry file), and the trainer, sampler,
+    losses and data loading. Editing another model's module leaves it unchanged."""
+    return source_version(*referenced_modules(cls, "mmiris.models"), *TRAIN_CODE)
 
 
 def model_artifact_name(model_name: str) -> str:
@@ -88,7 +98,8 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
     parents = [split_ref, *feat_refs, *init_refs]
     params = {"model": model_name, "model_config": mcfg.to_dict(), "train_config": cfg.key_params()}
     name = model_artifact_name(model_name)
-    ref = planned_ref(name, "model", parents, params)
+    code = model_code_version(cls)
+    ref = store.ref_for(name, "model", parents, params, code)
     if store.exists(ref):
         log.info("found existing %s (same split, features and configs); not retraining", ref)
         return ref
@@ -125,8 +136,8 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
                   "resumed_from": res.resumed_from, "runtime_config": cfg.to_dict(),
                   "precision": cfg.precision, "attention_backend": _attention_backend(model, dist.device)},
         )
-        published = store.publish(name, "model", out, parents=parents, params=params)
-        if published != ref:  # planned_ref must mirror the store's version id
+        published = store.publish(name, "model", out, parents=parents, params=params, code_version=code)
+        if published != ref:  # the same ref_for on every rank; a mismatch is a bug
             raise MmirisError(f"published {published} but every rank expected {ref}")
         shutil.rmtree(ckpt, ignore_errors=True)
     D.barrier(dist, "waiting for rank 0 to publish")
@@ -141,12 +152,6 @@ def _attention_backend(model, device) -> str | None:
     from mmiris.models import attentive
 
     return attentive.backend_name(getattr(model, "backend", "auto"), device)
-
-
-def planned_ref(name: str, kind: str, parents, params: dict) -> ArtifactRef:
-    """The ref ``store.publish`` will give these inputs (computed on every rank, before training)."""
-    return ArtifactRef(name, version_id(name, kind, load_contract(kind).version, parents, params,
-                                        f"mmiris-{__version__}"))
 
 
 _LOG_SCHEMA = pa.schema([("epoch", pa.int32()), ("step", pa.int64()), ("loss", pa.float64()),

@@ -39,9 +39,11 @@ import pyarrow as pa
 import torch
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
+from mmiris.artifacts.code_version import source_version
 from mmiris.data.split import load_split
 from mmiris.errors import MmirisError
 from mmiris.models import get_model_class
+from mmiris.pipelines.train import model_code_version
 from mmiris.train import distributed as D
 from mmiris.train.checkpoint import build_config, build_model, load_features, load_model
 from mmiris.train.config import TrainConfig, pick_device, resolve_precision
@@ -351,6 +353,7 @@ def tune_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: s
         "sampler_seed": sampler_seed, "pruner": {"name": pruner, "startup_trials": startup_trials,
                                                  "warmup_epochs": warmup_epochs},
         "baseline": baseline,
+        "code": _code_version(cls),  # trials of other code are not continued
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
     study_name = study_name or f"{model_name}-{split_ref.name}-{key[:8]}"
@@ -519,7 +522,12 @@ def _publish(store, study, model_name, split_ref, other_parents, settings, study
                  info={"storage": _safe(url), "study": study_name, "threads": torch.get_num_threads(),
                        "device": str(device)})
     return store.publish(tune_artifact_name(model_name), "tune", out, parents=[split_ref, *other_parents],
-                         params=version_params)
+                         params=version_params, code_version=_code_version(get_model_class(model_name)))
+
+
+def _code_version(cls: type) -> str:
+    """The trained model's code version and the tuning code's."""
+    return f"{model_code_version(cls)}+{source_version('mmiris.pipelines.tune')}"
 
 
 def best_params(store: ArtifactStore, tune_ref: ArtifactRef | str, model_name: str | None = None) -> tuple[dict, dict]:

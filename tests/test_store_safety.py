@@ -133,7 +133,7 @@ def test_store_that_is_a_file(tmp_path):
 
 
 def test_group_is_invisible_until_complete_and_gc_removes_stale_orphans(store, monkeypatch):
-    inter = store.planned_ref("interactions", "interactions", [], {"p": 1})
+    inter = store.ref_for("interactions", "interactions", [], {"p": 1})
     refs = store.publish_group([Pending("interactions", "interactions", _interactions(), [], {"p": 1}),
                                 Pending("items", "items", _items(), [inter], {"p": 1})])
     assert refs[0] == inter and store.latest("items") == refs[1]
@@ -159,7 +159,7 @@ def test_group_is_invisible_until_complete_and_gc_removes_stale_orphans(store, m
     assert not list((Path(store.root) / "_staging").glob("*"))
 
     # A kill between the renames: simulate by deleting the second member of a complete group.
-    inter3 = store.planned_ref("interactions", "interactions", [], {"p": 3})
+    inter3 = store.ref_for("interactions", "interactions", [], {"p": 3})
     refs3 = store.publish_group([Pending("interactions", "interactions", _interactions(), [], {"p": 3}),
                                  Pending("items", "items", _items(), [inter3], {"p": 3})])
     import shutil

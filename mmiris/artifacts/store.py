@@ -9,8 +9,10 @@ Layout under the store root (a local path or any pyarrow filesystem URI, e.g. ``
     <root>/_staging/...                        in-flight local publishes (never read)
 
 A version id is the content hash of (name, kind, schema version, parent versions,
-parameters, code version): the same inputs and parameters give the same id, so a stage can
-look its output up before computing it. Locally a version is built in ``_staging`` and
+parameters, code version), computed by :meth:`ArtifactStore.ref_for` alone: the same inputs,
+parameters and code give the same id, so a stage can look its output up before computing
+it. The code version is the package version plus a hash of the source files that decide the
+stage's output (:mod:`mmiris.artifacts.code_version`). Locally a version is built in ``_staging`` and
 renamed into place in one step; on object stores the manifest is the last object written,
 and readers only see versions that have one.
 
@@ -161,6 +163,12 @@ def version_id(name: str, kind: str, schema_version: int, parents: Iterable, par
     }
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def full_code_version(code_version: str = "") -> str:
+    """What a manifest records and the version id hashes: the package version, then the
+    stage's own code version (``mmiris-0.1.0/src-1a2b3c4d5e6f``)."""
+    return f"mmiris-{__version__}" + (f"/{code_version}" if code_version else "")
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -371,19 +379,23 @@ class ArtifactStore:
         return data
 
     # ---------------------------------------------------------------- write
-    def planned_ref(self, name: str, kind: str, parents: Iterable, params: Mapping | None,
-                    code_version: str = "") -> ArtifactRef:
-        """The ref a publish of these inputs gets (whether or not it exists yet)."""
+    def ref_for(self, name: str, kind: str, parents: Iterable, params: Mapping | None,
+                code_version: str = "") -> ArtifactRef:
+        """The identity of an artifact: the ref a publish of these inputs gets, whether or not
+        it exists yet. The one place a version id is computed (see :func:`version_id`).
+
+        ``code_version``: the stage's code, normally
+        ``mmiris.artifacts.code_version.source_version(<modules that decide the output>)``."""
         contract = load_contract(kind)
-        cv = f"mmiris-{__version__}" + (f"/{code_version}" if code_version else "")
         return ArtifactRef(check_name(name), version_id(name, kind, contract.version,
-                                                        [str(p) for p in parents], dict(params or {}), cv))
+                                                        [str(p) for p in parents], dict(params or {}),
+                                                        full_code_version(code_version)))
 
     def get_or_create(self, name: str, kind: str, parents: Iterable[ArtifactRef], params: Mapping,
                       build: Callable[[], Output], code_version: str = "") -> ArtifactRef:
         """Return the existing version for these inputs, or build and publish it."""
         parents = list(parents)
-        ref = self.planned_ref(name, kind, parents, params, code_version)  # checks the name first
+        ref = self.ref_for(name, kind, parents, params, code_version)  # checks the name first
         if self.exists(ref):
             log.info("found existing %s (same inputs and parameters); not recomputing", ref)
             return ref
@@ -408,7 +420,7 @@ class ArtifactStore:
         plans = []
         for mb in members:
             contract = load_contract(mb.kind)
-            ref = self.planned_ref(mb.name, mb.kind, mb.parents, mb.params, mb.code_version)
+            ref = self.ref_for(mb.name, mb.kind, mb.parents, mb.params, mb.code_version)
             plans.append((mb, contract, ref))
         group = [str(ref) for _, _, ref in plans] if len(plans) > 1 else []
         todo = [(mb, c, ref) for mb, c, ref in plans if not self.exists(ref)]
@@ -493,7 +505,7 @@ class ArtifactStore:
         manifest = Manifest(
             name=ref.name, version=ref.version, kind=mb.kind, schema_version=contract.version,
             parents=[str(p) for p in mb.parents], params=dict(mb.params),
-            code_version=f"mmiris-{__version__}" + (f"/{mb.code_version}" if mb.code_version else ""),
+            code_version=full_code_version(mb.code_version),
             tables=table_meta, files=file_meta, stats=mb.output.stats, info=info,
             created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         )
