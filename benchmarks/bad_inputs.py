@@ -40,9 +40,9 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 N_USERS, N_ITEMS = 24, 16
 

@@ -64,8 +64,12 @@ def prepare(store_uri: str, data: Path, models: list[str], encoders: tuple[str, 
     out = {"split": str(res.split), "ingest_seconds": time.perf_counter() - t0}
     need = {m for name in models for m in get_model_class(name).modalities}
     if need:
-        from mmiris.pipelines.extract import (extract_image_features, extract_text_features, images_from_folder,
-                                       texts_from_jsonl)
+        from mmiris.pipelines.extract import (
+            extract_image_features,
+            extract_text_features,
+            images_from_folder,
+            texts_from_jsonl,
+        )
 
         id_map = _movie_to_item(ncf / "items.tsv")
         t0 = time.perf_counter()
@@ -107,9 +111,9 @@ def run_row(store_uri: str, refs: dict, model: str, emb: int, seed: int, train_k
 
         from mmiris.artifacts import ArtifactStore
         from mmiris.models import get_model_class
-        from mmiris.train.config import TrainConfig
         from mmiris.pipelines.evaluate import evaluate_model, read_metrics
         from mmiris.pipelines.train import train_model
+        from mmiris.train.config import TrainConfig
 
         if train_kw.get("threads"):
             torch.set_num_threads(train_kw["threads"])
@@ -144,7 +148,7 @@ def run_row(store_uri: str, refs: dict, model: str, emb: int, seed: int, train_k
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "model_ref": str(ref), "init_from": [str(r) for r in init] if init else None,
         })
-    except Exception as exc:  # noqa: BLE001 - reported in the row, the benchmark goes on
+    except Exception as exc:
         log.exception("row %s emb %d seed %d failed", model, emb, seed)
         queue.put({"model": model, "emb": emb, "seed": seed, "error": f"{type(exc).__name__}: {exc}"})
 

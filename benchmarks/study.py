@@ -225,11 +225,11 @@ def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users:
         from mmiris.data.split import load_split
         from mmiris.eval.explanations import explanation_overlap
         from mmiris.models import get_model_class
+        from mmiris.pipelines.evaluate import evaluate_model, read_metrics
+        from mmiris.pipelines.train import train_model
         from mmiris.recommend.topn import consumed_history, recommend_top_n
         from mmiris.train.checkpoint import load_model
         from mmiris.train.config import TrainConfig
-        from mmiris.pipelines.evaluate import evaluate_model, read_metrics
-        from mmiris.pipelines.train import train_model
 
         if train_kw.get("threads"):
             torch.set_num_threads(train_kw["threads"])
@@ -299,7 +299,7 @@ def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users:
                         "arch": platform.machine(), "device": m.info.get("device")},
             "date": dt.date.today().isoformat(),
         })
-    except Exception as exc:  # noqa: BLE001 - reported in the row, the study goes on
+    except Exception as exc:
         log.exception("row %s failed", key)
         queue.put({"key": key, "model": model, "emb": emb, "seed": seed, "variant": variant,
                    "error": f"{type(exc).__name__}: {exc}"})
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     t_start = time.perf_counter()
     todo = []
-    for key, (model, emb, seed, variant) in zip(keys, plan):
+    for key, (model, emb, _seed, _variant) in zip(keys, plan):
         old = done.get(key)
         if old is not None and "error" not in old and not args.rerun:
             now, _ = tuned_params(store, refs["split"], model, emb)

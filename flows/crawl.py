@@ -9,17 +9,19 @@ UI shows parameters).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from mmiris.artifacts import ArtifactStore
 from mmiris.flows.dask_cluster import existing_cluster
 from mmiris.flows.retry_policy import retry_crawl
 from mmiris.flows.stage_logs import forward_stage_logs, now
 from mmiris.flows.ui_artifacts import artifact_key, finish_stage
-from mmiris.artifacts import ArtifactStore
 from mmiris.pipelines.crawl import DEFAULT_BASE_URL, crawl_amazon_images, crawl_omdb
 
-_RETRY = dict(retries=3, retry_delay_seconds=[30, 120, 600], retry_jitter_factor=0.5,
+_RETRY: dict[str, Any] = dict(retries=3, retry_delay_seconds=[30, 120, 600], retry_jitter_factor=0.5,
               retry_condition_fn=retry_crawl, cache_policy=NO_CACHE)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow, task
 
+from mmiris.artifacts import ArtifactStore
 from mmiris.flows.stage_logs import forward_stage_logs, note_outcome, now
 from mmiris.flows.ui_artifacts import show_refs
-from mmiris.artifacts import ArtifactStore
 from mmiris.pipelines.demo_data import generate_demo_dataset
 
 

@@ -8,21 +8,21 @@ a LocalCluster of ``workers`` processes here. Encoders by registry name (offline
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from mmiris.artifacts import ArtifactStore
 from mmiris.flows.dask_cluster import existing_cluster
 from mmiris.flows.retry_policy import retry_unless_user_error
 from mmiris.flows.stage_logs import forward_stage_logs, now
 from mmiris.flows.ui_artifacts import finish_stage
-from mmiris.artifacts import ArtifactStore
 from mmiris.pipelines.extract import extract_image_features, extract_text_features
 
 # One retry: a Dask worker lost mid-run (node preempted, OOM-killed) is worth another go;
 # a bad encoder name or input artifact (MmirisError) is not.
-_RETRY = dict(retries=1, retry_delay_seconds=10, retry_condition_fn=retry_unless_user_error,
+_RETRY: dict[str, Any] = dict(retries=1, retry_delay_seconds=10, retry_condition_fn=retry_unless_user_error,
               cache_policy=NO_CACHE)
 
 Device = Literal["auto", "cpu", "cuda"]

@@ -6,20 +6,20 @@ files are not (InputError names file, line and field and fails the run at once).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from mmiris.artifacts import ArtifactStore
 from mmiris.flows.retry_policy import retry_unless_user_error
 from mmiris.flows.stage_logs import forward_stage_logs, now
 from mmiris.flows.ui_artifacts import finish_stage
-from mmiris.artifacts import ArtifactStore
 from mmiris.pipelines.ingest import IngestResult, ingest_amazon, ingest_movielens, ingest_ncf
 
 BadLines = Literal["error", "skip"]  # stop at the first bad line, or skip and count them
 
-_RETRY = dict(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_unless_user_error,
+_RETRY: dict[str, Any] = dict(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_unless_user_error,
               cache_policy=NO_CACHE)
 
 

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
+from mmiris.artifacts import ArtifactStore
+from mmiris.errors import MmirisError
 from mmiris.flows.crawl import crawl_amazon_images_flow, crawl_omdb_flow
 from mmiris.flows.dask_cluster import feature_cluster
 from mmiris.flows.demo_data import demo_data_flow
@@ -27,15 +29,19 @@ from mmiris.flows.split import split_flow
 from mmiris.flows.stage_logs import forward_stage_logs
 from mmiris.flows.train import train_flow
 from mmiris.flows.ui_artifacts import show_refs
-from mmiris.artifacts import ArtifactStore
-from mmiris.errors import MmirisError
 from mmiris.models import get_model_class
 from mmiris.pipelines.demo import DemoOptions, feasible_negatives
 from mmiris.pipelines.evaluate import read_metrics
 
-INGEST_FLOWS = {"movielens": ingest_movielens_flow, "ncf": ingest_ncf_flow,
+INGEST_FLOWS: dict[str, Any] = {"movielens": ingest_movielens_flow, "ncf": ingest_ncf_flow,
                 "amazon": ingest_amazon_flow}
 DEMO = DemoOptions()
+
+
+def _given(ref: str | None, modality: str) -> str:
+    if ref is None:  # check_models made sure a source or a crawl provides it
+        raise MmirisError(f"no item {modality} artifact to extract {modality} features from")
+    return ref
 
 
 def check_models(models: list[str], have: set[str]) -> set[str]:
@@ -112,7 +118,7 @@ def _flat(refs: dict[str, Any]) -> dict[str, str]:
 
 @flow(name="pipeline-demo")
 def demo_pipeline_flow(n_users: int = DEMO.n_users, n_items: int = DEMO.n_items,
-                       seed: int = DEMO.seed, models: list[str] = list(DEMO.models),  # noqa: B008
+                       seed: int = DEMO.seed, models: list[str] = list(DEMO.models),  # noqa: B006
                        emb: int = DEMO.emb, epochs: int = DEMO.epochs,
                        batch_size: int = DEMO.batch_size, lr: float = DEMO.lr,
                        n_negatives: int = DEMO.n_negatives,
@@ -206,11 +212,11 @@ def pipeline_flow(ingest: dict[str, Any],
         with feature_cluster(dask_address, workers) as address:
             if "image" in needs:
                 features["image"] = extract_image_features_flow(
-                    item_images=sources["image"], encoder=image_encoder, dask_address=address,
+                    item_images=_given(sources["image"], "image"), encoder=image_encoder, dask_address=address,
                     name=f"{prefix}image_features", store=store)
             if "text" in needs:
                 features["text"] = extract_text_features_flow(
-                    item_text=sources["text"], encoder=text_encoder, dask_address=address,
+                    item_text=_given(sources["text"], "text"), encoder=text_encoder, dask_address=address,
                     name=f"{prefix}text_features", store=store)
     split = data.get("split") or split_flow(
         interactions=data["interactions"],

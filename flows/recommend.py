@@ -6,9 +6,9 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from mmiris.artifacts import ArtifactStore
 from mmiris.flows.stage_logs import forward_stage_logs, now
 from mmiris.flows.ui_artifacts import artifact_key, finish_stage
-from mmiris.artifacts import ArtifactStore
 from mmiris.pipelines.recommend import recommend
 
 

@@ -8,8 +8,8 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mmiris.flows.stage_logs import forward_stage_logs
 from mmiris.artifacts import ArtifactStore
+from mmiris.flows.stage_logs import forward_stage_logs
 from mmiris.pipelines.report import build_report
 
 

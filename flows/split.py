@@ -7,9 +7,9 @@ from typing import Literal
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from mmiris.artifacts import ArtifactStore
 from mmiris.flows.stage_logs import forward_stage_logs, now
 from mmiris.flows.ui_artifacts import finish_stage
-from mmiris.artifacts import ArtifactStore
 from mmiris.pipelines.split import split_leave_one_out
 
 

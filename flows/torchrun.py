@@ -54,9 +54,11 @@ def run_torchrun(nproc_per_node: int, trainer_argv: list[str]) -> str:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc_per_node}", "-m", "mmiris.train.launch", *trainer_argv]
     log.info("launching %s", " ".join(cmd[1:]))
-    ref, tail = None, []
+    ref: str | None = None
+    tail: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           bufsize=1) as proc:
+        assert proc.stdout is not None  # stdout=PIPE
         for line in proc.stdout:
             line = line.rstrip()
             if m := _REF.match(line):

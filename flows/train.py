@@ -14,12 +14,12 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from mmiris.artifacts import ArtifactStore
 from mmiris.flows.stage_logs import forward_stage_logs, now
 from mmiris.flows.torchrun import run_torchrun, train_argv
 from mmiris.flows.ui_artifacts import finish_stage, show_training_log
-from mmiris.artifacts import ArtifactStore
-from mmiris.train.config import TrainConfig
 from mmiris.pipelines.train import train_model
+from mmiris.train.config import TrainConfig
 
 
 @task(name="train-model", cache_policy=NO_CACHE)

@@ -16,11 +16,11 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from mmiris.artifacts import ArtifactStore
 from mmiris.flows.stage_logs import forward_stage_logs, now
 from mmiris.flows.ui_artifacts import artifact_key, finish_stage
-from mmiris.artifacts import ArtifactStore
-from mmiris.train.config import TrainConfig
 from mmiris.pipelines.tune import tune_model
+from mmiris.train.config import TrainConfig
 
 
 @task(name="tune-model", cache_policy=NO_CACHE)

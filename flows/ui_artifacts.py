@@ -6,8 +6,8 @@ import re
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from mmiris.flows.stage_logs import note_outcome
 from mmiris.artifacts import ArtifactStore
+from mmiris.flows.stage_logs import note_outcome
 
 
 def artifact_key(*parts: str) -> str:

@@ -19,7 +19,7 @@ from urllib3.util.retry import Retry
 from mmiris import __version__
 
 SECRET_PARAMS = ("apikey", "api_key", "key", "token", "access_token", "signature")
-_SECRET_RE = re.compile(r"(?i)([?&](?:%s)=)[^&#\s]*" % "|".join(SECRET_PARAMS))
+_SECRET_RE = re.compile(r"(?i)([?&](?:{})=)[^&#\s]*".format("|".join(SECRET_PARAMS)))
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 

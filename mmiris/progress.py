@@ -20,7 +20,7 @@ class Progress:
         self.done = 0
         self.start = self.last = time.perf_counter()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,7 +15,7 @@ def config_from_dict(cls: type[T], d: dict, what: str | None = None) -> T:
     ``RENAMED = {"old": "new"}`` maps fields renamed since older artifacts were written."""
     renamed = getattr(cls, "RENAMED", {})
     d = {renamed.get(k, k): v for k, v in d.items()}
-    known = sorted(f.name for f in fields(cls))
+    known = sorted(f.name for f in fields(cls))  # type: ignore[arg-type]  # cls: a dataclass
     unknown = sorted(set(d) - set(known))
     if unknown:
         raise ConfigError(f"{what or cls.__name__}: unknown field(s) {unknown}; known: {known}")

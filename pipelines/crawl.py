@@ -36,8 +36,7 @@ from mmiris.crawl.apikey import DEFAULT_SECRET_BLOCK, ApiKey, resolve_api_key
 from mmiris.crawl.cache import ResponseCache
 from mmiris.crawl.fetcher import Counters, FetchSettings
 from mmiris.crawl.omdb import DEFAULT_BASE_URL, MatchConfig, OmdbTask, crawl_omdb_chunk
-from mmiris.crawl.parallel import (CrawlIncomplete, CrawlStopped, default_chunk_size, new_run_id,
-                                   run_chunks)
+from mmiris.crawl.parallel import CrawlIncomplete, CrawlStopped, default_chunk_size, new_run_id, run_chunks
 from mmiris.crawl.ratelimit import process_share
 from mmiris.errors import InputError
 from mmiris.http import HttpConfig, redact
@@ -245,7 +244,7 @@ def _na(v):
 
 
 def _omdb_outputs(rows: list[dict], posters: bool):
-    text_cols = {k: [] for k in ("item_id", "text", "present", "reason", "title", "genre",
+    text_cols: dict[str, list] = {k: [] for k in ("item_id", "text", "present", "reason", "title", "genre",
                                  "director", "actors", "year", "imdb_id", "match_method",
                                  "raw_json")}
     matched_by: Counter = Counter()
@@ -270,7 +269,7 @@ def _omdb_outputs(rows: list[dict], posters: bool):
         text_cols["raw_json"].append(r["raw"])
     text = pa.table({k: pa.array(v, type=_TEXT_TYPES.get(k, pa.string()))
                      for k, v in text_cols.items()})
-    image_rows = []
+    image_rows: list[tuple[int, bytes | None, str | None]] = []
     for r in rows:
         if not r["matched"]:
             image_rows.append((r["item_id"], None, f"no_match:{r['reason']}"))
@@ -294,7 +293,7 @@ _TEXT_TYPES = {"item_id": pa.int64(), "present": pa.bool_()}
 
 
 def _images_table(image_rows) -> pa.Table:
-    cols = {k: [] for k in ("item_id", "image", "present", "reason", "sha256", "width", "height",
+    cols: dict[str, list] = {k: [] for k in ("item_id", "image", "present", "reason", "sha256", "width", "height",
                             "format", "source_url")}
     for item_id, res, reason in image_rows:
         cols["item_id"].append(item_id)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
@@ -70,13 +71,13 @@ def run_demo(store: ArtifactStore, out_dir: str | Path, options: DemoOptions | N
              say: Callable[[str], None] = print) -> DemoResult:
     """Run every stage on the generated demo data; ``say`` receives one line per step."""
     from mmiris.models import get_model_class
-    from mmiris.train.config import TrainConfig
     from mmiris.pipelines.demo_data import generate_demo_dataset
     from mmiris.pipelines.evaluate import evaluate_model, read_metrics
     from mmiris.pipelines.recommend import recommend
     from mmiris.pipelines.report import build_report
     from mmiris.pipelines.split import split_leave_one_out
     from mmiris.pipelines.train import train_model
+    from mmiris.train.config import TrainConfig
 
     opt = options or DemoOptions()
     classes = {}
@@ -132,7 +133,7 @@ def run_demo(store: ArtifactStore, out_dir: str | Path, options: DemoOptions | N
             text_features=features.get("text") if "text" in c.modalities else None))
         metrics[name] = timed(f"evaluate {name}", lambda n=name: evaluate_model(store, models[n], split))
     # Recommendations with explanations from the best attention model (by sampled HR@10).
-    table = []
+    table: list[dict[str, Any]] = []
     for name in opt.models:
         m = read_metrics(store, metrics[name])
         s, f = m.get("sampled", {}), m.get("full", {})

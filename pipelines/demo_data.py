@@ -13,7 +13,9 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -58,8 +60,12 @@ def generate_demo_dataset(store: ArtifactStore, *, n_users: int = 300, n_items: 
     for kind, build in (("interactions", _interactions), ("items", _items),
                         ("item_images", _item_images), ("item_text", _item_text)):
         refs[kind] = store.get_or_create(f"{name}-{kind}", kind, [], params,
-                                         lambda b=build: b(catalogue()), source_version(*CODE))
+                                         partial(_build, build, catalogue), source_version(*CODE))
     return DemoRefs(**refs)
+
+
+def _build(build: Callable[[DemoCatalogue], Output], catalogue: Callable[[], DemoCatalogue]) -> Output:
+    return build(catalogue())
 
 
 def _info(c: DemoCatalogue) -> dict:
@@ -101,7 +107,7 @@ def _items(c: DemoCatalogue) -> Output:
 
 
 def _item_images(c: DemoCatalogue) -> Output:
-    rows = {k: [] for k in ("item_id", "image", "present", "reason", "sha256", "width", "height",
+    rows: dict[str, list] = {k: [] for k in ("item_id", "image", "present", "reason", "sha256", "width", "height",
                             "format", "source_url")}
     for i, data in enumerate(c.posters):
         rows["item_id"].append(i)

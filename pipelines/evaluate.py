@@ -66,7 +66,10 @@ def evaluate_model(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref
                               f"model {mm.ref} was trained on {model.n_users} × {model.n_items}")
         users = getattr(split, f"{part}_users")
         items = getattr(split, f"{part}_items")
-        rows, rank_tabs, stats, info = [], [], {}, {}
+        rows: list[dict] = []
+        rank_tabs: list[pa.Table] = []
+        stats: dict[str, float] = {}
+        info: dict[str, object] = {}
         for proto in protocols:
             t0 = time.perf_counter()
             if proto == "sampled":

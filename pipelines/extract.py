@@ -28,11 +28,12 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -54,7 +55,7 @@ from mmiris.progress import Progress
 try:  # Dask is a dependency; the plugin base class only matters when a cluster runs
     from distributed.diagnostics.plugin import WorkerPlugin
 except ImportError:  # pragma: no cover
-    WorkerPlugin = object
+    WorkerPlugin = object  # type: ignore[assignment,misc]
 
 log = logging.getLogger("mmiris.extract")
 
@@ -143,7 +144,9 @@ def _read_images(store: ArtifactStore, ref: ArtifactRef):
     """Items with image bytes to encode, and item_id -> reason for those without."""
     t = store.read_table(ref, "item_images", columns=["item_id", "image", "present", "reason",
                                                        "sha256"])
-    items, missing, pre = [], {}, Counter()
+    items: list[_Item] = []
+    missing: dict[int, str] = {}
+    pre: Counter[str] = Counter()
     seen = set()
     for iid, data, present, reason, sha in zip(*(t.column(c).to_pylist() for c in t.column_names)):
         if iid in seen:
@@ -164,7 +167,9 @@ def _read_texts(store: ArtifactStore, ref: ArtifactRef):
     # Read the text as bytes: a string column written by another tool may hold invalid UTF-8,
     # which normalize_text decodes (cp1252/latin-1) instead of failing the whole run.
     raw = t.column("text").cast(pa.binary()).to_pylist()
-    items, missing, pre = [], {}, Counter()
+    items: list[_Item] = []
+    missing: dict[int, str] = {}
+    pre: Counter[str] = Counter()
     seen = set()
     for iid, data, present, reason in zip(t.column("item_id").to_pylist(), raw,
                                           t.column("present").to_pylist(),
@@ -179,7 +184,7 @@ def _read_texts(store: ArtifactStore, ref: ArtifactRef):
         norm = normalize_text(data)
         pre.update(norm.treatments)
         if norm.text is None:
-            missing[iid] = norm.reason
+            missing[iid] = norm.reason or "no_text"
             continue
         items.append(_Item(iid, hashlib.sha256(norm.text.encode()).hexdigest(), norm.text))
     return items, missing, pre
@@ -430,7 +435,7 @@ class EncoderCache(WorkerPlugin):
         return {}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__()
+        EncoderCache.__init__(self)
 
     def setup(self, worker) -> None:
         self.worker_name = str(worker.name)
@@ -459,14 +464,15 @@ _LOAD_LOCK = threading.Lock()
 _LOCAL_CACHE = EncoderCache()  # outside a Dask worker (direct calls)
 
 
-def _worker_cache() -> tuple[EncoderCache, object | None]:
+def _worker_cache() -> tuple[EncoderCache, Any]:
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
         return _LOCAL_CACHE, None
-    return worker.plugins.get(PLUGIN_NAME, _LOCAL_CACHE), worker
+    cache: EncoderCache = worker.plugins.get(PLUGIN_NAME, _LOCAL_CACHE)  # type: ignore[assignment]
+    return cache, worker
 
 
 def _resolve_device(device: str, worker) -> str:
@@ -564,7 +570,10 @@ def _encode_chunk(modality: str, spec: EncoderSpec, chunk: list[tuple[int, objec
     prepare = _prepare_images if modality == "image" else _prepare_texts
     batch_size = batch_size or default_batch_size(modality, str(getattr(enc, "device", "cpu")))
     batches = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    ids, reasons, vecs, treatments = [], [], [], Counter()
+    ids: list[int] = []
+    reasons: list[str | None] = []
+    vecs: list[np.ndarray] = []
+    treatments: Counter[str] = Counter()
     for batch, (ok_x, batch_reasons, tr) in _prefetched(batches, lambda b: prepare(enc, b)):
         ids.extend(iid for iid, _ in batch)
         reasons.extend(batch_reasons)
@@ -577,7 +586,7 @@ def _encode_chunk(modality: str, spec: EncoderSpec, chunk: list[tuple[int, objec
                         time.perf_counter() - t0, malloc_tuned=_ALLOCATOR_TUNED)
 
 
-def _prefetched(batches: list, prepare) -> Iterator[tuple[list, object]]:
+def _prefetched(batches: list, prepare) -> Iterator[tuple[list, Any]]:
     """Yield (batch, prepare(batch)), preparing batch k+1 in a thread while k is consumed."""
     if not batches:
         return

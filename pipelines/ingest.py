@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
-from mmiris.artifacts.code_version import source_version
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output, Pending, check_name, file_sha256
+from mmiris.artifacts.code_version import source_version
 from mmiris.errors import InputError
 from mmiris.http import redact
 from mmiris.ingest import amazon, movielens, ncf

@@ -35,7 +35,8 @@ def recommendations_name(model_ref: ArtifactRef) -> str:
     return f"recommendations-{model_ref.name.removeprefix('model-')}"
 
 
-def _plan(store, model_ref, split_ref, top_n, explain_k, users, name):
+def _plan(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref: ArtifactRef | str | None, top_n: int,
+          explain_k: int, users: list[int] | None, name: str | None) -> tuple[ArtifactRef, ArtifactRef, dict, str]:
     model_ref = store.resolve(model_ref)
     split_ref = store.resolve(split_ref) if split_ref is not None else model_split(store, model_ref)
     if top_n < 1 or explain_k < 0:

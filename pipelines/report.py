@@ -18,8 +18,16 @@ from pathlib import Path
 from mmiris.artifacts import ArtifactRef, ArtifactStore
 from mmiris.errors import MmirisError
 from mmiris.report import figures as F
-from mmiris.report.collect import (SplitSection, collect_cards, collect_curves, collect_metrics,
-                                   collect_tunes, describe_dataset, model_info, pick_recommendations)
+from mmiris.report.collect import (
+    SplitSection,
+    collect_cards,
+    collect_curves,
+    collect_metrics,
+    collect_tunes,
+    describe_dataset,
+    model_info,
+    pick_recommendations,
+)
 from mmiris.report.html import render
 
 log = logging.getLogger("mmiris.report")

@@ -64,7 +64,8 @@ def derive_split(store: ArtifactStore, split_ref: ArtifactRef | str, *, keep: fl
     from an existing split (see :mod:`mmiris.splits.settings`); its manifest's params and stats
     name the setting, and the original split is its parent."""
     from mmiris.data.split import load_split
-    from mmiris.splits.settings import cold_items as make_cold, sparse_users
+    from mmiris.splits.settings import cold_items as make_cold
+    from mmiris.splits.settings import sparse_users
 
     if (keep is None) == (cold_items is None):
         raise MmirisError("derive a split with exactly one of --keep (sparse users) or --cold-items (cold items)")
@@ -76,6 +77,7 @@ def derive_split(store: ArtifactStore, split_ref: ArtifactRef | str, *, keep: fl
     if keep is not None:
         params = {"setting": "sparse", "keep": float(keep), "seed": seed}
     else:
+        assert cold_items is not None  # exactly one of the two, checked above
         params = {"setting": "cold", "cold_items": float(cold_items), "seed": seed, "n_negatives": n_negatives}
     name = f"{src.name}_{params['setting']}" if name is None else name
     check_name(name, "--name: artifact name")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import torch
@@ -81,7 +81,7 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
     if missing:
         raise MmirisError(f"model {model_name} needs {' and '.join(missing)} features: pass "
                           + " and ".join(f"--{m}-features" for m in missing))
-    feat_refs = [store.resolve(given[m]) for m in cls.modalities]
+    feat_refs = [store.resolve(r) for m in cls.modalities if (r := given[m]) is not None]
     unused = [m for m, r in given.items() if r is not None and m not in cls.modalities]
     if unused:
         log.warning("model %s does not read %s features; ignoring them", model_name, unused)
@@ -110,7 +110,7 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
     model = build_model(model_name, mcfg.to_dict(), split, feats)
     if init_refs:
         try:
-            model.init_from(*[load_model(store, r) for r in init_refs])
+            model.init_from(*[load_model(store, r) for r in init_refs])  # type: ignore[operator]  # checked above
         except ValueError as exc:
             raise MmirisError(f"--init-from {' '.join(map(str, init_refs))}: {exc}") from None
         log.info("initialised %s from %s", model_name, ", ".join(map(str, init_refs)))

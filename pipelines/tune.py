@@ -91,7 +91,8 @@ class Param:
     def contains(self, value) -> bool:
         if self.type == "categorical":
             return value in self.choices
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and self.low is not None and self.high is not None and self.low <= value <= self.high)
 
 
 def _range(low, high, log=False) -> dict:
@@ -263,7 +264,7 @@ def _check_values(cls, p: Param, model_config: dict | None, train_config: TrainC
     """Build the configs at each range end / choice, so a bad value fails now, not in trial 7."""
     values = list(p.choices) if p.type == "categorical" else [p.low, p.high]
     for v in values:
-        v = int(v) if p.type == "int" else v
+        v = int(v) if p.type == "int" and v is not None else v
         try:
             if p.target == "train":
                 TrainConfig.from_dict({**(train_config or TrainConfig()).to_dict(), p.name: v})
@@ -339,7 +340,7 @@ def tune_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: s
     if missing:
         raise MmirisError(f"model {model_name} needs {' and '.join(missing)} features: pass "
                           + " and ".join(f"--{m}-features" for m in missing))
-    feat_refs = [store.resolve(given[m]) for m in cls.modalities]
+    feat_refs = [store.resolve(r) for m in cls.modalities if (r := given[m]) is not None]
     if isinstance(init_from, (str, ArtifactRef)):
         init_from = [init_from]
     init_refs = [store.resolve(r) for r in init_from or []]
@@ -429,7 +430,7 @@ class _Objective:
         model = build_model(self.model_name, mc, self.split, self.feats)
         if self.init_models:
             try:
-                model.init_from(*self.init_models)
+                model.init_from(*self.init_models)  # type: ignore[operator]  # checked in tune_model
             except ValueError as exc:
                 raise MmirisError(f"init_from: {exc}") from None
         best = {"hr10": -math.inf}

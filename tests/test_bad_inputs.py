@@ -5,7 +5,6 @@ store is built once and copied per case."""
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -57,8 +56,8 @@ def test_debug_shows_the_traceback_of_a_user_error(base, tmp_path, capsys):
 
 
 def test_internal_bug_keeps_its_traceback(base, capsys, monkeypatch):
-    from mmiris.cli import main
     import mmiris.cli.artifacts as mod
+    from mmiris.cli import main
 
     monkeypatch.setattr(mod, "_print_tree", lambda *a: 1 / 0)
     assert main(["--store", str(base / "store"), "artifacts", "lineage", "split"]) == 1

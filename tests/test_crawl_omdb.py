@@ -5,7 +5,6 @@ import logging
 import os
 import time
 
-import pyarrow as pa
 import pytest
 
 from mmiris.artifacts import ArtifactStore

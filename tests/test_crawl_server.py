@@ -96,7 +96,7 @@ def test_fault_kinds_on_the_wire(catalogue):
                     requests.get(url, timeout=0.2)
             elif kind == "truncated":
                 with pytest.raises(requests.exceptions.ChunkedEncodingError):
-                    requests.get(url, timeout=2).content
+                    _ = requests.get(url, timeout=2).content
             else:
                 r = requests.get(url, timeout=2)
                 if kind == "invalid_json":

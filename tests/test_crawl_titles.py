@@ -2,8 +2,15 @@
 
 import pytest
 
-from mmiris.crawl.titles import (article_to_front, omdb_year, parse_title, similarity, split_year,
-                                 title_key, title_variants)
+from mmiris.crawl.titles import (
+    article_to_front,
+    omdb_year,
+    parse_title,
+    similarity,
+    split_year,
+    title_key,
+    title_variants,
+)
 
 
 @pytest.mark.parametrize("given, expected", [

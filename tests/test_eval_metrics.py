@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from mmiris.data.split import UserHistory
 from mmiris.eval.metrics import metrics_from_ranks, positive_ranks

@@ -221,8 +221,7 @@ def api(server):
     """Flows called as plain functions in this process, reporting to the module's server
     (without PREFECT_API_URL Prefect would start a temporary server per process)."""
     from prefect.logging.handlers import APILogHandler
-    from prefect.settings import (PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-                                  temporary_settings)
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     # No run heartbeats here: they detect crashed runs, and joining the heartbeat thread
     # costs about 1 s at the end of every flow and subflow run.
@@ -346,9 +345,9 @@ def test_crawl_omdb_flow_against_a_local_omdb_server(api, tmp_path, monkeypatch)
     """The crawl flow over real HTTP (the OMDb-compatible server of mmiris.crawl): an invalid
     key stops the run at once without a retry; the key from the worker's environment works
     and never shows in the run's logs."""
-    from mmiris.flows.crawl import crawl_omdb_flow
     from mmiris.crawl.omdb_server import Catalogue, OmdbServer
     from mmiris.crawl.testing import publish_items, record, write_posters
+    from mmiris.flows.crawl import crawl_omdb_flow
 
     key = "flow-test-KEY-7f3a1c"
     write_posters(tmp_path / "posters")
@@ -385,9 +384,9 @@ def test_crawl_omdb_flow_against_a_local_omdb_server(api, tmp_path, monkeypatch)
 def test_pipeline_flow_on_real_format_files_with_crawl(api, dask_address, tmp_path, monkeypatch):
     """The real-data pipeline: MovieLens CSV files -> ingest -> OMDb crawl (local server) ->
     image features -> split -> train/evaluate -> recommend -> report."""
-    from mmiris.flows.pipeline import pipeline_flow
     from mmiris.crawl.omdb_server import Catalogue, OmdbServer
     from mmiris.crawl.testing import record, write_posters
+    from mmiris.flows.pipeline import pipeline_flow
 
     src = tmp_path / "ml"
     src.mkdir()

@@ -9,11 +9,11 @@ import typing
 import pytest
 from prefect.states import Completed, Failed
 
+from mmiris.crawl.parallel import CrawlIncomplete, CrawlStopped
+from mmiris.errors import InputError, MmirisError
 from mmiris.flows.retry_policy import retry_crawl, retry_unless_user_error
 from mmiris.flows.torchrun import train_argv
 from mmiris.flows.ui_artifacts import artifact_key
-from mmiris.crawl.parallel import CrawlIncomplete, CrawlStopped
-from mmiris.errors import InputError, MmirisError
 
 
 def _failed(exc: BaseException):
@@ -37,7 +37,7 @@ def test_crawls_retry_incomplete_runs_but_not_a_stopped_one():
 
 
 def test_network_tasks_have_retries_and_the_others_none():
-    from mmiris.flows import crawl, evaluate, extract, ingest, recommend, split, train
+    from mmiris.flows import crawl, evaluate, ingest, recommend, split, train
 
     for t in (crawl.crawl_omdb_task, crawl.crawl_amazon_images_task):
         assert t.retries >= 2 and t.retry_condition_fn is retry_crawl
@@ -49,8 +49,7 @@ def test_network_tasks_have_retries_and_the_others_none():
 
 
 def test_flows_take_refs_and_store_uris_as_strings_never_data():
-    from mmiris.flows import crawl, demo_data, evaluate, extract, ingest, pipeline, recommend, report, \
-        split, train
+    from mmiris.flows import crawl, demo_data, evaluate, extract, ingest, pipeline, recommend, report, split, train
 
     flows = [demo_data.demo_data_flow, ingest.ingest_movielens_flow, ingest.ingest_ncf_flow,
              ingest.ingest_amazon_flow, crawl.crawl_omdb_flow, crawl.crawl_amazon_images_flow,

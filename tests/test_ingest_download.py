@@ -22,7 +22,7 @@ class Files(BaseHTTPRequestHandler):
     drop_once: set = set()
     log: list = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         path = self.path.split("?")[0]
         self.log.append((path, self.headers.get("Range")))
         body = self.files.get(path)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmiris.data.split import SplitData, UserHistory
+from mmiris.data.split import SplitData
 from mmiris.models import build_model, get_model_class, model_names
 
 PAPER_MODELS = {"itempop", "mf", "ease", "fism", "nais_prod", "nais_concat", "image_iris",

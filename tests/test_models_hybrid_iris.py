@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-
-from test_models_reference import H, N_ITEMS, _close, _grads, make, ref_towers, tiny_data
+from test_models_reference import N_ITEMS, H, _close, _grads, make, ref_towers, tiny_data
 
 CFGS = {"full": {}, "alpha": {"alpha": 0.5, "beta": 1.0}, "no_collab": {"collaborative_attention": False},
         "no_content": {"content_embeddings": False}}

@@ -208,7 +208,7 @@ def test_model_equals_reference(case, all_missing):
     for backend in backends:
         if backend:
             model.backend = backend
-        got, got_g = _grads(model, lambda: model.scores(users, targets))
+        got, got_g = _grads(model, lambda m=model: m.scores(users, targets))
         _close(got, ref, f"{case}/{backend} scores")
         for n in ref_g:
             _close(got_g[n], ref_g[n], f"{case}/{backend} d/d{n}")
@@ -261,9 +261,9 @@ def test_eager_chunking_long_history_equals_unchunked(monkeypatch):
     for name in ["nais_prod", "multimodal_iris"]:
         model = make(name, history, feats)
         model.backend = "eager"
-        full, full_g = _grads(model, lambda: model.scores(users, targets))
+        full, full_g = _grads(model, lambda m=model: m.scores(users, targets))
         monkeypatch.setattr(attentive, "EAGER_CHUNK_ELEMS", 2000)  # 6 rows × 1 target per chunk
-        got, got_g = _grads(model, lambda: model.scores(users, targets))
+        got, got_g = _grads(model, lambda m=model: m.scores(users, targets))
         monkeypatch.undo()
         _close(got, full, f"{name} chunked")
         for n in full_g:
@@ -299,7 +299,7 @@ def test_fused_splits_a_few_long_rows_across_targets(monkeypatch):
         out = {}
         for backend in ["eager", "fused"]:
             model.backend = backend
-            out[backend] = _grads(model, lambda: model.scores(users, items))
+            out[backend] = _grads(model, lambda m=model: m.scores(users, items))
         _close(out["fused"][0], out["eager"][0], f"{name} split scores")
         for n in out["eager"][1]:
             _close(out["fused"][1][n], out["eager"][1][n], f"{name} split d/d{n}")

@@ -1,7 +1,6 @@
 """Batch top-N with explanations against a slow, obviously correct per-user reference."""
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
@@ -9,9 +8,9 @@ from mmiris.artifacts.schema import load_contract, validate
 from mmiris.data.split import SplitData, UserHistory
 from mmiris.errors import MmirisError
 from mmiris.models.base import ModelConfig, Recommender
+from mmiris.pipelines.recommend import recommend_output
 from mmiris.recommend.explain import explain
 from mmiris.recommend.topn import consumed_history, recommend_top_n
-from mmiris.pipelines.recommend import recommend_output
 
 
 class TinyAttention(Recommender):

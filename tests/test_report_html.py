@@ -9,7 +9,6 @@ import subprocess
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 from PIL import Image
 
 from mmiris.artifacts import Output

@@ -6,8 +6,8 @@ import pytest
 
 from mmiris.artifacts import ArtifactStore
 from mmiris.errors import MmirisError
-from mmiris.report import study as S
 from mmiris.pipelines.report import build_report
+from mmiris.report import study as S
 
 
 def _row(model, seed, hr10, variant="", emb=16, **kw):

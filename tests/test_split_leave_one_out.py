@@ -8,8 +8,8 @@ from mmiris.artifacts import Output
 from mmiris.cli import main
 from mmiris.data.split import load_split
 from mmiris.errors import InputError
-from mmiris.splits.leave_one_out import leave_one_out, sample_negatives
 from mmiris.pipelines.split import split_leave_one_out
+from mmiris.splits.leave_one_out import leave_one_out, sample_negatives
 
 
 def random_interactions(n_users=40, n_items=150, seed=0, min_len=3, max_len=30):

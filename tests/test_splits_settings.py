@@ -57,7 +57,7 @@ def test_cold_items_are_absent_from_train_and_every_interaction_is_a_test_case()
         positives.setdefault(u, set()).add(i)
     cold_all = set(np.unique(out.test.negatives).tolist()) | cold
     assert len(cold_all) <= out.stats["n_cold_items"]
-    for u, i, negs in zip(out.test.user, out.test.item, out.test.negatives):
+    for u, _i, negs in zip(out.test.user, out.test.item, out.test.negatives):
         assert len(set(negs.tolist())) == 20  # distinct
         assert not set(negs.tolist()) & positives[int(u)]  # never a positive of the user (nor the case)
     # warm rows are untouched

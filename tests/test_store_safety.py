@@ -11,8 +11,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from mmiris.artifacts import (ArtifactNameError, ArtifactRef, ArtifactStore, ChecksumError, Output, Pending,
-                              check_name)
+from mmiris.artifacts import ArtifactNameError, ArtifactRef, ArtifactStore, ChecksumError, Output, Pending, check_name
 from mmiris.errors import MmirisError
 
 

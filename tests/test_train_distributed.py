@@ -21,10 +21,10 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from test_train_trainer import publish_tiny_split
 
 from mmiris.artifacts import ArtifactStore
 from mmiris.train.config import TrainConfig
-from test_train_trainer import publish_tiny_split
 
 pytestmark = pytest.mark.slow
 

@@ -54,7 +54,7 @@ def test_batches_grouped_by_user_with_labels_groups_and_size_limit():
     h = _history()
     s = TrainSampler(h, 4, 512, seed=0)
     n_inst = 0
-    for b, sh in s.shards(0):
+    for _, sh in s.shards(0):
         bt = sh.batch
         assert bt.n_instances <= 512 and bt.n_instances == sh.n_local * 5
         assert len(set(bt.users.tolist())) == len(bt.users)  # one row per user in a batch

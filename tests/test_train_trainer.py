@@ -11,7 +11,7 @@ from torch import nn
 from mmiris.artifacts import Output
 from mmiris.data.split import load_split
 from mmiris.models import MODELS
-from mmiris.models.base import ModelConfig, Recommender
+from mmiris.models.base import Recommender
 from mmiris.train.config import TrainConfig
 
 
@@ -25,7 +25,10 @@ def publish_tiny_split(store, n_users=60, n_items=30, n_neg=20, seed=0):
         others = rng.choice(np.setdiff1d(np.arange(n_items), own), size=2, replace=False).tolist()
         items = liked + others
         seen = set(items)
-        negs = lambda: rng.choice(sorted(set(range(n_items)) - seen), size=n_neg, replace=False).tolist()
+
+        def negs(seen=seen):
+            return rng.choice(sorted(set(range(n_items)) - seen), size=n_neg, replace=False).tolist()
+
         test.append((u, items[0], negs()))
         valid.append((u, items[1], negs()))
         train += [(u, i) for i in items[2:]]

@@ -63,9 +63,9 @@ def test_search_space_defaults_and_grammar():
 
 
 def test_tune_prunes_publishes_the_trials_table_and_finds_it_again(data):
+    from mmiris.pipelines.tune import tune_model
     from mmiris.report.collect import SplitSection, collect_tunes
     from mmiris.report.html import render
-    from mmiris.pipelines.tune import tune_model
 
     store, split = data
     kw = dict(n_trials=2, space={"lr": [0.05, 1e-9]}, only=["lr"], model_config={"emb": 8},

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
@@ -30,7 +30,7 @@ def source_version(*modules: str) -> str:
     return _source_version(tuple(sorted(set(modules))))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _source_version(modules: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for name in modules:
@@ -94,6 +94,7 @@ def referenced_modules(obj: type | ModuleType, within: str) -> set[str]:
         if mod is None or hasattr(mod, "__path__"):
             continue  # a package named whole, or an __init__ file: no further references
         for value in vars(mod).values():
+            ref: str | None
             if isinstance(value, ModuleType):
                 ref = value.__name__  # a package module object counts whole
             else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import pyarrow as pa
@@ -163,7 +163,7 @@ class Contract:
         return self.tables[name]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_contract(kind: str, schema_dir: Traversable = SCHEMA_DIR) -> Contract:
     path = schema_dir / f"{kind}.json"
     if not path.is_file():

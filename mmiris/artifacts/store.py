@@ -43,10 +43,10 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -61,7 +61,7 @@ log = logging.getLogger("mmiris.store")
 DEFAULT_STORE = "./mmiris-store"
 MANIFEST = "manifest.json"
 NAME_MAX = 128
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,%d}" % (NAME_MAX - 1))
+_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX - 1}}}")
 _RESERVED_VERSIONS = {"LATEST", "latest"}
 _STALE_GROUP_S = 600  # gc removes incomplete groups older than this (a live publish is faster)
 
@@ -111,7 +111,7 @@ class ArtifactRef:
         return f"{self.name}@{self.version}"
 
     @classmethod
-    def parse(cls, text: str) -> "ArtifactRef":
+    def parse(cls, text: str) -> ArtifactRef:
         name, sep, version = str(text).partition("@")
         if not sep or not name or not version:
             raise ArtifactNameError(f"artifact reference {text!r}: expected NAME@VERSION")
@@ -424,11 +424,11 @@ class ArtifactStore:
             plans.append((mb, contract, ref))
         group = [str(ref) for _, _, ref in plans] if len(plans) > 1 else []
         todo = [(mb, c, ref) for mb, c, ref in plans if not self.exists(ref)]
-        for mb, _, ref in plans:
+        for _, _, ref in plans:
             if self.exists(ref):
                 log.info("artifact %s already published; keeping it", ref)
         conformed = []
-        for mb, contract, ref in todo:  # validate everything before writing anything
+        for mb, contract, _ in todo:  # validate everything before writing anything
             missing = set(contract.tables) - set(mb.output.tables)
             unknown = set(mb.output.tables) - set(contract.tables)
             if missing or unknown:

@@ -16,6 +16,7 @@ import time
 from mmiris.artifacts import ArtifactStore
 from mmiris.errors import MmirisError
 
+
 def _defaults():
     from mmiris.pipelines.demo import DemoOptions
 

@@ -117,15 +117,12 @@ def _run_args(p, default_name: str) -> None:
 
 
 def _image(args) -> int:
-    from mmiris.artifacts import ArtifactStore
-    from mmiris.pipelines.extract import extract_image_features, images_from_folder
-
     from pathlib import Path
 
-    from mmiris.errors import MmirisError
-    from mmiris.pipelines.extract import IMAGE_SUFFIXES
-
+    from mmiris.artifacts import ArtifactStore
     from mmiris.encoders.registry import image_encoder_spec
+    from mmiris.errors import MmirisError
+    from mmiris.pipelines.extract import IMAGE_SUFFIXES, extract_image_features, images_from_folder
 
     _check_name(args.name)
     image_encoder_spec(args.encoder)  # a bad --encoder fails before item_images is published
@@ -146,9 +143,8 @@ def _image(args) -> int:
 
 def _text(args) -> int:
     from mmiris.artifacts import ArtifactStore
-    from mmiris.pipelines.extract import extract_text_features, texts_from_jsonl
-
     from mmiris.encoders.registry import text_encoder_spec
+    from mmiris.pipelines.extract import extract_text_features, texts_from_jsonl
 
     _check_name(args.name)
     if args.encoder != "doc2vec":  # doc2vec is trained on the texts themselves

@@ -45,9 +45,9 @@ def parse_users(text: str | None) -> list[int] | None:
 
 
 def run(args) -> int:
+    from mmiris.pipelines.recommend import model_split, planned_ref, recommend
     from mmiris.recommend.catalogue import find_user, load_catalogue
     from mmiris.recommend.render import format_user
-    from mmiris.pipelines.recommend import model_split, planned_ref, recommend
 
     store = ArtifactStore()
     if args.batch_users < 1:

@@ -74,7 +74,8 @@ def run(args) -> int:
     from mmiris.train import distributed as D
 
     # Precedence: defaults < --params-from (best trial of a tune artifact) < explicit flags, --emb, --set.
-    tuned_model, tuned_train = {}, {}
+    tuned_model: dict = {}
+    tuned_train: dict = {}
     if args.params_from:
         from mmiris.pipelines.tune import best_params
 

@@ -54,7 +54,7 @@ def resolve_api_key(api_key: str | ApiKey | None = None,
     if isinstance(api_key, ApiKey) and api_key:
         return api_key
     if api_key:
-        return ApiKey(api_key)
+        return ApiKey(str(api_key))
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
         return ApiKey(env)
@@ -64,7 +64,7 @@ def resolve_api_key(api_key: str | ApiKey | None = None,
         try:
             from prefect.blocks.system import Secret
 
-            value = Secret.load(secret_block).get()
+            value = Secret.load(secret_block).get()  # type: ignore[union-attr]  # sync context: not a coroutine
         except Exception as exc:  # noqa: BLE001 (any failure means: no key there)
             log.debug("no Prefect Secret block %r: %s", secret_block, type(exc).__name__)
         else:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping
 from urllib.parse import urlencode
 
 import requests
@@ -79,7 +79,7 @@ class Counters:
     waited_s: float = 0.0
     by_problem: dict = field(default_factory=dict)
 
-    def add(self, other: "Counters") -> None:
+    def add(self, other: Counters) -> None:
         self.sent += other.sent
         self.cache_hits += other.cache_hits
         self.retries += other.retries

@@ -26,10 +26,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from mmiris.crawl.apikey import ApiKey
-from mmiris.crawl.fetcher import OK, RETRY, BadResponse, Counters, Fetcher, InvalidApiKey
-from mmiris.crawl.fetcher import FetchSettings, process_fetcher
+from mmiris.crawl.fetcher import (
+    OK,
+    RETRY,
+    BadResponse,
+    Counters,
+    Fetcher,
+    FetchSettings,
+    InvalidApiKey,
+    process_fetcher,
+)
 from mmiris.crawl.images import fetch_image
 from mmiris.crawl.parallel import ChunkResult, RequestLimitReached, run_items
 from mmiris.crawl.titles import omdb_year, parse_title, similarity, title_variants
@@ -202,10 +211,10 @@ class OmdbTask:
 def crawl_movie(client: OmdbClient, item: dict, counters: Counters, posters: bool = True) -> dict:
     """One item -> its row material: the match and the poster."""
     m = client.lookup(item.get("title"), item.get("year"), item.get("imdb_id"), counters)
-    row = {"item_id": int(item["item_id"]), "matched": m.matched, "method": m.method,
+    row: dict[str, Any] = {"item_id": int(item["item_id"]), "matched": m.matched, "method": m.method,
            "query": m.query, "score": m.score, "reason": m.reason, "tried": len(m.tried),
            "record": m.record, "raw": m.raw, "image": None}
-    if m.matched and posters:
+    if m.matched and posters and m.record is not None:
         row["image"] = fetch_image(client.fetcher, m.record.get("Poster"), counters)
     return row
 

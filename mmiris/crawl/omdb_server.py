@@ -42,7 +42,6 @@ import os
 import random
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -132,7 +131,7 @@ class Catalogue:
 
     @classmethod
     def from_files(cls, records: str | os.PathLike, posters: str | os.PathLike | None = None,
-                   links: str | os.PathLike | None = None) -> "Catalogue":
+                   links: str | os.PathLike | None = None) -> Catalogue:
         with open(records, encoding="utf-8") as f:
             recs = [json.loads(line) for line in f if line.strip()]
         return cls(recs, posters, read_links(links) if links else None)
@@ -205,15 +204,15 @@ class RequestLog:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so clients pool connections
     disable_nagle_algorithm = True  # no 40 ms Nagle/delayed-ACK stall between headers and body
-    server: "_Server"
+    server: _Server
 
     def log_message(self, fmt, *args):  # never print the apikey
         log.debug("%s - %s", self.address_string(), redact(fmt % args))
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         try:
             self._get()
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
     # --------------------------------------------------------------- plumbing
@@ -295,7 +294,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
-    omdb: "OmdbServer"
+    omdb: OmdbServer
 
 
 class OmdbServer:
@@ -313,7 +312,9 @@ class OmdbServer:
         self._lock = threading.Lock()
         self._httpd = _Server((host, port), _Handler)
         self._httpd.omdb = self
-        self.host, self.port = self._httpd.server_address[:2]
+        address = self._httpd.server_address
+        self.host = address[0] if isinstance(address[0], str) else bytes(address[0]).decode()
+        self.port = address[1]
         self._thread: threading.Thread | None = None
 
     @property
@@ -325,7 +326,7 @@ class OmdbServer:
         return f"http://{self.host}:{self.port}/posters/{quote(name)}" if name else None
 
     # ----------------------------------------------------------------- lifecycle
-    def start(self) -> "OmdbServer":
+    def start(self) -> OmdbServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
                                         name="omdb-server", daemon=True)
         self._thread.start()
@@ -338,7 +339,7 @@ class OmdbServer:
     def serve_forever(self) -> None:
         self._httpd.serve_forever()
 
-    def __enter__(self) -> "OmdbServer":
+    def __enter__(self) -> OmdbServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

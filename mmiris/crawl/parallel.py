@@ -19,13 +19,22 @@ import asyncio
 import logging
 import math
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from concurrent.futures import as_completed as cf_as_completed
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
-from mmiris.crawl.fetcher import BadResponse, Counters, FetchFailed, InvalidApiKey, Stopped
-from mmiris.crawl.fetcher import clear_stop, release_fetcher, signal_stop, stop_reason
+from mmiris.crawl.fetcher import (
+    BadResponse,
+    Counters,
+    FetchFailed,
+    InvalidApiKey,
+    Stopped,
+    clear_stop,
+    release_fetcher,
+    signal_stop,
+    stop_reason,
+)
 from mmiris.crawl.ratelimit import QuotaExhausted
 from mmiris.errors import MmirisError
 from mmiris.progress import Progress

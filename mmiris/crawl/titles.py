@@ -22,14 +22,14 @@ ARTICLES = ("the", "a", "an", "les", "le", "la", "l'", "der", "die", "das", "den
             "los", "las", "il", "lo", "gli", "i", "une", "un", "una", "uno", "ein", "eine", "de",
             "het", "een", "o", "os", "as")
 _ARTICLE_RE = re.compile(
-    r"^(?P<rest>.+?),\s*(?P<art>%s)(?P<tail>\s*[:\-–].*)?$" % "|".join(re.escape(a) for a in ARTICLES),
+    r"^(?P<rest>.+?),\s*(?P<art>{})(?P<tail>\s*[:\-–].*)?$".format("|".join(re.escape(a) for a in ARTICLES)),
     re.IGNORECASE,
 )
 _YEAR_RE = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
 _AKA_RE = re.compile(r"^(?:a\.?k\.?a\.?|aka)\s+", re.IGNORECASE)
 _POSSESSIVE_RE = re.compile(r"^(?:[A-Z][\w.\-]*\s+){1,3}[A-Z][\w.\-]*'s\s+(?P<rest>\S.*)$")
-_LEADING_ARTICLE_RE = re.compile(r"^(?:%s)\s+" % "|".join(
-    re.escape(a) for a in ARTICLES if not a.endswith("'")), re.IGNORECASE)
+_LEADING_ARTICLE_RE = re.compile(r"^(?:{})\s+".format("|".join(
+    re.escape(a) for a in ARTICLES if not a.endswith("'"))), re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,9 @@ def title_variants(parsed: ParsedTitle, max_variants: int = 6) -> list[str]:
         if " & " in base:
             extras.append(base.replace(" & ", " and "))
         if base != t.strip():  # an article was moved: OMDb sometimes drops it
-            extras.append(_ARTICLE_RE.match(t.strip()).group("rest").strip()
-                          + (_ARTICLE_RE.match(t.strip()).group("tail") or ""))
+            moved = _ARTICLE_RE.match(t.strip())
+            if moved:
+                extras.append(moved.group("rest").strip() + (moved.group("tail") or ""))
         m = _POSSESSIVE_RE.match(base)
         if m:
             extras.append(m.group("rest"))

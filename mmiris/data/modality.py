@@ -27,7 +27,7 @@ class ItemModality:
 
     @classmethod
     def from_arrays(cls, name: str, item_ids: np.ndarray, vectors: np.ndarray, present: np.ndarray,
-                    n_items: int, encoder: str = "") -> "ItemModality":
+                    n_items: int, encoder: str = "") -> ItemModality:
         item_ids = np.asarray(item_ids, dtype=np.int64)
         if len(item_ids) and (item_ids.min() < 0 or item_ids.max() >= n_items):
             bad = item_ids[(item_ids < 0) | (item_ids >= n_items)][0]

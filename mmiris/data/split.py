@@ -20,7 +20,7 @@ class UserHistory:
     n_items: int
 
     @classmethod
-    def from_pairs(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> "UserHistory":
+    def from_pairs(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> UserHistory:
         order = np.lexsort((items, users))
         users, items = users[order], items[order]
         counts = np.bincount(users, minlength=n_users)

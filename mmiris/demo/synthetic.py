@@ -124,10 +124,11 @@ class DemoCatalogue:
     poster_formats: list[str | None]
     user_taste: np.ndarray  # float32 [U, K], rows sum to 1
     user_tone: np.ndarray  # float32 [U]
-    users: np.ndarray = field(repr=False, default=None)  # int64 [N] interactions
-    items: np.ndarray = field(repr=False, default=None)  # int64 [N]
-    ratings: np.ndarray = field(repr=False, default=None)  # float32 [N], 1..5
-    timestamps: np.ndarray = field(repr=False, default=None)  # int64 [N]
+    # interactions, filled by generate(): int64 [N], int64 [N], float32 [N] in 1..5, int64 [N]
+    users: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    items: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    ratings: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.float32))
+    timestamps: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def primary_genre(self) -> np.ndarray:
@@ -264,7 +265,7 @@ def _poster(rng, weights: np.ndarray, tone: float, title: str, size: tuple[int, 
     y = h - band + 3
     for line in lines[:2]:
         draw.text((4, y), line, fill=(240, 240, 240), font=font)
-        y += font.size + 2
+        y += int(getattr(font, "size", 10)) + 2
     return img
 
 

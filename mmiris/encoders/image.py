@@ -55,7 +55,7 @@ def decode_image(data: bytes | None, prep: ImagePreprocessing) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd EXIF/ICC; we count what matters
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             fmt = img.format or "unknown"
             if fmt == "JPEG":
                 # Let libjpeg decode at a reduced DCT scale when the image is much larger
@@ -119,7 +119,7 @@ class ImageEncoder:
         self.weights_sha256 = weights_sha256
         # channels_last: oneDNN's fast convolution layout on CPU (about 1.7x for
         # EfficientNet-Lite0 at one thread here), tensor-core friendly on CUDA.
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         # One dtype policy: fp32 on CPU; fp16 autocast on CUDA (convolutions, BN and pooling of
         # ImageNet CNNs are stable in fp16; features are returned as fp32).
         self.autocast = self.device.type == "cuda"
@@ -157,7 +157,7 @@ class EfficientNetPooled(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net._avg_pooling(self.net.extract_features(x)).flatten(1)
+        return self.net._avg_pooling(self.net.extract_features(x)).flatten(1)  # type: ignore[operator]
 
 
 def fold_conv_bn(module: nn.Module) -> nn.Module:

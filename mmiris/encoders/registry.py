@@ -103,13 +103,13 @@ def image_encoder_spec(name_or_path: str | EncoderSpec) -> EncoderSpec:
     text = str(name_or_path)
     name = _ALIASES.get(text.lower(), text.lower())
     if name == "efficientnet-lite0":
-        path = efficientnet_lite0_weights()
-        return EncoderSpec("image", "efficientnet-lite0", "efficientnet-lite0", str(path),
-                           weights_sha256(path))
+        weights = efficientnet_lite0_weights()
+        return EncoderSpec("image", "efficientnet-lite0", "efficientnet-lite0", str(weights),
+                           weights_sha256(weights))
     if name == "resnet50":
-        path = _torchvision_resnet50_weights()
-        return EncoderSpec("image", "resnet50", "resnet50-imagenet1k-v1", str(path),
-                           weights_sha256(path))
+        weights = _torchvision_resnet50_weights()
+        return EncoderSpec("image", "resnet50", "resnet50-imagenet1k-v1", str(weights),
+                           weights_sha256(weights))
     if name == "tiny-random-cnn":
         return EncoderSpec("image", "tiny-random-cnn", "tiny-random-cnn", options=_opts(seed=0))
     arch, sep, path = text.partition(":")
@@ -175,14 +175,20 @@ def image_preprocessing(spec: EncoderSpec):
     return ImagePreprocessing()  # ImageNet: resize 256, centre crop 224, ImageNet mean/std
 
 
+def _path(spec: EncoderSpec) -> str:
+    if spec.path is None:
+        raise MmirisError(f"encoder {spec.id}: no weights path in its spec")
+    return spec.path
+
+
 def load_image_encoder(spec: EncoderSpec, device: str = "cpu"):
     from mmiris.encoders import image as im
 
     prep = image_preprocessing(spec)
     if spec.family == "efficientnet-lite0":
-        model = im.efficientnet_lite0(spec.path)
+        model = im.efficientnet_lite0(_path(spec))
     elif spec.family in _RESNETS:
-        model = im.resnet(spec.family, spec.path)
+        model = im.resnet(spec.family, _path(spec))
     elif spec.family == "tiny-random-cnn":
         model = im.tiny_random_cnn(seed=spec.opts.get("seed", 0))
     else:
@@ -255,11 +261,11 @@ def load_text_encoder(spec: EncoderSpec, device: str = "cpu", blob: bytes | None
 
     opts = spec.opts
     if spec.family == "hf":
-        return tx.HFTextEncoder.from_folder(spec.id, spec.path, pooling=opts.get("pooling"),
+        return tx.HFTextEncoder.from_folder(spec.id, _path(spec), pooling=opts.get("pooling"),
                                             max_length=opts.get("max_length"), device=device,
                                             weights_sha256=spec.weights_sha256)
     if spec.family == "tiny-random-bert":
-        model, tok = tx.tiny_random_bert(spec.path, seed=opts.get("seed", 0))
+        model, tok = tx.tiny_random_bert(_path(spec), seed=opts.get("seed", 0))
         return tx.HFTextEncoder(spec.id, model, tok, pooling=opts.get("pooling", "mean"),
                                 max_length=opts.get("max_length", 128), device=device)
     if spec.family == "doc2vec":

@@ -93,7 +93,7 @@ class HFTextEncoder:
     @classmethod
     def from_folder(cls, encoder_id: str, folder: str | Path, *, pooling: str | None = None,
                     max_length: int | None = None, device="cpu",
-                    weights_sha256: str | None = None) -> "HFTextEncoder":
+                    weights_sha256: str | None = None) -> HFTextEncoder:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 

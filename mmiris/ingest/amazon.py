@@ -20,9 +20,9 @@ import json
 import math
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from mmiris.errors import InputError
 from mmiris.ingest.delimited import BAD_LINE_POLICIES, INT64_MAX, INT64_MIN
@@ -116,8 +116,8 @@ def read_reviews(path: str | Path, *, on_bad_lines: str = "error") -> Reviews:
                 raise InputError(f"{path}:{lineno}: {exc}") from None
             out.skipped_lines += 1
             continue
-        out.users.append(user)
-        out.items.append(item)
+        out.users.append(str(user))  # checked above: non-empty strings
+        out.items.append(str(item))
         out.ratings.append(rating)
         out.timestamps.append(ts)
     if not out.users:

@@ -49,7 +49,7 @@ class Interactions:
             stats=stats, info=dict(info or {}),
         )
 
-    def select(self, keep: np.ndarray, reindex: bool = True) -> "Interactions":
+    def select(self, keep: np.ndarray, reindex: bool = True) -> Interactions:
         """Rows where ``keep``; with ``reindex`` users/items left without rows are dropped
         and the rest renumbered densely, in the same order."""
         user, item = self.user[keep], self.item[keep]

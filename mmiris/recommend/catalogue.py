@@ -81,7 +81,7 @@ def find_user(store: ArtifactStore, split_ref: ArtifactRef, source: str | None,
     n_users = int(split_m.stats.get("n_users", 0))
     parents = [ArtifactRef.parse(p) for p in split_m.parents]
     inter = next((p for p in parents if store.manifest(p).kind == "interactions"), None)
-    sources: list[str] = []
+    sources: list[str | None] = []
     if inter is not None:
         t = store.read_table(inter, "users").to_pydict()
         sources = [None] * (max(t["user_id"], default=-1) + 1)

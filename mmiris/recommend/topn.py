@@ -48,7 +48,7 @@ class TopN:
             "score": pa.array(self.scores[valid].astype(np.float32), pa.float32()),
         }
         n = int(valid.sum())
-        if self.explain_items is None:
+        if self.explain_items is None or self.explain_relevance is None:
             cols["explanations"] = pa.nulls(n, pa.list_(EXPLANATION_TYPE))
         else:
             ex_items = self.explain_items[valid]  # [n, k]
@@ -86,8 +86,8 @@ def recommend_top_n(model: Recommender, consumed: UserHistory, users: np.ndarray
     with_expl = bool(model.has_attention) and explain_k > 0
     out_items = np.full((len(users), N), -1, dtype=np.int64)
     out_scores = np.zeros((len(users), N), dtype=np.float32)
-    ex_items = np.full((len(users), N, explain_k), -1, dtype=np.int64) if with_expl else None
-    ex_rel = np.full((len(users), N, explain_k), np.nan, dtype=np.float32) if with_expl else None
+    ex_items = np.full((len(users), N, explain_k if with_expl else 0), -1, dtype=np.int64)
+    ex_rel = np.full((len(users), N, explain_k if with_expl else 0), np.nan, dtype=np.float32)
 
     # Similar history lengths in a batch: item-similarity models pad to the longest one.
     hist = model.history if model.history is not None else consumed
@@ -110,7 +110,7 @@ def recommend_top_n(model: Recommender, consumed: UserHistory, users: np.ndarray
                 ex_items[rows] = e_items.cpu().numpy()
                 ex_rel[rows] = e_rel.cpu().numpy()
             progress.update(len(batch))
-    return TopN(users, out_items, out_scores, ex_items, ex_rel)
+    return TopN(users, out_items, out_scores, ex_items if with_expl else None, ex_rel if with_expl else None)
 
 
 def _seen_mask(consumed: UserHistory, users: np.ndarray, n_items: int) -> torch.Tensor:

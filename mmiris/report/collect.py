@@ -277,6 +277,6 @@ def _try_load(store: ArtifactStore, model_ref: str | None):
         from mmiris.recommend import loader  # the module, so a test can hand it a model
 
         return loader.load_trained_model(store, ArtifactRef.parse(model_ref))
-    except Exception as exc:  # the cards still show the stored explanations
+    except Exception as exc:  # noqa: BLE001 - the cards still show the stored explanations
         log.warning("cannot load %s for the relevance charts: %s", model_ref, exc)
         return None

@@ -8,10 +8,10 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -92,11 +92,11 @@ def thumbnail(data: bytes, height: int = 120) -> tuple[str, bytes] | None:
         with Image.open(io.BytesIO(data)) as img:
             img = img.convert("RGB")
             w = max(1, round(img.width * height / max(img.height, 1)))
-            img = img.resize((w, height), Image.LANCZOS)
+            img = img.resize((w, height), Image.Resampling.LANCZOS)
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=85)
             return "image/jpeg", buf.getvalue()
-    except Exception:  # a broken poster must not break the report
+    except Exception:  # noqa: BLE001 - a broken poster must not break the report
         return None
 
 

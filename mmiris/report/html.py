@@ -106,7 +106,8 @@ def _table(rows: list[MetricRow], cols: list[tuple[str, int]], caption: str) -> 
     cols = [c for c in cols if any((m.ref, *c) in val for m in models)]
     if not cols:
         return ""
-    best = {c: max((val[(m.ref, *c)] for m in models if (m.ref, *c) in val), default=None) for c in cols}
+    best = {c: max((val[(m.ref, c[0], c[1])] for m in models if (m.ref, c[0], c[1]) in val), default=None)
+            for c in cols}
     head = "".join(f"<th>{'HR' if m == 'hr' else 'NDCG'}@{k}</th>" for m, k in cols)
     body = []
     for m in models:

@@ -139,9 +139,9 @@ def tables(doc: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     for label, variant, key in (("all-MiniLM-L6-v2 (our BERT stand-in)", "", "bert"), ("Doc2Vec", "doc2vec", "doc2vec")):
         for emb in (16, 64):
             if _rows(doc, "multimodal_iris", emb, variant):
-                p = PAPER_TABLE_VI[emb][key]
+                hr, ndcg = PAPER_TABLE_VI[emb][key]
                 body_t.append([label, str(emb), cell(doc, "multimodal_iris", emb, "hr10", variant).text(),
-                               cell(doc, "multimodal_iris", emb, "ndcg10", variant).text(), f"{p[0]:.4f} / {p[1]:.4f}"])
+                               cell(doc, "multimodal_iris", emb, "ndcg10", variant).text(), f"{hr:.4f} / {ndcg:.4f}"])
     if body_t:
         out.append(("Table VI: text encoders for Multimodal IRIS", head_t, body_t))
     return out
