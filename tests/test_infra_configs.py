@@ -13,10 +13,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,12 +218,11 @@ def test_dockerfile_builds_cpu_and_cuda_variants_and_installs_the_project_like_t
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     for pin in [d for d in deps if d.startswith(("torch==", "torchvision=="))]:
         assert run.count(pin) == 2, f"{pin} not pinned in both variants"
-    # the README's setup: a virtualenv, then an editable install of the project
-    readme = (ROOT / "README.md").read_text()
-    setup = re.search(r"python3 -m venv (\S+) && (\S+/pip) install -e", readme)
-    assert setup, "README setup command not found"
-    assert f"python3 -m venv {setup.group(1)}" in run
-    assert f"{setup.group(2)} install -e" in run
+    # the README's setup (scripts/setup): a virtualenv, then an editable install of the project
+    assert "scripts/setup" in (ROOT / "README.md").read_text()
+    setup = (ROOT / "scripts" / "setup").read_text()
+    assert re.search(r'-m venv "\$VENV"', setup) and re.search(r'"\$VENV/bin/pip" install -e', setup)
+    assert "python3 -m venv .venv" in run and ".venv/bin/pip install -e" in run
     # every COPY source exists, and every package pyproject installs is copied
     copied = set()
     for op, rest in ins:
