@@ -13,6 +13,8 @@ Pairs = Σ over instances of the user's history length; one ML-1M epoch is Σ_u 
 ``<model>_emb<k>_epoch_seconds`` = epoch pairs / measured pairs per second. Multimodal IRIS
 gets random features of the offline encoders' sizes (image 1280, text 384; 1% missing).
 
+The whole trainer step (sampler, Adam, batch 512) is timed by ``benchmarks.train_speed``.
+
 Last line: one JSON object with ``<model>_emb<k>_pairs_per_s`` and ``..._epoch_seconds``.
 """
 
@@ -32,6 +34,7 @@ from mmiris.data.modality import ItemModality
 from mmiris.data.split import UserHistory
 from mmiris.models import attentive, build_model
 from mmiris.models.losses import pointwise_log_loss
+from mmiris.train.config import autocast
 
 ROOT = Path(__file__).resolve().parents[1]
 NEGATIVES = 4  # paper §IV-D: K = 4 negatives per positive
@@ -123,7 +126,7 @@ def fake_features(n_items: int, dims: dict[str, int], seed: int) -> dict[str, It
     return out
 
 
-def measure(model, work, repeats: int) -> tuple[float, float, float]:
+def measure(model, work, repeats: int, dtype: str = "fp32") -> tuple[float, float, float]:
     """(pairs per wall second, wall seconds, CPU seconds of this process) of forward+backward over
     the batches, best of ``repeats``. CPU seconds show what the run cost when other jobs share
     the cores: pairs / CPU-second × cores is the rate an idle machine would give."""
@@ -133,7 +136,8 @@ def measure(model, work, repeats: int) -> tuple[float, float, float]:
         start, cpu = time.perf_counter(), time.process_time()
         for users, items, labels, mask, _ in work:
             model.zero_grad(set_to_none=True)
-            loss = pointwise_log_loss(model.scores(users, items), labels, mask) + model.regularization()
+            with autocast(dtype, "cpu"):  # the trainer's precision policy (attention stays fp32)
+                loss = pointwise_log_loss(model.scores(users, items), labels, mask) + model.regularization()
             loss.backward()
         wall = time.perf_counter() - start
         if wall < best:
@@ -156,6 +160,8 @@ def main(argv=None) -> None:
     ap.add_argument("--image-dim", type=int, default=1280)
     ap.add_argument("--text-dim", type=int, default=384)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                    help="bf16: the forward under bf16 autocast, as TrainConfig.precision='bf16' (IRIS towers)")
     args = ap.parse_args(argv)
     if not args.data.exists():
         _die(f"--data {args.data} does not exist: the benchmark needs the ML-1M NCF split")
@@ -171,7 +177,7 @@ def main(argv=None) -> None:
     result = {"epoch_pairs": epoch_pairs, "users_sampled": len(sample), "batches": len(work),
               "sample_pairs": sum(w[-1] for w in work), "threads": torch.get_num_threads(),
               "fused_kernel": attentive.fused_available(), "backend": args.backend,
-              "batch_instances": args.batch_instances}
+              "batch_instances": args.batch_instances, "dtype": args.dtype}
     print(f"ML-1M: {history.n_users} users, {history.n_items} items, epoch pairs {epoch_pairs:.3g}; "
           f"timing {len(sample)} users in {len(work)} batches ({result['sample_pairs']:.3g} pairs)", flush=True)
     for spec in args.models.split(","):
@@ -179,9 +185,9 @@ def main(argv=None) -> None:
         torch.manual_seed(args.seed)
         model = build_model(name, {"emb": int(emb)}, history.n_users, history.n_items, history, feats)
         model.backend = args.backend
-        measure(model, work[:1], 1)  # warm-up (kernel build, allocator)
+        measure(model, work[:1], 1, args.dtype)  # warm-up (kernel build, allocator)
         load = os.getloadavg()[0]
-        rate, secs, cpu = measure(model, work, args.repeats)
+        rate, secs, cpu = measure(model, work, args.repeats, args.dtype)
         key = f"{name}_emb{emb}"
         result[f"{key}_pairs_per_s"] = round(rate)
         result[f"{key}_epoch_seconds"] = round(epoch_pairs / rate, 1)
