@@ -130,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     for n, (setting, model, seed, key) in enumerate(todo):
         q = ctx.Queue()
         row_refs = {**refs, "split": splits[setting]}
+        # cold: negatives only among the items training knows (the held-out ones stay unseen)
+        kw = {**train_kw, "negatives_from": "trained"} if setting == "cold" else train_kw
         proc = ctx.Process(target=study.run_row, args=(args.store, row_refs, study.row_key(model, args.emb, seed),
-                                                         train_kw, args.explain_users, q))
+                                                         kw, args.explain_users, q))
         proc.start()
         row = study._wait(proc, q, study.row_key(model, args.emb, seed))
         row.update(key=key, setting=setting, split=splits[setting],
