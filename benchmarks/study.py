@@ -305,6 +305,40 @@ def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users:
                    "error": f"{type(exc).__name__}: {exc}"})
 
 
+def claim_row(results_path: Path, key: str) -> Path | None:
+    """A lock file next to the results for the row being run, so two study processes on one
+    machine never train the same row; a lock left by a dead process is taken over."""
+    d = results_path.parent / ".study-locks"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / key.replace(":", "_").replace("+", "_")
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                return None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return path
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _wait(proc, q, key: str) -> dict:
     import queue
 
@@ -411,10 +445,21 @@ def main(argv: list[str] | None = None) -> int:
     for i, key in enumerate(todo):
         if args.max_rows and ran >= args.max_rows:
             break
+        fresh = load_results(results_path).get(key)  # another study process may have finished it
+        if fresh is not None and "error" not in fresh and not args.rerun:
+            log.info("%s: finished by another study process meanwhile; skipping", key)
+            continue
+        lock = claim_row(results_path, key)
+        if lock is None:
+            log.info("%s: another live study process is running it; skipping", key)
+            continue
         q = ctx.Queue()
         proc = ctx.Process(target=run_row, args=(args.store, refs, key, train_kw, args.explain_users, q))
         proc.start()
-        row = _wait(proc, q, key)
+        try:
+            row = _wait(proc, q, key)
+        finally:
+            lock.unlink(missing_ok=True)
         row["command"] = {"epochs": args.epochs, "patience": args.patience, "threads": args.threads,
                           "encoders": [args.image_encoder, args.text_encoder]}
         ran += 1

@@ -64,3 +64,13 @@ def test_results_file_is_rewritten_whole_with_a_summary(tmp_path):
     assert s["hr10"]["mean"] == pytest.approx(0.71) and s["hr10"]["n"] == 2 and s["stopped"] == ["early"]
     assert s["published_hr10_ndcg10"] == [0.6969, 0.4194]
     assert study.load_results(path).keys() == rows.keys()
+
+
+def test_a_row_is_claimed_by_one_live_process_and_stale_claims_are_taken_over(tmp_path):
+    results = tmp_path / "study.json"
+    lock = study.claim_row(results, "multimodal_iris+shuffled:16:0")
+    assert lock is not None and lock.read_text() == str(__import__("os").getpid())
+    assert study.claim_row(results, "multimodal_iris+shuffled:16:0") is None  # held by a live process
+    lock.write_text("999999999")  # a process that is gone
+    again = study.claim_row(results, "multimodal_iris+shuffled:16:0")
+    assert again == lock
