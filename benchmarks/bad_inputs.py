@@ -62,8 +62,12 @@ def movies_lines(n_items: int = N_ITEMS) -> list[str]:
     return [f"{i}::Movie {i} ({1980 + i})::Drama|Comedy" for i in range(1, n_items + 1)]
 
 
-def write_ml(folder: Path, ratings: list[str] | None = None, movies: list[str] | None = None,
-             extra: dict[str, bytes] | None = None) -> Path:
+def write_ml(
+    folder: Path,
+    ratings: list[str] | None = None,
+    movies: list[str] | None = None,
+    extra: dict[str, bytes] | None = None,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ratings.dat").write_text("\n".join(ratings_lines() if ratings is None else ratings) + "\n")
     if movies is not False:
@@ -111,11 +115,13 @@ class Case:
 
 def _stat(name: str, key: str, want=None):
     """A check: the newest ``name`` artifact's manifest stats[key] is truthy (or == want)."""
+
     def check(env: Env, out: str) -> str | None:
         stats = json.loads(env.manifest(name).read_text())["stats"]
         got = stats.get(key)
         ok = got == want if want is not None else bool(got)
         return None if ok else f"stats[{key!r}] = {got!r}, expected {want if want is not None else 'a count'}"
+
     return check
 
 
@@ -125,8 +131,10 @@ def _ml(env: Env, sub: str, **kw) -> Path:
 
 def ingest(sub: str, *extra: str, **kw) -> tuple:
     """argv and setup for ``ingest movielens <sub>`` over a dataset written with ``kw``."""
-    return (lambda env: ["ingest", "movielens", str(env.root / sub), "--name-prefix", "t-", *extra],
-            lambda env: _ml(env, sub, **kw))
+    return (
+        lambda env: ["ingest", "movielens", str(env.root / sub), "--name-prefix", "t-", *extra],
+        lambda env: _ml(env, sub, **kw),
+    )
 
 
 def _flip(path_of: Callable[[Env], Path], n: int = 3, truncate: int | None = None):
@@ -139,6 +147,7 @@ def _flip(path_of: Callable[[Env], Path], n: int = 3, truncate: int | None = Non
             for k in range(n):
                 data[(len(data) // 2 + 97 * k) % len(data)] ^= 1 << k
         p.write_bytes(bytes(data))
+
     return setup
 
 
@@ -222,33 +231,80 @@ def cases() -> list[Case]:
     add = C.append
 
     # ---- names: nothing may be written outside the store; grammar errors name the option
-    for prefix in ["../../victim/x", "/tmp/abs-victim/", "a b", "_", ".", "x@", "a\nb", "tab\t", "x" * 130,
-                   "sub/dir-", "..", "é-"]:
+    for prefix in [
+        "../../victim/x",
+        "/tmp/abs-victim/",
+        "a b",
+        "_",
+        ".",
+        "x@",
+        "a\nb",
+        "tab\t",
+        "x" * 130,
+        "sub/dir-",
+        "..",
+        "é-",
+    ]:
         argv, setup = ingest("ml", "--name-prefix", prefix)
-        add(Case(f"ingest --name-prefix {prefix!r}", argv, match=r"--name-prefix .*expected 1-128 letters",
-                 setup=setup))
-    for name in ["../../victim/split", "_staging", "", "a/b", "a@b", "x\ny", ".hidden", "x" * 200, "tab\t",
-                 "/abs", "-", "LATEST/..", "sp ace"]:
-        add(Case(f"split --name {name!r}", ["split", "--name", name],
-                 match=r"name .*expected 1-128 letters|name '' *:|name ''"))
+        add(
+            Case(f"ingest --name-prefix {prefix!r}", argv, match=r"--name-prefix .*expected 1-128 letters", setup=setup)
+        )
+    for name in [
+        "../../victim/split",
+        "_staging",
+        "",
+        "a/b",
+        "a@b",
+        "x\ny",
+        ".hidden",
+        "x" * 200,
+        "tab\t",
+        "/abs",
+        "-",
+        "LATEST/..",
+        "sp ace",
+    ]:
+        add(
+            Case(
+                f"split --name {name!r}",
+                ["split", "--name", name],
+                match=r"name .*expected 1-128 letters|name '' *:|name ''",
+            )
+        )
     for ref in ["../x", "interactions@../../x", "a/b@latest", "interactions@a/b", "@latest"]:
         add(Case(f"split {ref!r}", ["split", ref], match=r"expected|not found"))
         add(Case(f"artifacts show {ref!r}", ["artifacts", "show", ref], match=r"expected|not found"))
     add(Case("artifacts ls '../x'", ["artifacts", "ls", "../x"], match=r"expected 1-128 letters"))
     add(Case("recommend --model '../x'", ["recommend", "--model", "../x"], match=r"expected 1-128 letters"))
     add(Case("evaluate --model '../x'", ["evaluate", "--model", "../x"], match=r"expected 1-128 letters"))
-    add(Case("features text --name '../x'", lambda e: ["features", "text", "--jsonl", str(e.root / "omdb.jsonl"),
-                                                      "--name", "../x"],
-             match=r"--name:? .*expected 1-128 letters",
-             setup=lambda e: _jsonl(e, [{"movie_id": 1, "Plot": "p"}])))
-    add(Case("features image --name 'a/b'", lambda e: ["features", "image", "--images-dir", "posters",
-                                                       "--name", "a/b"],
-             match=r"--name:? .*expected 1-128 letters", setup=lambda e: _images(e, ["1"])))
+    add(
+        Case(
+            "features text --name '../x'",
+            lambda e: ["features", "text", "--jsonl", str(e.root / "omdb.jsonl"), "--name", "../x"],
+            match=r"--name:? .*expected 1-128 letters",
+            setup=lambda e: _jsonl(e, [{"movie_id": 1, "Plot": "p"}]),
+        )
+    )
+    add(
+        Case(
+            "features image --name 'a/b'",
+            lambda e: ["features", "image", "--images-dir", "posters", "--name", "a/b"],
+            match=r"--name:? .*expected 1-128 letters",
+            setup=lambda e: _images(e, ["1"]),
+        )
+    )
 
     def symlink_out(env: Env) -> None:
         os.symlink(env.outside, env.store / "split2")
-    add(Case("split --name of a symlink pointing outside", ["split", "--name", "split2", "--seed", "5", "--negatives", "5"],
-             match=r"outside the store", setup=symlink_out))
+
+    add(
+        Case(
+            "split --name of a symlink pointing outside",
+            ["split", "--name", "split2", "--seed", "5", "--negatives", "5"],
+            match=r"outside the store",
+            setup=symlink_out,
+        )
+    )
 
     # ---- ingest reads exactly what it is given
     def stray(env: Env) -> None:
@@ -256,104 +312,265 @@ def cases() -> list[Case]:
         (env.root / "tree" / "b").mkdir()
         (env.root / "tree" / "b" / "links.csv").write_text("movieId,imdbId,tmdbId\n1,0114709,862\n")
         (env.root / "tree" / "notes.txt").write_text("hello\n")
-    add(Case("ingest a stray text file", lambda e: ["ingest", "movielens", str(e.root / "tree" / "notes.txt")],
-             match=r"notes.txt: not a dataset file or archive", setup=stray))
-    add(Case("ingest a garbage .zip", lambda e: ["ingest", "movielens", str(e.root / "junk.zip")],
-             match=r"junk.zip: not a zip archive",
-             setup=lambda e: (e.root / "junk.zip").write_bytes(b"garbage" * 50)))
+
+    add(
+        Case(
+            "ingest a stray text file",
+            lambda e: ["ingest", "movielens", str(e.root / "tree" / "notes.txt")],
+            match=r"notes.txt: not a dataset file or archive",
+            setup=stray,
+        )
+    )
+    add(
+        Case(
+            "ingest a garbage .zip",
+            lambda e: ["ingest", "movielens", str(e.root / "junk.zip")],
+            match=r"junk.zip: not a zip archive",
+            setup=lambda e: (e.root / "junk.zip").write_bytes(b"garbage" * 50),
+        )
+    )
 
     def zip_without(env: Env) -> None:
         with zipfile.ZipFile(env.root / "empty.zip", "w") as z:
             z.writestr("readme.txt", "nothing here")
-    add(Case("ingest a zip without a dataset", lambda e: ["ingest", "movielens", str(e.root / "empty.zip")],
-             match=r"empty.zip: not a MovieLens dataset", setup=zip_without))
+
+    add(
+        Case(
+            "ingest a zip without a dataset",
+            lambda e: ["ingest", "movielens", str(e.root / "empty.zip")],
+            match=r"empty.zip: not a MovieLens dataset",
+            setup=zip_without,
+        )
+    )
 
     def zip_truncated(env: Env) -> None:
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr("ml-1m/ratings.dat", "\n".join(ratings_lines()))
         (env.root / "cut.zip").write_bytes(buf.getvalue()[:200])
-    add(Case("ingest a truncated zip", lambda e: ["ingest", "movielens", str(e.root / "cut.zip")],
-             match=r"cut.zip: not a (zip|readable zip)", setup=zip_truncated))
-    add(Case("ingest an empty folder", lambda e: ["ingest", "movielens", str(e.root / "emptydir")],
-             match=r"emptydir: not a MovieLens dataset", setup=lambda e: (e.root / "emptydir").mkdir()))
-    add(Case("ingest a missing path", lambda e: ["ingest", "movielens", str(e.root / "nope")],
-             match=r"nope: no such file or folder"))
-    add(Case("ingest a dataset two levels down", lambda e: ["ingest", "movielens", str(e.root / "deep")],
-             match=r"deep: not a MovieLens dataset", setup=lambda e: write_ml(e.root / "deep" / "x" / "ml-1m")))
+
+    add(
+        Case(
+            "ingest a truncated zip",
+            lambda e: ["ingest", "movielens", str(e.root / "cut.zip")],
+            match=r"cut.zip: not a (zip|readable zip)",
+            setup=zip_truncated,
+        )
+    )
+    add(
+        Case(
+            "ingest an empty folder",
+            lambda e: ["ingest", "movielens", str(e.root / "emptydir")],
+            match=r"emptydir: not a MovieLens dataset",
+            setup=lambda e: (e.root / "emptydir").mkdir(),
+        )
+    )
+    add(
+        Case(
+            "ingest a missing path",
+            lambda e: ["ingest", "movielens", str(e.root / "nope")],
+            match=r"nope: no such file or folder",
+        )
+    )
+    add(
+        Case(
+            "ingest a dataset two levels down",
+            lambda e: ["ingest", "movielens", str(e.root / "deep")],
+            match=r"deep: not a MovieLens dataset",
+            setup=lambda e: write_ml(e.root / "deep" / "x" / "ml-1m"),
+        )
+    )
 
     def two(env: Env) -> None:
         write_ml(env.root / "two" / "a")
         write_ml(env.root / "two" / "b")
-    add(Case("ingest a folder of two datasets", lambda e: ["ingest", "movielens", str(e.root / "two")],
-             match=r"two: 2 subfolders hold a dataset", setup=two))
+
+    add(
+        Case(
+            "ingest a folder of two datasets",
+            lambda e: ["ingest", "movielens", str(e.root / "two")],
+            match=r"two: 2 subfolders hold a dataset",
+            setup=two,
+        )
+    )
     argv, setup = ingest("one")
-    add(Case("ingest the folder above ml-1m/ (documented layout)",
-             lambda e: ["ingest", "movielens", str(e.root / "up"), "--name-prefix", "up-"], expect="ok",
-             setup=lambda e: write_ml(e.root / "up" / "ml-1m"), match=r"interactions +up-interactions@"))
-    add(Case("ingest ratings.dat itself", lambda e: ["ingest", "movielens", str(e.root / "f" / "ratings.dat"),
-                                                     "--name-prefix", "f-"], expect="ok",
-             setup=lambda e: write_ml(e.root / "f"), match=r"items +f-items@"))
+    add(
+        Case(
+            "ingest the folder above ml-1m/ (documented layout)",
+            lambda e: ["ingest", "movielens", str(e.root / "up"), "--name-prefix", "up-"],
+            expect="ok",
+            setup=lambda e: write_ml(e.root / "up" / "ml-1m"),
+            match=r"interactions +up-interactions@",
+        )
+    )
+    add(
+        Case(
+            "ingest ratings.dat itself",
+            lambda e: ["ingest", "movielens", str(e.root / "f" / "ratings.dat"), "--name-prefix", "f-"],
+            expect="ok",
+            setup=lambda e: write_ml(e.root / "f"),
+            match=r"items +f-items@",
+        )
+    )
 
     # ---- values: inf/nan ratings, ids and timestamps beyond int64, malformed lines
-    for label, line in [("inf rating", "1::2::inf::978300760"), ("nan rating", "1::2::nan::978300760"),
-                        ("-inf rating", "1::2::-inf::978300760"), ("NaN rating", "1::2::NaN::978300760"),
-                        ("Infinity rating", "1::2::Infinity::978300760")]:
+    for label, line in [
+        ("inf rating", "1::2::inf::978300760"),
+        ("nan rating", "1::2::nan::978300760"),
+        ("-inf rating", "1::2::-inf::978300760"),
+        ("NaN rating", "1::2::NaN::978300760"),
+        ("Infinity rating", "1::2::Infinity::978300760"),
+    ]:
         argv, setup = ingest("v", ratings=with_line(3, line))
-        add(Case(f"ingest {label}", argv, match=r"ratings.dat:4: field 'rating' \(column 3\): expected a finite "
-                                              r"number", setup=setup))
+        add(
+            Case(
+                f"ingest {label}",
+                argv,
+                match=r"ratings.dat:4: field 'rating' \(column 3\): expected a finite "
+                r"number",
+                setup=setup,
+            )
+        )
     argv, setup = ingest("v", "--on-bad-lines", "skip", ratings=with_line(3, "1::2::inf::978300760"))
-    add(Case("ingest inf rating --on-bad-lines skip", argv, expect="counted", setup=setup,
-             check=_stat("t-interactions", "malformed_lines_skipped", 1)))
-    for label, line, fld in [("user id beyond int64", "99999999999999999999::2::3::978300760", "user"),
-                             ("item id beyond int64", "1::-99999999999999999999::3::978300760", "item"),
-                             ("timestamp beyond int64", "1::2::3::99999999999999999999", "timestamp")]:
+    add(
+        Case(
+            "ingest inf rating --on-bad-lines skip",
+            argv,
+            expect="counted",
+            setup=setup,
+            check=_stat("t-interactions", "malformed_lines_skipped", 1),
+        )
+    )
+    for label, line, fld in [
+        ("user id beyond int64", "99999999999999999999::2::3::978300760", "user"),
+        ("item id beyond int64", "1::-99999999999999999999::3::978300760", "item"),
+        ("timestamp beyond int64", "1::2::3::99999999999999999999", "timestamp"),
+    ]:
         argv, setup = ingest("v", ratings=with_line(0, line))
         add(Case(f"ingest {label}", argv, match=rf"ratings.dat:1: field '{fld}'.*64-bit range", setup=setup))
-    for label, line, pat in [("non-numeric rating", "1::2::five::978300760", r"'rating'.*expected a number"),
-                             ("missing field", "1::2::3", r"expected 4 fields"),
-                             ("wrong separator", "1,2,3,978300760", r"expected 4 fields.*separator"),
-                             ("text user id", "bob::2::3::978300760", r"'user'.*expected an integer"),
-                             ("float item id", "1::2.5::3::978300760", r"'item'.*expected an integer")]:
+    for label, line, pat in [
+        ("non-numeric rating", "1::2::five::978300760", r"'rating'.*expected a number"),
+        ("missing field", "1::2::3", r"expected 4 fields"),
+        ("wrong separator", "1,2,3,978300760", r"expected 4 fields.*separator"),
+        ("text user id", "bob::2::3::978300760", r"'user'.*expected an integer"),
+        ("float item id", "1::2.5::3::978300760", r"'item'.*expected an integer"),
+    ]:
         argv, setup = ingest("v", ratings=with_line(5, line))
         add(Case(f"ingest {label}", argv, match=r"ratings.dat:6: .*" + pat, setup=setup))
     argv, setup = ingest("v", "--on-bad-lines", "skip", ratings=with_line(5, "1::2::3"))
-    add(Case("ingest malformed line --on-bad-lines skip", argv, expect="counted", setup=setup,
-             check=_stat("t-interactions", "malformed_lines_skipped", 1)))
+    add(
+        Case(
+            "ingest malformed line --on-bad-lines skip",
+            argv,
+            expect="counted",
+            setup=setup,
+            check=_stat("t-interactions", "malformed_lines_skipped", 1),
+        )
+    )
     argv, setup = ingest("v", ratings=ratings_lines() + ["1::1::5::978300999", "1::1::4::978301000"])
-    add(Case("ingest duplicate pairs", argv, expect="counted", setup=setup,
-             check=_stat("t-interactions", "duplicates_dropped")))
+    add(
+        Case(
+            "ingest duplicate pairs",
+            argv,
+            expect="counted",
+            setup=setup,
+            check=_stat("t-interactions", "duplicates_dropped"),
+        )
+    )
     argv, setup = ingest("v", ratings=[])
     add(Case("ingest an empty ratings.dat", argv, match=r"ratings.dat: no (valid )?data rows", setup=setup))
     argv, setup = ingest("v", ratings=["", "   ", ""])
     add(Case("ingest blank ratings.dat", argv, match=r"ratings.dat: no (valid )?data rows", setup=setup))
-    argv, setup = ingest("v", "--encoding", "utf-8", ratings=ratings_lines(),
-                         movies=movies_lines()[:-1] + ["16::Caf\udce9 (1996)::Drama"])
-    add(Case("ingest --encoding utf-8 on latin-1 bytes", argv, match=r"movies.dat:16: byte .* cannot be decoded",
-             setup=lambda e: (_ml(e, "v"), (e.root / "v" / "movies.dat").write_bytes(
-                 "\n".join(movies_lines()[:-1]).encode() + b"\n16::Caf\xe9 (1996)::Drama\n"))))
+    argv, setup = ingest(
+        "v",
+        "--encoding",
+        "utf-8",
+        ratings=ratings_lines(),
+        movies=movies_lines()[:-1] + ["16::Caf\udce9 (1996)::Drama"],
+    )
+    add(
+        Case(
+            "ingest --encoding utf-8 on latin-1 bytes",
+            argv,
+            match=r"movies.dat:16: byte .* cannot be decoded",
+            setup=lambda e: (
+                _ml(e, "v"),
+                (e.root / "v" / "movies.dat").write_bytes(
+                    "\n".join(movies_lines()[:-1]).encode() + b"\n16::Caf\xe9 (1996)::Drama\n"
+                ),
+            ),
+        )
+    )
     argv, setup = ingest("v", "--encoding", "klingon")
     add(Case("ingest --encoding klingon", argv, match=r"unknown encoding 'klingon'", setup=setup))
     argv, setup = ingest("v", movies=movies_lines()[:5] + ["6::broken"] + movies_lines()[6:])
-    add(Case("ingest malformed movies.dat: nothing published", argv, match=r"movies.dat:6: expected 3 fields",
-             setup=setup))
+    add(
+        Case(
+            "ingest malformed movies.dat: nothing published",
+            argv,
+            match=r"movies.dat:6: expected 3 fields",
+            setup=setup,
+        )
+    )
     argv, setup = ingest("v", "--on-bad-lines", "skip", movies=movies_lines()[:5] + ["6::broken"] + movies_lines()[6:])
-    add(Case("ingest malformed movies.dat --on-bad-lines skip", argv, expect="counted", setup=setup,
-             check=_stat("t-items", "metadata_lines_skipped", 1)))
+    add(
+        Case(
+            "ingest malformed movies.dat --on-bad-lines skip",
+            argv,
+            expect="counted",
+            setup=setup,
+            check=_stat("t-items", "metadata_lines_skipped", 1),
+        )
+    )
     argv, setup = ingest("v", ratings=["-1::2::3::978300760"] + ratings_lines())
-    add(Case("ingest a negative user id is kept as a source id", argv, expect="ok", setup=setup,
-             match=r"interactions +t-interactions@"))
+    add(
+        Case(
+            "ingest a negative user id is kept as a source id",
+            argv,
+            expect="ok",
+            setup=setup,
+            match=r"interactions +t-interactions@",
+        )
+    )
 
     # ---- all-or-nothing multi-artifact ingest
     argv, setup = ingest("v")
-    add(Case("ingest with a full disk at the second artifact", argv, match=r"No space left on device",
-             setup=setup, patch=lambda: _disk_full_on(2)))
-    add(Case("ingest with a full disk at the first artifact", argv, match=r"No space left on device",
-             setup=setup, patch=lambda: _disk_full_on(1)))
-    add(Case("split into a read-only store", ["split", "--seed", "9", "--negatives", "5"],
-             match=r"Read-only file system", patch=lambda: _disk_full_on(1, errno.EROFS)))
-    add(Case("ingest killed between two renames", argv, setup=setup, patch=_killed_between_renames,
-             code=130, match=r"interrupted"))
+    add(
+        Case(
+            "ingest with a full disk at the second artifact",
+            argv,
+            match=r"No space left on device",
+            setup=setup,
+            patch=lambda: _disk_full_on(2),
+        )
+    )
+    add(
+        Case(
+            "ingest with a full disk at the first artifact",
+            argv,
+            match=r"No space left on device",
+            setup=setup,
+            patch=lambda: _disk_full_on(1),
+        )
+    )
+    add(
+        Case(
+            "split into a read-only store",
+            ["split", "--seed", "9", "--negatives", "5"],
+            match=r"Read-only file system",
+            patch=lambda: _disk_full_on(1, errno.EROFS),
+        )
+    )
+    add(
+        Case(
+            "ingest killed between two renames",
+            argv,
+            setup=setup,
+            patch=_killed_between_renames,
+            code=130,
+            match=r"interrupted",
+        )
+    )
 
     # ---- other ingest formats
     def ncf_files(env: Env, drop: str | None = None) -> None:
@@ -364,16 +581,38 @@ def cases() -> list[Case]:
         (d / "x.test.negative").write_text("(0,3)\t0\n(1,3)\t1\n")
         if drop:
             (d / drop).unlink()
-    add(Case("ingest ncf without the negatives file", lambda e: ["ingest", "ncf", str(e.root / "ncf")],
-             match=r"ncf: expected exactly one \*.test.negative file", setup=lambda e: ncf_files(e, "x.test.negative")))
-    add(Case("ingest ncf two files", lambda e: ["ingest", "ncf", "a.train.rating", "b.test.rating"],
-             match=r"ncf: got 2 source\(s\)"))
-    add(Case("ingest ncf --movies without --item-map", lambda e: ["ingest", "ncf", str(e.root / "ncf"),
-                                                                  "--movies", str(e.data / "movies.dat")],
-             match=r"--movies/--links need --item-map", setup=ncf_files))
-    add(Case("ingest ncf --name-prefix '../n'", lambda e: ["ingest", "ncf", str(e.root / "ncf"),
-                                                           "--name-prefix", "../n"],
-             match=r"--name-prefix .*expected 1-128", setup=ncf_files))
+
+    add(
+        Case(
+            "ingest ncf without the negatives file",
+            lambda e: ["ingest", "ncf", str(e.root / "ncf")],
+            match=r"ncf: expected exactly one \*.test.negative file",
+            setup=lambda e: ncf_files(e, "x.test.negative"),
+        )
+    )
+    add(
+        Case(
+            "ingest ncf two files",
+            lambda e: ["ingest", "ncf", "a.train.rating", "b.test.rating"],
+            match=r"ncf: got 2 source\(s\)",
+        )
+    )
+    add(
+        Case(
+            "ingest ncf --movies without --item-map",
+            lambda e: ["ingest", "ncf", str(e.root / "ncf"), "--movies", str(e.data / "movies.dat")],
+            match=r"--movies/--links need --item-map",
+            setup=ncf_files,
+        )
+    )
+    add(
+        Case(
+            "ingest ncf --name-prefix '../n'",
+            lambda e: ["ingest", "ncf", str(e.root / "ncf"), "--name-prefix", "../n"],
+            match=r"--name-prefix .*expected 1-128",
+            setup=ncf_files,
+        )
+    )
 
     def amazon(env: Env, lines: list[str]) -> None:
         import gzip
@@ -383,63 +622,192 @@ def cases() -> list[Case]:
 
     def review(u, i, r=5.0):
         return json.dumps({"reviewerID": f"U{u}", "asin": f"A{i}", "overall": r, "unixReviewTime": 1})
+
     good_reviews = [review(u, i) for u in range(6) for i in range(6) if (u + i) % 3]
     az = ["ingest", "amazon", "reviews.json.gz"]
-    add(Case("ingest amazon --kcore 0", az + ["--kcore", "0"], match=r"kcore=0: expected a number >= 1",
-             setup=lambda e: amazon(e, good_reviews)))
-    add(Case("ingest amazon --kcore 50", az + ["--kcore", "50"], match=r"no interactions left after 50-core",
-             setup=lambda e: amazon(e, good_reviews)))
-    add(Case("ingest amazon not JSON", az, match=r"reviews.json.gz:2: .*not a JSON object",
-             setup=lambda e: amazon(e, [good_reviews[0], "{{{not json"])))
-    add(Case("ingest amazon rating inf", az + ["--kcore", "1"], match=r"reviews.json.gz:1: field 'overall': "
-                                                                      r"expected a finite number",
-             setup=lambda e: amazon(e, ['{"reviewerID": "U", "asin": "A", "overall": Infinity}'])))
-    add(Case("ingest amazon missing reviewerID", az, match=r"reviews.json.gz:1: field 'reviewerID'",
-             setup=lambda e: amazon(e, ['{"asin": "A", "overall": 5}'])))
-    add(Case("ingest amazon not gzip", az, match=r"reviews.json.gz",
-             setup=lambda e: (e.root / "reviews.json.gz").write_bytes(b"\x1f\x8bgarbage")))
+    add(
+        Case(
+            "ingest amazon --kcore 0",
+            az + ["--kcore", "0"],
+            match=r"kcore=0: expected a number >= 1",
+            setup=lambda e: amazon(e, good_reviews),
+        )
+    )
+    add(
+        Case(
+            "ingest amazon --kcore 50",
+            az + ["--kcore", "50"],
+            match=r"no interactions left after 50-core",
+            setup=lambda e: amazon(e, good_reviews),
+        )
+    )
+    add(
+        Case(
+            "ingest amazon not JSON",
+            az,
+            match=r"reviews.json.gz:2: .*not a JSON object",
+            setup=lambda e: amazon(e, [good_reviews[0], "{{{not json"]),
+        )
+    )
+    add(
+        Case(
+            "ingest amazon rating inf",
+            az + ["--kcore", "1"],
+            match=r"reviews.json.gz:1: field 'overall': "
+            r"expected a finite number",
+            setup=lambda e: amazon(e, ['{"reviewerID": "U", "asin": "A", "overall": Infinity}']),
+        )
+    )
+    add(
+        Case(
+            "ingest amazon missing reviewerID",
+            az,
+            match=r"reviews.json.gz:1: field 'reviewerID'",
+            setup=lambda e: amazon(e, ['{"asin": "A", "overall": 5}']),
+        )
+    )
+    add(
+        Case(
+            "ingest amazon not gzip",
+            az,
+            match=r"reviews.json.gz",
+            setup=lambda e: (e.root / "reviews.json.gz").write_bytes(b"\x1f\x8bgarbage"),
+        )
+    )
 
     # ---- the store itself
     def file_store(env: Env) -> None:
         (env.root / "afile").write_text("x")
-    add(Case("--store is a file", ["--store", "afile", "artifacts", "ls"], match=r"is a file, expected a folder",
-             setup=file_store))
-    add(Case("--store under a file", ["--store", "afile/store", "artifacts", "ls"], match=r"cannot create folder",
-             setup=file_store))
-    add(Case("--store not creatable", ["--store", "/proc/mmiris-store", "artifacts", "ls"],
-             match=r"cannot create folder"))
-    add(Case("--store an unknown URI scheme", ["--store", "nosuch://bucket/x", "artifacts", "ls"],
-             match=r"not a usable filesystem URI"))
-    add(Case("manifest is not JSON", ["artifacts", "show", "split"], match=r"manifest .* is corrupt",
-             setup=lambda e: e.manifest("split").write_text("{oops")))
-    add(Case("manifest truncated", ["split", "--seed", "3"], match=r"manifest .* is corrupt",
-             setup=_flip(lambda e: e.manifest("interactions"), truncate=40)))
-    add(Case("manifest of another version", ["artifacts", "show", "split"], match=r"describes .* not split@",
-             setup=lambda e: e.manifest("split").write_text(
-                 e.manifest("split").read_text().replace('"version": "', '"version": "0'))))
-    add(Case("flipped bits in split test.parquet", ["evaluate", "--model", "model-itempop", "--protocol", "sampled"],
-             match=r"test.parquet fails its checksum",
-             setup=_flip(lambda e: e.version_dir("split") / "test.parquet")))
-    add(Case("truncated interactions.parquet", ["split", "--seed", "4"], match=r"interactions.parquet has 50 bytes",
-             setup=_flip(lambda e: e.version_dir("interactions") / "interactions.parquet", truncate=50)))
-    add(Case("truncated parquet --no-verify", ["--no-verify", "split", "--seed", "4"],
-             match=r"interactions.parquet is not a readable Parquet file",
-             setup=_flip(lambda e: e.version_dir("interactions") / "interactions.parquet", truncate=50)))
-    add(Case("missing table file", ["split", "--seed", "4"], match=r"interactions.parquet",
-             setup=lambda e: (e.version_dir("interactions") / "interactions.parquet").unlink()))
-    add(Case("truncated model.pt", ["recommend", "--model", "model-itempop", "--top-n", "3"],
-             match=r"model.pt has \d+ bytes, the manifest records",
-             setup=_flip(lambda e: e.version_dir("model-itempop") / "files" / "model.pt", truncate=100)))
-    add(Case("flipped bits in model.pt", ["recommend", "--model", "model-itempop", "--top-n", "4"],
-             match=r"model.pt fails its checksum",
-             setup=_flip(lambda e: e.version_dir("model-itempop") / "files" / "model.pt")))
-    add(Case("model.pt with pickled code (forged checksum)", ["recommend", "--model", "model-itempop", "--top-n", "5"],
-             match=r"files/model.pt is not a loadable model file", setup=_evil_model,
-             check=_no_pwned))
-    add(Case("LATEST points nowhere", ["artifacts", "show", "split"], expect="ok", match=r'"kind": "split"',
-             setup=lambda e: (e.store / "split" / "LATEST").write_text("0123456789abcdef\n")))
-    add(Case("LATEST holds a path", ["artifacts", "show", "split"], expect="ok", match=r'"kind": "split"',
-             setup=lambda e: (e.store / "split" / "LATEST").write_text("../../etc\n")))
+
+    add(
+        Case(
+            "--store is a file",
+            ["--store", "afile", "artifacts", "ls"],
+            match=r"is a file, expected a folder",
+            setup=file_store,
+        )
+    )
+    add(
+        Case(
+            "--store under a file",
+            ["--store", "afile/store", "artifacts", "ls"],
+            match=r"cannot create folder",
+            setup=file_store,
+        )
+    )
+    add(
+        Case(
+            "--store not creatable", ["--store", "/proc/mmiris-store", "artifacts", "ls"], match=r"cannot create folder"
+        )
+    )
+    add(
+        Case(
+            "--store an unknown URI scheme",
+            ["--store", "nosuch://bucket/x", "artifacts", "ls"],
+            match=r"not a usable filesystem URI",
+        )
+    )
+    add(
+        Case(
+            "manifest is not JSON",
+            ["artifacts", "show", "split"],
+            match=r"manifest .* is corrupt",
+            setup=lambda e: e.manifest("split").write_text("{oops"),
+        )
+    )
+    add(
+        Case(
+            "manifest truncated",
+            ["split", "--seed", "3"],
+            match=r"manifest .* is corrupt",
+            setup=_flip(lambda e: e.manifest("interactions"), truncate=40),
+        )
+    )
+    add(
+        Case(
+            "manifest of another version",
+            ["artifacts", "show", "split"],
+            match=r"describes .* not split@",
+            setup=lambda e: e.manifest("split").write_text(
+                e.manifest("split").read_text().replace('"version": "', '"version": "0')
+            ),
+        )
+    )
+    add(
+        Case(
+            "flipped bits in split test.parquet",
+            ["evaluate", "--model", "model-itempop", "--protocol", "sampled"],
+            match=r"test.parquet fails its checksum",
+            setup=_flip(lambda e: e.version_dir("split") / "test.parquet"),
+        )
+    )
+    add(
+        Case(
+            "truncated interactions.parquet",
+            ["split", "--seed", "4"],
+            match=r"interactions.parquet has 50 bytes",
+            setup=_flip(lambda e: e.version_dir("interactions") / "interactions.parquet", truncate=50),
+        )
+    )
+    add(
+        Case(
+            "truncated parquet --no-verify",
+            ["--no-verify", "split", "--seed", "4"],
+            match=r"interactions.parquet is not a readable Parquet file",
+            setup=_flip(lambda e: e.version_dir("interactions") / "interactions.parquet", truncate=50),
+        )
+    )
+    add(
+        Case(
+            "missing table file",
+            ["split", "--seed", "4"],
+            match=r"interactions.parquet",
+            setup=lambda e: (e.version_dir("interactions") / "interactions.parquet").unlink(),
+        )
+    )
+    add(
+        Case(
+            "truncated model.pt",
+            ["recommend", "--model", "model-itempop", "--top-n", "3"],
+            match=r"model.pt has \d+ bytes, the manifest records",
+            setup=_flip(lambda e: e.version_dir("model-itempop") / "files" / "model.pt", truncate=100),
+        )
+    )
+    add(
+        Case(
+            "flipped bits in model.pt",
+            ["recommend", "--model", "model-itempop", "--top-n", "4"],
+            match=r"model.pt fails its checksum",
+            setup=_flip(lambda e: e.version_dir("model-itempop") / "files" / "model.pt"),
+        )
+    )
+    add(
+        Case(
+            "model.pt with pickled code (forged checksum)",
+            ["recommend", "--model", "model-itempop", "--top-n", "5"],
+            match=r"files/model.pt is not a loadable model file",
+            setup=_evil_model,
+            check=_no_pwned,
+        )
+    )
+    add(
+        Case(
+            "LATEST points nowhere",
+            ["artifacts", "show", "split"],
+            expect="ok",
+            match=r'"kind": "split"',
+            setup=lambda e: (e.store / "split" / "LATEST").write_text("0123456789abcdef\n"),
+        )
+    )
+    add(
+        Case(
+            "LATEST holds a path",
+            ["artifacts", "show", "split"],
+            expect="ok",
+            match=r'"kind": "split"',
+            setup=lambda e: (e.store / "split" / "LATEST").write_text("../../etc\n"),
+        )
+    )
 
     def leftovers(env: Env) -> None:
         st = env.store / "_staging" / "items-0123456789abcdef-999999999-deadbeef"
@@ -450,105 +818,276 @@ def cases() -> list[Case]:
     def gc_check(env: Env, out: str) -> str | None:
         left = list((env.store / "_staging").glob("*")) + list(env.store.glob("*/LATEST.*.tmp"))
         return f"left {left}" if left else None
-    add(Case("artifacts gc removes crashed leftovers", ["artifacts", "gc"], expect="counted",
-             match=r"removed 2 ", setup=leftovers, check=gc_check))
-    add(Case("artifacts ls ignores leftovers", ["artifacts", "ls"], expect="ok", match=r"split@",
-             setup=leftovers, check=lambda e, out: "listed a leftover" if "_staging" in out else None))
-    add(Case("artifacts show a missing artifact", ["artifacts", "show", "nope"],
-             match=r"no published version of artifact 'nope'"))
+
+    add(
+        Case(
+            "artifacts gc removes crashed leftovers",
+            ["artifacts", "gc"],
+            expect="counted",
+            match=r"removed 2 ",
+            setup=leftovers,
+            check=gc_check,
+        )
+    )
+    add(
+        Case(
+            "artifacts ls ignores leftovers",
+            ["artifacts", "ls"],
+            expect="ok",
+            match=r"split@",
+            setup=leftovers,
+            check=lambda e, out: "listed a leftover" if "_staging" in out else None,
+        )
+    )
+    add(
+        Case(
+            "artifacts show a missing artifact",
+            ["artifacts", "show", "nope"],
+            match=r"no published version of artifact 'nope'",
+        )
+    )
     add(Case("artifacts show an unknown version", ["artifacts", "show", "split@ffff"], match=r"split@ffff not found"))
-    add(Case("artifacts lineage of a missing version", ["artifacts", "lineage", "split@0000"],
-             match=r"not found"))
+    add(Case("artifacts lineage of a missing version", ["artifacts", "lineage", "split@0000"], match=r"not found"))
 
     # ---- split
     add(Case("split --negatives 0", ["split", "--negatives", "0"], match=r"--negatives 0: expected a number >= 1"))
     add(Case("split --negatives -1", ["split", "--negatives", "-1"], match=r"--negatives -1: expected a number >= 1"))
-    add(Case("split --negatives more than items", ["split", "--negatives", "1000"],
-             match=r"n_negatives=1000"))
+    add(Case("split --negatives more than items", ["split", "--negatives", "1000"], match=r"n_negatives=1000"))
     add(Case("split --keep without --from", ["split", "--keep", "0.5"], match=r"--keep and --cold-items derive"))
-    add(Case("split --from split --name '../x'", ["split", "--from", "split", "--keep", "0.5", "--name", "../x"],
-             match=r"--name: artifact name '../x': expected"))
+    add(
+        Case(
+            "split --from split --name '../x'",
+            ["split", "--from", "split", "--keep", "0.5", "--name", "../x"],
+            match=r"--name: artifact name '../x': expected",
+        )
+    )
     add(Case("split --from split --keep 7", ["split", "--from", "split", "--keep", "7"], match=r"keep"))
     add(Case("split of an items artifact", ["split", "items"], match=r"is a 'items' artifact; expected interactions"))
     add(Case("split of a missing artifact", ["split", "nothing"], match=r"no published version of artifact 'nothing'"))
     add(Case("split --seed -1", ["split", "--seed", "-1"], match=r"--seed -1: expected"))
-    add(Case("split --seed 2**70 (numpy takes big seeds)", ["split", "--seed", str(2 ** 70), "--negatives", "5"],
-             expect="ok", match=r"split +split@"))
-    add(Case("split --short-users error", ["split", "t2-interactions", "--short-users", "error"],
-             match=r"user", setup=lambda e: _ingest_short(e)))
+    add(
+        Case(
+            "split --seed 2**70 (numpy takes big seeds)",
+            ["split", "--seed", str(2**70), "--negatives", "5"],
+            expect="ok",
+            match=r"split +split@",
+        )
+    )
+    add(
+        Case(
+            "split --short-users error",
+            ["split", "t2-interactions", "--short-users", "error"],
+            match=r"user",
+            setup=lambda e: _ingest_short(e),
+        )
+    )
 
     # ---- train / evaluate / recommend / report / demo / features
-    add(Case("train --set beta=notjson", ["train", "--split", "split", "--model", "nais_prod", "--set", "beta=notjson",
-                                          "--epochs", "1"], match=r"beta"))
-    add(Case("train --set nosuchfield=1", ["train", "--split", "split", "--model", "itempop", "--set", "nosuch=1"],
-             match=r"nosuch"))
+    add(
+        Case(
+            "train --set beta=notjson",
+            ["train", "--split", "split", "--model", "nais_prod", "--set", "beta=notjson", "--epochs", "1"],
+            match=r"beta",
+        )
+    )
+    add(
+        Case(
+            "train --set nosuchfield=1",
+            ["train", "--split", "split", "--model", "itempop", "--set", "nosuch=1"],
+            match=r"nosuch",
+        )
+    )
     add(Case("train --model nosuch", ["train", "--split", "split", "--model", "nosuch"], match=r"nosuch"))
-    add(Case("train on an interactions artifact", ["train", "--split", "interactions", "--model", "itempop"],
-             match=r"split|interactions"))
+    add(
+        Case(
+            "train on an interactions artifact",
+            ["train", "--split", "interactions", "--model", "itempop"],
+            match=r"split|interactions",
+        )
+    )
     add(Case("evaluate a split as a model", ["evaluate", "--model", "split"], match=r"expected a model|model"))
-    add(Case("recommend --items of another catalogue", ["recommend", "--model", "model-itempop", "--user", "1",
-                                                        "--items", "other-items"],
-             match=r"--items other-items@\w+ has \d+ items, the model's catalogue has \d+"))
-    add(Case("recommend --items a split", ["recommend", "--model", "model-itempop", "--user", "1", "--items", "split"],
-             match=r"--items split@\w+ is a 'split' artifact, expected items"))
-    add(Case("recommend --user not in the data", ["recommend", "--model", "model-itempop", "--user", "999"],
-             match=r"--user 999: no user with source id '999'"))
-    add(Case("recommend --user-index out of range", ["recommend", "--model", "model-itempop", "--user-index", "24"],
-             match=r"--user-index 24: expected a dense user_id in 0..23"))
-    add(Case("recommend --user takes the source id", ["recommend", "--model", "model-itempop", "--user", "24",
-                                                      "--top-n", "2"], expect="ok",
-             match=r"for user 24 \(source id; dense user_id 23\)"))
-    add(Case("recommend --users garbage", ["recommend", "--model", "model-itempop", "--users", "1,x"],
-             match=r"--users '1,x': expected comma-separated"))
-    add(Case("recommend --users out of range", ["recommend", "--model", "model-itempop", "--users", "-5"],
-             match=r"user -5 is outside"))
-    add(Case("recommend --top-n 0", ["recommend", "--model", "model-itempop", "--top-n", "0"],
-             match=r"top_n must be >= 1"))
-    add(Case("recommend --batch-users 0", ["recommend", "--model", "model-itempop", "--batch-users", "0",
-                                           "--top-n", "2"], match=r"--batch-users 0: expected"))
-    add(Case("report --out an existing file", ["report", "--out", "afile"],
-             match=r"--out afile: is a file, expected a folder", setup=file_store))
+    add(
+        Case(
+            "recommend --items of another catalogue",
+            ["recommend", "--model", "model-itempop", "--user", "1", "--items", "other-items"],
+            match=r"--items other-items@\w+ has \d+ items, the model's catalogue has \d+",
+        )
+    )
+    add(
+        Case(
+            "recommend --items a split",
+            ["recommend", "--model", "model-itempop", "--user", "1", "--items", "split"],
+            match=r"--items split@\w+ is a 'split' artifact, expected items",
+        )
+    )
+    add(
+        Case(
+            "recommend --user not in the data",
+            ["recommend", "--model", "model-itempop", "--user", "999"],
+            match=r"--user 999: no user with source id '999'",
+        )
+    )
+    add(
+        Case(
+            "recommend --user-index out of range",
+            ["recommend", "--model", "model-itempop", "--user-index", "24"],
+            match=r"--user-index 24: expected a dense user_id in 0..23",
+        )
+    )
+    add(
+        Case(
+            "recommend --user takes the source id",
+            ["recommend", "--model", "model-itempop", "--user", "24", "--top-n", "2"],
+            expect="ok",
+            match=r"for user 24 \(source id; dense user_id 23\)",
+        )
+    )
+    add(
+        Case(
+            "recommend --users garbage",
+            ["recommend", "--model", "model-itempop", "--users", "1,x"],
+            match=r"--users '1,x': expected comma-separated",
+        )
+    )
+    add(
+        Case(
+            "recommend --users out of range",
+            ["recommend", "--model", "model-itempop", "--users", "-5"],
+            match=r"user -5 is outside",
+        )
+    )
+    add(
+        Case(
+            "recommend --top-n 0",
+            ["recommend", "--model", "model-itempop", "--top-n", "0"],
+            match=r"top_n must be >= 1",
+        )
+    )
+    add(
+        Case(
+            "recommend --batch-users 0",
+            ["recommend", "--model", "model-itempop", "--batch-users", "0", "--top-n", "2"],
+            match=r"--batch-users 0: expected",
+        )
+    )
+    add(
+        Case(
+            "report --out an existing file",
+            ["report", "--out", "afile"],
+            match=r"--out afile: is a file, expected a folder",
+            setup=file_store,
+        )
+    )
     add(Case("report --users garbage", ["report", "--out", "rep", "--users", "a"], match=r"expected comma-separated"))
     add(Case("demo --users 0", ["demo", "--users", "0"], match=r"--users 0: expected at least 2"))
     add(Case("demo --items 3", ["demo", "--items", "3"], match=r"--items 3: expected at least 10"))
     add(Case("demo --epochs 0", ["demo", "--epochs", "0"], match=r"--epochs 0: expected at least 1"))
     add(Case("demo --models nosuch", ["demo", "--models", "nosuch"], match=r"--models: .*nosuch"))
-    add(Case("demo --out an existing file", ["demo", "--out", "afile", "--users", "20", "--items", "12"],
-             match=r"--out afile: is a file", setup=file_store))
-    add(Case("features text: unmatched MovieLens ids", ["features", "text", "--jsonl", "omdb.jsonl"],
-             match=r"omdb.jsonl: 1 of 3 record\(s\) have movie_id values that match no item of items@\w+ "
-                   r"\(e\.g\. '999'\)",
-             setup=lambda e: _jsonl(e, [{"movie_id": 1, "Plot": "a"}, {"movie_id": 2, "Plot": "b"},
-                                        {"movie_id": 999, "Plot": "c"}])))
-    add(Case("features image: unmatched MovieLens ids", ["features", "image", "--images-dir", "posters"],
-             match=r"posters: 1 of 2 image\(s\) are named by ids that match no item of items@\w+ \(e\.g\. '999'\)",
-             setup=lambda e: _images(e, ["1", "999"])))
-    add(Case("features text: not JSON", ["features", "text", "--jsonl", "omdb.jsonl"],
-             match=r"omdb.jsonl:1: not a JSON object",
-             setup=lambda e: (e.root / "omdb.jsonl").write_text("{{nope\n")))
-    add(Case("features text: missing id field", ["features", "text", "--jsonl", "omdb.jsonl", "--id-field", "mid"],
-             match=r"omdb.jsonl:1: field 'mid' missing",
-             setup=lambda e: _jsonl(e, [{"movie_id": 1, "Plot": "a"}])))
-    add(Case("features image --images-dir a file", ["features", "image", "--images-dir", "afile"],
-             match=r"afile: not a directory", setup=file_store))
-    add(Case("features image relative --images-dir, bad encoder: nothing published",
-             ["features", "image", "--images-dir", "posters", "--ids", "dense", "--encoder", "nosuch"],
-             match=r"image encoder 'nosuch'|nosuch", setup=lambda e: _images(e, ["1", "2"])))
-    add(Case("features text --encoder nosuch: nothing published",
-             ["features", "text", "--jsonl", "omdb.jsonl", "--encoder", "nosuch"], match=r"nosuch",
-             setup=lambda e: _jsonl(e, [{"movie_id": 1, "Plot": "a"}])))
-    add(Case("crawl omdb with an unreachable --base-url", ["crawl", "omdb", "--items", "items", "--base-url",
-                                                          "http://127.0.0.1:9/", "--max-attempts", "1",
-                                                          "--workers", "1", "--no-posters"],
-             match=r"--base-url http://127.0.0.1:9/: no connection", environ={"OMDB_API_KEY": "k"}))
+    add(
+        Case(
+            "demo --out an existing file",
+            ["demo", "--out", "afile", "--users", "20", "--items", "12"],
+            match=r"--out afile: is a file",
+            setup=file_store,
+        )
+    )
+    add(
+        Case(
+            "features text: unmatched MovieLens ids",
+            ["features", "text", "--jsonl", "omdb.jsonl"],
+            match=r"omdb.jsonl: 1 of 3 record\(s\) have movie_id values that match no item of items@\w+ "
+            r"\(e\.g\. '999'\)",
+            setup=lambda e: _jsonl(
+                e, [{"movie_id": 1, "Plot": "a"}, {"movie_id": 2, "Plot": "b"}, {"movie_id": 999, "Plot": "c"}]
+            ),
+        )
+    )
+    add(
+        Case(
+            "features image: unmatched MovieLens ids",
+            ["features", "image", "--images-dir", "posters"],
+            match=r"posters: 1 of 2 image\(s\) are named by ids that match no item of items@\w+ \(e\.g\. '999'\)",
+            setup=lambda e: _images(e, ["1", "999"]),
+        )
+    )
+    add(
+        Case(
+            "features text: not JSON",
+            ["features", "text", "--jsonl", "omdb.jsonl"],
+            match=r"omdb.jsonl:1: not a JSON object",
+            setup=lambda e: (e.root / "omdb.jsonl").write_text("{{nope\n"),
+        )
+    )
+    add(
+        Case(
+            "features text: missing id field",
+            ["features", "text", "--jsonl", "omdb.jsonl", "--id-field", "mid"],
+            match=r"omdb.jsonl:1: field 'mid' missing",
+            setup=lambda e: _jsonl(e, [{"movie_id": 1, "Plot": "a"}]),
+        )
+    )
+    add(
+        Case(
+            "features image --images-dir a file",
+            ["features", "image", "--images-dir", "afile"],
+            match=r"afile: not a directory",
+            setup=file_store,
+        )
+    )
+    add(
+        Case(
+            "features image relative --images-dir, bad encoder: nothing published",
+            ["features", "image", "--images-dir", "posters", "--ids", "dense", "--encoder", "nosuch"],
+            match=r"image encoder 'nosuch'|nosuch",
+            setup=lambda e: _images(e, ["1", "2"]),
+        )
+    )
+    add(
+        Case(
+            "features text --encoder nosuch: nothing published",
+            ["features", "text", "--jsonl", "omdb.jsonl", "--encoder", "nosuch"],
+            match=r"nosuch",
+            setup=lambda e: _jsonl(e, [{"movie_id": 1, "Plot": "a"}]),
+        )
+    )
+    add(
+        Case(
+            "crawl omdb with an unreachable --base-url",
+            [
+                "crawl",
+                "omdb",
+                "--items",
+                "items",
+                "--base-url",
+                "http://127.0.0.1:9/",
+                "--max-attempts",
+                "1",
+                "--workers",
+                "1",
+                "--no-posters",
+            ],
+            match=r"--base-url http://127.0.0.1:9/: no connection",
+            environ={"OMDB_API_KEY": "k"},
+        )
+    )
     add(Case("demo --workers 0", ["demo", "--workers", "0"], match=r"--workers 0: expected at least 1"))
-    add(Case("features image --encoder nosuch", ["features", "image", "--images", "split", "--encoder", "nosuch"],
-             match=r"nosuch|item_images"))
+    add(
+        Case(
+            "features image --encoder nosuch",
+            ["features", "image", "--images", "split", "--encoder", "nosuch"],
+            match=r"nosuch|item_images",
+        )
+    )
     add(Case("crawl omdb without items", ["crawl", "omdb", "--items", "nothing"], match=r"nothing|OMDB_API_KEY"))
 
     # ---- usage errors (argparse) and pipes
-    for argv in (["split", "--negatives", "x"], ["recommend"], ["nosuchcommand"], ["ingest"],
-                 ["split", "--mode", "sideways"]):
+    for argv in (
+        ["split", "--negatives", "x"],
+        ["recommend"],
+        ["nosuchcommand"],
+        ["ingest"],
+        ["split", "--mode", "sideways"],
+    ):
         add(Case(f"usage: {' '.join(argv)}", argv, match=r"usage: |error: "))
     return C
 
@@ -573,10 +1112,12 @@ def build_base(folder: Path) -> Path:
     store = folder / "store"
     quiet = contextlib.redirect_stdout(io.StringIO())
     with quiet:
-        for argv in (["ingest", "movielens", str(data)],
-                     ["ingest", "movielens", str(other), "--name-prefix", "other-"],
-                     ["split", "--negatives", "5"],
-                     ["train", "--split", "split", "--model", "itempop"]):
+        for argv in (
+            ["ingest", "movielens", str(data)],
+            ["ingest", "movielens", str(other), "--name-prefix", "other-"],
+            ["split", "--negatives", "5"],
+            ["train", "--split", "split", "--model", "itempop"],
+        ):
             rc = main(["--store", str(store), *argv])
             if rc != 0:
                 raise RuntimeError(f"building the base store failed at {argv} (exit {rc})")
@@ -645,8 +1186,11 @@ def run_case(case: Case, base: Path, work: Path) -> Result:
     saved_env = {k: os.environ.get(k) for k in ("MMIRIS_STORE", "MMIRIS_VERIFY", *case.environ)}
     os.environ.update(case.environ)
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-                (case.patch() if case.patch else contextlib.nullcontext()):
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            case.patch() if case.patch else contextlib.nullcontext(),
+        ):
             try:
                 code = main(argv)
             except SystemExit as exc:  # argparse
@@ -669,8 +1213,11 @@ def run_case(case: Case, base: Path, work: Path) -> Result:
     allowed = set(case.outputs)
     after_out = _snapshot(work, env.store)
     own = str(env_dir.relative_to(work))
-    outside = sorted(k for k, v in after_out.items() if before_out.get(k) != v
-                     and not any(k == f"{own}/{a}" or k.startswith(f"{own}/{a}/") for a in allowed))
+    outside = sorted(
+        k
+        for k, v in after_out.items()
+        if before_out.get(k) != v and not any(k == f"{own}/{a}" or k.startswith(f"{own}/{a}/") for a in allowed)
+    )
     outside += [str(p) for p in absolute_victims if p.exists() and not existed[p]]
     outside += [f"outside/{p.name}" for p in env.outside.iterdir()] if not outside else []
     res = Result(case.name, "", code, line[:300], sorted(set(outside)))
@@ -714,17 +1261,24 @@ def run_all(only: str | None = None, verbose: bool = False) -> tuple[dict, list[
             r = run_case(case, base, Path(tmp))
             results.append(r)
             if verbose or r.verdict in ("traceback", "silent_wrong") or r.outside_writes or r.published_on_failure:
-                print(f"{r.verdict:<13} {r.case!r}: exit {r.code}: {r.line}"
-                      + (f"  PROBLEM: {r.problem}" if r.problem else "")
-                      + (f"  OUTSIDE: {r.outside_writes}" if r.outside_writes else "")
-                      + ("  PUBLISHED ON FAILURE" if r.published_on_failure else ""), flush=True)
+                print(
+                    f"{r.verdict:<13} {r.case!r}: exit {r.code}: {r.line}"
+                    + (f"  PROBLEM: {r.problem}" if r.problem else "")
+                    + (f"  OUTSIDE: {r.outside_writes}" if r.outside_writes else "")
+                    + ("  PUBLISHED ON FAILURE" if r.published_on_failure else ""),
+                    flush=True,
+                )
     logging.disable(logging.NOTSET)
-    summary = {"cases": len(results),
-               **{k: sum(r.verdict == k for r in results)
-                  for k in ("clear_error", "counted", "as_documented", "traceback", "silent_wrong")},
-               "outside_store_writes": sum(bool(r.outside_writes) for r in results),
-               "published_on_failure": sum(r.published_on_failure for r in results),
-               "seconds": round(time.perf_counter() - t0, 1)}
+    summary = {
+        "cases": len(results),
+        **{
+            k: sum(r.verdict == k for r in results)
+            for k in ("clear_error", "counted", "as_documented", "traceback", "silent_wrong")
+        },
+        "outside_store_writes": sum(bool(r.outside_writes) for r in results),
+        "published_on_failure": sum(r.published_on_failure for r in results),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     return summary, results
 
 
@@ -736,7 +1290,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     summary, _ = run_all(args.only, args.verbose)
     print(json.dumps(summary))
-    bad = summary["traceback"] + summary["silent_wrong"] + summary["outside_store_writes"] + summary["published_on_failure"]
+    bad = (
+        summary["traceback"]
+        + summary["silent_wrong"]
+        + summary["outside_store_writes"]
+        + summary["published_on_failure"]
+    )
     return 1 if bad else 0
 
 

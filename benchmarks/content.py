@@ -48,9 +48,11 @@ def content_key(setting: str, model: str, emb: int, seed: int) -> str:
 def derived_splits(store, split_ref: str, keep: float, cold: float, seed: int) -> dict[str, str]:
     from mmiris.pipelines.split import derive_split
 
-    return {"full": split_ref,
-            "sparse": str(derive_split(store, split_ref, keep=keep, seed=seed, name="split_sparse")),
-            "cold": str(derive_split(store, split_ref, cold_items=cold, seed=seed, name="split_cold"))}
+    return {
+        "full": split_ref,
+        "sparse": str(derive_split(store, split_ref, keep=keep, seed=seed, name="split_sparse")),
+        "cold": str(derive_split(store, split_ref, cold_items=cold, seed=seed, name="split_cold")),
+    }
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -59,9 +61,16 @@ def summarize(rows: list[dict]) -> dict:
         if "error" in r:
             continue
         out.setdefault(r["setting"], {}).setdefault(r["model"], []).append(r)
-    return {s: {m: {k: study._mean_std([r.get(k) for r in rs]) for k in
-                    ("hr10", "ndcg10", "full_hr10", "full_ndcg10", "explanation_overlap")}
-                for m, rs in sorted(ms.items())} for s, ms in sorted(out.items())}
+    return {
+        s: {
+            m: {
+                k: study._mean_std([r.get(k) for r in rs])
+                for k in ("hr10", "ndcg10", "full_hr10", "full_ndcg10", "explanation_overlap")
+            }
+            for m, rs in sorted(ms.items())
+        }
+        for s, ms in sorted(out.items())
+    }
 
 
 def save(path: Path, rows: dict[str, dict]) -> dict:
@@ -92,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--explain-users", type=int, default=0)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     settings = [s for s in args.settings.split(",") if s]
     bad = [s for s in settings if s not in SETTINGS]
     if bad:
@@ -101,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data = Path(args.data)
     if not (data / "ml-1m-ncf" / "ml-1m.train.rating").exists():
-        print(f"benchmarks.content: benchmark data not found under {data} (pass --data pointing at the "
-              f"folder that holds ml-1m-ncf/ and ml-1m/)", file=sys.stderr)
+        print(
+            f"benchmarks.content: benchmark data not found under {data} (pass --data pointing at the "
+            f"folder that holds ml-1m-ncf/ and ml-1m/)",
+            file=sys.stderr,
+        )
         return 2
     models = [m for m in args.models.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -118,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = []
     for setting in settings:
         for model in models:
-            for seed in (seeds[:1] if not get_model_class(model).trainable else seeds):
+            for seed in seeds[:1] if not get_model_class(model).trainable else seeds:
                 key = content_key(setting, model, args.emb, seed)
                 if args.rerun or key not in done or "error" in done[key]:
                     todo.append((setting, model, seed, key))
@@ -132,20 +145,38 @@ def main(argv: list[str] | None = None) -> int:
         row_refs = {**refs, "split": splits[setting]}
         # cold: negatives only among the items training knows (the held-out ones stay unseen)
         kw = {**train_kw, "negatives_from": "trained"} if setting == "cold" else train_kw
-        proc = ctx.Process(target=study.run_row, args=(args.store, row_refs, study.row_key(model, args.emb, seed),
-                                                         kw, args.explain_users, q))
+        proc = ctx.Process(
+            target=study.run_row,
+            args=(args.store, row_refs, study.row_key(model, args.emb, seed), kw, args.explain_users, q),
+        )
         proc.start()
         row = study._wait(proc, q, study.row_key(model, args.emb, seed))
-        row.update(key=key, setting=setting, split=splits[setting],
-                   command={"keep": args.keep, "cold_items": args.cold_items, "split_seed": args.split_seed,
-                            "epochs": args.epochs, "patience": args.patience, "threads": args.threads})
+        row.update(
+            key=key,
+            setting=setting,
+            split=splits[setting],
+            command={
+                "keep": args.keep,
+                "cold_items": args.cold_items,
+                "split_seed": args.split_seed,
+                "epochs": args.epochs,
+                "patience": args.patience,
+                "threads": args.threads,
+            },
+        )
         failed |= "error" in row
         done = {r["key"]: r for r in (json.loads(results.read_text())["rows"] if results.exists() else [])}
         done[key] = row
         save(results, done)
         el = time.perf_counter() - t0
-        log.info("content: row %d/%d %s done (%.0f s; ETA %.0f s)", n + 1, len(todo), key, el,
-                 el / (n + 1) * (len(todo) - n - 1))
+        log.info(
+            "content: row %d/%d %s done (%.0f s; ETA %.0f s)",
+            n + 1,
+            len(todo),
+            key,
+            el,
+            el / (n + 1) * (len(todo) - n - 1),
+        )
         print(json.dumps(row), flush=True)
     doc = save(results, done) if todo else {"rows": list(done.values()), "summary": summarize(list(done.values()))}
     print(json.dumps({"rows": doc["rows"], "summary": doc["summary"]}))

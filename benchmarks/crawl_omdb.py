@@ -60,8 +60,10 @@ def _items_rows(movies_dat: Path, limit: int | None) -> list[dict]:
     movies.sort()
     if limit:
         movies = movies[:limit]
-    return [{"item_id": i, "source_id": str(mid), "title": title, "year": year}
-            for i, (mid, title, year) in enumerate(movies)]
+    return [
+        {"item_id": i, "source_id": str(mid), "title": title, "year": year}
+        for i, (mid, title, year) in enumerate(movies)
+    ]
 
 
 class Server:
@@ -69,15 +71,43 @@ class Server:
 
     def __init__(self, data: Path, faults: bool, seed: int):
         ml = data / "ml-1m"
-        cmd = [sys.executable, "-m", "mmiris.crawl.omdb_server", "--records", str(ml / "omdb" / "omdb.jsonl"),
-               "--posters", str(ml / "posters"), "--links", str(ml / "links.csv"), "--port", "0",
-               "--api-key", KEY, "--seed", str(seed)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mmiris.crawl.omdb_server",
+            "--records",
+            str(ml / "omdb" / "omdb.jsonl"),
+            "--posters",
+            str(ml / "posters"),
+            "--links",
+            str(ml / "links.csv"),
+            "--port",
+            "0",
+            "--api-key",
+            KEY,
+            "--seed",
+            str(seed),
+        ]
         if faults:
-            cmd += ["--fault-5xx", "0.10", "--fault-timeout", "0.05", "--fault-invalid-json", "0.02",
-                    "--fault-429", "0.02", "--fault-truncated", "0.01", "--fault-slow", "0.05",
-                    "--hang-s", "2.0", "--slow-s", "0.05"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     cwd=ROOT)
+            cmd += [
+                "--fault-5xx",
+                "0.10",
+                "--fault-timeout",
+                "0.05",
+                "--fault-invalid-json",
+                "0.02",
+                "--fault-429",
+                "0.02",
+                "--fault-truncated",
+                "0.01",
+                "--fault-slow",
+                "0.05",
+                "--hang-s",
+                "2.0",
+                "--slow-s",
+                "0.05",
+            ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http://"):
             self.proc.kill()
@@ -100,36 +130,74 @@ def _crawl(store, items, server: Server, cache: Path, links: Path | None, args) 
 
     server.reset()
     t0 = time.perf_counter()
-    res = crawl_omdb(store, items, links=links, base_url=server.url, api_key=KEY, cache_dir=cache,
-                     rate_per_s=args.rate or None, workers=args.workers,
-                     threads_per_worker=args.threads, max_attempts=args.max_attempts,
-                     http=HttpConfig(timeout_s=args.timeout, backoff_s=0.1, backoff_jitter_s=0.1,
-                                     max_backoff_s=2.0))
+    res = crawl_omdb(
+        store,
+        items,
+        links=links,
+        base_url=server.url,
+        api_key=KEY,
+        cache_dir=cache,
+        rate_per_s=args.rate or None,
+        workers=args.workers,
+        threads_per_worker=args.threads,
+        max_attempts=args.max_attempts,
+        http=HttpConfig(timeout_s=args.timeout, backoff_s=0.1, backoff_jitter_s=0.1, max_backoff_s=2.0),
+    )
     seconds = time.perf_counter() - t0
     srv = server.stats()
     st = res.stats
-    return {"movies": st["movies"], "matched": st["matched"], "match_rate": st["match_rate"],
-            "matched_by": st["matched_by"], "unmatched_by_reason": st["unmatched_by_reason"],
-            "text_present": st["text_present"], "images_present": st["images_present"],
-            "image_formats": st["images_formats"], "requests": srv["requests"],
-            "server_outcomes": srv["by_outcome"],
-            "successful_requests_repeated": srv["successful_requests_repeated"],
-            "retries": st["retries"], "requests_per_s": round(srv["requests"] / seconds, 1),
-            "seconds": round(seconds, 2), "item_text": str(res.item_text),
-            "item_images": str(res.item_images)}
+    return {
+        "movies": st["movies"],
+        "matched": st["matched"],
+        "match_rate": st["match_rate"],
+        "matched_by": st["matched_by"],
+        "unmatched_by_reason": st["unmatched_by_reason"],
+        "text_present": st["text_present"],
+        "images_present": st["images_present"],
+        "image_formats": st["images_formats"],
+        "requests": srv["requests"],
+        "server_outcomes": srv["by_outcome"],
+        "successful_requests_repeated": srv["successful_requests_repeated"],
+        "retries": st["retries"],
+        "requests_per_s": round(srv["requests"] / seconds, 1),
+        "seconds": round(seconds, 2),
+        "item_text": str(res.item_text),
+        "item_images": str(res.item_images),
+    }
 
 
-def _kill_restart(store_dir: Path, items, server: Server, cache: Path, links: Path, expected: dict,
-                  args) -> dict:
+def _kill_restart(store_dir: Path, items, server: Server, cache: Path, links: Path, expected: dict, args) -> dict:
     """Crawl in a subprocess, SIGKILL it halfway (by requests), restart, compare artifacts."""
     from mmiris.artifacts import ArtifactStore
 
     server.reset()
-    cmd = [sys.executable, "-c", "import sys; from mmiris.cli import main; sys.exit(main(sys.argv[1:]))",
-           "--store", str(store_dir), "crawl", "omdb", "--items", str(items), "--links", str(links),
-           "--base-url", server.url, "--cache-dir", str(cache), "--workers", str(args.workers),
-           "--threads", str(args.threads), "--rate", str(args.rate), "--timeout", str(args.timeout),
-           "--max-attempts", str(args.max_attempts)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from mmiris.cli import main; sys.exit(main(sys.argv[1:]))",
+        "--store",
+        str(store_dir),
+        "crawl",
+        "omdb",
+        "--items",
+        str(items),
+        "--links",
+        str(links),
+        "--base-url",
+        server.url,
+        "--cache-dir",
+        str(cache),
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+        "--rate",
+        str(args.rate),
+        "--timeout",
+        str(args.timeout),
+        "--max-attempts",
+        str(args.max_attempts),
+    ]
     env = {**os.environ, "OMDB_API_KEY": KEY}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -154,12 +222,16 @@ def _kill_restart(store_dir: Path, items, server: Server, cache: Path, links: Pa
         name = expected[kind].split("@")[0]
         latest[kind] = str(store.latest(name))
         same[kind] = store.read_table(latest[kind]).equals(ref_store.read_table(expected[kind]))
-    return {"killed_after_requests": at_kill, "published_at_kill": published_at_kill,
-            "requests_total": srv["requests"],
-            "successful_requests_repeated": srv["successful_requests_repeated"],
-            "same_item_text": same["item_text"], "same_item_images": same["item_images"],
-            "same_versions": latest == {k: expected[k] for k in latest},
-            "seconds": round(seconds, 2)}
+    return {
+        "killed_after_requests": at_kill,
+        "published_at_kill": published_at_kill,
+        "requests_total": srv["requests"],
+        "successful_requests_repeated": srv["successful_requests_repeated"],
+        "same_item_text": same["item_text"],
+        "same_item_images": same["item_images"],
+        "same_versions": latest == {k: expected[k] for k in latest},
+        "seconds": round(seconds, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,8 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=8, help="threads per worker")
     p.add_argument("--rate", type=float, default=0, help="requests/s limit (0: unlimited)")
     p.add_argument("--timeout", type=float, default=1.0, help="client read timeout, s")
-    p.add_argument("--max-attempts", type=int, default=15,
-                   help="attempts per request (with 20%% faults, 10 fail together ~1e-7 of the time)")
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=15,
+        help="attempts per request (with 20%% faults, 10 fail together ~1e-7 of the time)",
+    )
     p.add_argument("--seed", type=int, default=0, help="fault injection seed")
     p.add_argument("--keep", default=None, help="keep the store/caches in this folder")
     args = p.parse_args(argv)
@@ -198,11 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(data, args.faults, args.seed)
     try:
         with_links = _crawl(store, items, server, work / "cache-links", ml / "links.csv", args)
-        out = {k: with_links[k] for k in ("movies", "matched", "matched_by", "unmatched_by_reason",
-                                          "requests", "successful_requests_repeated",
-                                          "requests_per_s", "seconds")}
-        out.update({"match_rate_with_links": with_links["match_rate"], "faults": args.faults,
-                    "with_links": with_links})
+        out = {
+            k: with_links[k]
+            for k in (
+                "movies",
+                "matched",
+                "matched_by",
+                "unmatched_by_reason",
+                "requests",
+                "successful_requests_repeated",
+                "requests_per_s",
+                "seconds",
+            )
+        }
+        out.update({"match_rate_with_links": with_links["match_rate"], "faults": args.faults, "with_links": with_links})
         if not args.no_titles_run:
             titles_store = ArtifactStore(work / "store-titles")
             titles_items = publish_items(titles_store, rows, name="ml-1m-items")
@@ -212,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.kill_halfway:
             kstore = work / "store-kill"
             kitems = publish_items(ArtifactStore(kstore), rows, name="ml-1m-items")
-            out["kill_restart"] = _kill_restart(kstore, kitems, server, work / "cache-kill",
-                                                ml / "links.csv", with_links, args)
+            out["kill_restart"] = _kill_restart(
+                kstore, kitems, server, work / "cache-kill", ml / "links.csv", with_links, args
+            )
     finally:
         server.close()
     out["workers"], out["threads_per_worker"] = args.workers, args.threads

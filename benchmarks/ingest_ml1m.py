@@ -45,14 +45,18 @@ def _file_negatives(path: Path) -> dict[int, tuple[int, list[int]]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.ingest_ml1m", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
-                   help="benchmark data folder (default ../shared/data from the project root)")
+    p.add_argument(
+        "--data",
+        default=str(ROOT.parent / "shared" / "data"),
+        help="benchmark data folder (default ../shared/data from the project root)",
+    )
     p.add_argument("--store", default=None, help="artifact store (default: a fresh temporary folder)")
     p.add_argument("--no-metadata", action="store_true", help="skip items.tsv/movies.dat/links.csv")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
     data = Path(args.data)
     ncf_dir, ml_dir = data / "ml-1m-ncf", data / "ml-1m"
@@ -61,15 +65,21 @@ def main(argv: list[str] | None = None) -> int:
         needed += [ncf_dir / "items.tsv", ml_dir / "movies.dat", ml_dir / "links.csv"]
     missing = [str(f) for f in needed if not f.exists()]
     if missing:
-        print(f"ingest_ml1m benchmark: data not found: {', '.join(missing)} "
-              f"(pass --data pointing at the folder holding ml-1m-ncf/ and ml-1m/)", file=sys.stderr)
+        print(
+            f"ingest_ml1m benchmark: data not found: {', '.join(missing)} "
+            f"(pass --data pointing at the folder holding ml-1m-ncf/ and ml-1m/)",
+            file=sys.stderr,
+        )
         return 2
 
     from mmiris.artifacts import ArtifactStore
     from mmiris.pipelines.ingest import ingest_ncf
 
-    meta = {} if args.no_metadata else dict(item_map=ncf_dir / "items.tsv", movies=ml_dir / "movies.dat",
-                                           links=ml_dir / "links.csv")
+    meta = (
+        {}
+        if args.no_metadata
+        else dict(item_map=ncf_dir / "items.tsv", movies=ml_dir / "movies.dat", links=ml_dir / "links.csv")
+    )
     with tempfile.TemporaryDirectory(prefix="mmiris-bench-") as tmp:
         store = ArtifactStore(args.store or Path(tmp) / "store")
         rss_before = _rss_mb()
@@ -87,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         split = load_split(store, res.split)
         split_stats = store.manifest(res.split).stats
         given = _file_negatives(needed[2])
-        negatives_equal = (len(given) == len(split.test_users) and all(
+        negatives_equal = len(given) == len(split.test_users) and all(
             given[int(u)] == (int(i), negs.tolist())
-            for u, i, negs in zip(split.test_users, split.test_items, split.test_negatives)))
+            for u, i, negs in zip(split.test_users, split.test_items, split.test_negatives)
+        )
         train_lines = sum(1 for line in needed[0].read_text().splitlines() if line.strip())
         test_lines = sum(1 for line in needed[1].read_text().splitlines() if line.strip())
         titles = int(items.num_rows - items.column("title").null_count)

@@ -54,8 +54,13 @@ def load_history(data: Path) -> UserHistory:
     return UserHistory.from_pairs(raw[:, 0], raw[:, 1], n_users, n_items)
 
 
-def batches(history: UserHistory, users: np.ndarray, batch_pairs: int, rng: np.random.Generator,
-            batch_instances: int | None = None):
+def batches(
+    history: UserHistory,
+    users: np.ndarray,
+    batch_pairs: int,
+    rng: np.random.Generator,
+    batch_instances: int | None = None,
+):
     """Rows of one epoch's instances per user, sorted by length, packed up to batch_pairs pairs.
     With ``batch_instances`` (the trainer's paper setting: 512), batches of that many instances
     instead, a long user's row spread over several batches as the trainer's sampler does."""
@@ -98,10 +103,11 @@ def _instance_batches(history, users, batch_instances, rng):
     pos_items = np.concatenate([history.items_of(u) for u in users])
     result = []
     for s in range(0, len(pos_users), per):
-        bu, bi = pos_users[s:s + per], pos_items[s:s + per]
+        bu, bi = pos_users[s : s + per], pos_items[s : s + per]
         rows = list(dict.fromkeys(bu.tolist()))
-        cols = [np.concatenate([bi[bu == u], rng.integers(0, history.n_items, (bu == u).sum() * NEGATIVES)])
-                for u in rows]
+        cols = [
+            np.concatenate([bi[bu == u], rng.integers(0, history.n_items, (bu == u).sum() * NEGATIVES)]) for u in rows
+        ]
         T = max(len(c) for c in cols)
         items = torch.zeros(len(rows), T, dtype=torch.long)
         labels = torch.zeros(len(rows), T)
@@ -148,20 +154,31 @@ def measure(model, work, repeats: int, dtype: str = "fp32") -> tuple[float, floa
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
-    ap.add_argument("--models", default="nais_prod:16,nais_prod:64,nais_concat:16,nais_concat:64,multimodal_iris:64",
-                    help="comma-separated model:emb")
+    ap.add_argument(
+        "--models",
+        default="nais_prod:16,nais_prod:64,nais_concat:16,nais_concat:64,multimodal_iris:64",
+        help="comma-separated model:emb",
+    )
     ap.add_argument("--users", type=int, default=600, help="users sampled for timing (shorten with fewer)")
     ap.add_argument("--batch-pairs", type=int, default=4_000_000, help="history×target pairs per batch")
-    ap.add_argument("--batch-instances", type=int, default=None,
-                    help="batches of this many instances (the trainer's 512) instead of whole-user rows")
+    ap.add_argument(
+        "--batch-instances",
+        type=int,
+        default=None,
+        help="batches of this many instances (the trainer's 512) instead of whole-user rows",
+    )
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--backend", default="auto", choices=["auto", "fused", "eager"])
     ap.add_argument("--threads", type=int, default=None, help="torch/kernel threads (default: all cores)")
     ap.add_argument("--image-dim", type=int, default=1280)
     ap.add_argument("--text-dim", type=int, default=384)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
-                    help="bf16: the forward under bf16 autocast, as TrainConfig.precision='bf16' (IRIS towers)")
+    ap.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="bf16: the forward under bf16 autocast, as TrainConfig.precision='bf16' (IRIS towers)",
+    )
     args = ap.parse_args(argv)
     if not args.data.exists():
         _die(f"--data {args.data} does not exist: the benchmark needs the ML-1M NCF split")
@@ -174,12 +191,22 @@ def main(argv=None) -> None:
     sample = rng.choice(history.n_users, size=min(args.users, history.n_users), replace=False)
     work = batches(history, sample, args.batch_pairs, rng, args.batch_instances)
     feats = fake_features(history.n_items, {"image": args.image_dim, "text": args.text_dim}, args.seed)
-    result = {"epoch_pairs": epoch_pairs, "users_sampled": len(sample), "batches": len(work),
-              "sample_pairs": sum(w[-1] for w in work), "threads": torch.get_num_threads(),
-              "fused_kernel": attentive.fused_available(), "backend": args.backend,
-              "batch_instances": args.batch_instances, "dtype": args.dtype}
-    print(f"ML-1M: {history.n_users} users, {history.n_items} items, epoch pairs {epoch_pairs:.3g}; "
-          f"timing {len(sample)} users in {len(work)} batches ({result['sample_pairs']:.3g} pairs)", flush=True)
+    result = {
+        "epoch_pairs": epoch_pairs,
+        "users_sampled": len(sample),
+        "batches": len(work),
+        "sample_pairs": sum(w[-1] for w in work),
+        "threads": torch.get_num_threads(),
+        "fused_kernel": attentive.fused_available(),
+        "backend": args.backend,
+        "batch_instances": args.batch_instances,
+        "dtype": args.dtype,
+    }
+    print(
+        f"ML-1M: {history.n_users} users, {history.n_items} items, epoch pairs {epoch_pairs:.3g}; "
+        f"timing {len(sample)} users in {len(work)} batches ({result['sample_pairs']:.3g} pairs)",
+        flush=True,
+    )
     for spec in args.models.split(","):
         name, emb = spec.split(":")
         torch.manual_seed(args.seed)
@@ -193,8 +220,11 @@ def main(argv=None) -> None:
         result[f"{key}_epoch_seconds"] = round(epoch_pairs / rate, 1)
         result[f"{key}_pairs_per_cpu_s"] = round(result["sample_pairs"] / cpu)
         result[f"{key}_load_avg_before"] = round(load, 2)
-        print(f"{key}: {rate / 1e6:.1f}M pairs/s fwd+bwd ({secs:.1f} s wall, {cpu:.1f} s CPU for the sample; "
-              f"load avg {load:.1f}) -> {epoch_pairs / rate:.0f} s per ML-1M epoch", flush=True)
+        print(
+            f"{key}: {rate / 1e6:.1f}M pairs/s fwd+bwd ({secs:.1f} s wall, {cpu:.1f} s CPU for the sample; "
+            f"load avg {load:.1f}) -> {epoch_pairs / rate:.0f} s per ML-1M epoch",
+            flush=True,
+        )
     print(json.dumps(result))
 
 

@@ -33,8 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.recommend", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
-                   help="benchmark data folder (default ../shared/data from the project root)")
+    p.add_argument(
+        "--data",
+        default=str(ROOT.parent / "shared" / "data"),
+        help="benchmark data folder (default ../shared/data from the project root)",
+    )
     p.add_argument("--store", default=None, help="store holding --model (default: a temporary store)")
     p.add_argument("--model", default=None, help="trained model artifact in --store (default: untrained, see doc)")
     p.add_argument("--model-name", default="multimodal_iris", help="registry model when untrained")
@@ -45,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-users", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -72,29 +76,41 @@ def main(argv: list[str] | None = None) -> int:
         files = [ncf / f"ml-1m.{s}" for s in ("train.rating", "test.rating", "test.negative")]
         missing = [str(f) for f in files if not f.exists()]
         if missing:
-            print(f"benchmark data not found: {', '.join(missing)} (pass --data DIR holding ml-1m-ncf/)",
-                  file=sys.stderr)
+            print(
+                f"benchmark data not found: {', '.join(missing)} (pass --data DIR holding ml-1m-ncf/)", file=sys.stderr
+            )
             return 2
         from mmiris.pipelines.ingest import ingest_ncf
 
         store = ArtifactStore(args.store or tempfile.mkdtemp(prefix="mmiris-bench-recommend-"))
         split = load_split(store, ingest_ncf(store, *files).split)
         gen = torch.Generator().manual_seed(0)
-        feats = {name: ItemModality(name, torch.randn(split.n_items, dim, generator=gen),
-                                    torch.ones(split.n_items, dtype=torch.bool), "random")
-                 for name, dim in (("image", 1280), ("text", 384))}
+        feats = {
+            name: ItemModality(
+                name,
+                torch.randn(split.n_items, dim, generator=gen),
+                torch.ones(split.n_items, dtype=torch.bool),
+                "random",
+            )
+            for name, dim in (("image", 1280), ("text", 384))
+        }
         torch.manual_seed(0)
-        model = build_model(args.model_name, {"emb": args.emb}, split.n_users, split.n_items,
-                            split.history(), feats)
+        model = build_model(args.model_name, {"emb": args.emb}, split.n_users, split.n_items, split.history(), feats)
         trained, label = False, f"{args.model_name} (untrained, emb {args.emb}, random features)"
-    consumed = consumed_history(split.n_users, split.n_items, (split.train_users, split.train_items),
-                                (split.valid_users, split.valid_items), (split.test_users, split.test_items))
+    consumed = consumed_history(
+        split.n_users,
+        split.n_items,
+        (split.train_users, split.train_items),
+        (split.valid_users, split.valid_items),
+        (split.test_users, split.test_items),
+    )
     users = np.arange(split.n_users if args.users is None else min(args.users, split.n_users))
     load_seconds = time.perf_counter() - t_load
 
     t0 = time.perf_counter()
-    recs = recommend_top_n(model, consumed, users, top_n=args.top_n, explain_k=args.explain_k,
-                           batch_users=args.batch_users)
+    recs = recommend_top_n(
+        model, consumed, users, top_n=args.top_n, explain_k=args.explain_k, batch_users=args.batch_users
+    )
     table = recs.to_table()
     seconds = time.perf_counter() - t0
     explained = recs.explain_items is not None and bool((recs.explain_items[:, :, 0] >= 0).all())

@@ -52,15 +52,31 @@ RESULTS = ROOT / "benchmarks" / "results" / "study.json"
 
 # The issue's plan, in the order it is worth running: the central comparison first.
 PLAN: list[tuple[str, int, int, str]] = [
-    ("fism", 16, 0, ""), ("nais_concat", 16, 0, ""), ("nais_prod", 16, 0, ""),
-    ("multimodal_iris", 16, 0, ""), ("multimodal_iris", 16, 0, "shuffled"),
-    ("image_iris", 16, 0, ""), ("image_add_text_iris", 16, 0, ""),
-    ("nais_concat", 16, 1, ""), ("nais_prod", 16, 1, ""), ("multimodal_iris", 16, 1, ""),
-    ("nais_concat", 16, 2, ""), ("nais_prod", 16, 2, ""), ("multimodal_iris", 16, 2, ""),
-    ("ease", 16, 0, ""), ("content_knn", 16, 0, ""), ("mf", 16, 0, ""), ("vbpr", 16, 0, ""), ("neumf", 16, 0, ""),
-    ("fism", 64, 0, ""), ("nais_prod", 64, 0, ""), ("nais_concat", 64, 0, ""), ("multimodal_iris", 64, 0, ""),
+    ("fism", 16, 0, ""),
+    ("nais_concat", 16, 0, ""),
+    ("nais_prod", 16, 0, ""),
+    ("multimodal_iris", 16, 0, ""),
+    ("multimodal_iris", 16, 0, "shuffled"),
+    ("image_iris", 16, 0, ""),
+    ("image_add_text_iris", 16, 0, ""),
+    ("nais_concat", 16, 1, ""),
+    ("nais_prod", 16, 1, ""),
+    ("multimodal_iris", 16, 1, ""),
+    ("nais_concat", 16, 2, ""),
+    ("nais_prod", 16, 2, ""),
+    ("multimodal_iris", 16, 2, ""),
+    ("ease", 16, 0, ""),
+    ("content_knn", 16, 0, ""),
+    ("mf", 16, 0, ""),
+    ("vbpr", 16, 0, ""),
+    ("neumf", 16, 0, ""),
+    ("fism", 64, 0, ""),
+    ("nais_prod", 64, 0, ""),
+    ("nais_concat", 64, 0, ""),
+    ("multimodal_iris", 64, 0, ""),
     ("multimodal_iris", 16, 0, "doc2vec"),
-    ("hybrid_iris", 16, 0, ""), ("hybrid_iris", 16, 1, ""),  # beyond the paper (content issue)
+    ("hybrid_iris", 16, 0, ""),
+    ("hybrid_iris", 16, 1, ""),  # beyond the paper (content issue)
 ]
 
 log = logging.getLogger("benchmarks.study")
@@ -74,8 +90,9 @@ def parse_key(text: str) -> tuple[str, int, int, str]:
     """``model[+variant]:emb:seed`` → (model, emb, seed, variant)."""
     parts = text.strip().split(":")
     if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-        raise ValueError(f"row {text!r}: expected model[+variant]:emb:seed, e.g. nais_prod:16:0 "
-                         f"or multimodal_iris+shuffled:16:0")
+        raise ValueError(
+            f"row {text!r}: expected model[+variant]:emb:seed, e.g. nais_prod:16:0 or multimodal_iris+shuffled:16:0"
+        )
     model, _, variant = parts[0].partition("+")
     if variant not in ("", "shuffled", "doc2vec"):
         raise ValueError(f"row {text!r}: variant {variant!r} is not shuffled or doc2vec")
@@ -114,8 +131,11 @@ def _mean_std(values: list[float]) -> dict:
     a = np.asarray([v for v in values if v is not None], dtype=float)
     if not len(a):
         return {"mean": None, "std": None, "n": 0}
-    return {"mean": round(float(a.mean()), 4), "std": round(float(a.std(ddof=1)), 4) if len(a) > 1 else 0.0,
-            "n": int(len(a))}
+    return {
+        "mean": round(float(a.mean()), 4),
+        "std": round(float(a.std(ddof=1)), 4) if len(a) > 1 else 0.0,
+        "n": int(len(a)),
+    }
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -128,9 +148,18 @@ def summarize(rows: list[dict]) -> dict:
         groups.setdefault(g, []).append(r)
     out = {}
     for g, rs in sorted(groups.items()):
-        out[g] = {k: _mean_std([r.get(k) for r in rs]) for k in
-                  ("hr10", "ndcg10", "full_hr10", "full_ndcg10", "best_epoch", "epoch_seconds",
-                   "explanation_overlap")}
+        out[g] = {
+            k: _mean_std([r.get(k) for r in rs])
+            for k in (
+                "hr10",
+                "ndcg10",
+                "full_hr10",
+                "full_ndcg10",
+                "best_epoch",
+                "epoch_seconds",
+                "explanation_overlap",
+            )
+        }
         out[g]["seeds"] = sorted(r["seed"] for r in rs)
         out[g]["stopped"] = sorted({r["stopped"] for r in rs})
         pub = PUBLISHED.get(rs[0]["model"]) if rs[0]["emb"] == 16 and not rs[0].get("variant") else None
@@ -180,8 +209,11 @@ def shuffled_features(store, refs: dict, seed: int = 0) -> dict:
         ids = table.column("item_id").to_numpy()
         if perm is None:
             rng = np.random.default_rng(seed)
-            universe = np.unique(np.concatenate([store.read_table(store.resolve(refs[m])).column("item_id")
-                                                 .to_numpy() for m in ("image", "text")]))
+            universe = np.unique(
+                np.concatenate(
+                    [store.read_table(store.resolve(refs[m])).column("item_id").to_numpy() for m in ("image", "text")]
+                )
+            )
             perm = dict(zip(universe.tolist(), rng.permutation(universe).tolist()))
         new_ids = pa.array([perm[int(i)] for i in ids], pa.int64())
         shuffled = table.set_column(table.schema.get_field_index("item_id"), "item_id", new_ids)
@@ -191,8 +223,10 @@ def shuffled_features(store, refs: dict, seed: int = 0) -> dict:
         params = {"shuffled_from": str(src), "permutation_seed": seed}
 
         def build(t=shuffled, m=m):
-            return Output({"features": t}, stats=dict(m.stats), info={"note": "study control: vectors "
-                                                                      "permuted across items"})
+            return Output(
+                {"features": t}, stats=dict(m.stats), info={"note": "study control: vectors permuted across items"}
+            )
+
         out[mod] = str(store.get_or_create(f"{src.name}_shuffled", kind, [src], params, build))
     return out
 
@@ -202,8 +236,14 @@ def doc2vec_features(store, data: Path) -> str:
     from mmiris.pipelines.extract import extract_text_features, texts_from_jsonl
 
     ncf, ml = data / "ml-1m-ncf", data / "ml-1m"
-    texts = texts_from_jsonl(store, ml / "omdb" / "omdb.jsonl", id_field="movie_id", text_field="Plot",
-                             id_map=_movie_to_item(ncf / "items.tsv"), name="ml1m_item_text")
+    texts = texts_from_jsonl(
+        store,
+        ml / "omdb" / "omdb.jsonl",
+        id_field="movie_id",
+        text_field="Plot",
+        id_map=_movie_to_item(ncf / "items.tsv"),
+        name="ml1m_item_text",
+    )
     return str(extract_text_features(store, texts, "doc2vec", workers=1, name="ml1m_text_features_doc2vec"))
 
 
@@ -215,8 +255,9 @@ def _valid_curve(store, ref) -> list[float]:
 
 def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users: int, queue) -> None:
     """Train (resuming a killed run), evaluate and explain one row, in a child process."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     model, emb, seed, variant = parse_key(key)
     try:
         import torch
@@ -246,8 +287,9 @@ def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users:
             feats["text_features"] = refs["doc2vec"]
 
         def fit(name, model_config, train_config, **kw):
-            return train_model(store, refs["split"], name, model_config=model_config, train_config=train_config,
-                               resume=True, **kw)
+            return train_model(
+                store, refs["split"], name, model_config=model_config, train_config=train_config, resume=True, **kw
+            )
 
         init = None
         if cls.has_attention:  # the NAIS paper's pretraining: the converged FISM of this emb and seed
@@ -272,37 +314,70 @@ def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users:
             users = np.unique(split.test_users)
             if explain_users and len(users) > explain_users:
                 users = np.random.default_rng(0).choice(users, explain_users, replace=False)
-            consumed = consumed_history(split.n_users, split.n_items, (split.train_users, split.train_items),
-                                        (split.valid_users, split.valid_items), (split.test_users, split.test_items))
+            consumed = consumed_history(
+                split.n_users,
+                split.n_items,
+                (split.train_users, split.train_items),
+                (split.valid_users, split.valid_items),
+                (split.test_users, split.test_items),
+            )
             recs = recommend_top_n(trained, consumed, np.sort(users), top_n=10, explain_k=3)
             overlap = round(explanation_overlap(recs.explain_items), 4)
         secs = m.info.get("epoch_seconds") or [0.0]
         stopped_early = bool(m.stats.get("stopped_early"))
-        queue.put({
-            "key": key, "model": model, "emb": emb, "seed": seed, "variant": variant,
-            "hr10": met["sampled"]["hr10"], "ndcg10": met["sampled"]["ndcg10"],
-            "hr20": met["sampled"]["hr20"], "ndcg20": met["sampled"]["ndcg20"],
-            "full_hr10": met["full"]["hr10"], "full_ndcg10": met["full"]["ndcg10"],
-            "full_hr20": met["full"]["hr20"], "full_ndcg20": met["full"]["ndcg20"],
-            "valid_hr10": m.stats.get("valid_hr10"), "valid_curve": _valid_curve(store, ref),
-            "epoch_seconds": round(sum(secs) / len(secs), 2), "epochs": m.stats["epochs_run"],
-            "best_epoch": m.stats["best_epoch"],
-            "stopped": "fit" if not cls.trainable else ("early" if stopped_early else "cap"),
-            "tuned_params": params, "tuned_from": tuned_from,
-            "explanation_overlap": overlap,
-            "train_seconds": round(train_s, 1), "evaluate_seconds": round(eval_s, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "model_ref": str(ref), "init_from": [str(r) for r in init] if init else None,
-            "features": feats or None, "train_config": cfg.key_params(),
-            "precision": m.params["train_config"].get("precision", "fp32"),
-            "machine": {"cores": os.cpu_count(), "threads": torch.get_num_threads(),
-                        "arch": platform.machine(), "device": m.info.get("device")},
-            "date": dt.date.today().isoformat(),
-        })
+        queue.put(
+            {
+                "key": key,
+                "model": model,
+                "emb": emb,
+                "seed": seed,
+                "variant": variant,
+                "hr10": met["sampled"]["hr10"],
+                "ndcg10": met["sampled"]["ndcg10"],
+                "hr20": met["sampled"]["hr20"],
+                "ndcg20": met["sampled"]["ndcg20"],
+                "full_hr10": met["full"]["hr10"],
+                "full_ndcg10": met["full"]["ndcg10"],
+                "full_hr20": met["full"]["hr20"],
+                "full_ndcg20": met["full"]["ndcg20"],
+                "valid_hr10": m.stats.get("valid_hr10"),
+                "valid_curve": _valid_curve(store, ref),
+                "epoch_seconds": round(sum(secs) / len(secs), 2),
+                "epochs": m.stats["epochs_run"],
+                "best_epoch": m.stats["best_epoch"],
+                "stopped": "fit" if not cls.trainable else ("early" if stopped_early else "cap"),
+                "tuned_params": params,
+                "tuned_from": tuned_from,
+                "explanation_overlap": overlap,
+                "train_seconds": round(train_s, 1),
+                "evaluate_seconds": round(eval_s, 1),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "model_ref": str(ref),
+                "init_from": [str(r) for r in init] if init else None,
+                "features": feats or None,
+                "train_config": cfg.key_params(),
+                "precision": m.params["train_config"].get("precision", "fp32"),
+                "machine": {
+                    "cores": os.cpu_count(),
+                    "threads": torch.get_num_threads(),
+                    "arch": platform.machine(),
+                    "device": m.info.get("device"),
+                },
+                "date": dt.date.today().isoformat(),
+            }
+        )
     except Exception as exc:
         log.exception("row %s failed", key)
-        queue.put({"key": key, "model": model, "emb": emb, "seed": seed, "variant": variant,
-                   "error": f"{type(exc).__name__}: {exc}"})
+        queue.put(
+            {
+                "key": key,
+                "model": model,
+                "emb": emb,
+                "seed": seed,
+                "variant": variant,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        )
 
 
 def claim_row(results_path: Path, key: str) -> Path | None:
@@ -350,37 +425,60 @@ def _wait(proc, q, key: str) -> dict:
         except queue.Empty:
             if not proc.is_alive():
                 model, emb, seed, variant = parse_key(key)
-                return {"key": key, "model": model, "emb": emb, "seed": seed, "variant": variant,
-                        "error": f"row process died with exit code {proc.exitcode}"}
+                return {
+                    "key": key,
+                    "model": model,
+                    "emb": emb,
+                    "seed": seed,
+                    "variant": variant,
+                    "error": f"row process died with exit code {proc.exitcode}",
+                }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.study", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
-                   help="benchmark data folder (default ../shared/data from the project root)")
-    p.add_argument("--store", default=os.environ.get("MMIRIS_STORE", str(ROOT / "mmiris-store")),
-                   help="artifact store; a rerun with the same store reuses every finished model")
+    p.add_argument(
+        "--data",
+        default=str(ROOT.parent / "shared" / "data"),
+        help="benchmark data folder (default ../shared/data from the project root)",
+    )
+    p.add_argument(
+        "--store",
+        default=os.environ.get("MMIRIS_STORE", str(ROOT / "mmiris-store")),
+        help="artifact store; a rerun with the same store reuses every finished model",
+    )
     p.add_argument("--results", default=str(RESULTS), help="rows file, read back and extended row by row")
-    p.add_argument("--only", default="", help="rows to run, e.g. nais_prod:16:0,multimodal_iris+shuffled:16:0 "
-                                              "(default: the whole plan)")
+    p.add_argument(
+        "--only",
+        default="",
+        help="rows to run, e.g. nais_prod:16:0,multimodal_iris+shuffled:16:0 (default: the whole plan)",
+    )
     p.add_argument("--models", default="", help="restrict the plan to these models (comma list)")
     p.add_argument("--emb", default="", help="restrict the plan to these embedding sizes")
     p.add_argument("--seeds", default="", help="restrict the plan to these seeds")
     p.add_argument("--rerun", action="store_true", help="run rows again even if they are in --results")
     p.add_argument("--list", action="store_true", help="print the plan with each row's status and exit")
-    p.add_argument("--markdown", action="store_true",
-                   help="print the study tables of --results as markdown (what docs/study.md shows) and exit")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the study tables of --results as markdown (what docs/study.md shows) and exit",
+    )
     p.add_argument("--max-rows", type=int, default=0, help="stop after this many rows (0: no limit)")
     p.add_argument("--epochs", type=int, default=50, help="epoch cap (early stopping should end sooner)")
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads per row")
-    p.add_argument("--explain-users", type=int, default=0,
-                   help="test users for explanation_overlap (0: all; a seeded sample otherwise)")
+    p.add_argument(
+        "--explain-users",
+        type=int,
+        default=0,
+        help="test users for explanation_overlap (0: all; a seeded sample otherwise)",
+    )
     p.add_argument("--image-encoder", default="efficientnet-lite0")
     p.add_argument("--text-encoder", default="minilm")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
     try:
         plan = [parse_key(k) for k in args.only.split(",") if k.strip()] if args.only else list(PLAN)
@@ -409,12 +507,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     data = Path(args.data)
-    needed = [data / "ml-1m-ncf" / f for f in ("ml-1m.train.rating", "ml-1m.test.rating", "ml-1m.test.negative",
-                                               "items.tsv")] + [data / "ml-1m" / "movies.dat"]
+    needed = [
+        data / "ml-1m-ncf" / f for f in ("ml-1m.train.rating", "ml-1m.test.rating", "ml-1m.test.negative", "items.tsv")
+    ] + [data / "ml-1m" / "movies.dat"]
     absent = [str(f) for f in needed if not f.exists()]
     if absent:
-        print(f"benchmarks.study: benchmark data not found: {', '.join(absent)} "
-              f"(pass --data pointing at the folder that holds ml-1m-ncf/ and ml-1m/)", file=sys.stderr)
+        print(
+            f"benchmarks.study: benchmark data not found: {', '.join(absent)} "
+            f"(pass --data pointing at the folder that holds ml-1m-ncf/ and ml-1m/)",
+            file=sys.stderr,
+        )
         return 2
     models = sorted({r[0] for r in plan})
     refs = prepare(args.store, data, models, (args.image_encoder, args.text_encoder))
@@ -460,16 +562,26 @@ def main(argv: list[str] | None = None) -> int:
             row = _wait(proc, q, key)
         finally:
             lock.unlink(missing_ok=True)
-        row["command"] = {"epochs": args.epochs, "patience": args.patience, "threads": args.threads,
-                          "encoders": [args.image_encoder, args.text_encoder]}
+        row["command"] = {
+            "epochs": args.epochs,
+            "patience": args.patience,
+            "threads": args.threads,
+            "encoders": [args.image_encoder, args.text_encoder],
+        }
         ran += 1
         failed |= "error" in row
         done = load_results(results_path)  # another process may have added rows meanwhile
         done[key] = row
         save_results(results_path, done)
         el = time.perf_counter() - t_start
-        log.info("study: row %d/%d %s done (%.0f s elapsed; ETA %.0f s at this rate)", i + 1, len(todo), key, el,
-                 el / (i + 1) * (len(todo) - i - 1))
+        log.info(
+            "study: row %d/%d %s done (%.0f s elapsed; ETA %.0f s at this rate)",
+            i + 1,
+            len(todo),
+            key,
+            el,
+            el / (i + 1) * (len(todo) - i - 1),
+        )
         print(json.dumps(row), flush=True)
     doc = save_results(results_path, load_results(results_path))
     print(json.dumps({"rows": doc["rows"], "summary": doc["summary"]}))

@@ -11,16 +11,15 @@ from mmiris.pipelines.demo_data import generate_demo_dataset
 
 
 @task(name="generate-demo-dataset")
-def generate_demo_task(store: str | None, n_users: int, n_items: int, seed: int,
-                       name: str) -> dict[str, str]:
-    refs = generate_demo_dataset(ArtifactStore(store), n_users=n_users, n_items=n_items,
-                                 seed=seed, name=name)
+def generate_demo_task(store: str | None, n_users: int, n_items: int, seed: int, name: str) -> dict[str, str]:
+    refs = generate_demo_dataset(ArtifactStore(store), n_users=n_users, n_items=n_items, seed=seed, name=name)
     return {k: str(getattr(refs, k)) for k in ("interactions", "items", "item_images", "item_text")}
 
 
 @flow(name="demo-data")
-def demo_data_flow(n_users: int = 300, n_items: int = 200, seed: int = 0, name: str = "demo",
-                   store: str | None = None) -> dict[str, str]:
+def demo_data_flow(
+    n_users: int = 300, n_items: int = 200, seed: int = 0, name: str = "demo", store: str | None = None
+) -> dict[str, str]:
     """Generate (or find) the demo catalogue; returns {"interactions": "demo-interactions@…",
     "items": …, "item_images": …, "item_text": …}."""
     forward_stage_logs()

@@ -16,18 +16,21 @@ Protocol = Literal["sampled", "full"]
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)
-def evaluate_task(store: str | None, model: str, split: str | None, protocols: list[str],
-                  part: str, device: str) -> str:
-    return str(evaluate_model(ArtifactStore(store), model, split, protocols=protocols, part=part,
-                              device=device))
+def evaluate_task(
+    store: str | None, model: str, split: str | None, protocols: list[str], part: str, device: str
+) -> str:
+    return str(evaluate_model(ArtifactStore(store), model, split, protocols=protocols, part=part, device=device))
 
 
 @flow(name="evaluate")
-def evaluate_flow(model: str = "model-nais_prod@latest", split: str | None = None,
-                  protocols: list[Protocol] = ["sampled", "full"],  # noqa: B006 - Prefect parameter
-                  part: Literal["test", "valid"] = "test",
-                  device: Literal["auto", "cpu", "cuda"] = "auto",
-                  store: str | None = None) -> str:
+def evaluate_flow(
+    model: str = "model-nais_prod@latest",
+    split: str | None = None,
+    protocols: list[Protocol] = ["sampled", "full"],  # noqa: B006 - Prefect parameter
+    part: Literal["test", "valid"] = "test",
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+    store: str | None = None,
+) -> str:
     """Metrics of ``model`` on ``split`` (default: the split it was trained on) -> a
     ``metrics`` artifact, also shown as a table in the UI. Returns ``metrics-<model>@…``."""
     forward_stage_logs()

@@ -22,54 +22,98 @@ from mmiris.pipelines.extract import extract_image_features, extract_text_featur
 
 # One retry: a Dask worker lost mid-run (node preempted, OOM-killed) is worth another go;
 # a bad encoder name or input artifact (MmirisError) is not.
-_RETRY: dict[str, Any] = dict(retries=1, retry_delay_seconds=10, retry_condition_fn=retry_unless_user_error,
-              cache_policy=NO_CACHE)
+_RETRY: dict[str, Any] = dict(
+    retries=1, retry_delay_seconds=10, retry_condition_fn=retry_unless_user_error, cache_policy=NO_CACHE
+)
 
 Device = Literal["auto", "cpu", "cuda"]
 
 
 @task(name="extract-image-features", **_RETRY)
-def extract_image_task(store: str | None, item_images: str, encoder: str, workers: int | None,
-                       batch_size: int | None, device: str, dask_address: str | None, name: str) -> str:
+def extract_image_task(
+    store: str | None,
+    item_images: str,
+    encoder: str,
+    workers: int | None,
+    batch_size: int | None,
+    device: str,
+    dask_address: str | None,
+    name: str,
+) -> str:
     with existing_cluster(dask_address) as client:
-        return str(extract_image_features(ArtifactStore(store), item_images, encoder,
-                                          client=client, workers=workers,
-                                          batch_size=batch_size, device=device, name=name))
+        return str(
+            extract_image_features(
+                ArtifactStore(store),
+                item_images,
+                encoder,
+                client=client,
+                workers=workers,
+                batch_size=batch_size,
+                device=device,
+                name=name,
+            )
+        )
 
 
 @task(name="extract-text-features", **_RETRY)
-def extract_text_task(store: str | None, item_text: str, encoder: str, workers: int | None,
-                      batch_size: int | None, device: str, dask_address: str | None, name: str) -> str:
+def extract_text_task(
+    store: str | None,
+    item_text: str,
+    encoder: str,
+    workers: int | None,
+    batch_size: int | None,
+    device: str,
+    dask_address: str | None,
+    name: str,
+) -> str:
     with existing_cluster(dask_address) as client:
-        return str(extract_text_features(ArtifactStore(store), item_text, encoder, client=client,
-                                         workers=workers, batch_size=batch_size, device=device,
-                                         name=name))
+        return str(
+            extract_text_features(
+                ArtifactStore(store),
+                item_text,
+                encoder,
+                client=client,
+                workers=workers,
+                batch_size=batch_size,
+                device=device,
+                name=name,
+            )
+        )
 
 
 @flow(name="extract-image-features")
-def extract_image_features_flow(item_images: str = "item_images@latest",
-                                encoder: str = "efficientnet-lite0", workers: int | None = None,
-                                batch_size: int | None = None, device: Device = "auto",
-                                dask_address: str | None = None, name: str = "image_features",
-                                store: str | None = None) -> str:
+def extract_image_features_flow(
+    item_images: str = "item_images@latest",
+    encoder: str = "efficientnet-lite0",
+    workers: int | None = None,
+    batch_size: int | None = None,
+    device: Device = "auto",
+    dask_address: str | None = None,
+    name: str = "image_features",
+    store: str | None = None,
+) -> str:
     """Every item's image -> a pretrained feature vector (``image_features``)."""
     forward_stage_logs()
     started = now()
-    ref = extract_image_task(store, item_images, encoder, workers, batch_size, device,
-                             dask_address, name)
+    ref = extract_image_task(store, item_images, encoder, workers, batch_size, device, dask_address, name)
     finish_stage(ArtifactStore(store), {"image_features": ref}, f"extract {name}", started)
     return ref
 
 
 @flow(name="extract-text-features")
-def extract_text_features_flow(item_text: str = "item_text@latest", encoder: str = "minilm",
-                               workers: int | None = None, batch_size: int | None = None,
-                               device: Device = "auto", dask_address: str | None = None,
-                               name: str = "text_features", store: str | None = None) -> str:
+def extract_text_features_flow(
+    item_text: str = "item_text@latest",
+    encoder: str = "minilm",
+    workers: int | None = None,
+    batch_size: int | None = None,
+    device: Device = "auto",
+    dask_address: str | None = None,
+    name: str = "text_features",
+    store: str | None = None,
+) -> str:
     """Every item's text -> a pretrained feature vector (``text_features``)."""
     forward_stage_logs()
     started = now()
-    ref = extract_text_task(store, item_text, encoder, workers, batch_size, device, dask_address,
-                            name)
+    ref = extract_text_task(store, item_text, encoder, workers, batch_size, device, dask_address, name)
     finish_stage(ArtifactStore(store), {"text_features": ref}, f"extract {name}", started)
     return ref

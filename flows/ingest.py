@@ -19,8 +19,9 @@ from mmiris.pipelines.ingest import IngestResult, ingest_amazon, ingest_movielen
 
 BadLines = Literal["error", "skip"]  # stop at the first bad line, or skip and count them
 
-_RETRY: dict[str, Any] = dict(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_unless_user_error,
-              cache_policy=NO_CACHE)
+_RETRY: dict[str, Any] = dict(
+    retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_unless_user_error, cache_policy=NO_CACHE
+)
 
 
 def _refs(res: IngestResult) -> dict[str, str]:
@@ -31,32 +32,84 @@ def _refs(res: IngestResult) -> dict[str, str]:
 
 
 @task(name="ingest-movielens", **_RETRY)
-def ingest_movielens_task(store: str | None, source: str, name_prefix: str, encoding: str | None,
-                          on_bad_lines: str, cache: str | None) -> dict[str, str]:
-    return _refs(ingest_movielens(ArtifactStore(store), source, name_prefix=name_prefix,
-                                  encoding=encoding, on_bad_lines=on_bad_lines, cache=cache))
+def ingest_movielens_task(
+    store: str | None, source: str, name_prefix: str, encoding: str | None, on_bad_lines: str, cache: str | None
+) -> dict[str, str]:
+    return _refs(
+        ingest_movielens(
+            ArtifactStore(store),
+            source,
+            name_prefix=name_prefix,
+            encoding=encoding,
+            on_bad_lines=on_bad_lines,
+            cache=cache,
+        )
+    )
 
 
 @task(name="ingest-ncf", **_RETRY)
-def ingest_ncf_task(store: str | None, train: str, test: str, negatives: str, item_map: str | None,
-                    movies: str | None, links: str | None, seed: int, name_prefix: str,
-                    on_bad_lines: str, cache: str | None) -> dict[str, str]:
-    return _refs(ingest_ncf(ArtifactStore(store), train, test, negatives, item_map=item_map,
-                            movies=movies, links=links, seed=seed, name_prefix=name_prefix,
-                            on_bad_lines=on_bad_lines, cache=cache))
+def ingest_ncf_task(
+    store: str | None,
+    train: str,
+    test: str,
+    negatives: str,
+    item_map: str | None,
+    movies: str | None,
+    links: str | None,
+    seed: int,
+    name_prefix: str,
+    on_bad_lines: str,
+    cache: str | None,
+) -> dict[str, str]:
+    return _refs(
+        ingest_ncf(
+            ArtifactStore(store),
+            train,
+            test,
+            negatives,
+            item_map=item_map,
+            movies=movies,
+            links=links,
+            seed=seed,
+            name_prefix=name_prefix,
+            on_bad_lines=on_bad_lines,
+            cache=cache,
+        )
+    )
 
 
 @task(name="ingest-amazon", **_RETRY)
-def ingest_amazon_task(store: str | None, reviews: str, meta: str | None, kcore: int,
-                       name_prefix: str, on_bad_lines: str, cache: str | None) -> dict[str, str]:
-    return _refs(ingest_amazon(ArtifactStore(store), reviews, meta, kcore=kcore,
-                               name_prefix=name_prefix, on_bad_lines=on_bad_lines, cache=cache))
+def ingest_amazon_task(
+    store: str | None,
+    reviews: str,
+    meta: str | None,
+    kcore: int,
+    name_prefix: str,
+    on_bad_lines: str,
+    cache: str | None,
+) -> dict[str, str]:
+    return _refs(
+        ingest_amazon(
+            ArtifactStore(store),
+            reviews,
+            meta,
+            kcore=kcore,
+            name_prefix=name_prefix,
+            on_bad_lines=on_bad_lines,
+            cache=cache,
+        )
+    )
 
 
 @flow(name="ingest-movielens")
-def ingest_movielens_flow(source: str, name_prefix: str = "", encoding: str | None = None,
-                          on_bad_lines: BadLines = "error", cache: str | None = None,
-                          store: str | None = None) -> dict[str, str]:
+def ingest_movielens_flow(
+    source: str,
+    name_prefix: str = "",
+    encoding: str | None = None,
+    on_bad_lines: BadLines = "error",
+    cache: str | None = None,
+    store: str | None = None,
+) -> dict[str, str]:
     """MovieLens 100K/1M/10M or a CSV release (folder, zip or URL) -> interactions, items."""
     forward_stage_logs()
     started = now()
@@ -65,23 +118,39 @@ def ingest_movielens_flow(source: str, name_prefix: str = "", encoding: str | No
 
 
 @flow(name="ingest-ncf")
-def ingest_ncf_flow(train: str, test: str, negatives: str, item_map: str | None = None,
-                    movies: str | None = None, links: str | None = None, seed: int = 0,
-                    name_prefix: str = "", on_bad_lines: BadLines = "error",
-                    cache: str | None = None, store: str | None = None) -> dict[str, str]:
+def ingest_ncf_flow(
+    train: str,
+    test: str,
+    negatives: str,
+    item_map: str | None = None,
+    movies: str | None = None,
+    links: str | None = None,
+    seed: int = 0,
+    name_prefix: str = "",
+    on_bad_lines: BadLines = "error",
+    cache: str | None = None,
+    store: str | None = None,
+) -> dict[str, str]:
     """NCF pre-split files (``*.train.rating``, ``*.test.rating``, ``*.test.negative``) ->
     interactions, items and the split that keeps the given test items and negatives."""
     forward_stage_logs()
     started = now()
-    refs = ingest_ncf_task(store, train, test, negatives, item_map, movies, links, seed,
-                           name_prefix, on_bad_lines, cache)
+    refs = ingest_ncf_task(
+        store, train, test, negatives, item_map, movies, links, seed, name_prefix, on_bad_lines, cache
+    )
     return finish_stage(ArtifactStore(store), refs, f"ingest ncf {name_prefix}", started)
 
 
 @flow(name="ingest-amazon")
-def ingest_amazon_flow(reviews: str, meta: str | None = None, kcore: int = 5,
-                       name_prefix: str = "", on_bad_lines: BadLines = "error",
-                       cache: str | None = None, store: str | None = None) -> dict[str, str]:
+def ingest_amazon_flow(
+    reviews: str,
+    meta: str | None = None,
+    kcore: int = 5,
+    name_prefix: str = "",
+    on_bad_lines: BadLines = "error",
+    cache: str | None = None,
+    store: str | None = None,
+) -> dict[str, str]:
     """Amazon reviews (2014 or 2018, + metadata) -> k-core interactions and items."""
     forward_stage_logs()
     started = now()

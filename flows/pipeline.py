@@ -33,8 +33,11 @@ from mmiris.models import get_model_class
 from mmiris.pipelines.demo import DemoOptions, feasible_negatives
 from mmiris.pipelines.evaluate import read_metrics
 
-INGEST_FLOWS: dict[str, Any] = {"movielens": ingest_movielens_flow, "ncf": ingest_ncf_flow,
-                "amazon": ingest_amazon_flow}
+INGEST_FLOWS: dict[str, Any] = {
+    "movielens": ingest_movielens_flow,
+    "ncf": ingest_ncf_flow,
+    "amazon": ingest_amazon_flow,
+}
 DEMO = DemoOptions()
 
 
@@ -55,8 +58,7 @@ def check_models(models: list[str], have: set[str]) -> set[str]:
             raise MmirisError(f"models: {exc.args[0]}") from None
         missing = [m for m in cls.modalities if m not in have]
         if missing:
-            raise MmirisError(f"model {name} needs {' and '.join(missing)} features, which this "
-                              "pipeline has none of")
+            raise MmirisError(f"model {name} needs {' and '.join(missing)} features, which this pipeline has none of")
         needs |= set(cls.modalities)
     return needs
 
@@ -72,37 +74,59 @@ def settings_for(model: str, model_settings: dict | None) -> dict | None:
     return kept or None
 
 
-def model_stages(store: str | None, split: str, features: dict[str, str], models: list[str],
-                 model_settings: dict | None, train_settings: dict | None,
-                 recommend_with: str | None, top_n: int, explain_k: int, report_dir: str,
-                 title: str, notes: list[str] | None = None, cards: int = 3) -> dict[str, Any]:
+def model_stages(
+    store: str | None,
+    split: str,
+    features: dict[str, str],
+    models: list[str],
+    model_settings: dict | None,
+    train_settings: dict | None,
+    recommend_with: str | None,
+    top_n: int,
+    explain_k: int,
+    report_dir: str,
+    title: str,
+    notes: list[str] | None = None,
+    cards: int = 3,
+) -> dict[str, Any]:
     """train -> evaluate for each model, recommend with one, write the report."""
     log = get_run_logger()
     trained, metrics = {}, {}
     for name in models:
         reads = {m: features.get(m) for m in get_model_class(name).modalities}
-        trained[name] = train_flow(split=split, model=name,
-                                   model_settings=settings_for(name, model_settings),
-                                   train_settings=train_settings,
-                                   image_features=reads.get("image"),
-                                   text_features=reads.get("text"), store=store)
+        trained[name] = train_flow(
+            split=split,
+            model=name,
+            model_settings=settings_for(name, model_settings),
+            train_settings=train_settings,
+            image_features=reads.get("image"),
+            text_features=reads.get("text"),
+            store=store,
+        )
         metrics[name] = evaluate_flow(model=trained[name], store=store)
     if recommend_with is None:
         # As `mmiris demo`: the best attention model (explanations need a_ij) by sampled HR@10.
         s = ArtifactStore(store)
-        hr10 = {n: read_metrics(s, ref).get("sampled", {}).get("hr10", 0.0)
-                for n, ref in metrics.items()}
+        hr10 = {n: read_metrics(s, ref).get("sampled", {}).get("hr10", 0.0) for n, ref in metrics.items()}
         pool = [n for n in models if get_model_class(n).has_attention] or models
         recommend_with = max(pool, key=lambda n: hr10[n])
-        log.info("recommending with %s (sampled HR@10: %s)", recommend_with,
-                 ", ".join(f"{n} {v:.4f}" for n, v in hr10.items()))
+        log.info(
+            "recommending with %s (sampled HR@10: %s)",
+            recommend_with,
+            ", ".join(f"{n} {v:.4f}" for n, v in hr10.items()),
+        )
     if recommend_with not in trained:
         raise MmirisError(f"recommend_with={recommend_with!r} is not one of models {models}")
-    recs = recommend_flow(model=trained[recommend_with], split=split, top_n=top_n,
-                          explain_k=explain_k, store=store)
-    report = report_flow(out_dir=report_dir, metrics=list(metrics.values()),
-                         recommendations=[recs], n_users=cards, title=title, notes=notes,
-                         store=store)
+    recs = recommend_flow(model=trained[recommend_with], split=split, top_n=top_n, explain_k=explain_k, store=store)
+    report = report_flow(
+        out_dir=report_dir,
+        metrics=list(metrics.values()),
+        recommendations=[recs],
+        n_users=cards,
+        title=title,
+        notes=notes,
+        store=store,
+    )
     return {"models": trained, "metrics": metrics, "recommendations": recs, "report": report}
 
 
@@ -117,18 +141,27 @@ def _flat(refs: dict[str, Any]) -> dict[str, str]:
 
 
 @flow(name="pipeline-demo")
-def demo_pipeline_flow(n_users: int = DEMO.n_users, n_items: int = DEMO.n_items,
-                       seed: int = DEMO.seed, models: list[str] = list(DEMO.models),  # noqa: B006
-                       emb: int = DEMO.emb, epochs: int = DEMO.epochs,
-                       batch_size: int = DEMO.batch_size, lr: float = DEMO.lr,
-                       n_negatives: int = DEMO.n_negatives,
-                       image_encoder: str = DEMO.image_encoder,
-                       text_encoder: str = DEMO.text_encoder,
-                       workers: int | None = DEMO.feature_workers,
-                       dask_address: str | None = None, recommend_with: str | None = None,
-                       top_n: int = DEMO.top_n, explain_k: int = DEMO.explain_k,
-                       cards: int = DEMO.cards, report_dir: str = "mmiris-demo",
-                       store: str | None = None) -> dict[str, Any]:
+def demo_pipeline_flow(
+    n_users: int = DEMO.n_users,
+    n_items: int = DEMO.n_items,
+    seed: int = DEMO.seed,
+    models: list[str] = list(DEMO.models),  # noqa: B006
+    emb: int = DEMO.emb,
+    epochs: int = DEMO.epochs,
+    batch_size: int = DEMO.batch_size,
+    lr: float = DEMO.lr,
+    n_negatives: int = DEMO.n_negatives,
+    image_encoder: str = DEMO.image_encoder,
+    text_encoder: str = DEMO.text_encoder,
+    workers: int | None = DEMO.feature_workers,
+    dask_address: str | None = None,
+    recommend_with: str | None = None,
+    top_n: int = DEMO.top_n,
+    explain_k: int = DEMO.explain_k,
+    cards: int = DEMO.cards,
+    report_dir: str = "mmiris-demo",
+    store: str | None = None,
+) -> dict[str, Any]:
     """The whole chain on the generated demo catalogue, as ``mmiris demo``: demo data ->
     split -> image and text features (only those the models read) -> train and evaluate
     each of ``models`` -> recommend (best attention model unless ``recommend_with``) ->
@@ -138,46 +171,72 @@ def demo_pipeline_flow(n_users: int = DEMO.n_users, n_items: int = DEMO.n_items,
     data = demo_data_flow(n_users=n_users, n_items=n_items, seed=seed, name="demo", store=store)
     n_neg = feasible_negatives(ArtifactStore(store), data["interactions"], n_items, n_negatives)
     if n_neg < n_negatives:
-        get_run_logger().info("small catalogue: %d sampled negatives per user instead of %d",
-                              n_neg, n_negatives)
-    split = split_flow(interactions=data["interactions"], n_negatives=n_neg, seed=seed,
-                       name="demo-split", store=store)
+        get_run_logger().info("small catalogue: %d sampled negatives per user instead of %d", n_neg, n_negatives)
+    split = split_flow(interactions=data["interactions"], n_negatives=n_neg, seed=seed, name="demo-split", store=store)
     features: dict[str, str] = {}
     if needs:
         with feature_cluster(dask_address, workers) as address:
             if "image" in needs:
                 features["image"] = extract_image_features_flow(
-                    item_images=data["item_images"], encoder=image_encoder,
-                    dask_address=address, name="demo-image_features", store=store)
+                    item_images=data["item_images"],
+                    encoder=image_encoder,
+                    dask_address=address,
+                    name="demo-image_features",
+                    store=store,
+                )
             if "text" in needs:
                 features["text"] = extract_text_features_flow(
-                    item_text=data["item_text"], encoder=text_encoder, dask_address=address,
-                    name="demo-text_features", store=store)
-    train_settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                      "patience": epochs}
+                    item_text=data["item_text"],
+                    encoder=text_encoder,
+                    dask_address=address,
+                    name="demo-text_features",
+                    store=store,
+                )
+    train_settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "patience": epochs}
     out = {**data, "split": split, **{f"{m}_features": r for m, r in features.items()}}
     out |= model_stages(
-        store, split, features, models, {"emb": emb}, train_settings, recommend_with, top_n,
-        explain_k, report_dir, "mmiris demo report",
-        notes=["Data: the embedded demo catalogue — generated posters, plots and users, not "
-               "real data (mmiris/demo/synthetic.py)."], cards=cards)
+        store,
+        split,
+        features,
+        models,
+        {"emb": emb},
+        train_settings,
+        recommend_with,
+        top_n,
+        explain_k,
+        report_dir,
+        "mmiris demo report",
+        notes=[
+            "Data: the embedded demo catalogue — generated posters, plots and users, not "
+            "real data (mmiris/demo/synthetic.py)."
+        ],
+        cards=cards,
+    )
     show_refs(ArtifactStore(store), _flat(out), "pipeline demo")
     return out
 
 
 @flow(name="pipeline")
-def pipeline_flow(ingest: dict[str, Any],
-                  crawl: Literal["omdb", "amazon-images", "none"] = "omdb",
-                  crawl_params: dict[str, Any] | None = None,
-                  item_text: str | None = None, item_images: str | None = None,
-                  split_params: dict[str, Any] | None = None,
-                  image_encoder: str = "efficientnet-lite0", text_encoder: str = "minilm",
-                  models: list[str] = ["nais_prod", "multimodal_iris"],  # noqa: B006
-                  model_settings: dict[str, Any] | None = {"emb": 16},  # noqa: B006
-                  train_settings: dict[str, Any] | None = None,
-                  recommend_with: str | None = None, top_n: int = 10, explain_k: int = 3,
-                  report_dir: str = "mmiris-report", workers: int | None = None,
-                  dask_address: str | None = None, store: str | None = None) -> dict[str, Any]:
+def pipeline_flow(
+    ingest: dict[str, Any],
+    crawl: Literal["omdb", "amazon-images", "none"] = "omdb",
+    crawl_params: dict[str, Any] | None = None,
+    item_text: str | None = None,
+    item_images: str | None = None,
+    split_params: dict[str, Any] | None = None,
+    image_encoder: str = "efficientnet-lite0",
+    text_encoder: str = "minilm",
+    models: list[str] = ["nais_prod", "multimodal_iris"],  # noqa: B006
+    model_settings: dict[str, Any] | None = {"emb": 16},  # noqa: B006
+    train_settings: dict[str, Any] | None = None,
+    recommend_with: str | None = None,
+    top_n: int = 10,
+    explain_k: int = 3,
+    report_dir: str = "mmiris-report",
+    workers: int | None = None,
+    dask_address: str | None = None,
+    store: str | None = None,
+) -> dict[str, Any]:
     """The whole chain on real data.
 
     ``ingest``: {"format": "ncf" | "movielens" | "amazon", ...the parameters of that ingest
@@ -192,37 +251,55 @@ def pipeline_flow(ingest: dict[str, Any],
     fmt = ingest.pop("format", None)
     if fmt not in INGEST_FLOWS:
         raise MmirisError(f"ingest.format {fmt!r}: expected one of {sorted(INGEST_FLOWS)}")
-    will_have = {m for m, given in (("text", item_text or crawl == "omdb"),
-                                     ("image", item_images or crawl != "none")) if given}
+    will_have = {
+        m for m, given in (("text", item_text or crawl == "omdb"), ("image", item_images or crawl != "none")) if given
+    }
     needs = check_models(models, will_have)
     data = INGEST_FLOWS[fmt](**ingest, store=store)
     crawled: dict[str, str] = {}
-    if crawl == "omdb" and not ((item_text or "text" not in needs) and
-                                (item_images or "image" not in needs)):
-        crawled = crawl_omdb_flow(items=data["items"], **(crawl_params or {}),
-                                  dask_address=dask_address, store=store)
+    if crawl == "omdb" and not ((item_text or "text" not in needs) and (item_images or "image" not in needs)):
+        crawled = crawl_omdb_flow(items=data["items"], **(crawl_params or {}), dask_address=dask_address, store=store)
     elif crawl == "amazon-images" and "image" in needs and not item_images:
-        crawled = crawl_amazon_images_flow(items=data["items"], **(crawl_params or {}),
-                                           dask_address=dask_address, store=store)
-    sources = {"image": item_images or crawled.get("item_images"),
-               "text": item_text or crawled.get("item_text")}
+        crawled = crawl_amazon_images_flow(
+            items=data["items"], **(crawl_params or {}), dask_address=dask_address, store=store
+        )
+    sources = {"image": item_images or crawled.get("item_images"), "text": item_text or crawled.get("item_text")}
     features: dict[str, str] = {}
     prefix = ingest.get("name_prefix", "")
     if needs:  # features of the modalities the models read
         with feature_cluster(dask_address, workers) as address:
             if "image" in needs:
                 features["image"] = extract_image_features_flow(
-                    item_images=_given(sources["image"], "image"), encoder=image_encoder, dask_address=address,
-                    name=f"{prefix}image_features", store=store)
+                    item_images=_given(sources["image"], "image"),
+                    encoder=image_encoder,
+                    dask_address=address,
+                    name=f"{prefix}image_features",
+                    store=store,
+                )
             if "text" in needs:
                 features["text"] = extract_text_features_flow(
-                    item_text=_given(sources["text"], "text"), encoder=text_encoder, dask_address=address,
-                    name=f"{prefix}text_features", store=store)
+                    item_text=_given(sources["text"], "text"),
+                    encoder=text_encoder,
+                    dask_address=address,
+                    name=f"{prefix}text_features",
+                    store=store,
+                )
     split = data.get("split") or split_flow(
-        interactions=data["interactions"],
-        **{"name": f"{prefix}split", **(split_params or {})}, store=store)
+        interactions=data["interactions"], **{"name": f"{prefix}split", **(split_params or {})}, store=store
+    )
     out = {**data, **crawled, "split": split, **{f"{m}_features": r for m, r in features.items()}}
-    out |= model_stages(store, split, features, models, model_settings, train_settings,
-                        recommend_with, top_n, explain_k, report_dir, f"mmiris report ({fmt})")
+    out |= model_stages(
+        store,
+        split,
+        features,
+        models,
+        model_settings,
+        train_settings,
+        recommend_with,
+        top_n,
+        explain_k,
+        report_dir,
+        f"mmiris report ({fmt})",
+    )
     show_refs(ArtifactStore(store), _flat(out), f"pipeline {fmt}")
     return out

@@ -13,16 +13,22 @@ from mmiris.pipelines.recommend import recommend
 
 
 @task(name="recommend", cache_policy=NO_CACHE)
-def recommend_task(store: str | None, model: str, split: str | None, top_n: int, explain_k: int,
-                   users: list[int] | None) -> str:
-    return str(recommend(ArtifactStore(store), model, split, top_n=top_n, explain_k=explain_k,
-                         users=users))
+def recommend_task(
+    store: str | None, model: str, split: str | None, top_n: int, explain_k: int, users: list[int] | None
+) -> str:
+    return str(recommend(ArtifactStore(store), model, split, top_n=top_n, explain_k=explain_k, users=users))
 
 
 @flow(name="recommend")
-def recommend_flow(model: str = "model-nais_prod@latest", split: str | None = None,
-                   top_n: int = 10, explain_k: int = 3, users: list[int] | None = None,
-                   preview_users: int = 3, store: str | None = None) -> str:
+def recommend_flow(
+    model: str = "model-nais_prod@latest",
+    split: str | None = None,
+    top_n: int = 10,
+    explain_k: int = 3,
+    users: list[int] | None = None,
+    preview_users: int = 3,
+    store: str | None = None,
+) -> str:
     """Top ``top_n`` unseen items for every user (or ``users``), each with the user's
     ``explain_k`` historical items of highest relevance a_ij. Returns
     ``recommendations-<model>@…``; the first ``preview_users`` users are shown in the UI."""
@@ -33,11 +39,20 @@ def recommend_flow(model: str = "model-nais_prod@latest", split: str | None = No
     finish_stage(s, {"recommendations": ref}, f"recommend {model.split('@')[0]}", started)
     rows = s.read_table(ref, "recommendations").to_pylist()
     shown = sorted({r["user_id"] for r in rows})[:preview_users]
-    preview = [{"user": r["user_id"], "rank": r["rank"], "item": r["item_id"],
-                "score": round(float(r["score"]), 4),
-                "because of (item: relevance)": ", ".join(
-                    f"{e['item_id']}: {e['relevance']:.3f}" for e in r["explanations"] or [])}
-               for r in rows if r["user_id"] in shown]
-    create_table_artifact(preview, key=artifact_key("recommendations", ref.split("@")[0]),
-                          description=f"{ref}: first {len(shown)} users")
+    preview = [
+        {
+            "user": r["user_id"],
+            "rank": r["rank"],
+            "item": r["item_id"],
+            "score": round(float(r["score"]), 4),
+            "because of (item: relevance)": ", ".join(
+                f"{e['item_id']}: {e['relevance']:.3f}" for e in r["explanations"] or []
+            ),
+        }
+        for r in rows
+        if r["user_id"] in shown
+    ]
+    create_table_artifact(
+        preview, key=artifact_key("recommendations", ref.split("@")[0]), description=f"{ref}: first {len(shown)} users"
+    )
     return ref

@@ -48,8 +48,7 @@ def note_outcome(store: ArtifactStore, ref: ArtifactRef | str, started: datetime
     reused = created < started
     log = get_run_logger()
     if reused:
-        log.info("reused existing %s (created %s; same inputs and parameters): not recomputed",
-                 m.ref, m.created_at)
+        log.info("reused existing %s (created %s; same inputs and parameters): not recomputed", m.ref, m.created_at)
     else:
         rows = ", ".join(f"{t}: {meta['rows']} rows" for t, meta in m.tables.items())
         log.info("published %s (%s)", m.ref, rows or "files only")

@@ -23,28 +23,54 @@ from mmiris.train.config import TrainConfig
 
 
 @task(name="train-model", cache_policy=NO_CACHE)
-def train_task(store: str | None, split: str, model: str, model_settings: dict | None,
-               train_settings: dict | None, image_features: str | None,
-               text_features: str | None, init_from: str | list[str] | None, resume: bool,
-               nproc_per_node: int) -> str:
+def train_task(
+    store: str | None,
+    split: str,
+    model: str,
+    model_settings: dict | None,
+    train_settings: dict | None,
+    image_features: str | None,
+    text_features: str | None,
+    init_from: str | list[str] | None,
+    resume: bool,
+    nproc_per_node: int,
+) -> str:
     if nproc_per_node > 1:
-        return run_torchrun(nproc_per_node, train_argv(split, model, model_settings,
-                                                       train_settings, image_features,
-                                                       text_features, init_from, resume,
-                                                       store))
+        return run_torchrun(
+            nproc_per_node,
+            train_argv(
+                split, model, model_settings, train_settings, image_features, text_features, init_from, resume, store
+            ),
+        )
     cfg = TrainConfig.from_dict(train_settings or {})
-    return str(train_model(ArtifactStore(store), split, model, model_config=model_settings,
-                           train_config=cfg, image_features=image_features,
-                           text_features=text_features, init_from=init_from, resume=resume))
+    return str(
+        train_model(
+            ArtifactStore(store),
+            split,
+            model,
+            model_config=model_settings,
+            train_config=cfg,
+            image_features=image_features,
+            text_features=text_features,
+            init_from=init_from,
+            resume=resume,
+        )
+    )
 
 
 @flow(name="train")
-def train_flow(split: str = "split@latest", model: str = "nais_prod",
-               model_settings: dict[str, Any] | None = None,
-               train_settings: dict[str, Any] | None = None, image_features: str | None = None,
-               text_features: str | None = None, init_from: str | list[str] | None = None,
-               resume: bool = False, nproc_per_node: int = 1,
-               store: str | None = None) -> str:
+def train_flow(
+    split: str = "split@latest",
+    model: str = "nais_prod",
+    model_settings: dict[str, Any] | None = None,
+    train_settings: dict[str, Any] | None = None,
+    image_features: str | None = None,
+    text_features: str | None = None,
+    init_from: str | list[str] | None = None,
+    resume: bool = False,
+    nproc_per_node: int = 1,
+    store: str | None = None,
+) -> str:
     """Train ``model`` (registry name: itempop, mf, ease, fism, nais_prod, nais_concat, vbpr,
     neumf, image_iris, image_add_text_iris, multimodal_iris) and publish ``model-<name>``.
     ``model_settings``: model config fields, e.g. {"emb": 16}; ``train_settings``:
@@ -52,8 +78,18 @@ def train_flow(split: str = "split@latest", model: str = "nais_prod",
     to start from (NAIS or IRIS from a trained FISM; NeuMF from [GMF, MLP]). Returns ``model-<name>@<version>``."""
     forward_stage_logs()
     started = now()
-    ref = train_task(store, split, model, model_settings, train_settings, image_features,
-                     text_features, init_from, resume, nproc_per_node)
+    ref = train_task(
+        store,
+        split,
+        model,
+        model_settings,
+        train_settings,
+        image_features,
+        text_features,
+        init_from,
+        resume,
+        nproc_per_node,
+    )
     s = ArtifactStore(store)
     finish_stage(s, {"model": ref}, f"train {model}", started)
     show_training_log(s, ref)

@@ -15,20 +15,24 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")[:100]
 
 
-def show_refs(store: ArtifactStore, refs: dict[str, str], title: str,
-              reused: dict[str, bool] | None = None) -> None:
+def show_refs(store: ArtifactStore, refs: dict[str, str], title: str, reused: dict[str, bool] | None = None) -> None:
     """A markdown table of the artifacts a run published or reused (UI: Artifacts tab)."""
     reused = reused or {}
-    lines = [f"# {title}", "", f"Store: `{store.uri}`", "",
-             "| stage | artifact | kind | rows | created | reused |",
-             "|---|---|---|---:|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Store: `{store.uri}`",
+        "",
+        "| stage | artifact | kind | rows | created | reused |",
+        "|---|---|---|---:|---|---|",
+    ]
     for stage, ref in refs.items():
         m = store.manifest(ref)
         rows = sum(t["rows"] for t in m.tables.values())
-        lines.append(f"| {stage} | `{m.ref}` | {m.kind} | {rows} | {m.created_at} | "
-                     f"{'yes' if reused.get(stage) else 'no'} |")
-    create_markdown_artifact("\n".join(lines), key=artifact_key(title),
-                             description=f"artifacts of {title}")
+        lines.append(
+            f"| {stage} | `{m.ref}` | {m.kind} | {rows} | {m.created_at} | {'yes' if reused.get(stage) else 'no'} |"
+        )
+    create_markdown_artifact("\n".join(lines), key=artifact_key(title), description=f"artifacts of {title}")
 
 
 def show_metrics(store: ArtifactStore, metrics_ref: str) -> list[dict]:
@@ -38,12 +42,12 @@ def show_metrics(store: ArtifactStore, metrics_ref: str) -> list[dict]:
     rows: dict[tuple, dict] = {}
     for r in t:
         key = (r["model"], r["split"], r["protocol"])
-        row = rows.setdefault(key, {"model": r["model"], "split": r["split"],
-                                    "protocol": r["protocol"], "users": r["users"]})
+        row = rows.setdefault(
+            key, {"model": r["model"], "split": r["split"], "protocol": r["protocol"], "users": r["users"]}
+        )
         row[f"{r['metric']}@{r['k']}"] = round(float(r["value"]), 4)
     out = list(rows.values())
-    create_table_artifact(out, key=artifact_key(metrics_ref.split("@")[0]),
-                          description=f"metrics {metrics_ref}")
+    create_table_artifact(out, key=artifact_key(metrics_ref.split("@")[0]), description=f"metrics {metrics_ref}")
     return out
 
 
@@ -69,8 +73,11 @@ def show_training_log(store: ArtifactStore, model_ref: str) -> list[dict]:
         by_epoch[epoch]["mean_loss"] = round(sum(ls) / len(ls), 5)
     out = [by_epoch[e] for e in sorted(by_epoch)]
     stats = store.manifest(model_ref).stats
-    create_table_artifact(out, key=artifact_key("training", model_ref.split("@")[0]),
-                          description=f"training log of {model_ref} (best epoch "
-                                      f"{stats.get('best_epoch')}, stopped early: "
-                                      f"{stats.get('stopped_early')})")
+    create_table_artifact(
+        out,
+        key=artifact_key("training", model_ref.split("@")[0]),
+        description=f"training log of {model_ref} (best epoch "
+        f"{stats.get('best_epoch')}, stopped early: "
+        f"{stats.get('stopped_early')})",
+    )
     return out

@@ -37,13 +37,18 @@ class HttpConfig:
 def make_session(config: HttpConfig | None = None) -> requests.Session:
     config = config or HttpConfig()
     retry = Retry(
-        total=config.retries, connect=config.retries, read=config.retries, status=config.retries,
-        backoff_factor=config.backoff_s, backoff_jitter=config.backoff_jitter_s,
-        status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET", "HEAD"),
-        respect_retry_after_header=True, raise_on_status=False,
+        total=config.retries,
+        connect=config.retries,
+        read=config.retries,
+        status=config.retries,
+        backoff_factor=config.backoff_s,
+        backoff_jitter=config.backoff_jitter_s,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=("GET", "HEAD"),
+        respect_retry_after_header=True,
+        raise_on_status=False,
     )
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=config.pool_size,
-                          pool_maxsize=config.pool_size)
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=config.pool_size, pool_maxsize=config.pool_size)
     s = requests.Session()
     s.mount("http://", adapter)
     s.mount("https://", adapter)
@@ -58,7 +63,7 @@ def backoff_delay(attempt: int, config: HttpConfig, retry_after: str | None = No
     at least a numeric Retry-After, never more than ``config.max_backoff_s``.
 
     For callers that retry themselves (e.g. on invalid bodies, which urllib3 cannot see)."""
-    delay = config.backoff_s * (2 ** attempt) + random.uniform(0, config.backoff_jitter_s)
+    delay = config.backoff_s * (2**attempt) + random.uniform(0, config.backoff_jitter_s)
     if retry_after:
         try:
             delay = max(delay, float(retry_after))
@@ -72,8 +77,7 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, dict):
-            record.args = {k: redact(v) if isinstance(v, str) else v
-                           for k, v in record.args.items()}
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
         elif record.args:
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         if isinstance(record.msg, str):
@@ -84,8 +88,9 @@ class RedactingFilter(logging.Filter):
 _REDACTING = RedactingFilter()
 
 
-def install_log_redaction(names: tuple[str, ...] = ("urllib3.connectionpool", "urllib3.util.retry",
-                                                    "urllib3", "requests")) -> None:
+def install_log_redaction(
+    names: tuple[str, ...] = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3", "requests"),
+) -> None:
     """Attach the redacting filter to the HTTP libraries' loggers (idempotent)."""
     for name in names:
         lg = logging.getLogger(name)

@@ -13,8 +13,14 @@ class Progress:
     ``extract images: 1200/3872 (31.0%) 85.3 items/s, ETA 31s``.
     """
 
-    def __init__(self, total: int | None, desc: str, logger: logging.Logger | None = None,
-                 unit: str = "items", every_s: float = 5.0):
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        logger: logging.Logger | None = None,
+        unit: str = "items",
+        every_s: float = 5.0,
+    ):
         self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
         self.log = logger or logging.getLogger("mmiris.progress")
         self.done = 0
@@ -49,8 +55,7 @@ class Progress:
             else:
                 eta = (self.total - self.done) / rate if rate > 0 else float("inf")
                 tail = f"ETA {eta:.0f}s"
-            return (f"{self.desc}: {self.done}/{self.total} ({pct:.1f}%) "
-                    f"{rate:.1f} {self.unit}/s, {tail}")
+            return f"{self.desc}: {self.done}/{self.total} ({pct:.1f}%) {rate:.1f} {self.unit}/s, {tail}"
         return f"{self.desc}: {self.done} {self.unit}, {rate:.1f} {self.unit}/s, {elapsed:.1f}s"
 
     def _emit(self, final: bool = False) -> None:

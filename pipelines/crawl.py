@@ -47,8 +47,15 @@ CODE = ("mmiris.pipelines.crawl", "mmiris.crawl")  # matching, parsing, the tabl
 STRATEGY_VERSION = 1  # bump when the lookup strategy changes what matches
 DEFAULT_CACHE_ENV = "MMIRIS_CRAWL_CACHE"
 
-__all__ = ["CrawlResult", "CrawlStopped", "CrawlIncomplete", "crawl_omdb", "crawl_amazon_images",
-           "read_links", "DEFAULT_BASE_URL"]
+__all__ = [
+    "CrawlResult",
+    "CrawlStopped",
+    "CrawlIncomplete",
+    "crawl_omdb",
+    "crawl_amazon_images",
+    "read_links",
+    "DEFAULT_BASE_URL",
+]
 
 
 @dataclass
@@ -71,8 +78,7 @@ def read_links(path: str | os.PathLike) -> dict[str, str]:
         reader = csv.reader(f)
         header = next(reader, None)
         if not header or "movieId" not in header or "imdbId" not in header:
-            raise InputError(f"{path}:1: expected a header with movieId,imdbId[,tmdbId], "
-                             f"got {header!r}")
+            raise InputError(f"{path}:1: expected a header with movieId,imdbId[,tmdbId], got {header!r}")
         mi, ii = header.index("movieId"), header.index("imdbId")
         for n, row in enumerate(reader, start=2):
             if not row:
@@ -81,14 +87,12 @@ def read_links(path: str | os.PathLike) -> dict[str, str]:
                 movie, imdb = row[mi].strip(), row[ii].strip()
                 int(movie)
             except (IndexError, ValueError):
-                raise InputError(f"{path}:{n}: field movieId: expected an integer movie id, "
-                                 f"got {row!r}") from None
+                raise InputError(f"{path}:{n}: field movieId: expected an integer movie id, got {row!r}") from None
             if not imdb:
                 continue  # no IMDb id known for this movie
             digits = imdb.removeprefix("tt")
             if not digits.isdigit():
-                raise InputError(f"{path}:{n}: field imdbId: expected digits (e.g. 0114709), "
-                                 f"got {imdb!r}")
+                raise InputError(f"{path}:{n}: field imdbId: expected digits (e.g. 0114709), got {imdb!r}")
             out[movie] = f"tt{int(digits):07d}"
     return out
 
@@ -98,13 +102,19 @@ def _file_sha256(path: str | os.PathLike) -> str:
 
 
 def _read_items(store: ArtifactStore, items_ref: ArtifactRef, links: dict[str, str] | None):
-    t = store.read_table(items_ref, "items",
-                         columns=["item_id", "source_id", "title", "year", "imdb_id", "image_url"])
+    t = store.read_table(items_ref, "items", columns=["item_id", "source_id", "title", "year", "imdb_id", "image_url"])
     items = []
     for r in t.to_pylist():
         imdb = r["imdb_id"] or (links or {}).get(str(r["source_id"]))
-        items.append({"item_id": int(r["item_id"]), "title": r["title"], "year": r["year"],
-                      "imdb_id": imdb, "image_url": r["image_url"]})
+        items.append(
+            {
+                "item_id": int(r["item_id"]),
+                "title": r["title"],
+                "year": r["year"],
+                "imdb_id": imdb,
+                "image_url": r["image_url"],
+            }
+        )
     items.sort(key=lambda it: it["item_id"])
     return items
 
@@ -133,16 +143,25 @@ def _executor(client, workers: int, threads_per_worker: int):
 
     # Threads, not processes: the work is waiting on the network, and one process means one
     # rate-limit bucket and one in-process single-flight for identical requests.
-    with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=threads_per_worker, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
 def _fetch_settings(run_id, cache_dir, rate_share, daily_quota, http, max_attempts):
-    http = http or HttpConfig(timeout_s=10.0, backoff_s=0.2, backoff_jitter_s=0.2,
-                              max_backoff_s=10.0)
-    return FetchSettings(run_id=run_id, cache_dir=str(cache_dir), rate_per_s=rate_share,
-                         daily_quota=daily_quota, http=http, max_attempts=max_attempts)
+    http = http or HttpConfig(timeout_s=10.0, backoff_s=0.2, backoff_jitter_s=0.2, max_backoff_s=10.0)
+    return FetchSettings(
+        run_id=run_id,
+        cache_dir=str(cache_dir),
+        rate_per_s=rate_share,
+        daily_quota=daily_quota,
+        http=http,
+        max_attempts=max_attempts,
+    )
 
 
 def _check_complete(failed: list[tuple[int, str]], total: int, what: str) -> None:
@@ -150,18 +169,32 @@ def _check_complete(failed: list[tuple[int, str]], total: int, what: str) -> Non
         sample = "; ".join(f"item {i}: {msg}" for i, msg in failed[:3])
         raise CrawlIncomplete(
             f"{what}: {len(failed)} of {total} items still failed after every retry (e.g. {sample}); "
-            "nothing published; re-run to retry only those (all other answers are cached)")
+            "nothing published; re-run to retry only those (all other answers are cached)"
+        )
 
 
 # ------------------------------------------------------------------ OMDb
-def crawl_omdb(store: ArtifactStore, items_ref: ArtifactRef | str, *, links: str | os.PathLike | None = None,
-               base_url: str = DEFAULT_BASE_URL, api_key: str | ApiKey | None = None,
-               secret_block: str | None = DEFAULT_SECRET_BLOCK, rate_per_s: float | None = 10.0,
-               daily_quota: int | None = None, cache_dir: str | os.PathLike | None = None,
-               workers: int = 2, threads_per_worker: int = 4, concurrency: int | None = None,
-               client=None, match: MatchConfig | None = None, posters: bool = True,
-               http: HttpConfig | None = None, max_attempts: int = 10,
-               chunk_size: int | None = None) -> CrawlResult:
+def crawl_omdb(
+    store: ArtifactStore,
+    items_ref: ArtifactRef | str,
+    *,
+    links: str | os.PathLike | None = None,
+    base_url: str = DEFAULT_BASE_URL,
+    api_key: str | ApiKey | None = None,
+    secret_block: str | None = DEFAULT_SECRET_BLOCK,
+    rate_per_s: float | None = 10.0,
+    daily_quota: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int = 2,
+    threads_per_worker: int = 4,
+    concurrency: int | None = None,
+    client=None,
+    match: MatchConfig | None = None,
+    posters: bool = True,
+    http: HttpConfig | None = None,
+    max_attempts: int = 10,
+    chunk_size: int | None = None,
+) -> CrawlResult:
     """Crawl OMDb for every item and publish ``<prefix>item_text`` and ``<prefix>item_images``.
 
     ``rate_per_s``: global requests/s over all workers (None or 0: unlimited);
@@ -173,24 +206,54 @@ def crawl_omdb(store: ArtifactStore, items_ref: ArtifactRef | str, *, links: str
     items_ref = store.resolve(items_ref)
     match = match or MatchConfig()
     links_map = read_links(links) if links else None
-    params = {"source": "omdb", "base_url": redact(base_url),
-              "links_sha256": _file_sha256(links) if links else None,
-              "match": match.params(), "posters": posters, "strategy": STRATEGY_VERSION}
+    params = {
+        "source": "omdb",
+        "base_url": redact(base_url),
+        "links_sha256": _file_sha256(links) if links else None,
+        "match": match.params(),
+        "posters": posters,
+        "strategy": STRATEGY_VERSION,
+    }
     prefix = _prefix(items_ref)
     built: dict = {}
 
     def crawl_once() -> dict:
         if not built:
-            built.update(_crawl_omdb(store, items_ref, links_map, base_url, api_key, secret_block,
-                                     rate_per_s, daily_quota, cache_dir, workers,
-                                     threads_per_worker, concurrency, client, match, posters,
-                                     http, max_attempts, chunk_size))
+            built.update(
+                _crawl_omdb(
+                    store,
+                    items_ref,
+                    links_map,
+                    base_url,
+                    api_key,
+                    secret_block,
+                    rate_per_s,
+                    daily_quota,
+                    cache_dir,
+                    workers,
+                    threads_per_worker,
+                    concurrency,
+                    client,
+                    match,
+                    posters,
+                    http,
+                    max_attempts,
+                    chunk_size,
+                )
+            )
         return built
 
-    text_ref = store.get_or_create(f"{prefix}item_text", "item_text", [items_ref], params,
-                                   lambda: crawl_once()["text"], source_version(*CODE))
-    images_ref = store.get_or_create(f"{prefix}item_images", "item_images", [items_ref], params,
-                                     lambda: crawl_once()["images"], source_version(*CODE))
+    text_ref = store.get_or_create(
+        f"{prefix}item_text", "item_text", [items_ref], params, lambda: crawl_once()["text"], source_version(*CODE)
+    )
+    images_ref = store.get_or_create(
+        f"{prefix}item_images",
+        "item_images",
+        [items_ref],
+        params,
+        lambda: crawl_once()["images"],
+        source_version(*CODE),
+    )
     m = store.manifest(text_ref)
     stats = {**m.stats, **m.info, "reused_existing": not built}
     return CrawlResult(text_ref, images_ref, stats)
@@ -203,9 +266,26 @@ def _slots(concurrency, dask_client, threads_per_worker: int) -> int:
     return _total_threads(dask_client) if dask_client is not None else max(1, threads_per_worker)
 
 
-def _crawl_omdb(store, items_ref, links_map, base_url, api_key, secret_block, rate_per_s,
-                daily_quota, cache_dir, workers, threads_per_worker, concurrency, client, match,
-                posters, http, max_attempts, chunk_size) -> dict:
+def _crawl_omdb(
+    store,
+    items_ref,
+    links_map,
+    base_url,
+    api_key,
+    secret_block,
+    rate_per_s,
+    daily_quota,
+    cache_dir,
+    workers,
+    threads_per_worker,
+    concurrency,
+    client,
+    match,
+    posters,
+    http,
+    max_attempts,
+    chunk_size,
+) -> dict:
     key = resolve_api_key(api_key, secret_block)
     items = _read_items(store, items_ref, links_map)
     cache_dir = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir(store, "omdb")
@@ -213,25 +293,44 @@ def _crawl_omdb(store, items_ref, links_map, base_url, api_key, secret_block, ra
     t0 = time.perf_counter()
     with _executor(client, workers, threads_per_worker) as dask_client:
         slots = _slots(concurrency, dask_client, threads_per_worker)
-        task = OmdbTask(fetch=_fetch_settings(run_id, cache_dir, process_share(rate_per_s, dask_client),
-                                              daily_quota, http, max_attempts),
-                        base_url=base_url, api_key=key, match=match, posters=posters)
-        log.info("crawling OMDb at %s for %d items (%s, %d in flight, rate %s/s, cache %s)",
-                 redact(base_url), len(items), "Dask" if dask_client is not None else "threads",
-                 slots, rate_per_s or "unlimited", cache_dir)
-        res = run_chunks(crawl_omdb_chunk, items, (task,), run_id=run_id, client=dask_client,
-                         concurrency=slots,
-                         chunk_size=chunk_size or default_chunk_size(len(items), slots),
-                         desc="crawl omdb")
+        task = OmdbTask(
+            fetch=_fetch_settings(
+                run_id, cache_dir, process_share(rate_per_s, dask_client), daily_quota, http, max_attempts
+            ),
+            base_url=base_url,
+            api_key=key,
+            match=match,
+            posters=posters,
+        )
+        log.info(
+            "crawling OMDb at %s for %d items (%s, %d in flight, rate %s/s, cache %s)",
+            redact(base_url),
+            len(items),
+            "Dask" if dask_client is not None else "threads",
+            slots,
+            rate_per_s or "unlimited",
+            cache_dir,
+        )
+        res = run_chunks(
+            crawl_omdb_chunk,
+            items,
+            (task,),
+            run_id=run_id,
+            client=dask_client,
+            concurrency=slots,
+            chunk_size=chunk_size or default_chunk_size(len(items), slots),
+            desc="crawl omdb",
+        )
     seconds = time.perf_counter() - t0
     _check_complete(res.failed, len(items), "OMDb crawl")
     rows = sorted(res.rows, key=lambda r: r["item_id"])
     text, images, stats = _omdb_outputs(rows, posters)
     info = _run_info(res.counters, seconds, rate_per_s, cache_dir, daily_quota)
     info["base_url"] = redact(base_url)
-    return {"text": Output({"item_text": text}, files={"matches.jsonl": _matches_jsonl(rows)},
-                           stats=stats, info=info),
-            "images": Output({"item_images": images}, stats=_image_stats(images), info=info)}
+    return {
+        "text": Output({"item_text": text}, files={"matches.jsonl": _matches_jsonl(rows)}, stats=stats, info=info),
+        "images": Output({"item_images": images}, stats=_image_stats(images), info=info),
+    }
 
 
 def _total_threads(client) -> int:
@@ -244,9 +343,23 @@ def _na(v):
 
 
 def _omdb_outputs(rows: list[dict], posters: bool):
-    text_cols: dict[str, list] = {k: [] for k in ("item_id", "text", "present", "reason", "title", "genre",
-                                 "director", "actors", "year", "imdb_id", "match_method",
-                                 "raw_json")}
+    text_cols: dict[str, list] = {
+        k: []
+        for k in (
+            "item_id",
+            "text",
+            "present",
+            "reason",
+            "title",
+            "genre",
+            "director",
+            "actors",
+            "year",
+            "imdb_id",
+            "match_method",
+            "raw_json",
+        )
+    }
     matched_by: Counter = Counter()
     unmatched: Counter = Counter()
     for r in rows:
@@ -262,13 +375,18 @@ def _omdb_outputs(rows: list[dict], posters: bool):
         text_cols["text"].append(plot if r["matched"] else None)
         text_cols["present"].append(bool(r["matched"] and plot))
         text_cols["reason"].append(reason)
-        for col, fld in (("title", "Title"), ("genre", "Genre"), ("director", "Director"),
-                         ("actors", "Actors"), ("year", "Year"), ("imdb_id", "imdbID")):
+        for col, fld in (
+            ("title", "Title"),
+            ("genre", "Genre"),
+            ("director", "Director"),
+            ("actors", "Actors"),
+            ("year", "Year"),
+            ("imdb_id", "imdbID"),
+        ):
             text_cols[col].append(_na(rec.get(fld)))
         text_cols["match_method"].append(r["method"])
         text_cols["raw_json"].append(r["raw"])
-    text = pa.table({k: pa.array(v, type=_TEXT_TYPES.get(k, pa.string()))
-                     for k, v in text_cols.items()})
+    text = pa.table({k: pa.array(v, type=_TEXT_TYPES.get(k, pa.string())) for k, v in text_cols.items()})
     image_rows: list[tuple[int, bytes | None, str | None]] = []
     for r in rows:
         if not r["matched"]:
@@ -279,12 +397,15 @@ def _omdb_outputs(rows: list[dict], posters: bool):
             image_rows.append((r["item_id"], r["image"], None))
     images = _images_table(image_rows)
     text_missing = Counter(x for x in text_cols["reason"] if x)
-    stats = {"movies": len(rows), "matched": sum(matched_by.values()),
-             "matched_by": dict(sorted(matched_by.items())),
-             "unmatched_by_reason": dict(sorted(unmatched.items())),
-             "match_rate": round(sum(matched_by.values()) / len(rows), 4) if rows else 0.0,
-             "text_present": sum(text_cols["present"]),
-             "text_missing_by_reason": dict(sorted(text_missing.items()))}
+    stats = {
+        "movies": len(rows),
+        "matched": sum(matched_by.values()),
+        "matched_by": dict(sorted(matched_by.items())),
+        "unmatched_by_reason": dict(sorted(unmatched.items())),
+        "match_rate": round(sum(matched_by.values()) / len(rows), 4) if rows else 0.0,
+        "text_present": sum(text_cols["present"]),
+        "text_missing_by_reason": dict(sorted(text_missing.items())),
+    }
     stats.update({f"images_{k}": v for k, v in _image_stats(images).items()})
     return text, images, stats
 
@@ -293,8 +414,9 @@ _TEXT_TYPES = {"item_id": pa.int64(), "present": pa.bool_()}
 
 
 def _images_table(image_rows) -> pa.Table:
-    cols: dict[str, list] = {k: [] for k in ("item_id", "image", "present", "reason", "sha256", "width", "height",
-                            "format", "source_url")}
+    cols: dict[str, list] = {
+        k: [] for k in ("item_id", "image", "present", "reason", "sha256", "width", "height", "format", "source_url")
+    }
     for item_id, res, reason in image_rows:
         cols["item_id"].append(item_id)
         ok = res is not None and res.present
@@ -307,8 +429,13 @@ def _images_table(image_rows) -> pa.Table:
         cols["height"].append(info.height if info else None)
         cols["format"].append(info.format if info else None)
         cols["source_url"].append(res.source_url if res is not None else None)
-    types = {"item_id": pa.int64(), "image": pa.binary(), "present": pa.bool_(),
-             "width": pa.int32(), "height": pa.int32()}
+    types = {
+        "item_id": pa.int64(),
+        "image": pa.binary(),
+        "present": pa.bool_(),
+        "width": pa.int32(),
+        "height": pa.int32(),
+    }
     return pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in cols.items()})
 
 
@@ -316,25 +443,45 @@ def _image_stats(images: pa.Table) -> dict:
     present = images.column("present").to_pylist()
     reasons = Counter(r for r in images.column("reason").to_pylist() if r)
     formats = Counter(f for f in images.column("format").to_pylist() if f)
-    return {"items": images.num_rows, "present": sum(present),
-            "missing_by_reason": dict(sorted(reasons.items())),
-            "formats": dict(sorted(formats.items()))}
+    return {
+        "items": images.num_rows,
+        "present": sum(present),
+        "missing_by_reason": dict(sorted(reasons.items())),
+        "formats": dict(sorted(formats.items())),
+    }
 
 
 def _matches_jsonl(rows: list[dict]) -> bytes:
-    lines = [json.dumps({"item_id": r["item_id"], "matched": r["matched"], "method": r["method"],
-                         "query": r["query"], "score": r["score"], "reason": r["reason"],
-                         "lookups": r["tried"]}, sort_keys=True, ensure_ascii=False)
-             for r in rows]
+    lines = [
+        json.dumps(
+            {
+                "item_id": r["item_id"],
+                "matched": r["matched"],
+                "method": r["method"],
+                "query": r["query"],
+                "score": r["score"],
+                "reason": r["reason"],
+                "lookups": r["tried"],
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        for r in rows
+    ]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def _run_info(counters: Counters, seconds: float, rate_per_s, cache_dir, daily_quota) -> dict:
     info = counters.as_dict()
-    info.update({"seconds": round(seconds, 3),
-                 "requests_per_s": round(counters.sent / seconds, 2) if seconds > 0 else 0.0,
-                 "rate_limit_per_s": rate_per_s, "daily_quota": daily_quota,
-                 "cache_dir": str(cache_dir)})
+    info.update(
+        {
+            "seconds": round(seconds, 3),
+            "requests_per_s": round(counters.sent / seconds, 2) if seconds > 0 else 0.0,
+            "rate_limit_per_s": rate_per_s,
+            "daily_quota": daily_quota,
+            "cache_dir": str(cache_dir),
+        }
+    )
     try:
         info["api_requests_today"] = ResponseCache(cache_dir).quota_used()
     except Exception:  # noqa: BLE001 (informational only)
@@ -343,12 +490,20 @@ def _run_info(counters: Counters, seconds: float, rate_per_s, cache_dir, daily_q
 
 
 # ------------------------------------------------------------------ Amazon
-def crawl_amazon_images(store: ArtifactStore, items_ref: ArtifactRef | str, *,
-                        rate_per_s: float | None = 10.0, cache_dir: str | os.PathLike | None = None,
-                        workers: int = 2, threads_per_worker: int = 4,
-                        concurrency: int | None = None, client=None,
-                        http: HttpConfig | None = None, max_attempts: int = 10,
-                        chunk_size: int | None = None) -> ArtifactRef:
+def crawl_amazon_images(
+    store: ArtifactStore,
+    items_ref: ArtifactRef | str,
+    *,
+    rate_per_s: float | None = 10.0,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int = 2,
+    threads_per_worker: int = 4,
+    concurrency: int | None = None,
+    client=None,
+    http: HttpConfig | None = None,
+    max_attempts: int = 10,
+    chunk_size: int | None = None,
+) -> ArtifactRef:
     """Download every item's ``image_url`` into ``<prefix>item_images`` (content-checked).
 
     Items without a URL, with a definitive HTTP refusal (404, 410, ...) or with bytes that
@@ -363,12 +518,19 @@ def crawl_amazon_images(store: ArtifactStore, items_ref: ArtifactRef | str, *,
         t0 = time.perf_counter()
         with _executor(client, workers, threads_per_worker) as dask_client:
             slots = _slots(concurrency, dask_client, threads_per_worker)
-            task = ImageTask(_fetch_settings(run_id, cdir, process_share(rate_per_s, dask_client),
-                                             None, http, max_attempts))
-            res = run_chunks(crawl_image_chunk, items, (task,), run_id=run_id, client=dask_client,
-                             concurrency=slots,
-                             chunk_size=chunk_size or default_chunk_size(len(items), slots),
-                             desc="crawl images")
+            task = ImageTask(
+                _fetch_settings(run_id, cdir, process_share(rate_per_s, dask_client), None, http, max_attempts)
+            )
+            res = run_chunks(
+                crawl_image_chunk,
+                items,
+                (task,),
+                run_id=run_id,
+                client=dask_client,
+                concurrency=slots,
+                chunk_size=chunk_size or default_chunk_size(len(items), slots),
+                desc="crawl images",
+            )
         seconds = time.perf_counter() - t0
         _check_complete(res.failed, len(items), "image crawl")
         rows = sorted(res.rows, key=lambda r: r["item_id"])
@@ -376,5 +538,6 @@ def crawl_amazon_images(store: ArtifactStore, items_ref: ArtifactRef | str, *,
         info = _run_info(res.counters, seconds, rate_per_s, cdir, None)
         return Output({"item_images": images}, stats=_image_stats(images), info=info)
 
-    return store.get_or_create(f"{_prefix(items_ref)}item_images", "item_images", [items_ref],
-                               params, build, source_version(*CODE))
+    return store.get_or_create(
+        f"{_prefix(items_ref)}item_images", "item_images", [items_ref], params, build, source_version(*CODE)
+    )

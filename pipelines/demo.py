@@ -60,15 +60,15 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def feasible_negatives(store: ArtifactStore, interactions: ArtifactRef | str, n_items: int,
-                       requested: int) -> int:
+def feasible_negatives(store: ArtifactStore, interactions: ArtifactRef | str, n_items: int, requested: int) -> int:
     """A small catalogue cannot give every user ``requested`` unseen items: as many as it can."""
     users = store.read_table(interactions, "interactions").column("user_id").to_numpy()
     return int(min(requested, n_items - np.bincount(users).max()))
 
 
-def run_demo(store: ArtifactStore, out_dir: str | Path, options: DemoOptions | None = None, *,
-             say: Callable[[str], None] = print) -> DemoResult:
+def run_demo(
+    store: ArtifactStore, out_dir: str | Path, options: DemoOptions | None = None, *, say: Callable[[str], None] = print
+) -> DemoResult:
     """Run every stage on the generated demo data; ``say`` receives one line per step."""
     from mmiris.models import get_model_class
     from mmiris.pipelines.demo_data import generate_demo_dataset
@@ -100,56 +100,94 @@ def run_demo(store: ArtifactStore, out_dir: str | Path, options: DemoOptions | N
         say(f"{counter:<7} {label:<36} {seconds[label]:6.1f}s  {_short(value)}")
         return value
 
-    data = timed("generate demo catalogue", lambda: generate_demo_dataset(
-        store, n_users=opt.n_users, n_items=opt.n_items, seed=opt.seed))
+    data = timed(
+        "generate demo catalogue",
+        lambda: generate_demo_dataset(store, n_users=opt.n_users, n_items=opt.n_items, seed=opt.seed),
+    )
     n_neg = feasible_negatives(store, data.interactions, opt.n_items, opt.n_negatives)
     if n_neg < opt.n_negatives:
         say(f"      (small catalogue: {n_neg} sampled negatives per user instead of {opt.n_negatives})")
-    split = timed("split (leave-one-out + negatives)", lambda: split_leave_one_out(
-        store, data.interactions, n_negatives=n_neg, seed=opt.seed, name="demo-split"))
+    split = timed(
+        "split (leave-one-out + negatives)",
+        lambda: split_leave_one_out(store, data.interactions, n_negatives=n_neg, seed=opt.seed, name="demo-split"),
+    )
     features: dict[str, ArtifactRef] = {}
     if needs:
+
         def extract():
             from mmiris.pipelines.extract import extract_image_features, extract_text_features
 
             # Each call starts a local Dask cluster only if it has something to encode.
             if "image" in needs:
-                features["image"] = extract_image_features(store, data.item_images, opt.image_encoder,
-                                                           workers=opt.feature_workers, name="demo-image_features")
+                features["image"] = extract_image_features(
+                    store, data.item_images, opt.image_encoder, workers=opt.feature_workers, name="demo-image_features"
+                )
             if "text" in needs:
-                features["text"] = extract_text_features(store, data.item_text, opt.text_encoder,
-                                                         workers=opt.feature_workers, name="demo-text_features")
+                features["text"] = extract_text_features(
+                    store, data.item_text, opt.text_encoder, workers=opt.feature_workers, name="demo-text_features"
+                )
             return features
+
         timed(f"features ({', '.join(sorted(needs))})", extract)
 
-    cfg = TrainConfig(epochs=opt.epochs, batch_size=opt.batch_size, lr=opt.lr, seed=opt.seed,
-                      patience=opt.epochs)
+    cfg = TrainConfig(epochs=opt.epochs, batch_size=opt.batch_size, lr=opt.lr, seed=opt.seed, patience=opt.epochs)
     models, metrics, recs = {}, {}, {}
     for name, cls in classes.items():
         mcfg = {"emb": opt.emb} if "emb" in cls.config_cls.__dataclass_fields__ else None
-        models[name] = timed(f"train {name}", lambda n=name, c=cls, m=mcfg: train_model(
-            store, split, n, model_config=m, train_config=cfg,
-            image_features=features.get("image") if "image" in c.modalities else None,
-            text_features=features.get("text") if "text" in c.modalities else None))
+        models[name] = timed(
+            f"train {name}",
+            lambda n=name, c=cls, m=mcfg: train_model(
+                store,
+                split,
+                n,
+                model_config=m,
+                train_config=cfg,
+                image_features=features.get("image") if "image" in c.modalities else None,
+                text_features=features.get("text") if "text" in c.modalities else None,
+            ),
+        )
         metrics[name] = timed(f"evaluate {name}", lambda n=name: evaluate_model(store, models[n], split))
     # Recommendations with explanations from the best attention model (by sampled HR@10).
     table: list[dict[str, Any]] = []
     for name in opt.models:
         m = read_metrics(store, metrics[name])
         s, f = m.get("sampled", {}), m.get("full", {})
-        table.append({"model": name, "hr10": s.get("hr10"), "ndcg10": s.get("ndcg10"),
-                      "hr10_full": f.get("hr10"), "ndcg10_full": f.get("ndcg10")})
+        table.append(
+            {
+                "model": name,
+                "hr10": s.get("hr10"),
+                "ndcg10": s.get("ndcg10"),
+                "hr10_full": f.get("hr10"),
+                "ndcg10_full": f.get("ndcg10"),
+            }
+        )
     explainers = [r for r in table if classes[r["model"]].has_attention] or table
     best = max(explainers, key=lambda r: r["hr10"] or 0.0)["model"]
-    recs[best] = timed(f"recommend top-{opt.top_n} ({best})", lambda: recommend(
-        store, models[best], split, top_n=opt.top_n, explain_k=opt.explain_k))
-    report = timed("report", lambda: build_report(
-        store, out_dir, metrics=[str(r) for r in metrics.values()], recommendations=[str(recs[best])],
-        n_users=opt.cards, title="mmiris demo report",
-        notes=["Data: the embedded demo catalogue — generated posters, plots and users, not real data "
-               "(mmiris/demo/synthetic.py)."]))
-    data_refs = {"interactions": data.interactions, "items": data.items, "item_images": data.item_images,
-                 "item_text": data.item_text}
+    recs[best] = timed(
+        f"recommend top-{opt.top_n} ({best})",
+        lambda: recommend(store, models[best], split, top_n=opt.top_n, explain_k=opt.explain_k),
+    )
+    report = timed(
+        "report",
+        lambda: build_report(
+            store,
+            out_dir,
+            metrics=[str(r) for r in metrics.values()],
+            recommendations=[str(recs[best])],
+            n_users=opt.cards,
+            title="mmiris demo report",
+            notes=[
+                "Data: the embedded demo catalogue — generated posters, plots and users, not real data "
+                "(mmiris/demo/synthetic.py)."
+            ],
+        ),
+    )
+    data_refs = {
+        "interactions": data.interactions,
+        "items": data.items,
+        "item_images": data.item_images,
+        "item_text": data.item_text,
+    }
     return DemoResult(report, data_refs, split, features, models, metrics, recs, table, n_neg, seconds)
 
 

@@ -38,8 +38,14 @@ PROTOCOLS = ("sampled", "full")
 RANKS_FILE = "ranks.parquet"  # per user: protocol, user_id, item_id, rank (0-based), candidates
 
 
-def evaluate_model(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref: ArtifactRef | str | None = None,
-                   protocols=PROTOCOLS, part: str = "test", device: str = "auto") -> ArtifactRef:
+def evaluate_model(
+    store: ArtifactStore,
+    model_ref: ArtifactRef | str,
+    split_ref: ArtifactRef | str | None = None,
+    protocols=PROTOCOLS,
+    part: str = "test",
+    device: str = "auto",
+) -> ArtifactRef:
     """Evaluate a published model; ``split_ref`` defaults to the split it was trained on."""
     protocols = tuple(protocols)
     bad = [p for p in protocols if p not in PROTOCOLS]
@@ -62,8 +68,10 @@ def evaluate_model(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref
         model = load_model(store, mm.ref, device=dev)
         split = load_split(store, split_ref)
         if (split.n_users, split.n_items) != (model.n_users, model.n_items):
-            raise MmirisError(f"split {split_ref} has {split.n_users} users × {split.n_items} items; "
-                              f"model {mm.ref} was trained on {model.n_users} × {model.n_items}")
+            raise MmirisError(
+                f"split {split_ref} has {split.n_users} users × {split.n_items} items; "
+                f"model {mm.ref} was trained on {model.n_users} × {model.n_items}"
+            )
         users = getattr(split, f"{part}_users")
         items = getattr(split, f"{part}_items")
         rows: list[dict] = []
@@ -80,23 +88,47 @@ def evaluate_model(store: ArtifactStore, model_ref: ArtifactRef | str, split_ref
                 res = full_ranks(model, users, items, split.history(), also_exclude=extra, device=dev)
             info[f"{proto}_seconds"] = time.perf_counter() - t0
             m = res.metrics()
-            log.info("%s %s: %s (%d users, %.1fs)", mm.ref, proto,
-                     " ".join(f"{k} {v:.4f}" for k, v in m.items()), len(users), info[f"{proto}_seconds"])
+            log.info(
+                "%s %s: %s (%d users, %.1fs)",
+                mm.ref,
+                proto,
+                " ".join(f"{k} {v:.4f}" for k, v in m.items()),
+                len(users),
+                info[f"{proto}_seconds"],
+            )
             for k in KS:
                 for metric in ("hr", "ndcg"):
-                    rows.append({"model": str(mm.ref), "split": str(split_ref), "protocol": proto,
-                                 "metric": metric, "k": k, "value": m[f"{metric}{k}"], "users": len(users)})
-            rank_tabs.append(pa.table({"protocol": [proto] * len(users), "user_id": res.users,
-                                       "item_id": res.items, "rank": res.ranks, "candidates": res.candidates}))
+                    rows.append(
+                        {
+                            "model": str(mm.ref),
+                            "split": str(split_ref),
+                            "protocol": proto,
+                            "metric": metric,
+                            "k": k,
+                            "value": m[f"{metric}{k}"],
+                            "users": len(users),
+                        }
+                    )
+            rank_tabs.append(
+                pa.table(
+                    {
+                        "protocol": [proto] * len(users),
+                        "user_id": res.users,
+                        "item_id": res.items,
+                        "rank": res.ranks,
+                        "candidates": res.candidates,
+                    }
+                )
+            )
         info["device"] = str(dev)
         buf = io.BytesIO()
         pq.write_table(pa.concat_tables(rank_tabs), buf, compression="zstd")
-        return Output(tables={"metrics": pa.Table.from_pylist(rows)}, files={RANKS_FILE: buf.getvalue()},
-                      stats=stats, info=info)
+        return Output(
+            tables={"metrics": pa.Table.from_pylist(rows)}, files={RANKS_FILE: buf.getvalue()}, stats=stats, info=info
+        )
 
     with torch.no_grad():
-        return store.get_or_create(name, "metrics", [mm.ref, split_ref], params, build,
-                                   source_version(*CODE))
+        return store.get_or_create(name, "metrics", [mm.ref, split_ref], params, build, source_version(*CODE))
 
 
 def _valid_item_of(split, users: np.ndarray) -> np.ndarray:

@@ -64,12 +64,20 @@ CODE = ("mmiris.pipelines.extract", "mmiris.encoders")  # encoders, preprocessin
 
 
 # ====================================================================== public stage functions
-def extract_image_features(store: ArtifactStore, item_images_ref: ArtifactRef | str,
-                           encoder: str | EncoderSpec = "efficientnet-lite0", *,
-                           client=None, workers: int | None = None, batch_size: int | None = None,
-                           device: str = "auto", torch_threads: int | None = None,
-                           chunk_size: int | None = None, reuse: bool = True,
-                           name: str = "image_features") -> ArtifactRef:
+def extract_image_features(
+    store: ArtifactStore,
+    item_images_ref: ArtifactRef | str,
+    encoder: str | EncoderSpec = "efficientnet-lite0",
+    *,
+    client=None,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    torch_threads: int | None = None,
+    chunk_size: int | None = None,
+    reuse: bool = True,
+    name: str = "image_features",
+) -> ArtifactRef:
     """Encode every item's image into an ``image_features`` artifact.
 
     ``client``: a ``distributed.Client``, a scheduler address (``tcp://host:8786``), or None
@@ -80,26 +88,39 @@ def extract_image_features(store: ArtifactStore, item_images_ref: ArtifactRef | 
     spec = image_encoder_spec(encoder)
     ref = store.resolve(item_images_ref)
     prep = image_preprocessing(spec)
-    params = {"encoder": spec.id, "family": spec.family, "weights_sha256": spec.weights_sha256,
-              "options": spec.opts, "preprocessing": prep.to_dict()}
+    params = {
+        "encoder": spec.id,
+        "family": spec.family,
+        "weights_sha256": spec.weights_sha256,
+        "options": spec.opts,
+        "preprocessing": prep.to_dict(),
+    }
     run = _RunOptions(client, workers, batch_size, device, torch_threads, chunk_size)
 
     def build() -> Output:
         items, missing, pre = _read_images(store, ref)
-        return _extract(store, "image", ref, spec, params, items, missing, pre, run,
-                        name=name, reuse=reuse)
+        return _extract(store, "image", ref, spec, params, items, missing, pre, run, name=name, reuse=reuse)
 
-    return store.get_or_create(name, "image_features", [ref], params, build,
-                               code_version=source_version(*CODE))
+    return store.get_or_create(name, "image_features", [ref], params, build, code_version=source_version(*CODE))
 
 
-def extract_text_features(store: ArtifactStore, item_text_ref: ArtifactRef | str,
-                          encoder: str | EncoderSpec = "minilm", *, client=None,
-                          workers: int | None = None, batch_size: int | None = None, device: str = "auto",
-                          torch_threads: int | None = None, chunk_size: int | None = None,
-                          reuse: bool = True, pooling: str | None = None,
-                          max_length: int | None = None, doc2vec=None,
-                          name: str = "text_features") -> ArtifactRef:
+def extract_text_features(
+    store: ArtifactStore,
+    item_text_ref: ArtifactRef | str,
+    encoder: str | EncoderSpec = "minilm",
+    *,
+    client=None,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    torch_threads: int | None = None,
+    chunk_size: int | None = None,
+    reuse: bool = True,
+    pooling: str | None = None,
+    max_length: int | None = None,
+    doc2vec=None,
+    name: str = "text_features",
+) -> ArtifactRef:
     """Encode every item's text into a ``text_features`` artifact (see extract_image_features).
 
     ``pooling`` (mean|cls) and ``max_length`` override the encoder's; ``doc2vec`` takes a
@@ -107,8 +128,13 @@ def extract_text_features(store: ArtifactStore, item_text_ref: ArtifactRef | str
     """
     spec = text_encoder_spec(encoder, pooling=pooling, max_length=max_length, doc2vec=doc2vec)
     ref = store.resolve(item_text_ref)
-    params = {"encoder": spec.id, "family": spec.family, "weights_sha256": spec.weights_sha256,
-              "options": spec.opts, "preprocessing": {"normalize_text": "v1"}}
+    params = {
+        "encoder": spec.id,
+        "family": spec.family,
+        "weights_sha256": spec.weights_sha256,
+        "options": spec.opts,
+        "preprocessing": {"normalize_text": "v1"},
+    }
     run = _RunOptions(client, workers, batch_size, device, torch_threads, chunk_size)
 
     def build() -> Output:
@@ -123,13 +149,24 @@ def extract_text_features(store: ArtifactStore, item_text_ref: ArtifactRef | str
             blob = train_doc2vec([it.payload for it in items], Doc2VecConfig(**spec.opts))
             run_spec = replace(spec, weights_sha256=hashlib.sha256(blob).hexdigest())
             files["doc2vec.model"] = blob
-        out = _extract(store, "text", ref, run_spec, params, items, missing, pre, run,
-                       name=name, reuse=reuse and spec.family != "doc2vec", blob=blob)
+        out = _extract(
+            store,
+            "text",
+            ref,
+            run_spec,
+            params,
+            items,
+            missing,
+            pre,
+            run,
+            name=name,
+            reuse=reuse and spec.family != "doc2vec",
+            blob=blob,
+        )
         out.files.update(files)
         return out
 
-    return store.get_or_create(name, "text_features", [ref], params, build,
-                               code_version=source_version(*CODE))
+    return store.get_or_create(name, "text_features", [ref], params, build, code_version=source_version(*CODE))
 
 
 # ====================================================================== inputs
@@ -142,8 +179,7 @@ class _Item:
 
 def _read_images(store: ArtifactStore, ref: ArtifactRef):
     """Items with image bytes to encode, and item_id -> reason for those without."""
-    t = store.read_table(ref, "item_images", columns=["item_id", "image", "present", "reason",
-                                                       "sha256"])
+    t = store.read_table(ref, "item_images", columns=["item_id", "image", "present", "reason", "sha256"])
     items: list[_Item] = []
     missing: dict[int, str] = {}
     pre: Counter[str] = Counter()
@@ -171,9 +207,9 @@ def _read_texts(store: ArtifactStore, ref: ArtifactRef):
     missing: dict[int, str] = {}
     pre: Counter[str] = Counter()
     seen = set()
-    for iid, data, present, reason in zip(t.column("item_id").to_pylist(), raw,
-                                          t.column("present").to_pylist(),
-                                          t.column("reason").to_pylist()):
+    for iid, data, present, reason in zip(
+        t.column("item_id").to_pylist(), raw, t.column("present").to_pylist(), t.column("reason").to_pylist()
+    ):
         if iid in seen:
             pre["duplicate_item_id_dropped"] += 1
             continue
@@ -211,9 +247,9 @@ def _reusable_rows(store: ArtifactStore, name: str, kind: str, params: dict, mod
             continue
         vecs = _vectors(t)
         rows = {}
-        for i, (iid, present, reason) in enumerate(zip(t.column("item_id").to_pylist(),
-                                                        t.column("present").to_pylist(),
-                                                        t.column("reason").to_pylist())):
+        for i, (iid, present, reason) in enumerate(
+            zip(t.column("item_id").to_pylist(), t.column("present").to_pylist(), t.column("reason").to_pylist())
+        ):
             sha = hashes.get(iid)
             if sha is None:
                 continue  # the item had no content then: nothing was computed for it
@@ -252,8 +288,9 @@ class _ChunkResult:
     malloc_tuned: bool = False  # the worker process re-tuned glibc malloc (tune_allocator)
 
 
-def _extract(store, modality, ref, spec, params, items, missing, pre, run: _RunOptions, *,
-             name, reuse, blob=None) -> Output:
+def _extract(
+    store, modality, ref, spec, params, items, missing, pre, run: _RunOptions, *, name, reuse, blob=None
+) -> Output:
     kind = f"{modality}_features"
     t0 = time.perf_counter()
     reused, reused_from = ({}, None)
@@ -262,8 +299,9 @@ def _extract(store, modality, ref, spec, params, items, missing, pre, run: _RunO
     todo = [it for it in items if (it.item_id, it.sha256) not in reused]
     n_reused = len(items) - len(todo)
     if reused_from is not None:
-        log.info("reusing %d rows of %s (same encoder, unchanged content); %d to encode",
-                 n_reused, reused_from, len(todo))
+        log.info(
+            "reusing %d rows of %s (same encoder, unchanged content); %d to encode", n_reused, reused_from, len(todo)
+        )
 
     results: list[_ChunkResult] = []
     workers_used = 0
@@ -278,8 +316,7 @@ def _extract(store, modality, ref, spec, params, items, missing, pre, run: _RunO
     dim = enc_info.get("dim") or next((len(v) for v, _ in reused.values() if v is not None), None)
     if dim is None:  # nothing encoded and nothing reused: ask the encoder its size
         dim = _local_dim(modality, spec, blob)
-    rows: dict[int, tuple[np.ndarray | None, str | None]] = {
-        iid: (None, reason) for iid, reason in missing.items()}
+    rows: dict[int, tuple[np.ndarray | None, str | None]] = {iid: (None, reason) for iid, reason in missing.items()}
     for it in items:
         if (it.item_id, it.sha256) in reused:
             rows[it.item_id] = reused[(it.item_id, it.sha256)]
@@ -298,29 +335,44 @@ def _extract(store, modality, ref, spec, params, items, missing, pre, run: _RunO
         if vec is not None:
             feats[k], present[k] = vec, True
         reasons.append(reason)
-    feature = pa.FixedSizeListArray.from_arrays(pa.array(feats.reshape(-1)), dim,
-                                                mask=pa.array(~present))
-    table = pa.table({"item_id": ids, "feature": feature, "present": present,
-                      "reason": pa.array(reasons, pa.string())})
+    feature = pa.FixedSizeListArray.from_arrays(pa.array(feats.reshape(-1)), dim, mask=pa.array(~present))
+    table = pa.table({"item_id": ids, "feature": feature, "present": present, "reason": pa.array(reasons, pa.string())})
 
     by_reason = Counter(_reason_class(r) for r in reasons if r is not None)
     n_computed = sum(len(r.item_ids) for r in results)
-    stats = {"items": len(ids), "present": int(present.sum()), "missing": int((~present).sum()),
-             "missing_by_reason": dict(sorted(by_reason.items())),
-             "treatments": dict(sorted(treatments.items())),
-             "computed": n_computed, "reused": n_reused, "dim": dim}
+    stats = {
+        "items": len(ids),
+        "present": int(present.sum()),
+        "missing": int((~present).sum()),
+        "missing_by_reason": dict(sorted(by_reason.items())),
+        "treatments": dict(sorted(treatments.items())),
+        "computed": n_computed,
+        "reused": n_reused,
+        "dim": dim,
+    }
     per_worker = Counter(r.worker for r in results)
-    info = {"encoder": {**spec.to_dict(), **{k: v for k, v in enc_info.items() if k != "device"}},
-            "input": str(ref), "reused_from": str(reused_from) if reused_from else None,
-            "workers": workers_used, "chunks_per_worker": dict(per_worker),
-            "devices": sorted({r.encoder.get("device", "") for r in results}),
-            "precision": sorted({r.encoder.get("precision", "") for r in results}),
-            "worker_malloc_tuned": sorted({r.malloc_tuned for r in results}),
-            "seconds": round(seconds, 3),
-            "computed_items_per_s": round(n_computed / seconds, 3) if seconds > 0 else None}
-    log.info("%s features: %d items, %d present, %d missing %s, %d computed, %d reused",
-             modality, stats["items"], stats["present"], stats["missing"],
-             stats["missing_by_reason"], n_computed, n_reused)
+    info = {
+        "encoder": {**spec.to_dict(), **{k: v for k, v in enc_info.items() if k != "device"}},
+        "input": str(ref),
+        "reused_from": str(reused_from) if reused_from else None,
+        "workers": workers_used,
+        "chunks_per_worker": dict(per_worker),
+        "devices": sorted({r.encoder.get("device", "") for r in results}),
+        "precision": sorted({r.encoder.get("precision", "") for r in results}),
+        "worker_malloc_tuned": sorted({r.malloc_tuned for r in results}),
+        "seconds": round(seconds, 3),
+        "computed_items_per_s": round(n_computed / seconds, 3) if seconds > 0 else None,
+    }
+    log.info(
+        "%s features: %d items, %d present, %d missing %s, %d computed, %d reused",
+        modality,
+        stats["items"],
+        stats["present"],
+        stats["missing"],
+        stats["missing_by_reason"],
+        n_computed,
+        n_reused,
+    )
     return Output(tables={"features": table}, stats=stats, info=info)
 
 
@@ -333,8 +385,9 @@ def _local_dim(modality: str, spec: EncoderSpec, blob: bytes | None) -> int:
     return enc.dim
 
 
-def _run_chunks(client, modality: str, spec: EncoderSpec, todo: list[_Item], run: _RunOptions,
-                blob: bytes | None) -> Iterator[_ChunkResult]:
+def _run_chunks(
+    client, modality: str, spec: EncoderSpec, todo: list[_Item], run: _RunOptions, blob: bytes | None
+) -> Iterator[_ChunkResult]:
     from distributed import as_completed
 
     client.register_plugin(EncoderCache(), name=PLUGIN_NAME)
@@ -347,8 +400,7 @@ def _run_chunks(client, modality: str, spec: EncoderSpec, todo: list[_Item], run
         todo = sorted(todo, key=lambda it: len(it.payload))
     per_call = run.batch_size or 32
     size = run.chunk_size or max(per_call, min(per_call * 8, math.ceil(len(todo) / (slots * 4))))
-    chunks = [[(it.item_id, it.payload) for it in todo[i:i + size]]
-              for i in range(0, len(todo), size)]
+    chunks = [[(it.item_id, it.payload) for it in todo[i : i + size]] for i in range(0, len(todo), size)]
     targets = gpu_workers if use_gpu else None
     resources = {"GPU": 1} if use_gpu else None
     blob_f = client.scatter(blob, broadcast=True, workers=targets) if blob is not None else None
@@ -358,15 +410,47 @@ def _run_chunks(client, modality: str, spec: EncoderSpec, todo: list[_Item], run
         # Load the model on every worker first (one task each, pinned), so the progress rate
         # and ETA below measure encoding, not start-up; the cache keeps it for the chunks.
         t = time.perf_counter()
-        client.gather([client.submit(_warm_up, modality, spec, run.device, run.torch_threads,
-                                     blob_f, workers=[a], allow_other_workers=False,
-                                     resources=resources, pure=False) for a in addrs])
+        client.gather(
+            [
+                client.submit(
+                    _warm_up,
+                    modality,
+                    spec,
+                    run.device,
+                    run.torch_threads,
+                    blob_f,
+                    workers=[a],
+                    allow_other_workers=False,
+                    resources=resources,
+                    pure=False,
+                )
+                for a in addrs
+            ]
+        )
         log.info("%s loaded on %d worker(s) in %.1fs", spec.id, len(addrs), time.perf_counter() - t)
-    futures = [client.submit(_encode_chunk, modality, spec, d, run.batch_size, run.device,
-                             run.torch_threads, blob_f, resources=resources, pure=False)
-               for d in data]
-    log.info("%s: %d items in %d chunks on %d worker(s)%s", spec.id, len(todo), len(chunks),
-             len(info), " (GPU workers)" if use_gpu else "")
+    futures = [
+        client.submit(
+            _encode_chunk,
+            modality,
+            spec,
+            d,
+            run.batch_size,
+            run.device,
+            run.torch_threads,
+            blob_f,
+            resources=resources,
+            pure=False,
+        )
+        for d in data
+    ]
+    log.info(
+        "%s: %d items in %d chunks on %d worker(s)%s",
+        spec.id,
+        len(todo),
+        len(chunks),
+        len(info),
+        " (GPU workers)" if use_gpu else "",
+    )
     with Progress(len(todo), f"extract {modality} features ({spec.id})", log) as progress:
         for fut in as_completed(futures):
             res = fut.result()
@@ -400,8 +484,9 @@ def dask_client(client=None, workers: int | None = None):
             resources = {"GPU": 1}
     except ImportError:  # pragma: no cover
         pass
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", resources=resources)
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", resources=resources
+    )
     c = Client(cluster)
     try:
         yield c
@@ -455,8 +540,13 @@ class EncoderCache(WorkerPlugin):
                     enc = load_text_encoder(spec, device, blob)
                 self.encoders[key] = enc
                 self.loads[spec.key] += 1
-                log.info("worker %s loaded encoder %s on %s in %.1fs", self.worker_name, spec.id,
-                         device, time.perf_counter() - t)
+                log.info(
+                    "worker %s loaded encoder %s on %s in %.1fs",
+                    self.worker_name,
+                    spec.id,
+                    device,
+                    time.perf_counter() - t,
+                )
             return self.encoders[key]
 
 
@@ -513,8 +603,9 @@ def tune_allocator() -> bool:
 
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-        _ALLOCATOR_TUNED = bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)
-                                and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD))
+        _ALLOCATOR_TUNED = bool(
+            libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD) and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD)
+        )
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
         _ALLOCATOR_TUNED = False
     return _ALLOCATOR_TUNED
@@ -538,8 +629,7 @@ def _set_threads(worker, torch_threads: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def _load_encoder(modality: str, spec: EncoderSpec, device: str, torch_threads: int | None,
-                  blob: bytes | None):
+def _load_encoder(modality: str, spec: EncoderSpec, device: str, torch_threads: int | None, blob: bytes | None):
     """Runs on a worker: the worker's cached encoder for this spec (loaded on first use)."""
     cache, worker = _worker_cache()
     _set_threads(worker, torch_threads)
@@ -561,15 +651,21 @@ def default_batch_size(modality: str, device: str) -> int:
     return 32
 
 
-def _encode_chunk(modality: str, spec: EncoderSpec, chunk: list[tuple[int, object]],
-                  batch_size: int | None, device: str, torch_threads: int | None,
-                  blob: bytes | None) -> _ChunkResult:
+def _encode_chunk(
+    modality: str,
+    spec: EncoderSpec,
+    chunk: list[tuple[int, object]],
+    batch_size: int | None,
+    device: str,
+    torch_threads: int | None,
+    blob: bytes | None,
+) -> _ChunkResult:
     """Runs on a worker: encode one chunk of (item_id, image bytes | text)."""
     t0 = time.perf_counter()
     cache, enc = _load_encoder(modality, spec, device, torch_threads, blob)
     prepare = _prepare_images if modality == "image" else _prepare_texts
     batch_size = batch_size or default_batch_size(modality, str(getattr(enc, "device", "cpu")))
-    batches = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    batches = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     ids: list[int] = []
     reasons: list[str | None] = []
     vecs: list[np.ndarray] = []
@@ -581,9 +677,16 @@ def _encode_chunk(modality: str, spec: EncoderSpec, chunk: list[tuple[int, objec
         if ok_x is not None:
             vecs.append(enc.run(ok_x))
     dim = enc.dim
-    return _ChunkResult(ids, np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32),
-                        reasons, treatments, enc.describe(), cache.worker_name,
-                        time.perf_counter() - t0, malloc_tuned=_ALLOCATOR_TUNED)
+    return _ChunkResult(
+        ids,
+        np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32),
+        reasons,
+        treatments,
+        enc.describe(),
+        cache.worker_name,
+        time.perf_counter() - t0,
+        malloc_tuned=_ALLOCATOR_TUNED,
+    )
 
 
 def _prefetched(batches: list, prepare) -> Iterator[tuple[list, Any]]:
@@ -619,9 +722,14 @@ def _prepare_texts(enc, batch):
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def images_from_folder(store: ArtifactStore, folder: str | Path, *,
-                       id_map: dict[str, int] | None = None, limit: int | None = None,
-                       name: str = "item_images") -> ArtifactRef:
+def images_from_folder(
+    store: ArtifactStore,
+    folder: str | Path,
+    *,
+    id_map: dict[str, int] | None = None,
+    limit: int | None = None,
+    name: str = "item_images",
+) -> ArtifactRef:
     """Publish an ``item_images`` artifact from ``<folder>/<key>.<ext>`` files.
 
     ``key`` is the file stem; it is the item id (an integer) unless ``id_map`` maps it.
@@ -635,8 +743,9 @@ def images_from_folder(store: ArtifactStore, folder: str | Path, *,
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"image folder {folder}: not a directory")
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                   key=lambda p: (len(p.stem), p.stem))
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: (len(p.stem), p.stem)
+    )
     rows = []
     for p in files:
         key = p.stem
@@ -648,12 +757,15 @@ def images_from_folder(store: ArtifactStore, folder: str | Path, *,
             try:
                 iid = int(key)
             except ValueError:
-                raise InputError(f"image file {p}: name {key!r} is not an integer item id "
-                                 f"(pass id_map to map file names to item ids)") from None
+                raise InputError(
+                    f"image file {p}: name {key!r} is not an integer item id "
+                    f"(pass id_map to map file names to item ids)"
+                ) from None
         rows.append((iid, p))
     rows = sorted(rows)[:limit] if limit else sorted(rows)
-    cols: dict[str, list] = {c: [] for c in ("item_id", "image", "present", "reason", "sha256",
-                                             "width", "height", "format", "source_url")}
+    cols: dict[str, list] = {
+        c: [] for c in ("item_id", "image", "present", "reason", "sha256", "width", "height", "format", "source_url")
+    }
     for iid, p in rows:
         data = p.read_bytes()
         w = h = fmt = reason = None
@@ -662,18 +774,37 @@ def images_from_folder(store: ArtifactStore, folder: str | Path, *,
                 w, h, fmt = im.size[0], im.size[1], im.format
         except Exception as exc:  # noqa: BLE001 - recorded, extraction reports it too
             reason = f"unreadable_image: {type(exc).__name__}"
-        for c, v in zip(cols, (iid, data, bool(data), reason if data else "empty_file",
-                               hashlib.sha256(data).hexdigest(), w, h, fmt, p.as_uri())):
+        for c, v in zip(
+            cols,
+            (
+                iid,
+                data,
+                bool(data),
+                reason if data else "empty_file",
+                hashlib.sha256(data).hexdigest(),
+                w,
+                h,
+                fmt,
+                p.as_uri(),
+            ),
+        ):
             cols[c].append(v)
     # An unreadable file keeps present=True: extraction is where it is decoded and reported.
     table = pa.table({c: pa.array(v) for c, v in cols.items()})
     content = _digest([(iid, p.name, sha) for (iid, p), sha in zip(rows, cols["sha256"])])
-    return store.publish(name, "item_images", Output({"item_images": table},
-                                                     info={"source": str(folder)}),
-                         params={"folder": str(folder.resolve()), "files": len(rows),
-                                 "content_sha256": content, "id_map_sha256": _id_map_digest(id_map),
-                                 "limit": limit},
-                         code_version=source_version("mmiris.pipelines.extract"))
+    return store.publish(
+        name,
+        "item_images",
+        Output({"item_images": table}, info={"source": str(folder)}),
+        params={
+            "folder": str(folder.resolve()),
+            "files": len(rows),
+            "content_sha256": content,
+            "id_map_sha256": _id_map_digest(id_map),
+            "limit": limit,
+        },
+        code_version=source_version("mmiris.pipelines.extract"),
+    )
 
 
 def _digest(value) -> str:
@@ -684,9 +815,16 @@ def _id_map_digest(id_map: dict[str, int] | None) -> str | None:
     return None if id_map is None else _digest(sorted((str(k), int(v)) for k, v in id_map.items()))
 
 
-def texts_from_jsonl(store: ArtifactStore, path: str | Path, *, id_field: str = "movie_id",
-                     text_field: str = "Plot", id_map: dict[str, int] | None = None,
-                     limit: int | None = None, name: str = "item_text") -> ArtifactRef:
+def texts_from_jsonl(
+    store: ArtifactStore,
+    path: str | Path,
+    *,
+    id_field: str = "movie_id",
+    text_field: str = "Plot",
+    id_map: dict[str, int] | None = None,
+    limit: int | None = None,
+    name: str = "item_text",
+) -> ArtifactRef:
     """Publish an ``item_text`` artifact from a JSON-lines file (e.g. OMDb records).
 
     Lines are read as bytes: a line that is not UTF-8 is decoded as cp1252. A malformed line
@@ -695,9 +833,23 @@ def texts_from_jsonl(store: ArtifactStore, path: str | Path, *, id_field: str = 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"text file {path}: not found")
-    cols: dict[str, list] = {c: [] for c in ("item_id", "text", "present", "reason", "title",
-                                             "genre", "director", "actors", "year", "imdb_id",
-                                             "match_method", "raw_json")}
+    cols: dict[str, list] = {
+        c: []
+        for c in (
+            "item_id",
+            "text",
+            "present",
+            "reason",
+            "title",
+            "genre",
+            "director",
+            "actors",
+            "year",
+            "imdb_id",
+            "match_method",
+            "raw_json",
+        )
+    }
     file_hash = hashlib.sha256()
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -723,17 +875,36 @@ def texts_from_jsonl(store: ArtifactStore, path: str | Path, *, id_field: str = 
                 iid = int(key)
             text = rec.get(text_field)
             ok = isinstance(text, str) and text.strip() not in ("", "N/A")
-            vals = (iid, text if isinstance(text, str) else None, ok,
-                    None if ok else f"no_{text_field.lower()}", rec.get("Title"), rec.get("Genre"),
-                    rec.get("Director"), rec.get("Actors"), rec.get("Year"), rec.get("imdbID"),
-                    "id", line.strip())
+            vals = (
+                iid,
+                text if isinstance(text, str) else None,
+                ok,
+                None if ok else f"no_{text_field.lower()}",
+                rec.get("Title"),
+                rec.get("Genre"),
+                rec.get("Director"),
+                rec.get("Actors"),
+                rec.get("Year"),
+                rec.get("imdbID"),
+                "id",
+                line.strip(),
+            )
             for c, v in zip(cols, vals):
                 cols[c].append(v)
             if limit and len(cols["item_id"]) >= limit:
                 break
     table = pa.table({c: pa.array(v) for c, v in cols.items()})
-    return store.publish(name, "item_text", Output({"item_text": table}, info={"source": str(path)}),
-                         params={"file": str(path.resolve()), "sha256": file_hash.hexdigest(),
-                                 "id_field": id_field, "text_field": text_field,
-                                 "id_map_sha256": _id_map_digest(id_map), "limit": limit},
-                         code_version=source_version("mmiris.pipelines.extract"))
+    return store.publish(
+        name,
+        "item_text",
+        Output({"item_text": table}, info={"source": str(path)}),
+        params={
+            "file": str(path.resolve()),
+            "sha256": file_hash.hexdigest(),
+            "id_field": id_field,
+            "text_field": text_field,
+            "id_map_sha256": _id_map_digest(id_map),
+            "limit": limit,
+        },
+        code_version=source_version("mmiris.pipelines.extract"),
+    )

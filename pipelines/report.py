@@ -33,11 +33,22 @@ from mmiris.report.html import render
 log = logging.getLogger("mmiris.report")
 
 
-def build_report(store: ArtifactStore, out_dir: str | Path, *, metrics: list[str] | None = None,
-                 recommendations: list[str] | None = None, users: list[int] | None = None,
-                 n_users: int = 3, top: int = 3, title: str = "mmiris report",
-                 notes: list[str] | None = None, items: str | None = None, item_text: str | None = None,
-                 item_images: str | None = None, study: str | Path | None = None) -> Path:
+def build_report(
+    store: ArtifactStore,
+    out_dir: str | Path,
+    *,
+    metrics: list[str] | None = None,
+    recommendations: list[str] | None = None,
+    users: list[int] | None = None,
+    n_users: int = 3,
+    top: int = 3,
+    title: str = "mmiris report",
+    notes: list[str] | None = None,
+    items: str | None = None,
+    item_text: str | None = None,
+    item_images: str | None = None,
+    study: str | Path | None = None,
+) -> Path:
     """Write ``out_dir/report.html`` (and ``out_dir/figures/``); returns the HTML path.
 
     ``metrics``/``recommendations``: artifact refs to show (default: every metrics artifact,
@@ -74,8 +85,9 @@ def build_report(store: ArtifactStore, out_dir: str | Path, *, metrics: list[str
         extra.append(S.html_section(doc, png, str(study)))
     for s_idx, split in enumerate(splits):
         dataset, n_users_split, n_items = describe_dataset(store, split)
-        sec = SplitSection(split, dataset, n_users_split, n_items, metrics=by_split.get(split, []),
-                           tunes=collect_tunes(store, split))
+        sec = SplitSection(
+            split, dataset, n_users_split, n_items, metrics=by_split.get(split, []), tunes=collect_tunes(store, split)
+        )
         recs = next((m for m in rec_manifests if split in m.parents), None)
         if recs is None and recommendations is None:
             recs = pick_recommendations(store, split)
@@ -89,11 +101,18 @@ def build_report(store: ArtifactStore, out_dir: str | Path, *, metrics: list[str
         if sec.curves:
             figs[f"loss-{s_idx}"] = F.loss_curves(
                 [(c.model.label, c.steps, c.loss) for c in sec.curves if len(c.steps)],
-                [(c.model.label, c.val_epochs, c.val_hr10) for c in sec.curves if len(c.val_epochs) > 1] or None)
+                [(c.model.label, c.val_epochs, c.val_hr10) for c in sec.curves if len(c.val_epochs) > 1] or None,
+            )
         if recs is not None:
             sec.recommendations = str(recs.ref)
-            sec.cards, cat = collect_cards(store, recs, users, n_users, top,
-                                           catalogue=dict(items=items, item_text=item_text, item_images=item_images))
+            sec.cards, cat = collect_cards(
+                store,
+                recs,
+                users,
+                n_users,
+                top,
+                catalogue=dict(items=items, item_text=item_text, item_images=item_images),
+            )
             sec.catalogue_sources = cat.sources
             for card in sec.cards:
                 if card.chart is not None:

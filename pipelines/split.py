@@ -16,14 +16,23 @@ log = logging.getLogger("mmiris.split")
 CODE = ("mmiris.pipelines.split", "mmiris.splits", "mmiris.data")  # what decides a split
 
 
-def split_leave_one_out(store: ArtifactStore, interactions_ref: ArtifactRef | str, *,
-                        mode: str = "random", n_negatives: int = 99, seed: int = 0,
-                        short_users: str = "drop", name: str = "split") -> ArtifactRef:
+def split_leave_one_out(
+    store: ArtifactStore,
+    interactions_ref: ArtifactRef | str,
+    *,
+    mode: str = "random",
+    n_negatives: int = 99,
+    seed: int = 0,
+    short_users: str = "drop",
+    name: str = "split",
+) -> ArtifactRef:
     """One test and one validation interaction per user, each with ``n_negatives`` sampled
     negatives; ``mode`` "random" (the paper) or "latest" (by timestamp, as NCF)."""
     if isinstance(n_negatives, bool) or not isinstance(n_negatives, int) or n_negatives < 1:
-        raise MmirisError(f"--negatives {n_negatives}: expected a number >= 1 (the sampled protocol "
-                          f"ranks each held-out item among its negatives)")
+        raise MmirisError(
+            f"--negatives {n_negatives}: expected a number >= 1 (the sampled protocol "
+            f"ranks each held-out item among its negatives)"
+        )
     if not isinstance(seed, int) or seed < 0:
         raise MmirisError(f"--seed {seed}: expected an integer >= 0")
     check_name(name, "--name: artifact name")
@@ -36,8 +45,7 @@ def split_leave_one_out(store: ArtifactStore, interactions_ref: ArtifactRef | st
         t = store.read_table(m.ref, "interactions")
         user = t.column("user_id").to_numpy()
         item = t.column("item_id").to_numpy()
-        n_users = int(m.stats["n_users"] if "n_users" in m.stats
-                      else store.read_table(m.ref, "users").num_rows)
+        n_users = int(m.stats["n_users"] if "n_users" in m.stats else store.read_table(m.ref, "users").num_rows)
         n_items = int(m.stats["n_items"] if "n_items" in m.stats else int(item.max(initial=-1)) + 1)
         ts_col = t.column("timestamp")
         missing_ts = ts_col.null_count
@@ -45,21 +53,34 @@ def split_leave_one_out(store: ArtifactStore, interactions_ref: ArtifactRef | st
         if mode == "latest" and missing_ts < len(ts_col):
             # Rows without a timestamp count as the oldest.
             ts = ts_col.fill_null(np.iinfo(np.int64).min).to_numpy()
-        loo = leave_one_out(user, item, ts, n_users, n_items, mode=mode,
-                            n_negatives=n_negatives, seed=seed, short_users=short_users)
+        loo = leave_one_out(
+            user, item, ts, n_users, n_items, mode=mode, n_negatives=n_negatives, seed=seed, short_users=short_users
+        )
         if mode == "latest":
             loo.stats["timestamps_missing"] = int(missing_ts)
         loo.stats["setting"] = "full"  # derive_split makes "sparse" and "cold" ones
-        log.info("split %s: %d train, %d valid, %d test rows", m.ref, loo.stats["n_train"],
-                 loo.stats["n_valid"], loo.stats["n_test"])
+        log.info(
+            "split %s: %d train, %d valid, %d test rows",
+            m.ref,
+            loo.stats["n_train"],
+            loo.stats["n_valid"],
+            loo.stats["n_test"],
+        )
         return loo.output({"interactions": str(m.ref)})
 
     return store.get_or_create(name, "split", [m.ref], params, build, source_version(*CODE))
 
 
-def derive_split(store: ArtifactStore, split_ref: ArtifactRef | str, *, keep: float | None = None,
-                 cold_items: float | None = None, seed: int = 0, n_negatives: int = 99,
-                 name: str | None = None) -> ArtifactRef:
+def derive_split(
+    store: ArtifactStore,
+    split_ref: ArtifactRef | str,
+    *,
+    keep: float | None = None,
+    cold_items: float | None = None,
+    seed: int = 0,
+    n_negatives: int = 99,
+    name: str | None = None,
+) -> ArtifactRef:
     """A ``split`` for the sparse-user (``keep``) or cold-item (``cold_items``) setting, derived
     from an existing split (see :mod:`mmiris.splits.settings`); its manifest's params and stats
     name the setting, and the original split is its parent."""
@@ -85,8 +106,15 @@ def derive_split(store: ArtifactStore, split_ref: ArtifactRef | str, *, keep: fl
     def build():
         data = load_split(store, src.ref)
         out = sparse_users(data, keep, seed) if keep is not None else make_cold(data, cold_items, seed, n_negatives)
-        log.info("split %s (%s) from %s: %d train, %d valid, %d test rows", name, params["setting"], src.ref,
-                 out.stats["n_train"], out.stats["n_valid"], out.stats["n_test"])
+        log.info(
+            "split %s (%s) from %s: %d train, %d valid, %d test rows",
+            name,
+            params["setting"],
+            src.ref,
+            out.stats["n_train"],
+            out.stats["n_valid"],
+            out.stats["n_test"],
+        )
         return out.output({"derived_from": str(src.ref)})
 
     return store.get_or_create(name, "split", [src.ref], params, build, source_version(*CODE))

@@ -33,8 +33,15 @@ from mmiris.train.trainer import train
 log = logging.getLogger("mmiris.train")
 
 # What decides a trained model besides the model's own modules (model_code_version).
-TRAIN_CODE = ("mmiris.pipelines.train", "mmiris.train.trainer", "mmiris.train.sampler", "mmiris.train.config",
-              "mmiris.train.checkpoint", "mmiris.models.losses", "mmiris.data")
+TRAIN_CODE = (
+    "mmiris.pipelines.train",
+    "mmiris.train.trainer",
+    "mmiris.train.sampler",
+    "mmiris.train.config",
+    "mmiris.train.checkpoint",
+    "mmiris.models.losses",
+    "mmiris.data",
+)
 
 
 def model_code_version(cls: type) -> str:
@@ -55,12 +62,20 @@ def default_checkpoint_dir(store: ArtifactStore, ref: ArtifactRef) -> Path:
     return base / f"{ref.name}-{ref.version}"
 
 
-def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: str, *,
-                model_config: dict | None = None, train_config: TrainConfig | None = None,
-                image_features: ArtifactRef | str | None = None, text_features: ArtifactRef | str | None = None,
-                resume: bool = False, checkpoint_dir: str | os.PathLike | None = None,
-                init_from: ArtifactRef | str | list | tuple | None = None,
-                on_validation: Callable[[int, dict], None] | None = None) -> ArtifactRef:
+def train_model(
+    store: ArtifactStore,
+    split_ref: ArtifactRef | str,
+    model_name: str,
+    *,
+    model_config: dict | None = None,
+    train_config: TrainConfig | None = None,
+    image_features: ArtifactRef | str | None = None,
+    text_features: ArtifactRef | str | None = None,
+    resume: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    init_from: ArtifactRef | str | list | tuple | None = None,
+    on_validation: Callable[[int, dict], None] | None = None,
+) -> ArtifactRef:
     """Train (or fit) ``model_name`` on the split and publish ``model-<name>``; see module doc.
 
     ``init_from``: published model(s) to start from: NAIS or an IRIS model from a FISM (the
@@ -79,8 +94,10 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
     given = {"image": image_features, "text": text_features}
     missing = [m for m in cls.modalities if given.get(m) is None]
     if missing:
-        raise MmirisError(f"model {model_name} needs {' and '.join(missing)} features: pass "
-                          + " and ".join(f"--{m}-features" for m in missing))
+        raise MmirisError(
+            f"model {model_name} needs {' and '.join(missing)} features: pass "
+            + " and ".join(f"--{m}-features" for m in missing)
+        )
     feat_refs = [store.resolve(r) for m in cls.modalities if (r := given[m]) is not None]
     unused = [m for m, r in given.items() if r is not None and m not in cls.modalities]
     if unused:
@@ -120,21 +137,37 @@ def train_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: 
         resume = True
     if not resume and dist.is_main and (ckpt / "last.pt").exists():
         log.warning("%s holds a checkpoint of an earlier run; starting over (pass --resume to continue it)", ckpt)
-    res = train(model, split, cfg, dist, checkpoint_dir=ckpt if model.trainable else None, resume=resume,
-                on_validation=on_validation)
+    res = train(
+        model,
+        split,
+        cfg,
+        dist,
+        checkpoint_dir=ckpt if model.trainable else None,
+        resume=resume,
+        on_validation=on_validation,
+    )
 
     if dist.is_main:
         model.load_state_dict(res.state_dict)
         out = Output(
             tables={"training_log": pa.Table.from_pylist(res.log, schema=_LOG_SCHEMA)},
             files={"model.pt": model_bytes(model, res.state_dict)},
-            stats={"best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
-                   "stopped_early": res.stopped_early,
-                   **{f"valid_{k}": v for k, v in res.best_metrics.items()}},
-            info={"epoch_seconds": res.epoch_seconds, "world_size": dist.world_size,
-                  "device": str(dist.device), "threads": torch.get_num_threads(),
-                  "resumed_from": res.resumed_from, "runtime_config": cfg.to_dict(),
-                  "precision": cfg.precision, "attention_backend": _attention_backend(model, dist.device)},
+            stats={
+                "best_epoch": res.best_epoch,
+                "epochs_run": res.epochs_run,
+                "stopped_early": res.stopped_early,
+                **{f"valid_{k}": v for k, v in res.best_metrics.items()},
+            },
+            info={
+                "epoch_seconds": res.epoch_seconds,
+                "world_size": dist.world_size,
+                "device": str(dist.device),
+                "threads": torch.get_num_threads(),
+                "resumed_from": res.resumed_from,
+                "runtime_config": cfg.to_dict(),
+                "precision": cfg.precision,
+                "attention_backend": _attention_backend(model, dist.device),
+            },
         )
         published = store.publish(name, "model", out, parents=parents, params=params, code_version=code)
         if published != ref:  # the same ref_for on every rank; a mismatch is a bug
@@ -154,5 +187,13 @@ def _attention_backend(model, device) -> str | None:
     return attentive.backend_name(getattr(model, "backend", "auto"), device)
 
 
-_LOG_SCHEMA = pa.schema([("epoch", pa.int32()), ("step", pa.int64()), ("loss", pa.float64()),
-                         ("metric", pa.string()), ("value", pa.float64()), ("seconds", pa.float64())])
+_LOG_SCHEMA = pa.schema(
+    [
+        ("epoch", pa.int32()),
+        ("step", pa.int64()),
+        ("loss", pa.float64()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("seconds", pa.float64()),
+    ]
+)

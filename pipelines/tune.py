@@ -91,8 +91,13 @@ class Param:
     def contains(self, value) -> bool:
         if self.type == "categorical":
             return value in self.choices
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and self.low is not None and self.high is not None and self.low <= value <= self.high)
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and self.low is not None
+            and self.high is not None
+            and self.low <= value <= self.high
+        )
 
 
 def _range(low, high, log=False) -> dict:
@@ -163,10 +168,14 @@ def parse_spec(name: str, spec) -> dict | None:
         if "choices" in spec:
             return {"type": "categorical", "choices": list(spec["choices"])}
         try:
-            return {"type": spec.get("type", "float"), "low": float(spec["low"]), "high": float(spec["high"]),
-                    "log": bool(spec.get("log", False))}
+            return {
+                "type": spec.get("type", "float"),
+                "low": float(spec["low"]),
+                "high": float(spec["high"]),
+                "log": bool(spec.get("log", False)),
+            }
         except (KeyError, TypeError, ValueError):
-            raise MmirisError(f"{where}: expected {{\"low\", \"high\"[, \"log\"]}} or {{\"choices\": [...]}}") from None
+            raise MmirisError(f'{where}: expected {{"low", "high"[, "log"]}} or {{"choices": [...]}}') from None
     if isinstance(spec, (list, tuple)):
         return {"type": "categorical", "choices": list(spec)}
     if not isinstance(spec, str):
@@ -192,8 +201,13 @@ def _value(text: str):
         return text
 
 
-def search_space(model_name: str, space: dict | None = None, only: list[str] | None = None,
-                 model_config: dict | None = None, train_config: TrainConfig | None = None) -> list[Param]:
+def search_space(
+    model_name: str,
+    space: dict | None = None,
+    only: list[str] | None = None,
+    model_config: dict | None = None,
+    train_config: TrainConfig | None = None,
+) -> list[Param]:
     """The parameters a study of ``model_name`` searches: the defaults, with ``space`` entries
     replacing or adding fields (``None``/``"off"`` drops one), restricted to ``only``. Every
     range end and choice is checked against the model and training configs."""
@@ -202,21 +216,28 @@ def search_space(model_name: str, space: dict | None = None, only: list[str] | N
     merged: dict[str, dict | None] = dict(default_space(model_name))
     for name, spec in (space or {}).items():
         if name not in kinds:
-            extra = (f"; {', '.join(TRAIN_FIELDS)} do not apply: {model_name} is fitted in closed form"
-                     if name in TRAIN_FIELDS else "")
-            raise MmirisError(f"search space: unknown parameter {name!r} for model {model_name}; "
-                              f"tunable: {sorted(kinds)}{extra}")
+            extra = (
+                f"; {', '.join(TRAIN_FIELDS)} do not apply: {model_name} is fitted in closed form"
+                if name in TRAIN_FIELDS
+                else ""
+            )
+            raise MmirisError(
+                f"search space: unknown parameter {name!r} for model {model_name}; tunable: {sorted(kinds)}{extra}"
+            )
         merged[name] = parse_spec(name, spec)
     if only is not None:
         unknown = sorted(set(only) - set(kinds))
         if unknown:
-            raise MmirisError(f"search space: --only {unknown} not tunable for model {model_name}; "
-                              f"tunable: {sorted(kinds)}")
+            raise MmirisError(
+                f"search space: --only {unknown} not tunable for model {model_name}; tunable: {sorted(kinds)}"
+            )
         merged = {k: v for k, v in merged.items() if k in only}
         missing = sorted(k for k in only if merged.get(k) is None)
         if missing:
-            raise MmirisError(f"search space: --only {missing} have no default range for {model_name}: "
-                              "give one with --space NAME=SPEC")
+            raise MmirisError(
+                f"search space: --only {missing} have no default range for {model_name}: "
+                "give one with --space NAME=SPEC"
+            )
     params = []
     for name, d in merged.items():
         if d is None:
@@ -239,8 +260,12 @@ def _param(name: str, d: dict, kind: str, target: str) -> Param:
         for c in choices:
             if kind == "float" and isinstance(c, (int, float)) and not isinstance(c, bool):
                 c = float(c)
-            ok = {"float": isinstance(c, float), "int": isinstance(c, int) and not isinstance(c, bool),
-                  "bool": isinstance(c, bool), "str": isinstance(c, str)}.get(kind, isinstance(c, (int, float, str)))
+            ok = {
+                "float": isinstance(c, float),
+                "int": isinstance(c, int) and not isinstance(c, bool),
+                "bool": isinstance(c, bool),
+                "str": isinstance(c, str),
+            }.get(kind, isinstance(c, (int, float, str)))
             if not ok:
                 raise MmirisError(f"{where}: choice {c!r} is not a valid {kind} value")
             out.append(c)
@@ -294,15 +319,31 @@ def default_storage(store: ArtifactStore, study_name: str) -> str:
     return f"sqlite:///{(base / f'{study_name}.db').as_posix()}"
 
 
-def tune_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: str, *, n_trials: int = 20,
-               space: dict | None = None, only: list[str] | None = None, model_config: dict | None = None,
-               train_config: TrainConfig | None = None, image_features: ArtifactRef | str | None = None,
-               text_features: ArtifactRef | str | None = None,
-               init_from: ArtifactRef | str | list | tuple | None = None, sampler: str = "tpe",
-               sampler_seed: int = 0, pruner: str = "median", startup_trials: int = 3,
-               warmup_epochs: int = 0, baseline: bool = True, enqueue: list[dict] | None = None,
-               study_name: str | None = None, storage: str | None = None, timeout: float | None = None,
-               fail_running: bool = False) -> ArtifactRef:
+def tune_model(
+    store: ArtifactStore,
+    split_ref: ArtifactRef | str,
+    model_name: str,
+    *,
+    n_trials: int = 20,
+    space: dict | None = None,
+    only: list[str] | None = None,
+    model_config: dict | None = None,
+    train_config: TrainConfig | None = None,
+    image_features: ArtifactRef | str | None = None,
+    text_features: ArtifactRef | str | None = None,
+    init_from: ArtifactRef | str | list | tuple | None = None,
+    sampler: str = "tpe",
+    sampler_seed: int = 0,
+    pruner: str = "median",
+    startup_trials: int = 3,
+    warmup_epochs: int = 0,
+    baseline: bool = True,
+    enqueue: list[dict] | None = None,
+    study_name: str | None = None,
+    storage: str | None = None,
+    timeout: float | None = None,
+    fail_running: bool = False,
+) -> ArtifactRef:
     """Run (or continue) the study until ``n_trials`` trials have finished (complete or
     pruned), then publish ``tune-<model>``; see the module doc.
 
@@ -325,8 +366,7 @@ def tune_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: s
     if pruner not in PRUNERS:
         raise MmirisError(f"tune: pruner {pruner!r}: expected one of {PRUNERS}")
     if startup_trials < 0 or warmup_epochs < 0:
-        raise MmirisError(f"tune: startup_trials and warmup_epochs must be >= 0, got {startup_trials}, "
-                          f"{warmup_epochs}")
+        raise MmirisError(f"tune: startup_trials and warmup_epochs must be >= 0, got {startup_trials}, {warmup_epochs}")
     cls = _model_class(model_name)
     tc = train_config or TrainConfig()
     dist = D.Dist(device=pick_device(tc.device))  # one process, no process group
@@ -338,8 +378,10 @@ def tune_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: s
     given = {"image": image_features, "text": text_features}
     missing = [m for m in cls.modalities if given.get(m) is None]
     if missing:
-        raise MmirisError(f"model {model_name} needs {' and '.join(missing)} features: pass "
-                          + " and ".join(f"--{m}-features" for m in missing))
+        raise MmirisError(
+            f"model {model_name} needs {' and '.join(missing)} features: pass "
+            + " and ".join(f"--{m}-features" for m in missing)
+        )
     feat_refs = [store.resolve(r) for m in cls.modalities if (r := given[m]) is not None]
     if isinstance(init_from, (str, ArtifactRef)):
         init_from = [init_from]
@@ -348,11 +390,16 @@ def tune_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: s
         raise MmirisError(f"model {model_name} cannot be initialised from another model (no init_from)")
 
     settings = {
-        "model": model_name, "split": str(split_ref), "features": [str(r) for r in feat_refs],
-        "init_from": [str(r) for r in init_refs], "space": {p.name: p.to_dict() for p in params},
-        "model_config": base_mc, "train_config": base_tc.key_params(), "sampler": sampler,
-        "sampler_seed": sampler_seed, "pruner": {"name": pruner, "startup_trials": startup_trials,
-                                                 "warmup_epochs": warmup_epochs},
+        "model": model_name,
+        "split": str(split_ref),
+        "features": [str(r) for r in feat_refs],
+        "init_from": [str(r) for r in init_refs],
+        "space": {p.name: p.to_dict() for p in params},
+        "model_config": base_mc,
+        "train_config": base_tc.key_params(),
+        "sampler": sampler,
+        "sampler_seed": sampler_seed,
+        "pruner": {"name": pruner, "startup_trials": startup_trials, "warmup_epochs": warmup_epochs},
         "baseline": baseline,
         "code": _code_version(cls),  # trials of other code are not continued
     }
@@ -360,15 +407,24 @@ def tune_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: s
     study_name = study_name or f"{model_name}-{split_ref.name}-{key[:8]}"
     url = storage or default_storage(store, study_name)
     study = optuna.create_study(
-        study_name=study_name, direction="maximize", load_if_exists=True,
-        storage=optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
-                                           if url.startswith("sqlite") else {}),
+        study_name=study_name,
+        direction="maximize",
+        load_if_exists=True,
+        storage=optuna.storages.RDBStorage(
+            url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+        ),
         # Epochs are the pruner's steps (1-based): the earliest prune is at epoch warmup_epochs + 1.
-        pruner=(optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs + 1)
-                if pruner == "median" else optuna.pruners.NopPruner()))
+        pruner=(
+            optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs + 1)
+            if pruner == "median"
+            else optuna.pruners.NopPruner()
+        ),
+    )
     if study.user_attrs.get("key") not in (None, key):
-        raise MmirisError(f"study {study_name!r} in {_safe(url)} was created with other settings "
-                          f"({study.user_attrs.get('settings')}); pick another study name")
+        raise MmirisError(
+            f"study {study_name!r} in {_safe(url)} was created with other settings "
+            f"({study.user_attrs.get('settings')}); pick another study name"
+        )
     if "key" not in study.user_attrs:
         study.set_user_attr("key", key)
         study.set_user_attr("settings", settings)
@@ -379,11 +435,23 @@ def tune_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: s
     finished = sum(t.state in (S.COMPLETE, S.PRUNED) for t in trials)
     todo = max(0, n_trials - finished)
     if trials:
-        log.info("continuing study %s (%s): %d of %d trials finished, %d to run", study_name, _safe(url),
-                 finished, n_trials, todo)
+        log.info(
+            "continuing study %s (%s): %d of %d trials finished, %d to run",
+            study_name,
+            _safe(url),
+            finished,
+            n_trials,
+            todo,
+        )
     else:
-        log.info("new study %s in %s: %d trials of %s over %s", study_name, _safe(url), n_trials, model_name,
-                 ", ".join(f"{p.name}={p.describe()}" for p in params))
+        log.info(
+            "new study %s in %s: %d trials of %s over %s",
+            study_name,
+            _safe(url),
+            n_trials,
+            model_name,
+            ", ".join(f"{p.name}={p.describe()}" for p in params),
+        )
         first = []
         if baseline:
             base = {**base_mc, **base_tc.to_dict()}
@@ -393,8 +461,9 @@ def tune_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: s
                 study.enqueue_trial(values)
     # A resumed study must not redraw the first run's parameters: seed + trials so far.
     seed = sampler_seed + len(trials)
-    study.sampler = (optuna.samplers.TPESampler(seed=seed) if sampler == "tpe"
-                     else optuna.samplers.RandomSampler(seed=seed))
+    study.sampler = (
+        optuna.samplers.TPESampler(seed=seed) if sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
+    )
 
     if todo:
         split = load_split(store, split_ref)
@@ -403,12 +472,30 @@ def tune_model(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: s
         feats = load_features(store, feat_refs, split.n_items)
         init_models = [load_model(store, r) for r in init_refs]
         objective = _Objective(model_name, params, base_mc, base_tc, split, feats, init_models, dist)
-        study.optimize(objective, n_trials=todo, timeout=timeout, gc_after_trial=True,
-                       catch=(RuntimeError, FloatingPointError),
-                       callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=(S.COMPLETE, S.PRUNED)),
-                                  _ProgressLog(todo, n_trials, finished)])
-    return _publish(store, study, model_name, split_ref, [*feat_refs, *init_refs], settings,
-                    study_name, url, n_trials, params, dist.device)
+        study.optimize(
+            objective,
+            n_trials=todo,
+            timeout=timeout,
+            gc_after_trial=True,
+            catch=(RuntimeError, FloatingPointError),
+            callbacks=[
+                optuna.study.MaxTrialsCallback(n_trials, states=(S.COMPLETE, S.PRUNED)),
+                _ProgressLog(todo, n_trials, finished),
+            ],
+        )
+    return _publish(
+        store,
+        study,
+        model_name,
+        split_ref,
+        [*feat_refs, *init_refs],
+        settings,
+        study_name,
+        url,
+        n_trials,
+        params,
+        dist.device,
+    )
 
 
 class _Objective:
@@ -424,8 +511,9 @@ class _Objective:
         trial.set_user_attr(WORKER_ATTR, _worker_id())
         values = {p.name: p.suggest(trial) for p in self.params}
         mc = {**self.base_mc, **{p.name: values[p.name] for p in self.params if p.target == "model"}}
-        tc = TrainConfig.from_dict({**self.base_tc.to_dict(),
-                                    **{p.name: values[p.name] for p in self.params if p.target == "train"}})
+        tc = TrainConfig.from_dict(
+            {**self.base_tc.to_dict(), **{p.name: values[p.name] for p in self.params if p.target == "train"}}
+        )
         torch.manual_seed(tc.seed)  # every trial starts from the same initial draw as `mmiris train`
         model = build_model(self.model_name, mc, self.split, self.feats)
         if self.init_models:
@@ -442,8 +530,9 @@ class _Objective:
                 trial.set_user_attr("best", dict(best))
             trial.set_user_attr("epochs", epoch)
             if model.trainable and trial.should_prune():  # a closed-form fit has nothing left to stop
-                raise optuna.TrialPruned(f"validation HR@10 {m['hr10']:.4f} at epoch {epoch} "
-                                         "is below the median of earlier trials")
+                raise optuna.TrialPruned(
+                    f"validation HR@10 {m['hr10']:.4f} at epoch {epoch} is below the median of earlier trials"
+                )
 
         res = train(model, self.split, tc, self.dist, checkpoint_dir=None, on_validation=on_validation)
         return float(res.best_metrics["hr10"])
@@ -464,12 +553,20 @@ class _ProgressLog:
         best = _best_trial(study)
         got = trial.user_attrs.get("best", {}).get("hr10")
         secs = trial.duration.total_seconds() if trial.duration else math.nan
-        log.info("trial %d %s: HR@10 %s after %s epoch(s) in %.1fs (%s); best %s; %d/%d this run, "
-                 "%.2f trials/min, ETA %s", trial.number, trial.state.name.lower(),
-                 "–" if got is None else f"{got:.4f}", trial.user_attrs.get("epochs", 0), secs,
-                 ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items()),
-                 "–" if best is None else f"{best.value:.4f} (trial {best.number})", self.done, self.todo,
-                 rate, "–" if math.isinf(eta) else f"{eta:.0f}s")
+        log.info(
+            "trial %d %s: HR@10 %s after %s epoch(s) in %.1fs (%s); best %s; %d/%d this run, %.2f trials/min, ETA %s",
+            trial.number,
+            trial.state.name.lower(),
+            "–" if got is None else f"{got:.4f}",
+            trial.user_attrs.get("epochs", 0),
+            secs,
+            ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items()),
+            "–" if best is None else f"{best.value:.4f} (trial {best.number})",
+            self.done,
+            self.todo,
+            rate,
+            "–" if math.isinf(eta) else f"{eta:.0f}s",
+        )
 
 
 def _best_trial(study):
@@ -483,8 +580,9 @@ def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def _publish(store, study, model_name, split_ref, other_parents, settings, study_name, url, n_trials,
-             params, device) -> ArtifactRef:
+def _publish(
+    store, study, model_name, split_ref, other_parents, settings, study_name, url, n_trials, params, device
+) -> ArtifactRef:
     import optuna
 
     S = optuna.trial.TrialState
@@ -493,37 +591,71 @@ def _publish(store, study, model_name, split_ref, other_parents, settings, study
         if t.state == S.WAITING:
             continue  # enqueued, never started
         best = t.user_attrs.get("best") or {}
-        rows.append({
-            "number": t.number, "state": t.state.name.lower(), "value": best.get("hr10"),
-            "ndcg10": None if best.get("ndcg10") is None or math.isnan(best["ndcg10"]) else best["ndcg10"],
-            "best_epoch": best.get("epoch"), "epochs": int(t.user_attrs.get("epochs", 0)),
-            "params": json.dumps(t.params, sort_keys=True),
-            "seconds": t.duration.total_seconds() if t.duration else None,
-        })
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "value": best.get("hr10"),
+                "ndcg10": None if best.get("ndcg10") is None or math.isnan(best["ndcg10"]) else best["ndcg10"],
+                "best_epoch": best.get("epoch"),
+                "epochs": int(t.user_attrs.get("epochs", 0)),
+                "params": json.dumps(t.params, sort_keys=True),
+                "seconds": t.duration.total_seconds() if t.duration else None,
+            }
+        )
     counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")}
     best = _best_trial(study)
     stats = {f"n_{s}": n for s, n in counts.items()}
     if best is not None:
         stats.update(
-            best_trial=best.number, best_value=best.value,
-            best_epoch=(best.user_attrs.get("best") or {}).get("epoch"), best_params=best.params,
+            best_trial=best.number,
+            best_value=best.value,
+            best_epoch=(best.user_attrs.get("best") or {}).get("epoch"),
+            best_params=best.params,
             best_model_config={p.name: best.params[p.name] for p in params if p.target == "model"},
-            best_train_config={p.name: best.params[p.name] for p in params if p.target == "train"})
-        log.info("best of %d finished trials: trial %d, validation HR@10 %.4f, %s", counts["complete"]
-                 + counts["pruned"], best.number, best.value,
-                 ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
+            best_train_config={p.name: best.params[p.name] for p in params if p.target == "train"},
+        )
+        log.info(
+            "best of %d finished trials: trial %d, validation HR@10 %.4f, %s",
+            counts["complete"] + counts["pruned"],
+            best.number,
+            best.value,
+            ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()),
+        )
     else:
         log.warning("study %s has no complete trial yet; publishing the trials table without a best", study_name)
-    version_params = {**settings, "study": study_name, "n_trials": n_trials,
-                      "finished": counts["complete"] + counts["pruned"], "failed": counts["fail"]}
-    schema = pa.schema([("number", pa.int64()), ("state", pa.string()), ("value", pa.float64()),
-                        ("ndcg10", pa.float64()), ("best_epoch", pa.int32()), ("epochs", pa.int32()),
-                        ("params", pa.string()), ("seconds", pa.float64())])
-    out = Output(tables={"trials": pa.Table.from_pylist(rows, schema=schema)}, stats=stats,
-                 info={"storage": _safe(url), "study": study_name, "threads": torch.get_num_threads(),
-                       "device": str(device)})
-    return store.publish(tune_artifact_name(model_name), "tune", out, parents=[split_ref, *other_parents],
-                         params=version_params, code_version=_code_version(get_model_class(model_name)))
+    version_params = {
+        **settings,
+        "study": study_name,
+        "n_trials": n_trials,
+        "finished": counts["complete"] + counts["pruned"],
+        "failed": counts["fail"],
+    }
+    schema = pa.schema(
+        [
+            ("number", pa.int64()),
+            ("state", pa.string()),
+            ("value", pa.float64()),
+            ("ndcg10", pa.float64()),
+            ("best_epoch", pa.int32()),
+            ("epochs", pa.int32()),
+            ("params", pa.string()),
+            ("seconds", pa.float64()),
+        ]
+    )
+    out = Output(
+        tables={"trials": pa.Table.from_pylist(rows, schema=schema)},
+        stats=stats,
+        info={"storage": _safe(url), "study": study_name, "threads": torch.get_num_threads(), "device": str(device)},
+    )
+    return store.publish(
+        tune_artifact_name(model_name),
+        "tune",
+        out,
+        parents=[split_ref, *other_parents],
+        params=version_params,
+        code_version=_code_version(get_model_class(model_name)),
+    )
 
 
 def _code_version(cls: type) -> str:
@@ -553,19 +685,32 @@ def _recover(study, fail_running: bool) -> None:
         worker = t.user_attrs.get(WORKER_ATTR, "")
         # No worker yet: its process died between creating the trial and starting it (a live
         # one records itself within milliseconds).
-        orphan = not worker and t.datetime_start is not None and \
-            (datetime.now() - t.datetime_start).total_seconds() > ORPHAN_S
+        orphan = (
+            not worker
+            and t.datetime_start is not None
+            and (datetime.now() - t.datetime_start).total_seconds() > ORPHAN_S
+        )
         if not (fail_running or orphan or _dead_here(worker)):
-            log.warning("trial %d is running on %s; leaving it (pass --fail-running if that run died)",
-                        t.number, worker or "an unknown worker")
+            log.warning(
+                "trial %d is running on %s; leaving it (pass --fail-running if that run died)",
+                t.number,
+                worker or "an unknown worker",
+            )
             continue
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         retry = bool(t.params) and "retry_of" not in t.user_attrs  # once: they may be what kills it (OOM)
         if retry:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-        log.warning("trial %d was left running by %s, which is gone: marked fail; %s", t.number,
-                    worker or "an unknown worker", "its parameters are tried again" if retry
-                    else "not retried (it was already a retry)" if t.params else "it had no parameters yet")
+        log.warning(
+            "trial %d was left running by %s, which is gone: marked fail; %s",
+            t.number,
+            worker or "an unknown worker",
+            "its parameters are tried again"
+            if retry
+            else "not retried (it was already a retry)"
+            if t.params
+            else "it had no parameters yet",
+        )
 
 
 def _start_time(pid: int) -> str:

@@ -81,8 +81,14 @@ def test_editing_one_plot_gives_a_new_text_artifact_version(store, tmp_path):
 
 def test_model_code_version_covers_the_model_its_bases_and_the_attention_path():
     nais = referenced_modules(get_model_class("nais_prod"), "mmiris.models")
-    assert {"mmiris.models.nais", "mmiris.models.item_similarity", "mmiris.models.base",
-            "mmiris.models.attentive", "mmiris.models.kernels", "mmiris.models.layers"} <= nais
+    assert {
+        "mmiris.models.nais",
+        "mmiris.models.item_similarity",
+        "mmiris.models.base",
+        "mmiris.models.attentive",
+        "mmiris.models.kernels",
+        "mmiris.models.layers",
+    } <= nais
     assert "mmiris.models.vbpr" not in nais and "mmiris.models.iris" not in nais
     hybrid = referenced_modules(get_model_class("hybrid_iris"), "mmiris.models")
     assert "mmiris.models.iris" in hybrid  # used by composition, not inheritance
@@ -161,8 +167,13 @@ _SLOW_PUBLISH = textwrap.dedent("""
 @pytest.mark.slow
 def test_a_concurrent_publish_survives_artifacts_gc(tmp_path):
     root, ready, go = tmp_path / "store", tmp_path / "ready", tmp_path / "go"
-    pub = subprocess.Popen([sys.executable, "-c", _SLOW_PUBLISH, str(root), str(ready), str(go)],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pub = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_PUBLISH, str(root), str(ready), str(go)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not ready.exists():
@@ -171,8 +182,13 @@ def test_a_concurrent_publish_survives_artifacts_gc(tmp_path):
             time.sleep(0.05)
         work = Path(ready.read_text())
         assert work.parent.name == "_staging" and work.is_dir()
-        gc = subprocess.run([sys.executable, "-c", CLI, "artifacts", "gc", "--store", str(root)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+        gc = subprocess.run(
+            [sys.executable, "-c", CLI, "artifacts", "gc", "--store", str(root)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert gc.returncode == 0, gc.stderr
         assert "removed 0 " in gc.stdout
         assert work.is_dir(), "gc removed a publish that was still in flight"

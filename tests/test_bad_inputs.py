@@ -69,8 +69,12 @@ def test_output_piped_into_head_is_quiet(base):
     """The reader of a pipe goes away before mmiris writes (as `| head` does): no
     BrokenPipeError traceback, exit 141 (128 + SIGPIPE, what a shell reports)."""
     code = "import sys; from mmiris.cli import main; sys.exit(main(sys.argv[1:]))"
-    p = subprocess.Popen([sys.executable, "-c", code, "--store", str(base / "store"), "artifacts", "show", "split"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, "--store", str(base / "store"), "artifacts", "show", "split"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     p.stdout.close()  # closed long before the first write (the child is still importing)
     err = p.stderr.read().decode()
     rc = p.wait(timeout=120)

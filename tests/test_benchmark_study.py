@@ -14,9 +14,14 @@ from mmiris.artifacts import ArtifactStore, Output
 def _features(store, name, kind, dim, ids, seed):
     rng = np.random.default_rng(seed)
     vecs = rng.normal(size=(len(ids), dim)).astype(np.float32)
-    table = pa.table({"item_id": pa.array(ids, pa.int64()),
-                      "feature": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), pa.float32()), dim),
-                      "present": pa.array([True] * len(ids)), "reason": pa.array([None] * len(ids), pa.string())})
+    table = pa.table(
+        {
+            "item_id": pa.array(ids, pa.int64()),
+            "feature": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), pa.float32()), dim),
+            "present": pa.array([True] * len(ids)),
+            "reason": pa.array([None] * len(ids), pa.string()),
+        }
+    )
     return str(store.publish(name, kind, Output({"features": table}), params={"seed": seed})), vecs
 
 
@@ -27,8 +32,12 @@ def test_shuffled_features_move_each_items_pair_to_another_item(tmp_path):
     txt_ref, txt = _features(store, "txt", "text_features", 3, ids[::2], 1)  # text for half the items
     out = study.shuffled_features(store, {"image": img_ref, "text": txt_ref}, seed=0)
     si, st = store.read_table(out["image"]), store.read_table(out["text"])
-    new_img = {int(i): np.asarray(v) for i, v in zip(si.column("item_id").to_pylist(), si.column("feature").to_pylist())}
-    new_txt = {int(i): np.asarray(v) for i, v in zip(st.column("item_id").to_pylist(), st.column("feature").to_pylist())}
+    new_img = {
+        int(i): np.asarray(v) for i, v in zip(si.column("item_id").to_pylist(), si.column("feature").to_pylist())
+    }
+    new_txt = {
+        int(i): np.asarray(v) for i, v in zip(st.column("item_id").to_pylist(), st.column("feature").to_pylist())
+    }
     assert sorted(new_img) == list(range(30)) and len(new_txt) == 15
     moved = sum(not np.allclose(new_img[i], img[i]) for i in range(30))
     assert moved >= 25  # a permutation, not the identity
@@ -54,9 +63,21 @@ def test_results_file_is_rewritten_whole_with_a_summary(tmp_path):
     rows = {}
     for seed, hr in ((0, 0.70), (1, 0.72)):
         key = study.row_key("nais_prod", 16, seed)
-        rows[key] = {"key": key, "model": "nais_prod", "emb": 16, "seed": seed, "variant": "", "hr10": hr,
-                     "ndcg10": 0.4, "full_hr10": 0.1, "full_ndcg10": 0.05, "best_epoch": 7, "epoch_seconds": 30.0,
-                     "explanation_overlap": 0.1, "stopped": "early"}
+        rows[key] = {
+            "key": key,
+            "model": "nais_prod",
+            "emb": 16,
+            "seed": seed,
+            "variant": "",
+            "hr10": hr,
+            "ndcg10": 0.4,
+            "full_hr10": 0.1,
+            "full_ndcg10": 0.05,
+            "best_epoch": 7,
+            "epoch_seconds": 30.0,
+            "explanation_overlap": 0.1,
+            "stopped": "early",
+        }
     study.save_results(path, rows)
     doc = json.loads(path.read_text())
     assert [r["seed"] for r in doc["rows"]] == [0, 1]

@@ -16,12 +16,15 @@ from tests.test_store import _interactions
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("argv", [
-    ["--store", "S", "-v", "--debug", "--no-verify", "artifacts", "ls"],
-    ["artifacts", "ls", "--store", "S", "-v", "--debug", "--no-verify"],
-    ["artifacts", "--store", "S", "--debug", "ls", "-v", "--no-verify"],
-    ["--store", "elsewhere", "artifacts", "ls", "--store=S", "--verbose", "--debug", "--no-verify"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--store", "S", "-v", "--debug", "--no-verify", "artifacts", "ls"],
+        ["artifacts", "ls", "--store", "S", "-v", "--debug", "--no-verify"],
+        ["artifacts", "--store", "S", "--debug", "ls", "-v", "--no-verify"],
+        ["--store", "elsewhere", "artifacts", "ls", "--store=S", "--verbose", "--debug", "--no-verify"],
+    ],
+)
 def test_global_options_in_any_position(argv):
     args = build_parser().parse_args(argv)
     assert (args.store, args.verbose, args.debug, args.no_verify) == ("S", True, True, True)
@@ -48,7 +51,12 @@ def test_artifacts_ls_with_store_after_the_subcommand(store, capsys, monkeypatch
 
 def test_console_script_takes_store_after_the_subcommand(store):
     ref = store.publish("interactions", "interactions", _interactions())
-    res = subprocess.run([str(Path(sys.executable).parent / "mmiris"), "artifacts", "ls", "--store", store.root],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "mmiris"), "artifacts", "ls", "--store", store.root],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr
     assert str(ref) in res.stdout

@@ -19,8 +19,17 @@ KEY = "omdb-test-KEY-5c1e9b"
 # A read timeout well above a loaded 2-core machine's answer time: a correct answer that came
 # too late would be retried, and counted as a repeated success.
 FAST = HttpConfig(timeout_s=1.0, backoff_s=0.01, backoff_jitter_s=0.01, max_backoff_s=0.05)
-FAULTS = Faults(http_5xx=0.15, http_429=0.05, timeout=0.05, truncated=0.05, invalid_json=0.05,
-                slow=0.05, hang_s=1.2, slow_s=0.02, seed=3)
+FAULTS = Faults(
+    http_5xx=0.15,
+    http_429=0.05,
+    timeout=0.05,
+    truncated=0.05,
+    invalid_json=0.05,
+    slow=0.05,
+    hang_s=1.2,
+    slow_s=0.02,
+    seed=3,
+)
 
 RECORDS = [
     record(1, "The Shawshank Redemption", 1994, "tt0111161"),
@@ -32,8 +41,12 @@ RECORDS = [
 ]
 ITEMS = [
     {"item_id": 0, "source_id": "1", "title": "Shawshank Redemption, The (1994)", "year": 1994},
-    {"item_id": 1, "source_id": "2", "year": 1995,
-     "title": "City of Lost Children, The (Cité des enfants perdus, La) (1995)"},
+    {
+        "item_id": 1,
+        "source_id": "2",
+        "year": 1995,
+        "title": "City of Lost Children, The (Cité des enfants perdus, La) (1995)",
+    },
     {"item_id": 2, "source_id": "3", "title": "Heat (1995)", "year": 1995},
     {"item_id": 3, "source_id": "4", "title": "Star Trek: The Wrath of Khan (1982)", "year": 1982},
     {"item_id": 4, "source_id": "5", "title": "Nothing Like It (1990)", "year": 1990},
@@ -79,9 +92,16 @@ def test_each_lookup_method_and_reason(world):
     res = run(store, items, srv, tmp / "cache", links=links)
     m = matches(store, res)
     assert {i: (m[i]["method"], m[i]["reason"]) for i in m} == {
-        0: ("imdb_id", None), 1: ("title_year", None), 2: ("imdb_id", None),
-        3: ("search", None), 4: (None, "not_found"), 5: (None, "no_close_match"),
-        6: ("title_year", None), 7: (None, "no_query"), 8: ("title_year", None)}
+        0: ("imdb_id", None),
+        1: ("title_year", None),
+        2: ("imdb_id", None),
+        3: ("search", None),
+        4: (None, "not_found"),
+        5: (None, "no_close_match"),
+        6: ("title_year", None),
+        7: (None, "no_query"),
+        8: ("title_year", None),
+    }
     assert m[1]["query"] == "t=La Cité des enfants perdus&y=1995"
     assert m[3]["query"] == "s=Star Trek: The Wrath of Khan" and m[3]["score"] > 0.9
     text = {r["item_id"]: r for r in store.read_table(res.item_text).to_pylist()}
@@ -200,19 +220,40 @@ def test_secret_never_leaks(world, caplog, capsys, monkeypatch):
     dead_url = dead.url
     dead._httpd.server_close()
     with pytest.raises(CrawlIncomplete) as exc:
-        crawl_omdb(store, items, base_url=dead_url, cache_dir=tmp / "cache-dead", workers=0,
-                   http=FAST, max_attempts=2, rate_per_s=None)
+        crawl_omdb(
+            store,
+            items,
+            base_url=dead_url,
+            cache_dir=tmp / "cache-dead",
+            workers=0,
+            http=FAST,
+            max_attempts=2,
+            rate_per_s=None,
+        )
     errors.append(str(exc.value))
     assert "apikey=***" in str(exc.value)
     with pytest.raises(CrawlStopped) as exc:  # a wrong key must not print itself either
-        crawl_omdb(store, items, base_url=srv.url, api_key=KEY + "x", cache_dir=tmp / "c3",
-                   workers=0, http=FAST, rate_per_s=None)
+        crawl_omdb(
+            store,
+            items,
+            base_url=srv.url,
+            api_key=KEY + "x",
+            cache_dir=tmp / "c3",
+            workers=0,
+            http=FAST,
+            rate_per_s=None,
+        )
     errors.append(str(exc.value))
     assert "invalid" in errors[-1].lower()
     logging.getLogger("test").info("key object: %r %s", ApiKey(KEY), ApiKey(KEY))
     out = capsys.readouterr()
-    haystacks = {"logs": caplog.text, "stdout": out.out, "stderr": out.err,
-                 "errors": "\n".join(errors), "stats": json.dumps(res.stats)}
+    haystacks = {
+        "logs": caplog.text,
+        "stdout": out.out,
+        "stderr": out.err,
+        "errors": "\n".join(errors),
+        "stats": json.dumps(res.stats),
+    }
     assert "GET /?" in caplog.text  # urllib3's request lines were captured, redacted
     for root, _, files in os.walk(tmp):
         for f in files:
@@ -254,8 +295,9 @@ def test_dask_cluster_gives_the_same_content(world):
     srv, links, tmp = world
     s1, s2 = ArtifactStore(tmp / "s1"), ArtifactStore(tmp / "s2")
     threads = run(s1, publish_items(s1, ITEMS), srv, tmp / "c1", links=links)
-    dask = run(s2, publish_items(s2, ITEMS), srv, tmp / "c2", links=links, workers=2,
-               threads_per_worker=2, rate_per_s=200)
+    dask = run(
+        s2, publish_items(s2, ITEMS), srv, tmp / "c2", links=links, workers=2, threads_per_worker=2, rate_per_s=200
+    )
     assert content(s2, dask) == content(s1, threads)
     assert dask.stats["rate_limit_per_s"] == 200
 
@@ -267,9 +309,26 @@ def test_cli(world, monkeypatch, capsys):
     store = ArtifactStore(tmp / "store")
     items = publish_items(store, ITEMS)
     monkeypatch.setenv("OMDB_API_KEY", KEY)
-    args = ["--store", str(tmp / "store"), "crawl", "omdb", "--items", str(items),
-            "--base-url", srv.url, "--links", str(links), "--cache-dir", str(tmp / "cache"),
-            "--workers", "0", "--rate", "0", "--timeout", "1"]
+    args = [
+        "--store",
+        str(tmp / "store"),
+        "crawl",
+        "omdb",
+        "--items",
+        str(items),
+        "--base-url",
+        srv.url,
+        "--links",
+        str(links),
+        "--cache-dir",
+        str(tmp / "cache"),
+        "--workers",
+        "0",
+        "--rate",
+        "0",
+        "--timeout",
+        "1",
+    ]
     srv.set_limit(3)
     assert main(args) == 3
     err = capsys.readouterr().err
@@ -291,16 +350,17 @@ def test_worker_processes_share_the_rate_and_stop_together(world):
     srv, links, tmp = world
     store = ArtifactStore(tmp / "store")
     items = publish_items(store, ITEMS)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         srv.set_limit(5)
         with pytest.raises(CrawlStopped) as exc:
             run(store, items, srv, tmp / "cache", links=links, client=client, rate_per_s=40)
         assert exc.value.reason == "request_limit" and "item_text" not in store.names()
         srv.set_limit(None)
         t0 = time.perf_counter()
-        res = run(store, items, srv, tmp / "cache", links=links, client=client, rate_per_s=40,
-                  chunk_size=1)
+        res = run(store, items, srv, tmp / "cache", links=links, client=client, rate_per_s=40, chunk_size=1)
         elapsed = time.perf_counter() - t0
     # Each of the two processes got 20/s: the whole crawl stayed under the global 40/s
     # (plus the one request each process's bucket lets through at once).

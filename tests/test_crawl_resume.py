@@ -22,7 +22,7 @@ N = 48
 
 def _server_key(cache_key: str) -> str:
     if cache_key.startswith("omdb?"):
-        return "/?" + cache_key[len("omdb?"):]
+        return "/?" + cache_key[len("omdb?") :]
     parts = urlsplit(cache_key)
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
@@ -36,28 +36,66 @@ def test_sigkill_halfway_then_restart_gives_the_same_artifacts(tmp_path):
     write_posters(posters)
     recs, items = [], []
     for i in range(N):
-        recs.append(record(100 + i, f"Movie Number {i}", 1980 + i % 20, f"tt{1000000 + i:07d}",
-                           poster=f"posters/{(1, 2, 6, 7, 8)[i % 5]}.jpg"))
-        items.append({"item_id": i, "source_id": str(100 + i), "title": f"Movie Number {i} ({1980 + i % 20})",
-                      "year": 1980 + i % 20, "imdb_id": f"tt{1000000 + i:07d}" if i % 2 else None})
-    faults = Faults(http_5xx=0.1, timeout=0.03, invalid_json=0.03, slow=1.0, slow_s=0.03,
-                    hang_s=1.2, seed=11)
+        recs.append(
+            record(
+                100 + i,
+                f"Movie Number {i}",
+                1980 + i % 20,
+                f"tt{1000000 + i:07d}",
+                poster=f"posters/{(1, 2, 6, 7, 8)[i % 5]}.jpg",
+            )
+        )
+        items.append(
+            {
+                "item_id": i,
+                "source_id": str(100 + i),
+                "title": f"Movie Number {i} ({1980 + i % 20})",
+                "year": 1980 + i % 20,
+                "imdb_id": f"tt{1000000 + i:07d}" if i % 2 else None,
+            }
+        )
+    faults = Faults(http_5xx=0.1, timeout=0.03, invalid_json=0.03, slow=1.0, slow_s=0.03, hang_s=1.2, seed=11)
     with OmdbServer(Catalogue(recs, posters), {KEY}, faults=faults) as srv:
         clean_store = ArtifactStore(tmp_path / "clean")
-        clean = crawl_omdb(clean_store, publish_items(clean_store, items), base_url=srv.url,
-                           api_key=KEY, cache_dir=tmp_path / "clean-cache", workers=0,
-                           rate_per_s=None, http=HttpConfig(timeout_s=1.0, backoff_s=0.01,
-                                                            backoff_jitter_s=0.01))
+        clean = crawl_omdb(
+            clean_store,
+            publish_items(clean_store, items),
+            base_url=srv.url,
+            api_key=KEY,
+            cache_dir=tmp_path / "clean-cache",
+            workers=0,
+            rate_per_s=None,
+            http=HttpConfig(timeout_s=1.0, backoff_s=0.01, backoff_jitter_s=0.01),
+        )
         total = srv.log.stats()["requests"]
         srv.log.reset()
 
         store = ArtifactStore(tmp_path / "store")
         ref = publish_items(store, items)
         cache = tmp_path / "cache"
-        cmd = [sys.executable, "-c", "import sys; from mmiris.cli import main; sys.exit(main(sys.argv[1:]))",
-               "--store", str(tmp_path / "store"), "crawl", "omdb", "--items", str(ref),
-               "--base-url", srv.url, "--cache-dir", str(cache), "--workers", "1", "--threads", "2",
-               "--rate", "0", "--timeout", "1.0"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys; from mmiris.cli import main; sys.exit(main(sys.argv[1:]))",
+            "--store",
+            str(tmp_path / "store"),
+            "crawl",
+            "omdb",
+            "--items",
+            str(ref),
+            "--base-url",
+            srv.url,
+            "--cache-dir",
+            str(cache),
+            "--workers",
+            "1",
+            "--threads",
+            "2",
+            "--rate",
+            "0",
+            "--timeout",
+            "1.0",
+        ]
         env = {**os.environ, "OMDB_API_KEY": KEY, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + 60

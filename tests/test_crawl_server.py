@@ -15,10 +15,11 @@ KEY = "server-test-key-93a1"
 @pytest.fixture()
 def catalogue(tmp_path):
     write_posters(tmp_path / "posters")
-    recs = [record(1, "The Shawshank Redemption", 1994, "tt0111161",
-                   plot="Two men bond. Over years."),
-            record(2, "Shawshank", 2001, "tt7000002", poster=None),
-            record(3, "Toy Story", 1995)]  # no imdbID: synthetic tt9 + movie id
+    recs = [
+        record(1, "The Shawshank Redemption", 1994, "tt0111161", plot="Two men bond. Over years."),
+        record(2, "Shawshank", 2001, "tt7000002", poster=None),
+        record(3, "Toy Story", 1995),
+    ]  # no imdbID: synthetic tt9 + movie id
     return Catalogue(recs, tmp_path / "posters")
 
 
@@ -38,7 +39,9 @@ def test_lookup_shapes_and_errors(catalogue):
         assert get(srv, apikey=KEY, i="123") == (200, {"Response": "False", "Error": "Incorrect IMDb ID."})
         assert get(srv, apikey=KEY, t="the shawshank redemption!", y="1994")[1]["imdbID"] == "tt0111161"
         assert get(srv, apikey=KEY, t="The Shawshank Redemption", y="1995") == (
-            200, {"Response": "False", "Error": "Movie not found!"})
+            200,
+            {"Response": "False", "Error": "Movie not found!"},
+        )
         assert get(srv, apikey=KEY, t="Toy Story")[1]["imdbID"] == "tt90000003"
         assert get(srv, apikey=KEY, i="tt0111161", plot="full")[1]["Poster"] != "N/A"
         assert get(srv, apikey=KEY, t="Shawshank")[1]["Poster"] == "N/A"
@@ -70,8 +73,7 @@ def test_daily_limit_and_request_log(catalogue):
 
 
 def test_faults_are_seeded_per_key_and_attempt(catalogue):
-    faults = Faults(http_5xx=0.3, http_429=0.1, timeout=0.1, truncated=0.1, invalid_json=0.1,
-                    hang_s=0.3, seed=7)
+    faults = Faults(http_5xx=0.3, http_429=0.1, timeout=0.1, truncated=0.1, invalid_json=0.1, hang_s=0.3, seed=7)
     a = OmdbServer(catalogue, faults=faults)
     draws = [a.draw_fault(f"/?i=tt{i}", n) for i in range(200) for n in (1, 2)]
     b = OmdbServer(catalogue, faults=faults)
@@ -85,9 +87,13 @@ def test_faults_are_seeded_per_key_and_attempt(catalogue):
 
 
 def test_fault_kinds_on_the_wire(catalogue):
-    cases = {"5xx": Faults(http_5xx=1.0), "429": Faults(http_429=1.0),
-             "invalid_json": Faults(invalid_json=1.0), "truncated": Faults(truncated=1.0),
-             "timeout": Faults(timeout=1.0, hang_s=0.5)}
+    cases = {
+        "5xx": Faults(http_5xx=1.0),
+        "429": Faults(http_429=1.0),
+        "invalid_json": Faults(invalid_json=1.0),
+        "truncated": Faults(truncated=1.0),
+        "timeout": Faults(timeout=1.0, hang_s=0.5),
+    }
     for kind, faults in cases.items():
         with OmdbServer(catalogue, faults=faults) as srv:
             url = srv.url + "?apikey=k&i=tt0111161"

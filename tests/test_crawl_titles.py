@@ -13,19 +13,22 @@ from mmiris.crawl.titles import (
 )
 
 
-@pytest.mark.parametrize("given, expected", [
-    ("Shawshank Redemption, The", "The Shawshank Redemption"),
-    ("Walk in the Clouds, A", "A Walk in the Clouds"),
-    ("American Werewolf in Paris, An", "An American Werewolf in Paris"),
-    ("Cité des enfants perdus, La", "La Cité des enfants perdus"),
-    ("Superweib, Das", "Das Superweib"),
-    ("Associé, L'", "L'Associé"),
-    ("Rage: Carrie 2, The", "The Rage: Carrie 2"),
-    ("Lord of the Rings, The: The Two Towers", "The Lord of the Rings: The Two Towers"),
-    ("Toy Story", "Toy Story"),
-    ("Bell, Book and Candle", "Bell, Book and Candle"),  # a comma that is not an article
-    ("To Wong Foo, Thanks for Everything! Julie Newmar", "To Wong Foo, Thanks for Everything! Julie Newmar"),
-])
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("Shawshank Redemption, The", "The Shawshank Redemption"),
+        ("Walk in the Clouds, A", "A Walk in the Clouds"),
+        ("American Werewolf in Paris, An", "An American Werewolf in Paris"),
+        ("Cité des enfants perdus, La", "La Cité des enfants perdus"),
+        ("Superweib, Das", "Das Superweib"),
+        ("Associé, L'", "L'Associé"),
+        ("Rage: Carrie 2, The", "The Rage: Carrie 2"),
+        ("Lord of the Rings, The: The Two Towers", "The Lord of the Rings: The Two Towers"),
+        ("Toy Story", "Toy Story"),
+        ("Bell, Book and Candle", "Bell, Book and Candle"),  # a comma that is not an article
+        ("To Wong Foo, Thanks for Everything! Julie Newmar", "To Wong Foo, Thanks for Everything! Julie Newmar"),
+    ],
+)
 def test_article_to_front(given, expected):
     assert article_to_front(given) == expected
 
@@ -34,8 +37,12 @@ def test_parse_title_year_alternatives_and_aka():
     p = parse_title("City of Lost Children, The (Cité des enfants perdus, La) (1995)")
     assert p.main == "City of Lost Children, The"
     assert p.alternatives == ("Cité des enfants perdus, La",) and p.year == 1995
-    assert title_variants(p) == ["The City of Lost Children", "La Cité des enfants perdus",
-                                 "City of Lost Children", "Cité des enfants perdus"]
+    assert title_variants(p) == [
+        "The City of Lost Children",
+        "La Cité des enfants perdus",
+        "City of Lost Children",
+        "Cité des enfants perdus",
+    ]
 
     p = parse_title("Wisdom of Crocodiles, The (a.k.a. Immortality) (2000)")
     assert title_variants(p)[:2] == ["The Wisdom of Crocodiles", "Immortality"]
@@ -56,13 +63,16 @@ def test_variants_are_deduplicated_by_key():
     assert title_variants(p) == ["Shower"]
 
 
-@pytest.mark.parametrize("given, expected", [
-    ("Up Close and Personal (1996)", ["Up Close and Personal", "Up Close & Personal"]),
-    ("Fun & Fancy Free (1947)", ["Fun & Fancy Free", "Fun and Fancy Free"]),
-    ("House on Haunted Hill, The (1999)", ["The House on Haunted Hill", "House on Haunted Hill"]),
-    ("Wes Craven's New Nightmare (1994)", ["Wes Craven's New Nightmare", "New Nightmare"]),
-    ("Schindler's List (1993)", ["Schindler's List"]),  # a one-word owner is part of the title
-])
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("Up Close and Personal (1996)", ["Up Close and Personal", "Up Close & Personal"]),
+        ("Fun & Fancy Free (1947)", ["Fun & Fancy Free", "Fun and Fancy Free"]),
+        ("House on Haunted Hill, The (1999)", ["The House on Haunted Hill", "House on Haunted Hill"]),
+        ("Wes Craven's New Nightmare (1994)", ["Wes Craven's New Nightmare", "New Nightmare"]),
+        ("Schindler's List (1993)", ["Schindler's List"]),  # a one-word owner is part of the title
+    ],
+)
 def test_spelling_variants(given, expected):
     assert title_variants(parse_title(given)) == expected
 
@@ -74,8 +84,9 @@ def test_title_key_and_similarity():
     assert similarity("Star Trek: The Wrath of Khan", "Star Trek II: The Wrath of Khan") > 0.9
     assert similarity("Toy Story", "Heat") < 0.5
     assert similarity("", "Heat") == 0.0
-    assert similarity("Interview with the Vampire",
-                      "Interview with the Vampire: The Vampire Chronicles") == pytest.approx(0.95)
+    assert similarity(
+        "Interview with the Vampire", "Interview with the Vampire: The Vampire Chronicles"
+    ) == pytest.approx(0.95)
     assert similarity("Quest for Camelot", "The Magic Sword: Quest for Camelot") == pytest.approx(0.95)
 
 

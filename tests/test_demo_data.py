@@ -65,8 +65,7 @@ def test_same_seed_same_versions_and_bytes(tmp_path):
     b = generate_demo_dataset(b_store, **SMALL)
     assert a == b  # same content hash version ids
     sa = ArtifactStore(tmp_path / "a")
-    for ref, table in ((a.interactions, "interactions"), (a.item_images, None), (a.item_text, None),
-                       (a.items, None)):
+    for ref, table in ((a.interactions, "interactions"), (a.item_images, None), (a.item_text, None), (a.items, None)):
         assert sa.read_table(ref, table).equals(b_store.read_table(ref, table))
     # a different seed gives different data
     c = generate(DemoConfig(**{**SMALL, "seed": 4}))

@@ -22,19 +22,46 @@ def mmiris(*args, cwd):
 
 def test_demo_runs_end_to_end_and_its_artifacts_serve_recommend_and_report(tmp_path):
     store_dir, out = tmp_path / "store", tmp_path / "demo"
-    args = ["--store", str(store_dir), "demo", "--out", str(out), "--users", "50", "--items", "40",
-            "--epochs", "2", "--models", MODELS, "--image-encoder", "tiny-random-cnn",
-            "--text-encoder", "tiny-random-bert", "--workers", "1"]
+    args = [
+        "--store",
+        str(store_dir),
+        "demo",
+        "--out",
+        str(out),
+        "--users",
+        "50",
+        "--items",
+        "40",
+        "--epochs",
+        "2",
+        "--models",
+        MODELS,
+        "--image-encoder",
+        "tiny-random-cnn",
+        "--text-encoder",
+        "tiny-random-bert",
+        "--workers",
+        "1",
+    ]
     run = mmiris(*args, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     text = run.stdout
     # the story a new user reads: generated data, every step, a metrics table, where things are
     assert "GENERATED" in text
-    for step in ("generate demo catalogue", "split", "features (image, text)", "train multimodal_iris",
-                 "evaluate itempop", "recommend top-10", "report"):
+    for step in (
+        "generate demo catalogue",
+        "split",
+        "features (image, text)",
+        "train multimodal_iris",
+        "evaluate itempop",
+        "recommend top-10",
+        "report",
+    ):
         assert step in text, step
-    rows = {m: re.search(rf"^\s+{m}\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s*$", text, re.M)
-            for m in MODELS.split(",")}
+    rows = {
+        m: re.search(rf"^\s+{m}\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s*$", text, re.M)
+        for m in MODELS.split(",")
+    }
     assert all(rows.values()), text
     for m in rows.values():
         assert all(0.0 <= float(v) <= 1.0 for v in m.groups())
@@ -46,8 +73,18 @@ def test_demo_runs_end_to_end_and_its_artifacts_serve_recommend_and_report(tmp_p
 
     store = ArtifactStore(store_dir)
     kinds = {store.manifest(store.latest(n)).kind for n in store.names()}
-    assert {"interactions", "items", "item_images", "item_text", "split", "image_features", "text_features",
-            "model", "metrics", "recommendations"} <= kinds
+    assert {
+        "interactions",
+        "items",
+        "item_images",
+        "item_text",
+        "split",
+        "image_features",
+        "text_features",
+        "model",
+        "metrics",
+        "recommendations",
+    } <= kinds
     # the artifacts are plain Parquet for anyone
     recs_ref = next(store.latest(n) for n in store.names() if n.startswith("recommendations-"))
     recs = pq.read_table(store.table_path(recs_ref, "recommendations"))
@@ -71,8 +108,10 @@ def test_demo_runs_end_to_end_and_its_artifacts_serve_recommend_and_report(tmp_p
     key = lambda r: (r["user_id"], r["rank"])  # noqa: E731
     assert len(some) == 20
     for a, b in zip(sorted(some, key=key), sorted(full, key=key)):
-        assert (a["item_id"], [e["item_id"] for e in a["explanations"]]) == \
-               (b["item_id"], [e["item_id"] for e in b["explanations"]])
+        assert (a["item_id"], [e["item_id"] for e in a["explanations"]]) == (
+            b["item_id"],
+            [e["item_id"] for e in b["explanations"]],
+        )
         assert abs(a["score"] - b["score"]) < 1e-5
 
     # running the demo again (here from Python) finds every artifact instead of recomputing
@@ -80,16 +119,25 @@ def test_demo_runs_end_to_end_and_its_artifacts_serve_recommend_and_report(tmp_p
 
     lines = []
     before = {n: len(store.versions(n)) for n in store.names()}
-    again = run_demo(store, out, DemoOptions(n_users=50, n_items=40, epochs=2, models=tuple(MODELS.split(",")),
-                                             image_encoder="tiny-random-cnn", text_encoder="tiny-random-bert"),
-                     say=lines.append)
+    again = run_demo(
+        store,
+        out,
+        DemoOptions(
+            n_users=50,
+            n_items=40,
+            epochs=2,
+            models=tuple(MODELS.split(",")),
+            image_encoder="tiny-random-cnn",
+            text_encoder="tiny-random-bert",
+        ),
+        say=lines.append,
+    )
     assert sorted(str(r) for r in again.models.values()) == sorted(re.findall(r"model-\w+@\w+", text))
     assert {n: len(store.versions(n)) for n in store.names()} == before
     assert sum(ln.startswith("[") for ln in lines) == 11
 
     # mmiris report on the same store, for chosen users
-    rep = mmiris("--store", str(store_dir), "report", "--out", str(tmp_path / "r2"), "--users", "1,2",
-                 cwd=tmp_path)
+    rep = mmiris("--store", str(store_dir), "report", "--out", str(tmp_path / "r2"), "--users", "1,2", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr
     page2 = Path(tmp_path / "r2" / "report.html").read_text()
     assert "User 1" in page2 and "User 2" in page2 and "User 0" not in page2

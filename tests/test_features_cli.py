@@ -14,8 +14,7 @@ from mmiris.cli import main
 def scheduler():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster:
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
         yield cluster.scheduler_address
 
 
@@ -26,8 +25,20 @@ def test_features_image_from_a_folder_decodes_by_content(tmp_path, scheduler, ca
     Image.new("RGB", (40, 60), (9, 90, 9)).save(folder / "2.jpg", "PNG")  # PNG named .jpg
     (folder / "3.jpg").write_bytes(b"broken")
     store = tmp_path / "store"
-    rc = main(["--store", str(store), "features", "image", "--images-dir", str(folder),
-               "--encoder", "tiny-random-cnn", "--scheduler", scheduler])
+    rc = main(
+        [
+            "--store",
+            str(store),
+            "features",
+            "image",
+            "--images-dir",
+            str(folder),
+            "--encoder",
+            "tiny-random-cnn",
+            "--scheduler",
+            scheduler,
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and out.startswith("image_features@")
     assert "items=3 present=2" in out and '"corrupt_image": 1' in out
@@ -38,27 +49,54 @@ def test_features_image_from_a_folder_decodes_by_content(tmp_path, scheduler, ca
     images = s.read_table("item_images").to_pylist()
     assert [r["format"] for r in images] == ["JPEG", "PNG", None]
     # second run over the same artifact: found, not recomputed
-    rc = main(["--store", str(store), "features", "image", "--images", "item_images",
-               "--encoder", "tiny-random-cnn", "--scheduler", scheduler])
+    rc = main(
+        [
+            "--store",
+            str(store),
+            "features",
+            "image",
+            "--images",
+            "item_images",
+            "--encoder",
+            "tiny-random-cnn",
+            "--scheduler",
+            scheduler,
+        ]
+    )
     assert rc == 0 and capsys.readouterr().out.split()[0] == out.split()[0]
 
 
 def test_features_text_from_jsonl(tmp_path, scheduler, capsys):
     path = tmp_path / "omdb.jsonl"
-    lines = [json.dumps({"movie_id": 1, "Title": "Toy Story", "Plot": "Toys come alive."}).encode(),
-             json.dumps({"movie_id": 2, "Title": "X", "Plot": "N/A"}).encode(),
-             '{"movie_id": 3, "Title": "Caf\xe9", "Plot": "Un caf\xe9."}'.encode("cp1252")]
+    lines = [
+        json.dumps({"movie_id": 1, "Title": "Toy Story", "Plot": "Toys come alive."}).encode(),
+        json.dumps({"movie_id": 2, "Title": "X", "Plot": "N/A"}).encode(),
+        '{"movie_id": 3, "Title": "Caf\xe9", "Plot": "Un caf\xe9."}'.encode("cp1252"),
+    ]
     path.write_bytes(b"\n".join(lines) + b"\n")
-    rc = main(["--store", str(tmp_path / "s"), "features", "text", "--jsonl", str(path),
-               "--encoder", "tiny-random-bert", "--scheduler", scheduler])
+    rc = main(
+        [
+            "--store",
+            str(tmp_path / "s"),
+            "features",
+            "text",
+            "--jsonl",
+            str(path),
+            "--encoder",
+            "tiny-random-bert",
+            "--scheduler",
+            scheduler,
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and out.startswith("text_features@")
     assert "items=3 present=2" in out and '"no_plot": 1' in out
 
 
 def test_features_errors_are_one_line(tmp_path, capsys):
-    rc = main(["--store", str(tmp_path), "features", "image", "--images", "nothing@latest",
-               "--encoder", "tiny-random-cnn"])
+    rc = main(
+        ["--store", str(tmp_path), "features", "image", "--images", "nothing@latest", "--encoder", "tiny-random-cnn"]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "no published version of artifact 'nothing'" in err and "Traceback" not in err
     bad = tmp_path / "bad.jsonl"

@@ -89,8 +89,9 @@ def test_batchnorm_folding_keeps_the_outputs():
         torch.testing.assert_close(folded(x), expected, atol=1e-4, rtol=1e-4)
         w = str(efficientnet_lite0_weights())
         x = torch.randn(2, 3, 224, 224, generator=gen)
-        torch.testing.assert_close(efficientnet_lite0(w, fold=True)(x),
-                                   efficientnet_lite0(w, fold=False)(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            efficientnet_lite0(w, fold=True)(x), efficientnet_lite0(w, fold=False)(x), atol=1e-4, rtol=1e-4
+        )
 
 
 # ---------------------------------------------------------------- images
@@ -101,16 +102,19 @@ def test_uniform_image_preprocesses_to_the_imagenet_normalised_colour():
     assert torch.allclose(out.tensor.mean((1, 2)), torch.tensor(expected), atol=1e-4)
 
 
-@pytest.mark.parametrize("case, data, treatment", [
-    ("png", encode_image(fmt="PNG"), "format_PNG"),
-    ("tiff", encode_image(fmt="TIFF"), "format_TIFF"),
-    ("cmyk", encode_image("CMYK", color=(0, 200, 200, 0)), "mode_CMYK"),
-    ("greyscale", encode_image("L", color=90), "mode_L"),
-    ("16-bit tiff", None, "mode_I;16"),
-    ("rgba", encode_image("RGBA", color=(10, 20, 30, 0), fmt="PNG"), "mode_RGBA"),
-    ("palette", encode_image("P", color=3, fmt="GIF"), "mode_P"),
-    ("small", encode_image(size=(20, 24)), "upscaled"),
-])
+@pytest.mark.parametrize(
+    "case, data, treatment",
+    [
+        ("png", encode_image(fmt="PNG"), "format_PNG"),
+        ("tiff", encode_image(fmt="TIFF"), "format_TIFF"),
+        ("cmyk", encode_image("CMYK", color=(0, 200, 200, 0)), "mode_CMYK"),
+        ("greyscale", encode_image("L", color=90), "mode_L"),
+        ("16-bit tiff", None, "mode_I;16"),
+        ("rgba", encode_image("RGBA", color=(10, 20, 30, 0), fmt="PNG"), "mode_RGBA"),
+        ("palette", encode_image("P", color=3, fmt="GIF"), "mode_P"),
+        ("small", encode_image(size=(20, 24)), "upscaled"),
+    ],
+)
 def test_odd_images_are_normalised_to_rgb(case, data, treatment):
     if case == "16-bit tiff":
         buf = io.BytesIO()
@@ -133,33 +137,39 @@ def test_exif_rotation_is_applied():
     assert "exif_rotated" in decode_image(buf.getvalue(), PREP).treatments
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "no_image"),
-    (None, "no_image"),
-    (b"this is not an image", "corrupt_image"),
-    (encode_image()[:200], "corrupt_image"),  # truncated JPEG
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt_image"),  # a PNG header and nothing else
-    (encode_image(size=(1, 1), fmt="GIF"), "image_too_small"),  # 1x1 "no image" placeholder
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "no_image"),
+        (None, "no_image"),
+        (b"this is not an image", "corrupt_image"),
+        (encode_image()[:200], "corrupt_image"),  # truncated JPEG
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt_image"),  # a PNG header and nothing else
+        (encode_image(size=(1, 1), fmt="GIF"), "image_too_small"),  # 1x1 "no image" placeholder
+    ],
+)
 def test_unusable_images_are_reported_not_raised(data, reason):
     out = decode_image(data, PREP)
     assert out.tensor is None and out.reason.startswith(reason)
 
 
 # ---------------------------------------------------------------- texts
-@pytest.mark.parametrize("value, text, reason, treatment", [
-    ("  A  plot\twith\n\nspaces ", "A plot with spaces", None, None),
-    ("", None, "empty_text", None),
-    ("   \n ", None, "empty_text", None),
-    ("N/A", None, "empty_text", None),
-    (None, None, "no_text", None),
-    ("Cafe\u0301 noir", "Caf\u00e9 noir", None, None),  # NFC
-    ("bell\x07 and \x00 nul", "bell and nul", None, None),
-    ("caf\xe9 cr\xe8me".encode("cp1252"), "caf\u00e9 cr\u00e8me", None, "decoded_cp1252"),
-    (b"\x81caf\xe9", "caf\u00e9", None, "decoded_latin1"),  # not cp1252 either; C1 dropped
-    (b"caf\xe9".decode("utf-8", "surrogateescape"), "caf\u00e9", None, "decoded_cp1252"),
-    ("x" * 200_000, "x" * 100_000, None, "truncated_chars"),
-])
+@pytest.mark.parametrize(
+    "value, text, reason, treatment",
+    [
+        ("  A  plot\twith\n\nspaces ", "A plot with spaces", None, None),
+        ("", None, "empty_text", None),
+        ("   \n ", None, "empty_text", None),
+        ("N/A", None, "empty_text", None),
+        (None, None, "no_text", None),
+        ("Cafe\u0301 noir", "Caf\u00e9 noir", None, None),  # NFC
+        ("bell\x07 and \x00 nul", "bell and nul", None, None),
+        ("caf\xe9 cr\xe8me".encode("cp1252"), "caf\u00e9 cr\u00e8me", None, "decoded_cp1252"),
+        (b"\x81caf\xe9", "caf\u00e9", None, "decoded_latin1"),  # not cp1252 either; C1 dropped
+        (b"caf\xe9".decode("utf-8", "surrogateescape"), "caf\u00e9", None, "decoded_cp1252"),
+        ("x" * 200_000, "x" * 100_000, None, "truncated_chars"),
+    ],
+)
 def test_normalize_text(value, text, reason, treatment):
     out = normalize_text(value)
     assert (out.text, out.reason) == (text, reason)

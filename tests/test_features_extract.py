@@ -24,8 +24,10 @@ TEXT_COLUMNS = ["title", "genre", "director", "actors", "year", "imdb_id", "matc
 def client():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
@@ -38,15 +40,19 @@ def img(color=(200, 30, 10), size=(60, 80), mode="RGB", fmt="JPEG") -> bytes:
 def publish_images(store, images: dict[int, bytes | None], name="item_images"):
     ids = sorted(images)
     n = len(ids)
-    t = pa.table({
-        "item_id": pa.array(ids, pa.int64()),
-        "image": pa.array([images[i] for i in ids], pa.binary()),
-        "present": [images[i] is not None for i in ids],
-        "reason": [None if images[i] is not None else "no_poster" for i in ids],
-        "sha256": pa.array([None] * n, pa.string()),
-        "width": pa.array([None] * n, pa.int32()), "height": pa.array([None] * n, pa.int32()),
-        "format": pa.array([None] * n, pa.string()), "source_url": pa.array([None] * n, pa.string()),
-    })
+    t = pa.table(
+        {
+            "item_id": pa.array(ids, pa.int64()),
+            "image": pa.array([images[i] for i in ids], pa.binary()),
+            "present": [images[i] is not None for i in ids],
+            "reason": [None if images[i] is not None else "no_poster" for i in ids],
+            "sha256": pa.array([None] * n, pa.string()),
+            "width": pa.array([None] * n, pa.int32()),
+            "height": pa.array([None] * n, pa.int32()),
+            "format": pa.array([None] * n, pa.string()),
+            "source_url": pa.array([None] * n, pa.string()),
+        }
+    )
     return store.publish(name, "item_images", Output({"item_images": t}), params={"n": n, "ids": ids})
 
 
@@ -56,40 +62,53 @@ def publish_texts(store, texts: dict[int, object], name="item_text"):
     if any(isinstance(v, bytes) for v in values):
         # A string column holding bytes that are not UTF-8, as a foreign writer may produce.
         raw = pa.array(values, pa.binary())
-        text = pa.StringArray.from_buffers(len(raw), raw.buffers()[1], raw.buffers()[2],
-                                           raw.buffers()[0], raw.null_count)
+        text = pa.StringArray.from_buffers(
+            len(raw), raw.buffers()[1], raw.buffers()[2], raw.buffers()[0], raw.null_count
+        )
     else:
         text = pa.array(values, pa.string())
-    cols = {"item_id": pa.array(ids, pa.int64()), "text": text,
-            "present": [v is not None for v in values],
-            "reason": [None if v is not None else "no_match" for v in values]}
+    cols = {
+        "item_id": pa.array(ids, pa.int64()),
+        "text": text,
+        "present": [v is not None for v in values],
+        "reason": [None if v is not None else "no_match" for v in values],
+    }
     cols.update({c: pa.array([None] * len(ids), pa.string()) for c in TEXT_COLUMNS})
-    return store.publish(name, "item_text", Output({"item_text": pa.table(cols)}),
-                         params={"ids": ids, "v": repr(values)[:2000]})
+    return store.publish(
+        name, "item_text", Output({"item_text": pa.table(cols)}), params={"ids": ids, "v": repr(values)[:2000]}
+    )
 
 
 def features(store, ref) -> dict[int, tuple[np.ndarray | None, str | None]]:
     t = store.read_table(ref, "features")
     out = {}
-    for iid, vec, present, reason in zip(*(t.column(c).to_pylist() for c in
-                                          ("item_id", "feature", "present", "reason"))):
+    for iid, vec, present, reason in zip(
+        *(t.column(c).to_pylist() for c in ("item_id", "feature", "present", "reason"))
+    ):
         assert present == (vec is not None)
         out[iid] = (np.array(vec, np.float32) if present else None, reason)
     return out
 
 
 BAD_IMAGES = {
-    0: img((255, 0, 0)), 1: img((0, 255, 0), size=(300, 200)), 2: b"not an image at all",
-    3: None, 4: img(90, mode="L"), 5: img((0, 200, 200, 0), mode="CMYK"), 6: img(fmt="PNG"),
-    7: img(fmt="TIFF"), 8: img(size=(1, 1), fmt="GIF"), 9: img((5, 5, 5), size=(20, 20)),
-    10: img()[:150], 11: img((1, 2, 3, 0), mode="RGBA", fmt="PNG"),
+    0: img((255, 0, 0)),
+    1: img((0, 255, 0), size=(300, 200)),
+    2: b"not an image at all",
+    3: None,
+    4: img(90, mode="L"),
+    5: img((0, 200, 200, 0), mode="CMYK"),
+    6: img(fmt="PNG"),
+    7: img(fmt="TIFF"),
+    8: img(size=(1, 1), fmt="GIF"),
+    9: img((5, 5, 5), size=(20, 20)),
+    10: img()[:150],
+    11: img((1, 2, 3, 0), mode="RGBA", fmt="PNG"),
 }
 
 
 def test_image_features_row_per_item_reasons_and_vectors_match_a_plain_loop(store, client):
     ref = publish_images(store, BAD_IMAGES)
-    out = extract_image_features(store, ref, "tiny-random-cnn", client=client, batch_size=2,
-                                 chunk_size=3)
+    out = extract_image_features(store, ref, "tiny-random-cnn", client=client, batch_size=2, chunk_size=3)
     rows = features(store, out)
     assert sorted(rows) == sorted(BAD_IMAGES)  # every item has a row
     assert rows[3] == (None, "no_poster")  # the input's own reason is kept
@@ -117,15 +136,15 @@ def test_image_features_row_per_item_reasons_and_vectors_match_a_plain_loop(stor
 def test_model_is_loaded_once_per_worker_not_per_task(store, client):
     images = {i: img((i * 20 % 255, 10, 10)) for i in range(16)}
     ref = publish_images(store, images, name="many_images")
-    out = extract_image_features(store, ref, "tiny-random-cnn", client=client, batch_size=2,
-                                 chunk_size=2, name="once", reuse=False)
+    out = extract_image_features(
+        store, ref, "tiny-random-cnn", client=client, batch_size=2, chunk_size=2, name="once", reuse=False
+    )
     assert sum(store.manifest(out).info["chunks_per_worker"].values()) == 8  # 8 tasks
     loads = client.run(lambda dask_worker: dict(dask_worker.plugins[PLUGIN_NAME].loads))
     key = [k for k in next(iter(loads.values())) if k.startswith("tiny-random-cnn")][0]
     assert sorted(w.get(key, 0) for w in loads.values()) == [1, 1]
     # A second extraction on the same cluster reuses the loaded models.
-    extract_image_features(store, ref, "tiny-random-cnn", client=client, chunk_size=4,
-                           name="twice", reuse=False)
+    extract_image_features(store, ref, "tiny-random-cnn", client=client, chunk_size=4, name="twice", reuse=False)
     loads = client.run(lambda dask_worker: dict(dask_worker.plugins[PLUGIN_NAME].loads))
     assert sorted(w.get(key, 0) for w in loads.values()) == [1, 1]
 
@@ -197,8 +216,9 @@ def test_doc2vec_trained_on_the_catalogue_ships_its_model(store, client):
     texts = {i: f"a story about {w} and more {w}" for i, w in enumerate(["dogs", "cats", "kings"] * 3)}
     texts[9] = ""
     ref = publish_texts(store, texts)
-    out = extract_text_features(store, ref, "doc2vec", client=client,
-                                doc2vec=Doc2VecConfig(vector_size=8, epochs=3, infer_epochs=3))
+    out = extract_text_features(
+        store, ref, "doc2vec", client=client, doc2vec=Doc2VecConfig(vector_size=8, epochs=3, infer_epochs=3)
+    )
     m = store.manifest(out)
     assert m.stats["dim"] == 8 and m.stats["present"] == 9 and "doc2vec.model" in m.files
     assert m.info["encoder"]["weights_sha256"] == m.files["doc2vec.model"]["sha256"]
@@ -211,14 +231,14 @@ def test_gpu_resource_routes_model_tasks_to_gpu_workers(store):
     device then resolves to cpu, but the routing is the same)."""
     from distributed import Scheduler, SpecCluster, Worker
 
-    spec = {"cpu": {"cls": Worker, "options": {"nthreads": 1}},
-            "gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}}}
-    with SpecCluster(workers=spec, scheduler={"cls": Scheduler,
-                                              "options": {"dashboard_address": None}}) as cluster:
+    spec = {
+        "cpu": {"cls": Worker, "options": {"nthreads": 1}},
+        "gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+    }
+    with SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}}) as cluster:
         ref = publish_images(store, {i: img((i, 0, 0)) for i in range(6)})
         # connect by address, as `--scheduler` does
-        out = extract_image_features(store, ref, "tiny-random-cnn", client=cluster.scheduler_address,
-                                     chunk_size=1)
+        out = extract_image_features(store, ref, "tiny-random-cnn", client=cluster.scheduler_address, chunk_size=1)
     assert list(store.manifest(out).info["chunks_per_worker"]) == ["gpu"]
 
 

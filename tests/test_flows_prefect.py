@@ -71,14 +71,12 @@ class PrefectServer:
 
     def start(self, *args: str, log: str) -> subprocess.Popen:
         out = open(self.logs / log, "wb")
-        proc = subprocess.Popen([PREFECT, *args], env=self.env, cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([PREFECT, *args], env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        res = subprocess.run([PREFECT, *args], env=self.env, cwd=ROOT, capture_output=True,
-                             text=True, timeout=timeout)
+        res = subprocess.run([PREFECT, *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         assert res.returncode == 0, f"prefect {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
         return res
 
@@ -88,8 +86,7 @@ class PrefectServer:
         return r.json()
 
     def log_text(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
-                         for p in sorted(self.logs.iterdir()))
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.logs.iterdir()))
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +94,10 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
     srv = PrefectServer(home, tmp_path_factory.mktemp("store") / "store")
     t0 = time.perf_counter()
-    proc = srv.start("server", "start", "--host", "127.0.0.1", "--port", str(srv.port),
-                     log="server.log")
+    proc = srv.start("server", "start", "--host", "127.0.0.1", "--port", str(srv.port), log="server.log")
     deadline = time.time() + 120
     import mmiris.flows.pipeline  # noqa: F401  - the direct-run tests' imports, while the server boots
+
     while True:
         try:
             if requests.get(srv.url + "/health", timeout=2).ok:
@@ -132,14 +129,12 @@ def deployed(server):
     # the last test, so the worker runs it while the direct-run tests use this process.
     from mmiris.pipelines.demo_data import generate_demo_dataset
 
-    server.demo_interactions = generate_demo_dataset(ArtifactStore(server.store), n_users=40,
-                                                     n_items=60).interactions
+    server.demo_interactions = generate_demo_dataset(ArtifactStore(server.store), n_users=40, n_items=60).interactions
     server.split_run = (_trigger(server, "split/default", SPLIT_PARAMS), time.perf_counter())
     return res.stdout
 
 
-SPLIT_PARAMS = {"interactions": "demo-interactions@latest", "n_negatives": 20,
-                "name": "demo-split"}
+SPLIT_PARAMS = {"interactions": "demo-interactions@latest", "n_negatives": 20, "name": "demo-split"}
 
 
 def _trigger(server: PrefectServer, name: str, params: dict) -> str:
@@ -150,8 +145,7 @@ def _trigger(server: PrefectServer, name: str, params: dict) -> str:
     return found.group(1)
 
 
-def _wait(server: PrefectServer, run_id: str, name: str, since: float,
-          timeout: float = 240) -> dict:
+def _wait(server: PrefectServer, run_id: str, name: str, since: float, timeout: float = 240) -> dict:
     """Poll the run until it is final; assert it COMPLETED."""
     while True:
         run = server.api("GET", f"/flow_runs/{run_id}")
@@ -175,36 +169,45 @@ def _run_logs(server: PrefectServer, run_id: str) -> str:
     from prefect.logging.handlers import APILogHandler
 
     APILogHandler().flush()  # logs of runs in this process are sent in batches
-    logs = server.api("POST", "/logs/filter",
-                      json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+    logs = server.api("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
     return "\n".join(entry["message"] for entry in logs)
 
 
 def _run_artifacts(server: PrefectServer, run_id: str) -> list[dict]:
-    return server.api("POST", "/artifacts/filter",
-                      json={"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+    return server.api("POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}})
 
 
 # ---------------------------------------------------------------------------- deployments
 def test_deploy_all_registers_every_deployment_with_its_schedule_and_defaults(server, deployed):
     conf = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     flows = {f["id"]: f["name"] for f in server.api("POST", "/flows/filter", json={})}
-    got = {(flows[d["flow_id"]], d["name"]): d
-           for d in server.api("POST", "/deployments/filter", json={})}
-    expected_flows = {"demo-data", "ingest-movielens", "ingest-ncf", "ingest-amazon", "crawl-omdb",
-                      "crawl-amazon-images", "extract-image-features", "extract-text-features",
-                      "split", "train", "tune", "evaluate", "recommend", "report", "pipeline",
-                      "pipeline-demo"}
+    got = {(flows[d["flow_id"]], d["name"]): d for d in server.api("POST", "/deployments/filter", json={})}
+    expected_flows = {
+        "demo-data",
+        "ingest-movielens",
+        "ingest-ncf",
+        "ingest-amazon",
+        "crawl-omdb",
+        "crawl-amazon-images",
+        "extract-image-features",
+        "extract-text-features",
+        "split",
+        "train",
+        "tune",
+        "evaluate",
+        "recommend",
+        "report",
+        "pipeline",
+        "pipeline-demo",
+    }
     assert {f for f, _ in got} == expected_flows
     assert len(got) == len(conf["deployments"])
     for key, d in got.items():
         assert d["work_pool_name"] == POOL, key
         # runs start in the project root (no pull section: deploy records the cwd)
-        assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory":
-                                    {"directory": str(ROOT)}}], key
+        assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}], key
     scheduled = {k for k, d in got.items() if any(s["active"] for s in d["schedules"])}
-    assert scheduled == {("crawl-omdb", "daily"), ("crawl-amazon-images", "daily"),
-                         ("train", "weekly")}
+    assert scheduled == {("crawl-omdb", "daily"), ("crawl-amazon-images", "daily"), ("train", "weekly")}
     cron = {k: got[k]["schedules"][0]["schedule"]["cron"] for k in scheduled}
     assert cron[("train", "weekly")] == "0 4 * * 0"
     assert got[("split", "default")]["parameters"]["n_negatives"] == 99
@@ -225,8 +228,7 @@ def api(server):
 
     # No run heartbeats here: they detect crashed runs, and joining the heartbeat thread
     # costs about 1 s at the end of every flow and subflow run.
-    with temporary_settings({PREFECT_API_URL: server.url,
-                             PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    with temporary_settings({PREFECT_API_URL: server.url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield server
         APILogHandler().flush()  # send the last logs while the server is still up
 
@@ -236,18 +238,22 @@ def dask_address():
     """An existing Dask cluster the flows are pointed at (threads: quick to start here)."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster:
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
         yield cluster.scheduler_address
 
 
 def _flow_runs(server: PrefectServer, flow_name: str) -> list[dict]:
     """Runs of the flow started directly (not from a deployment: those include scheduled
     future runs), newest first."""
-    return server.api("POST", "/flow_runs/filter",
-                      json={"flows": {"name": {"any_": [flow_name]}},
-                            "flow_runs": {"deployment_id": {"is_null_": True}},
-                            "sort": "START_TIME_DESC"})
+    return server.api(
+        "POST",
+        "/flow_runs/filter",
+        json={
+            "flows": {"name": {"any_": [flow_name]}},
+            "flow_runs": {"deployment_id": {"is_null_": True}},
+            "sort": "START_TIME_DESC",
+        },
+    )
 
 
 def test_demo_pipeline_runs_directly_on_an_existing_dask_cluster(api, dask_address, tmp_path):
@@ -255,15 +261,29 @@ def test_demo_pipeline_runs_directly_on_an_existing_dask_cluster(api, dask_addre
 
     store_uri = str(tmp_path / "store")
     t0 = time.perf_counter()
-    out = demo_pipeline_flow(n_users=40, n_items=60, models=["fism", "multimodal_iris"],
-                             epochs=1, image_encoder="tiny-random-cnn",
-                             text_encoder="tiny-random-bert", dask_address=dask_address,
-                             report_dir=str(tmp_path / "report"), store=store_uri)
+    out = demo_pipeline_flow(
+        n_users=40,
+        n_items=60,
+        models=["fism", "multimodal_iris"],
+        epochs=1,
+        image_encoder="tiny-random-cnn",
+        text_encoder="tiny-random-bert",
+        dask_address=dask_address,
+        report_dir=str(tmp_path / "report"),
+        store=store_uri,
+    )
     print(f"demo pipeline, direct run: {time.perf_counter() - t0:.1f} s")
     store = ArtifactStore(store_uri)
-    kinds = {"interactions": "interactions", "items": "items", "item_images": "item_images",
-             "item_text": "item_text", "split": "split", "image_features": "image_features",
-             "text_features": "text_features", "recommendations": "recommendations"}
+    kinds = {
+        "interactions": "interactions",
+        "items": "items",
+        "item_images": "item_images",
+        "item_text": "item_text",
+        "split": "split",
+        "image_features": "image_features",
+        "text_features": "text_features",
+        "recommendations": "recommendations",
+    }
     for key, kind in kinds.items():
         assert store.manifest(out[key]).kind == kind, key
     # stages are linked by references: each artifact's parents are the refs passed along
@@ -275,18 +295,28 @@ def test_demo_pipeline_runs_directly_on_an_existing_dask_cluster(api, dask_addre
     # recommendations come from the attention model (explanations need a_ij)
     recs = store.manifest(out["recommendations"])
     assert recs.parents == [out["models"]["multimodal_iris"], out["split"]]
-    assert store.manifest(out["models"]["multimodal_iris"]).parents == \
-        [out["split"], out["image_features"], out["text_features"]]
+    assert store.manifest(out["models"]["multimodal_iris"]).parents == [
+        out["split"],
+        out["image_features"],
+        out["text_features"],
+    ]
     assert Path(out["report"]).is_file() and "<html" in Path(out["report"]).read_text()[:500].lower()
     # every stage ran as a subflow of the pipeline run, and the metrics are tables in the UI
     parent = _flow_runs(api, "pipeline-demo")[0]
     assert parent["state"]["type"] == "COMPLETED"
-    for flow_name in ("demo-data", "split", "extract-image-features", "extract-text-features",
-                      "train", "evaluate", "recommend", "report"):
+    for flow_name in (
+        "demo-data",
+        "split",
+        "extract-image-features",
+        "extract-text-features",
+        "train",
+        "evaluate",
+        "recommend",
+        "report",
+    ):
         runs = _flow_runs(api, flow_name)
         assert runs and runs[0]["state"]["type"] == "COMPLETED", flow_name
-    tables = api.api("POST", "/artifacts/filter",
-                     json={"artifacts": {"type": {"any_": ["table"]}}})
+    tables = api.api("POST", "/artifacts/filter", json={"artifacts": {"type": {"any_": ["table"]}}})
     metric_tables = [t for t in tables if (t["key"] or "").startswith("metrics-")]
     assert {t["key"] for t in metric_tables} >= {"metrics-fism", "metrics-multimodal-iris"}
     row = json.loads(metric_tables[0]["data"])[0]
@@ -298,14 +328,16 @@ def test_train_flow_alone_on_existing_artifacts_then_reuses_the_version(api):
     from mmiris.flows.train import train_flow
 
     out, store_uri = api.demo_out, api.demo_store
-    ref = train_flow(split=out["split"], model="mf", model_settings={"emb": 8},
-                     train_settings={"epochs": 1}, store=store_uri)
+    ref = train_flow(
+        split=out["split"], model="mf", model_settings={"emb": 8}, train_settings={"epochs": 1}, store=store_uri
+    )
     store = ArtifactStore(store_uri)
     m = store.manifest(ref)
     assert m.kind == "model" and m.parents == [out["split"]]
     assert m.params["model_config"]["emb"] == 8
-    again = train_flow(split="demo-split@latest", model="mf", model_settings={"emb": 8},
-                       train_settings={"epochs": 1}, store=store_uri)
+    again = train_flow(
+        split="demo-split@latest", model="mf", model_settings={"emb": 8}, train_settings={"epochs": 1}, store=store_uri
+    )
     assert again == ref and len(store.versions("model-mf")) == 1
     run = _flow_runs(api, "train")[0]
     text = _run_logs(api, run["id"])
@@ -316,9 +348,15 @@ def test_tune_flow_alone_on_existing_artifacts(api):
     from mmiris.flows.tune import tune_flow
 
     out, store_uri = api.demo_out, api.demo_store
-    ref = tune_flow(split=out["split"], model="fism", n_trials=2, only=["lr"],
-                    model_settings={"emb": 8}, train_settings={"epochs": 1, "threads": 1},
-                    store=store_uri)
+    ref = tune_flow(
+        split=out["split"],
+        model="fism",
+        n_trials=2,
+        only=["lr"],
+        model_settings={"emb": 8},
+        train_settings={"epochs": 1, "threads": 1},
+        store=store_uri,
+    )
     m = ArtifactStore(store_uri).manifest(ref)
     assert m.kind == "tune" and m.parents == [out["split"]] and m.stats["n_complete"] == 2
     run = _flow_runs(api, "tune")[0]
@@ -338,8 +376,7 @@ def test_bad_input_fails_the_run_once_without_retries(api):
     assert run["state"]["type"] == "FAILED"
     deadline = time.time() + 30  # task runs reach the server as events: allow for a loaded machine
     while True:
-        tasks = api.api("POST", "/task_runs/filter",
-                        json={"flow_runs": {"id": {"any_": [run["id"]]}}})
+        tasks = api.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}})
         if (tasks and (tasks[0].get("state") or {}).get("type") == "FAILED") or time.time() > deadline:
             break
         time.sleep(0.5)
@@ -356,22 +393,31 @@ def test_crawl_omdb_flow_against_a_local_omdb_server(api, tmp_path, monkeypatch)
 
     key = "flow-test-KEY-7f3a1c"
     write_posters(tmp_path / "posters")
-    records = [record(1, "The Shawshank Redemption", 1994, "tt0111161"),
-               record(6, "Toy Story", 1995, "tt0114709")]
+    records = [record(1, "The Shawshank Redemption", 1994, "tt0111161"), record(6, "Toy Story", 1995, "tt0114709")]
     store = ArtifactStore(tmp_path / "store")
-    items = publish_items(store, [
-        {"item_id": 0, "source_id": "1", "title": "Shawshank Redemption, The (1994)", "year": 1994},
-        {"item_id": 1, "source_id": "6", "title": "Toy Story (1995)", "year": 1995},
-        {"item_id": 2, "source_id": "9", "title": "Nothing Like It (1990)", "year": 1990}])
-    params = dict(items=str(items), rate_per_s=None, daily_quota=None, workers=0,
-                  cache_dir=str(tmp_path / "cache"), secret_block=None, store=store.uri)
+    items = publish_items(
+        store,
+        [
+            {"item_id": 0, "source_id": "1", "title": "Shawshank Redemption, The (1994)", "year": 1994},
+            {"item_id": 1, "source_id": "6", "title": "Toy Story (1995)", "year": 1995},
+            {"item_id": 2, "source_id": "9", "title": "Nothing Like It (1990)", "year": 1990},
+        ],
+    )
+    params = dict(
+        items=str(items),
+        rate_per_s=None,
+        daily_quota=None,
+        workers=0,
+        cache_dir=str(tmp_path / "cache"),
+        secret_block=None,
+        store=store.uri,
+    )
     with OmdbServer(Catalogue(records, tmp_path / "posters"), {key}) as srv:
         monkeypatch.setenv("OMDB_API_KEY", "not-the-key")
         with pytest.raises(MmirisError, match="(?i)api key"):
             crawl_omdb_flow(base_url=srv.url, **params)
         failed = _flow_runs(api, "crawl-omdb")[0]
-        tasks = api.api("POST", "/task_runs/filter",
-                        json={"flow_runs": {"id": {"any_": [failed["id"]]}}})
+        tasks = api.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [failed["id"]]}}})
         assert [t["run_count"] for t in tasks] == [1]
         assert not store.versions("item_text")  # nothing half-published
 
@@ -395,13 +441,23 @@ def test_pipeline_flow_on_real_format_files_with_crawl(api, dask_address, tmp_pa
 
     src = tmp_path / "ml"
     src.mkdir()
-    titles = {1: ("Toy Story", 1995), 2: ("Heat", 1995), 3: ("Casino", 1995),
-              6: ("Babe", 1995), 7: ("Clueless", 1995), 8: ("Balto", 1995)}
-    (src / "movies.csv").write_text("movieId,title,genres\n" + "".join(
-        f"{m},{t} ({y}),Drama\n" for m, (t, y) in titles.items()))
+    titles = {
+        1: ("Toy Story", 1995),
+        2: ("Heat", 1995),
+        3: ("Casino", 1995),
+        6: ("Babe", 1995),
+        7: ("Clueless", 1995),
+        8: ("Balto", 1995),
+    }
+    (src / "movies.csv").write_text(
+        "movieId,title,genres\n" + "".join(f"{m},{t} ({y}),Drama\n" for m, (t, y) in titles.items())
+    )
     rng = np.random.default_rng(0)
-    rows = [f"{u},{m},4.0,{1_000_000 + 10 * u + i}\n" for u in range(1, 31)
-            for i, m in enumerate(rng.choice(list(titles), 4, replace=False))]
+    rows = [
+        f"{u},{m},4.0,{1_000_000 + 10 * u + i}\n"
+        for u in range(1, 31)
+        for i, m in enumerate(rng.choice(list(titles), 4, replace=False))
+    ]
     (src / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(rows))
     write_posters(tmp_path / "posters")
     records = [record(m, t, y, f"tt{m:07d}") for m, (t, y) in titles.items() if m != 8]
@@ -410,14 +466,24 @@ def test_pipeline_flow_on_real_format_files_with_crawl(api, dask_address, tmp_pa
     with OmdbServer(Catalogue(records, tmp_path / "posters"), {"pipeline-KEY"}) as srv:
         out = pipeline_flow(
             ingest={"format": "movielens", "source": str(src), "name_prefix": "ml-"},
-            crawl="omdb", crawl_params={"base_url": srv.url, "rate_per_s": None,
-                                        "daily_quota": None, "workers": 0,
-                                        "secret_block": None,
-                                        "cache_dir": str(tmp_path / "cache")},
-            split_params={"n_negatives": 1}, image_encoder="tiny-random-cnn",
-            models=["itempop", "vbpr"], model_settings={"emb": 8},
-            train_settings={"epochs": 1}, dask_address=dask_address,
-            report_dir=str(tmp_path / "report"), store=store_uri)
+            crawl="omdb",
+            crawl_params={
+                "base_url": srv.url,
+                "rate_per_s": None,
+                "daily_quota": None,
+                "workers": 0,
+                "secret_block": None,
+                "cache_dir": str(tmp_path / "cache"),
+            },
+            split_params={"n_negatives": 1},
+            image_encoder="tiny-random-cnn",
+            models=["itempop", "vbpr"],
+            model_settings={"emb": 8},
+            train_settings={"epochs": 1},
+            dask_address=dask_address,
+            report_dir=str(tmp_path / "report"),
+            store=store_uri,
+        )
     store = ArtifactStore(store_uri)
     assert store.manifest(out["items"]).kind == "items"
     assert store.manifest(out["item_images"]).parents == [out["items"]]
@@ -439,8 +505,11 @@ def test_flows_on_an_s3_store(api, monkeypatch):
     from mmiris.flows.demo_data import demo_data_flow
     from mmiris.flows.split import split_flow
 
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(k, v)
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     s3.start()
@@ -454,8 +523,12 @@ def test_flows_on_an_s3_store(api, monkeypatch):
         assert not store.is_local
         assert store.manifest(split).parents == [refs["interactions"]]
         assert store.read_table(split, "test").num_rows > 0
-        keys = [o["Key"] for o in boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
-                .list_objects_v2(Bucket="mmiris", Prefix="team-store/")["Contents"]]
+        keys = [
+            o["Key"]
+            for o in boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").list_objects_v2(
+                Bucket="mmiris", Prefix="team-store/"
+            )["Contents"]
+        ]
         assert f"team-store/{split.replace('@', '/')}/manifest.json" in keys
     finally:
         s3.stop()
@@ -480,9 +553,16 @@ def test_stage_deployments_run_alone_on_the_demo_data(server, deployed):
     assert any(a["type"] == "markdown" and str(split) in a["data"] for a in arts)
 
     # data-parallel: two torchrun ranks (gloo on CPU) started by the flow on the worker
-    run = _run_deployment(server, "train/weekly",
-                          {"split": str(split), "model": "fism", "nproc_per_node": 2,
-                           "train_settings": {"epochs": 1, "threads": 1, "device": "cpu"}})
+    run = _run_deployment(
+        server,
+        "train/weekly",
+        {
+            "split": str(split),
+            "model": "fism",
+            "nproc_per_node": 2,
+            "train_settings": {"epochs": 1, "threads": 1, "device": "cpu"},
+        },
+    )
     model = store.latest("model-fism")
     m = store.manifest(model)
     assert m.parents == [str(split)] and m.info["world_size"] == 2

@@ -21,8 +21,7 @@ def _failed(exc: BaseException):
 
 
 def test_user_errors_are_not_retried_but_network_errors_are():
-    assert retry_unless_user_error(None, None, _failed(InputError("ratings.dat line 3: bad")))\
-        is False
+    assert retry_unless_user_error(None, None, _failed(InputError("ratings.dat line 3: bad"))) is False
     assert retry_unless_user_error(None, None, _failed(MmirisError("no such artifact"))) is False
     assert retry_unless_user_error(None, None, _failed(ConnectionError("reset by peer"))) is True
     assert retry_unless_user_error(None, None, _failed(TimeoutError())) is True
@@ -43,20 +42,30 @@ def test_network_tasks_have_retries_and_the_others_none():
         assert t.retries >= 2 and t.retry_condition_fn is retry_crawl
     for t in (ingest.ingest_movielens_task, ingest.ingest_ncf_task, ingest.ingest_amazon_task):
         assert t.retries >= 1 and t.retry_condition_fn is retry_unless_user_error
-    for t in (split.split_task, train.train_task, evaluate.evaluate_task,
-              recommend.recommend_task):
+    for t in (split.split_task, train.train_task, evaluate.evaluate_task, recommend.recommend_task):
         assert t.retries == 0
 
 
 def test_flows_take_refs_and_store_uris_as_strings_never_data():
     from mmiris.flows import crawl, demo_data, evaluate, extract, ingest, pipeline, recommend, report, split, train
 
-    flows = [demo_data.demo_data_flow, ingest.ingest_movielens_flow, ingest.ingest_ncf_flow,
-             ingest.ingest_amazon_flow, crawl.crawl_omdb_flow, crawl.crawl_amazon_images_flow,
-             extract.extract_image_features_flow, extract.extract_text_features_flow,
-             split.split_flow, train.train_flow, evaluate.evaluate_flow,
-             recommend.recommend_flow, report.report_flow, pipeline.pipeline_flow,
-             pipeline.demo_pipeline_flow]
+    flows = [
+        demo_data.demo_data_flow,
+        ingest.ingest_movielens_flow,
+        ingest.ingest_ncf_flow,
+        ingest.ingest_amazon_flow,
+        crawl.crawl_omdb_flow,
+        crawl.crawl_amazon_images_flow,
+        extract.extract_image_features_flow,
+        extract.extract_text_features_flow,
+        split.split_flow,
+        train.train_flow,
+        evaluate.evaluate_flow,
+        recommend.recommend_flow,
+        report.report_flow,
+        pipeline.pipeline_flow,
+        pipeline.demo_pipeline_flow,
+    ]
     for f in flows:
         sig = inspect.signature(f.fn)
         assert "store" in sig.parameters, f.name
@@ -78,14 +87,21 @@ def _plain(t) -> bool:
 def test_torchrun_arguments_mirror_the_train_cli():
     from mmiris.cli import build_parser
 
-    argv = train_argv("s@1", "nais_prod", {"emb": 16, "beta": 0.5},
-                      {"epochs": 2, "batch_size": 128, "lr": 0.01, "eval_every": 1},
-                      "img@2", None, "model-fism@3", True, "/tmp/store")
+    argv = train_argv(
+        "s@1",
+        "nais_prod",
+        {"emb": 16, "beta": 0.5},
+        {"epochs": 2, "batch_size": 128, "lr": 0.01, "eval_every": 1},
+        "img@2",
+        None,
+        "model-fism@3",
+        True,
+        "/tmp/store",
+    )
     store_at = argv.index("--store")
-    rest = argv[:store_at] + argv[store_at + 2:]
+    rest = argv[:store_at] + argv[store_at + 2 :]
     args = build_parser().parse_args(["--store", "/tmp/store", "train", *rest])
-    assert (args.split, args.model, args.epochs, args.batch_size, args.lr) == \
-        ("s@1", "nais_prod", 2, 128, 0.01)
+    assert (args.split, args.model, args.epochs, args.batch_size, args.lr) == ("s@1", "nais_prod", 2, 128, 0.01)
     assert args.model_set == ["emb=16", "beta=0.5"] and args.image_features == "img@2"
     assert args.resume is True and args.init_from == ["model-fism@3"]
     # NeuMF starts from two models: both reach the ranks, in order

@@ -79,8 +79,7 @@ def test_dask_cluster_has_scheduler_and_cpu_and_gpu_worker_groups():
     for w in workers:
         argv = _argv(_containers(w)[0])
         assert argv[2] == address, f"{w['metadata']['name']} connects to {argv[2]}, not {address}"
-        assert w["spec"]["selector"]["matchLabels"].items() <= \
-            w["spec"]["template"]["metadata"]["labels"].items()
+        assert w["spec"]["selector"]["matchLabels"].items() <= w["spec"]["template"]["metadata"]["labels"].items()
     g = _containers(gpu[0])[0]
     argv = _argv(g)
     assert argv[argv.index("--resources") + 1] == "GPU=1"
@@ -157,8 +156,7 @@ def test_torchrun_job_rendezvous_is_consistent_and_uses_the_s3_store():
     module = argv[argv.index("-m") + 1]
     assert importlib.util.find_spec(module) is not None, f"{module} is not an importable module"
     assert {"secretRef": {"name": "mmiris-store"}} in c["envFrom"]
-    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
-              if "persistentVolumeClaim" in v}
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
     pvc = _by_kind(docs, "PersistentVolumeClaim")[0]
     assert pvc["metadata"]["name"] in claims and "ReadWriteMany" in pvc["spec"]["accessModes"]
     ckpt = opts["checkpoint-dir"]
@@ -170,10 +168,11 @@ def test_trainer_module_accepts_the_options_the_launchers_pass():
     job = _by_kind(_docs(INFRA / "training" / "torchrun-job.yaml"), "Job")[0]
     argv = _argv(job["spec"]["template"]["spec"]["containers"][0])
     module = argv[argv.index("-m") + 1]
-    res = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert res.returncode == 0, res.stderr
-    for a in argv[argv.index("-m") + 2:]:
+    for a in argv[argv.index("-m") + 2 :]:
         opt = a.split("=", 1)[0]
         assert opt in res.stdout, f"{module} --help does not list {opt}"
     slurm = (INFRA / "training" / "torchrun.slurm").read_text()
@@ -189,8 +188,13 @@ def test_slurm_script_is_valid_bash_with_c10d_rendezvous():
     text = path.read_text()
     assert re.search(r"^#SBATCH --nodes=\d+", text, re.M)
     assert re.search(r"^#SBATCH --ntasks-per-node=1$", text, re.M)  # one torchrun per node
-    for opt in ("--nnodes=\"$SLURM_NNODES\"", "--rdzv-backend=c10d", "--rdzv-endpoint=\"$HEAD_NODE:",
-                "--rdzv-id=", "-m mmiris.train.launch"):
+    for opt in (
+        '--nnodes="$SLURM_NNODES"',
+        "--rdzv-backend=c10d",
+        '--rdzv-endpoint="$HEAD_NODE:',
+        "--rdzv-id=",
+        "-m mmiris.train.launch",
+    ):
         assert opt in text, opt
     assert "MMIRIS_STORE:?" in text  # refuses to start without the shared store
 
@@ -244,8 +248,7 @@ def test_dockerfile_builds_cpu_and_cuda_variants_and_installs_the_project_like_t
     assert default_extra in extras  # the s3 extra: the image can use an S3 store
 
 
-@pytest.mark.parametrize("path", ["dask/dask-cluster.yaml", "training/torchrun-job.yaml",
-                                  "prefect/docker-compose.yml"])
+@pytest.mark.parametrize("path", ["dask/dask-cluster.yaml", "training/torchrun-job.yaml", "prefect/docker-compose.yml"])
 def test_commands_the_configs_run_exist_in_the_environment(path):
     docs = _docs(INFRA / path)
     argvs = []

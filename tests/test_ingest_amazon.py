@@ -25,19 +25,38 @@ def write_gz(path, lines):
 
 
 def review_json(user, asin, t=1252800000):
-    return json.dumps({"reviewerID": user, "asin": asin, "reviewerName": "X", "overall": 4.0,
-                       "unixReviewTime": t, "reviewText": "fine"})
+    return json.dumps(
+        {
+            "reviewerID": user,
+            "asin": asin,
+            "reviewerName": "X",
+            "overall": 4.0,
+            "unixReviewTime": t,
+            "reviewText": "fine",
+        }
+    )
 
 
 def test_2014_reviews_python_literal_meta_and_kcore(store, tmp_path):
     # "Z1" reviews only 2 items and "B999" has 1 review: both gone in the 5-core;
     # a duplicate review is counted once.
     pairs = reviews_grid(extra=[("Z1", "B000"), ("Z1", "B999"), ("U0", "B000")])
-    reviews = write_gz(tmp_path / "reviews_Toys.json.gz", [review_json(u, a, 1000 + k)
-                                                           for k, (u, a) in enumerate(pairs)])
-    meta_lines = [repr({"asin": f"B{i:03d}", "title": f"Toy {i}", "imUrl": f"http://img/{i}.jpg",
-                        "description": "It's a toy", "categories": [["Toys", "Dolls"], ["Toys", "Kids"]],
-                        "salesRank": {"Toys": i}}) for i in range(5)]
+    reviews = write_gz(
+        tmp_path / "reviews_Toys.json.gz", [review_json(u, a, 1000 + k) for k, (u, a) in enumerate(pairs)]
+    )
+    meta_lines = [
+        repr(
+            {
+                "asin": f"B{i:03d}",
+                "title": f"Toy {i}",
+                "imUrl": f"http://img/{i}.jpg",
+                "description": "It's a toy",
+                "categories": [["Toys", "Dolls"], ["Toys", "Kids"]],
+                "salesRank": {"Toys": i},
+            }
+        )
+        for i in range(5)
+    ]
     meta = write_gz(tmp_path / "meta_Toys.json.gz", meta_lines + [repr({"asin": "B999", "title": "gone"})])
     res = ingest_amazon(store, reviews, meta, kcore=5)
     inter = store.read_table(res.interactions, "interactions")
@@ -57,14 +76,36 @@ def test_2014_reviews_python_literal_meta_and_kcore(store, tmp_path):
 
 
 def test_2018_json_meta_with_image_lists(store, tmp_path):
-    reviews = write_gz(tmp_path / "Toys.json.gz", [
-        json.dumps({"overall": 5.0, "verified": True, "reviewerID": u, "asin": a,
-                    "unixReviewTime": 1500000000, "image": ["http://user-photo"]})
-        for u, a in reviews_grid()])
-    meta = write_gz(tmp_path / "meta_Toys.json.gz", [
-        json.dumps({"asin": "B000", "title": "Blocks", "image": ["http://a.jpg", "http://b.jpg"],
-                    "description": ["Wooden.", "For kids."], "category": ["Toys", "Blocks"]}),
-    ])
+    reviews = write_gz(
+        tmp_path / "Toys.json.gz",
+        [
+            json.dumps(
+                {
+                    "overall": 5.0,
+                    "verified": True,
+                    "reviewerID": u,
+                    "asin": a,
+                    "unixReviewTime": 1500000000,
+                    "image": ["http://user-photo"],
+                }
+            )
+            for u, a in reviews_grid()
+        ],
+    )
+    meta = write_gz(
+        tmp_path / "meta_Toys.json.gz",
+        [
+            json.dumps(
+                {
+                    "asin": "B000",
+                    "title": "Blocks",
+                    "image": ["http://a.jpg", "http://b.jpg"],
+                    "description": ["Wooden.", "For kids."],
+                    "category": ["Toys", "Blocks"],
+                }
+            ),
+        ],
+    )
     res = ingest_amazon(store, reviews, meta)
     items = {r["source_id"]: r for r in store.read_table(res.items).to_pylist()}
     assert items["B000"]["image_url"] == "http://a.jpg"

@@ -15,12 +15,18 @@ def _lines(n_bad_at, bad):
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("1::10::5", r"ratings.dat:3: expected 4 fields \(user::item::rating::timestamp\) separated by "
-                 r"'::', found 3"),
-    ("1::10::five::978300760", r"ratings.dat:3: field 'rating' \(column 3\): expected a number, got 'five'"),
-    ("x1::10::5::978300760", r"ratings.dat:3: field 'user' \(column 1\): expected an integer, got 'x1'"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (
+            "1::10::5",
+            r"ratings.dat:3: expected 4 fields \(user::item::rating::timestamp\) separated by "
+            r"'::', found 3",
+        ),
+        ("1::10::five::978300760", r"ratings.dat:3: field 'rating' \(column 3\): expected a number, got 'five'"),
+        ("x1::10::5::978300760", r"ratings.dat:3: field 'user' \(column 1\): expected an integer, got 'x1'"),
+    ],
+)
 def test_malformed_line_names_file_line_field(store, tmp_path, bad, message):
     folder = write_ml1m(tmp_path / "ml", ratings=_lines(3, bad))
     with pytest.raises(InputError, match=message):
@@ -37,8 +43,11 @@ def test_malformed_lines_skipped_and_counted(store, tmp_path):
 
 def test_wrong_separator_says_so(store, tmp_path):
     folder = write_ml1m(tmp_path / "ml", ratings=ML1M_RATINGS.replace("::", ","))
-    with pytest.raises(InputError, match=r"ratings.dat:1: expected 4 fields .* separated by '::', "
-                                         r"found 1 — is the separator right\? Line starts '1,10,5"):
+    with pytest.raises(
+        InputError,
+        match=r"ratings.dat:1: expected 4 fields .* separated by '::', "
+        r"found 1 — is the separator right\? Line starts '1,10,5",
+    ):
         ingest_movielens(store, folder)
 
 

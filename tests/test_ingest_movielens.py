@@ -93,17 +93,42 @@ def test_ml100k(store, tmp_path):
     d = tmp_path / "ml-100k"
     d.mkdir()
     (d / "u.data").write_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\n196\t302\t1\t878887116\n")
-    genres = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-              "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-              "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+    genres = [
+        "unknown",
+        "Action",
+        "Adventure",
+        "Animation",
+        "Children's",
+        "Comedy",
+        "Crime",
+        "Documentary",
+        "Drama",
+        "Fantasy",
+        "Film-Noir",
+        "Horror",
+        "Musical",
+        "Mystery",
+        "Romance",
+        "Sci-Fi",
+        "Thriller",
+        "War",
+        "Western",
+    ]
     (d / "u.genre").write_text("".join(f"{g}|{i}\n" for i, g in enumerate(genres)))
     flags242 = ["0"] * 19
     flags242[3] = flags242[5] = "1"
     flags302 = ["0"] * 19
     flags302[8] = "1"
     (d / "u.item").write_bytes(
-        ("242|Kolya (1996)|24-Jan-1997||http://us.imdb.com/M/title-exact?Kolya%20(1996)|" + "|".join(flags242) + "\n"
-         + "302|L.A. Confidential|01-Jan-1997||http://x|" + "|".join(flags302) + "\n").encode("iso-8859-1"))
+        (
+            "242|Kolya (1996)|24-Jan-1997||http://us.imdb.com/M/title-exact?Kolya%20(1996)|"
+            + "|".join(flags242)
+            + "\n"
+            + "302|L.A. Confidential|01-Jan-1997||http://x|"
+            + "|".join(flags302)
+            + "\n"
+        ).encode("iso-8859-1")
+    )
     (d / "u.user").write_text("1|24|M|technician|85711\n")
     res = ingest_movielens(store, d / "u.data")  # a file inside the folder works too
     items = {r["source_id"]: r for r in store.read_table(res.items).to_pylist()}
@@ -117,10 +142,13 @@ def test_ml100k(store, tmp_path):
 def test_csv_release_with_quotes_and_links(store, tmp_path):
     d = tmp_path / "ml-latest-small"
     d.mkdir()
-    (d / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n"
-                                   "2,1,2.5,964982224\n")
-    (d / "movies.csv").write_text('movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n'
-                                  '3,"American President, The (1995)",(no genres listed)\n')
+    (d / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n2,1,2.5,964982224\n"
+    )
+    (d / "movies.csv").write_text(
+        "movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n"
+        '3,"American President, The (1995)",(no genres listed)\n'
+    )
     (d / "links.csv").write_text("movieId,imdbId,tmdbId\n1,0114709,862\n3,0112346,\n")
     res = ingest_movielens(store, d)
     items = {r["source_id"]: r for r in store.read_table(res.items).to_pylist()}

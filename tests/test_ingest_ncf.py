@@ -73,9 +73,10 @@ def test_item_map_joins_movielens_metadata(store, tmp_path):
     imap = tmp_path / "items.tsv"
     imap.write_text("ncf_item\tmovie_id\texact\n0\t1193\tTrue\n1\t661\tFalse\n2\t-1\tFalse\n")
     movies = tmp_path / "movies.dat"
-    movies.write_bytes("1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
-                       "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"
-                       .encode("iso-8859-1"))
+    movies.write_bytes(
+        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+        "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n".encode("iso-8859-1")
+    )
     links = tmp_path / "links.csv"
     links.write_text("movieId,imdbId,tmdbId\n1193,0073486,510\n")
     res = ingest_ncf(store, *files(folder), item_map=imap, movies=movies, links=links)
@@ -90,13 +91,19 @@ def test_item_map_joins_movielens_metadata(store, tmp_path):
     assert stats["items_metadata_inexact"] == 1 and stats["items_without_metadata"] == N_ITEMS - 2
 
 
-@pytest.mark.parametrize("line, message", [
-    ("(0,{t})\t1\t2\t3\t4\t30", r"tiny.test.negative:1: field 6: negative item id 30 is out of range; "
-                                r"expected 0..29"),
-    ("(0,{t})\t1\tx\t3\t4\t5", r"tiny.test.negative:1: field 3: expected an integer item id, got 'x'"),
-    ("(0,{wrong})\t1\t2\t3\t4\t5", r"tiny.test.negative:1: field 1: \(0,\d+\) does not match the test file"),
-    ("0,{t} 1 2 3 4 5", r"tiny.test.negative:1: field 1: expected '\(user,item\)'"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (
+            "(0,{t})\t1\t2\t3\t4\t30",
+            r"tiny.test.negative:1: field 6: negative item id 30 is out of range; "
+            r"expected 0..29",
+        ),
+        ("(0,{t})\t1\tx\t3\t4\t5", r"tiny.test.negative:1: field 3: expected an integer item id, got 'x'"),
+        ("(0,{wrong})\t1\t2\t3\t4\t5", r"tiny.test.negative:1: field 1: \(0,\d+\) does not match the test file"),
+        ("0,{t} 1 2 3 4 5", r"tiny.test.negative:1: field 1: expected '\(user,item\)'"),
+    ],
+)
 def test_bad_negatives_file_names_file_line_field(store, tmp_path, line, message):
     folder, truth = write_ncf(tmp_path / "ncf")
     t = truth[0][0]

@@ -19,7 +19,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def readme_blocks() -> list[tuple[str, str]]:
     text = README.read_text()
-    section = text[text.index("<!-- queries:begin -->"):text.index("<!-- queries:end -->")]
+    section = text[text.index("<!-- queries:begin -->") : text.index("<!-- queries:end -->")]
     return re.findall(r"```(sql|python)\n(.*?)```", section, flags=re.S)
 
 
@@ -32,8 +32,10 @@ def store_dir(tmp_path, monkeypatch):
     leftover = tmp_path / "mmiris-store" / "_staging" / "items-crashed"
     leftover.mkdir(parents=True)
     (leftover / "manifest.json").write_bytes(
-        (tmp_path / "mmiris-store" / "items" / res.items.version / "manifest.json").read_bytes()
-        .replace(res.items.version.encode(), b"crashed0crashed0"))
+        (tmp_path / "mmiris-store" / "items" / res.items.version / "manifest.json")
+        .read_bytes()
+        .replace(res.items.version.encode(), b"crashed0crashed0")
+    )
     monkeypatch.chdir(tmp_path)
     return store, res, split
 
@@ -52,8 +54,10 @@ def test_readme_queries_run_against_a_real_store(store_dir):
 
     versions = con.execute(sql[0]).fetchall()
     assert {(r[0], r[1]) for r in versions} == {
-        (res.interactions.name, res.interactions.version), (res.items.name, res.items.version),
-        (split.name, split.version)}
+        (res.interactions.name, res.interactions.version),
+        (res.items.name, res.items.version),
+        (split.name, split.version),
+    }
 
     top = con.execute(sql[1]).fetchall()
     # Toy Story (item 0) was rated by all 3 users

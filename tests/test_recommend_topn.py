@@ -68,14 +68,29 @@ def make_split(n_users=12, n_items=30, seed=0):
         ti += items[2:].tolist()
     users = np.arange(n_users)
     negs = np.zeros((n_users, 0), dtype=np.int64)
-    return SplitData(None, n_users, n_items, np.array(tu), np.array(ti),
-                     users, np.array([held[u][0] for u in users]), negs,
-                     users, np.array([held[u][1] for u in users]), negs)
+    return SplitData(
+        None,
+        n_users,
+        n_items,
+        np.array(tu),
+        np.array(ti),
+        users,
+        np.array([held[u][0] for u in users]),
+        negs,
+        users,
+        np.array([held[u][1] for u in users]),
+        negs,
+    )
 
 
 def all_consumed(split):
-    return consumed_history(split.n_users, split.n_items, (split.train_users, split.train_items),
-                            (split.valid_users, split.valid_items), (split.test_users, split.test_items))
+    return consumed_history(
+        split.n_users,
+        split.n_items,
+        (split.train_users, split.train_items),
+        (split.valid_users, split.valid_items),
+        (split.test_users, split.test_items),
+    )
 
 
 def test_top_n_and_explanations_match_a_per_user_reference():
@@ -87,8 +102,7 @@ def test_top_n_and_explanations_match_a_per_user_reference():
         for row, u in enumerate(recs.users):
             seen = set(consumed.items_of(u).tolist())
             cands = [j for j in range(split.n_items) if j not in seen]
-            s = {j: torch.sigmoid(model.scores(torch.tensor([u]), torch.tensor([[j]])))[0, 0].item()
-                 for j in cands}
+            s = {j: torch.sigmoid(model.scores(torch.tensor([u]), torch.tensor([[j]])))[0, 0].item() for j in cands}
             ref = sorted(cands, key=lambda j: -s[j])[:5]
             assert recs.items[row].tolist() == ref
             np.testing.assert_allclose(recs.scores[row], [s[j] for j in ref], rtol=1e-5)
@@ -100,7 +114,7 @@ def test_top_n_and_explanations_match_a_per_user_reference():
                 n = len(top)
                 assert recs.explain_items[row, t].tolist() == top + [-1] * (3 - n)
                 z = sum(np.exp(v) for v in e.values())
-                expected = [np.exp(e[i]) / z ** 0.8 for i in top]
+                expected = [np.exp(e[i]) / z**0.8 for i in top]
                 np.testing.assert_allclose(recs.explain_relevance[row, t, :n], expected, rtol=1e-4)
 
 
@@ -128,8 +142,7 @@ def test_table_matches_the_contract_and_models_without_attention_get_null_explan
     assert t.column("rank").to_pylist() == [1, 2, 3, 4] * 2
     assert out.stats["explained"] is False
 
-    out = recommend_output(TinyAttention(split.n_users, split.n_items, split.history()), split,
-                           top_n=4, explain_k=3)
+    out = recommend_output(TinyAttention(split.n_users, split.n_items, split.history()), split, top_n=4, explain_k=3)
     t = out.tables["recommendations"]
     validate(t, load_contract("recommendations"), "recommendations", where="test")
     ex = t.column("explanations").to_pylist()

@@ -38,37 +38,72 @@ def _split(store, refs, n_neg=5):
             negs = rng.choice(sorted(set(range(n_items)) - set(items)), n_neg, replace=False).tolist()
             held[part].append({"user_id": u, "item_id": item, "negatives": negs})
     tables = {"train": pa.table(train), **{p: pa.Table.from_pylist(rows) for p, rows in held.items()}}
-    return store.publish("test-split", "split", Output(tables, stats={"n_users": n_users, "n_items": n_items}),
-                         parents=[refs.interactions], params={"seed": 0})
+    return store.publish(
+        "test-split",
+        "split",
+        Output(tables, stats={"n_users": n_users, "n_items": n_items}),
+        parents=[refs.interactions],
+        params={"seed": 0},
+    )
 
 
 def _model(store, split_ref, name, emb, losses):
-    log = pa.table({
-        "epoch": pa.array([1 + s // 5 for s in range(len(losses))], pa.int32()),
-        "step": pa.array(range(1, len(losses) + 1), pa.int64()),
-        "loss": pa.array(losses, pa.float64()),
-        "metric": pa.nulls(len(losses), pa.string()),
-        "value": pa.nulls(len(losses), pa.float64()),
-        "seconds": pa.array(np.linspace(0.1, 2.0, len(losses)), pa.float64()),
-    })
-    epoch_rows = pa.table({"epoch": pa.array([1, 2], pa.int32()), "step": pa.array([5, 10], pa.int64()),
-                           "loss": pa.nulls(2, pa.float64()), "metric": pa.array(["hr10", "hr10"]),
-                           "value": pa.array([0.3, 0.4]), "seconds": pa.array([1.0, 2.0])})
-    return store.publish(f"model-{name}", "model",
-                         Output({"training_log": pa.concat_tables([log, epoch_rows])}, files={"model.pt": b"x"}),
-                         parents=[split_ref], params={"model": name, "model_config": {"emb": emb}})
+    log = pa.table(
+        {
+            "epoch": pa.array([1 + s // 5 for s in range(len(losses))], pa.int32()),
+            "step": pa.array(range(1, len(losses) + 1), pa.int64()),
+            "loss": pa.array(losses, pa.float64()),
+            "metric": pa.nulls(len(losses), pa.string()),
+            "value": pa.nulls(len(losses), pa.float64()),
+            "seconds": pa.array(np.linspace(0.1, 2.0, len(losses)), pa.float64()),
+        }
+    )
+    epoch_rows = pa.table(
+        {
+            "epoch": pa.array([1, 2], pa.int32()),
+            "step": pa.array([5, 10], pa.int64()),
+            "loss": pa.nulls(2, pa.float64()),
+            "metric": pa.array(["hr10", "hr10"]),
+            "value": pa.array([0.3, 0.4]),
+            "seconds": pa.array([1.0, 2.0]),
+        }
+    )
+    return store.publish(
+        f"model-{name}",
+        "model",
+        Output({"training_log": pa.concat_tables([log, epoch_rows])}, files={"model.pt": b"x"}),
+        parents=[split_ref],
+        params={"model": name, "model_config": {"emb": emb}},
+    )
 
 
 def _metrics(store, model_ref, split_ref, base):
-    rows = [{"model": str(model_ref), "split": str(split_ref), "protocol": p, "metric": m, "k": k,
-             "value": base * (1 if p == "sampled" else 0.5) * (1 if m == "hr" else 0.6) * (k / 20) ** 0.3,
-             "users": 40}
-            for p in ("sampled", "full") for m in ("hr", "ndcg") for k in (5, 10, 20)]
-    ranks = pa.table({"protocol": ["sampled"], "user_id": pa.array([0], pa.int64()),
-                      "item_id": pa.array([0], pa.int64()), "rank": pa.array([0], pa.int64()),
-                      "candidates": pa.array([6], pa.int64())})
+    rows = [
+        {
+            "model": str(model_ref),
+            "split": str(split_ref),
+            "protocol": p,
+            "metric": m,
+            "k": k,
+            "value": base * (1 if p == "sampled" else 0.5) * (1 if m == "hr" else 0.6) * (k / 20) ** 0.3,
+            "users": 40,
+        }
+        for p in ("sampled", "full")
+        for m in ("hr", "ndcg")
+        for k in (5, 10, 20)
+    ]
+    ranks = pa.table(
+        {
+            "protocol": ["sampled"],
+            "user_id": pa.array([0], pa.int64()),
+            "item_id": pa.array([0], pa.int64()),
+            "rank": pa.array([0], pa.int64()),
+            "candidates": pa.array([6], pa.int64()),
+        }
+    )
     tables = {"metrics": pa.Table.from_pylist(rows)}
     from mmiris.artifacts.schema import load_contract
+
     if "ranks" in load_contract("metrics").tables:
         tables["ranks"] = ranks
     return store.publish(f"metrics-{model_ref.name}", "metrics", Output(tables), parents=[model_ref, split_ref])
@@ -85,8 +120,9 @@ def report_store(store, monkeypatch):
     _metrics(store, m_nais, split_ref, 0.7)
     model = TinyAttention(split.n_users, split.n_items, split.history(), seed=5)
     out = recommend_output(model, split, top_n=10, explain_k=3)
-    rec_ref = store.publish("recommendations-multimodal_iris", "recommendations", out,
-                            parents=[m_attn, split_ref], params={"top_n": 10})
+    rec_ref = store.publish(
+        "recommendations-multimodal_iris", "recommendations", out, parents=[m_attn, split_ref], params={"top_n": 10}
+    )
     # The cards recompute a_ij over the whole history with the model: hand them this one.
     monkeypatch.setattr("mmiris.recommend.loader.load_trained_model", lambda store, ref: model)
     return store, split_ref, rec_ref, model
@@ -120,6 +156,7 @@ def test_report_has_tables_curves_and_cards(report_store, tmp_path):
 
 def _esc(t):
     import html
+
     return html.escape(t)
 
 
@@ -128,16 +165,28 @@ def test_report_renders_in_headless_chromium(report_store, tmp_path):
     store, *_ = report_store
     path = build_report(store, tmp_path / "report", users=[3])
     shot = tmp_path / "shot.png"
-    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
-    subprocess.run(base + [f"--screenshot={shot}", "--window-size=1280,2400", path.as_uri()],
-                   check=True, capture_output=True, timeout=60)
+    base = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    subprocess.run(
+        base + [f"--screenshot={shot}", "--window-size=1280,2400", path.as_uri()],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert img.shape[0] >= 2000 and img.std() > 20  # not blank
     # the posters and charts rendered: many distinct colours, not just text on white
     rgb = np.asarray(Image.open(shot).convert("RGB"))[::4, ::4].reshape(-1, 3)
     assert len(np.unique(rgb, axis=0)) > 500
-    dom = subprocess.run(base + ["--dump-dom", path.as_uri()], check=True, capture_output=True, text=True,
-                         timeout=60).stdout
+    dom = subprocess.run(
+        base + ["--dump-dom", path.as_uri()], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
     assert "mmiris report" in dom and "User 3" in dom and "Comparison of methods" in dom
     assert dom.count("<img") >= 10

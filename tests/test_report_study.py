@@ -11,18 +11,38 @@ from mmiris.report import study as S
 
 
 def _row(model, seed, hr10, variant="", emb=16, **kw):
-    return {"key": f"{model}:{emb}:{seed}", "model": model, "emb": emb, "seed": seed, "variant": variant,
-            "hr10": hr10, "ndcg10": hr10 / 2, "hr20": hr10 + 0.1, "ndcg20": hr10 / 2 + 0.02,
-            "full_hr10": hr10 / 10, "full_ndcg10": hr10 / 20, "best_epoch": 5 + seed, "stopped": "early",
-            "epoch_seconds": 10.0, "explanation_overlap": 0.4 if "nais" in model or "iris" in model else None,
-            "valid_curve": [0.7, 0.75, 0.8][: 2 + seed % 2], **kw}
+    return {
+        "key": f"{model}:{emb}:{seed}",
+        "model": model,
+        "emb": emb,
+        "seed": seed,
+        "variant": variant,
+        "hr10": hr10,
+        "ndcg10": hr10 / 2,
+        "hr20": hr10 + 0.1,
+        "ndcg20": hr10 / 2 + 0.02,
+        "full_hr10": hr10 / 10,
+        "full_ndcg10": hr10 / 20,
+        "best_epoch": 5 + seed,
+        "stopped": "early",
+        "epoch_seconds": 10.0,
+        "explanation_overlap": 0.4 if "nais" in model or "iris" in model else None,
+        "valid_curve": [0.7, 0.75, 0.8][: 2 + seed % 2],
+        **kw,
+    }
 
 
 @pytest.fixture()
 def study_file(tmp_path):
-    rows = [_row("nais_concat", 0, 0.70), _row("nais_concat", 1, 0.72), _row("nais_concat", 2, 0.71),
-            _row("multimodal_iris", 0, 0.69), _row("multimodal_iris", 0, 0.60, variant="shuffled"),
-            _row("fism", 0, 0.65), {"key": "mf:16:0", "model": "mf", "emb": 16, "seed": 0, "error": "boom"}]
+    rows = [
+        _row("nais_concat", 0, 0.70),
+        _row("nais_concat", 1, 0.72),
+        _row("nais_concat", 2, 0.71),
+        _row("multimodal_iris", 0, 0.69),
+        _row("multimodal_iris", 0, 0.60, variant="shuffled"),
+        _row("fism", 0, 0.65),
+        {"key": "mf:16:0", "model": "mf", "emb": 16, "seed": 0, "error": "boom"},
+    ]
     path = tmp_path / "study.json"
     path.write_text(json.dumps({"rows": rows, "summary": {}}))
     return path
@@ -58,9 +78,23 @@ def test_a_bad_study_file_is_a_clear_error(tmp_path):
 def test_report_cli_takes_a_study_file(tmp_path, study_file, capsys):
     from mmiris.cli import main
 
-    assert main(["--store", str(tmp_path / "store"), "report", "--out", str(tmp_path / "r"),
-                 "--study", str(study_file)]) == 0
+    assert (
+        main(["--store", str(tmp_path / "store"), "report", "--out", str(tmp_path / "r"), "--study", str(study_file)])
+        == 0
+    )
     assert "0.7100 ± 0.0100" in (tmp_path / "r" / "report.html").read_text()
-    assert main(["--store", str(tmp_path / "store"), "report", "--out", str(tmp_path / "r2"),
-                 "--study", str(tmp_path / "nope.json")]) == 2
+    assert (
+        main(
+            [
+                "--store",
+                str(tmp_path / "store"),
+                "report",
+                "--out",
+                str(tmp_path / "r2"),
+                "--study",
+                str(tmp_path / "nope.json"),
+            ]
+        )
+        == 2
+    )
     assert "no such file" in capsys.readouterr().err

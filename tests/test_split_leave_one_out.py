@@ -29,9 +29,11 @@ def test_every_user_one_test_one_valid_and_train_is_the_rest():
     s = leave_one_out(u, i, ts, nu, ni, mode="random", n_negatives=20, seed=1)
     assert sorted(s.test.user.tolist()) == list(range(nu)) == sorted(s.valid.user.tolist())
     all_pairs = sorted(zip(u.tolist(), i.tolist()))
-    parts = (list(zip(s.train_user.tolist(), s.train_item.tolist()))
-             + list(zip(s.valid.user.tolist(), s.valid.item.tolist()))
-             + list(zip(s.test.user.tolist(), s.test.item.tolist())))
+    parts = (
+        list(zip(s.train_user.tolist(), s.train_item.tolist()))
+        + list(zip(s.valid.user.tolist(), s.valid.item.tolist()))
+        + list(zip(s.test.user.tolist(), s.test.item.tolist()))
+    )
     assert sorted(parts) == all_pairs  # a partition: nothing lost, nothing twice
     pos = set(all_pairs)
     for held in (s.valid, s.test):
@@ -78,8 +80,7 @@ def test_sampling_needs_enough_free_items():
     with pytest.raises(InputError, match=r"user 0 interacted with 8 of 10 items: fewer than n_negatives=5"):
         sample_negatives(np.array([0]), np.zeros(8, int), np.arange(8), 10, 5, np.random.default_rng(0))
     # users who hold most items still get their negatives (the retry path)
-    negs = sample_negatives(np.array([0]), np.zeros(95, int), np.arange(95), 100, 5,
-                            np.random.default_rng(0))
+    negs = sample_negatives(np.array([0]), np.zeros(95, int), np.arange(95), 100, 5, np.random.default_rng(0))
     assert sorted(negs[0].tolist()) == [95, 96, 97, 98, 99]
 
 
@@ -102,11 +103,19 @@ def test_short_users_drop_train_or_error():
 
 
 def _publish_interactions(store, u, i, ts, nu, ni):
-    return store.publish("interactions", "interactions", Output(tables={
-        "interactions": pa.table({"user_id": u, "item_id": i, "rating": pa.nulls(len(u), pa.float32()),
-                                  "timestamp": ts}),
-        "users": pa.table({"user_id": np.arange(nu), "source_id": [f"u{k}" for k in range(nu)]}),
-    }, stats={"n_users": nu, "n_items": ni}))
+    return store.publish(
+        "interactions",
+        "interactions",
+        Output(
+            tables={
+                "interactions": pa.table(
+                    {"user_id": u, "item_id": i, "rating": pa.nulls(len(u), pa.float32()), "timestamp": ts}
+                ),
+                "users": pa.table({"user_id": np.arange(nu), "source_id": [f"u{k}" for k in range(nu)]}),
+            },
+            stats={"n_users": nu, "n_items": ni},
+        ),
+    )
 
 
 def test_stage_publishes_once_and_loads(store, tmp_path):

@@ -52,6 +52,7 @@ def test_settings_need_a_source_split_and_exactly_one_setting(demo, capsys):
     store, split = demo
     assert main(["--store", str(store.root), "split", "--keep", "0.5"]) == 2
     assert "--from SPLIT" in capsys.readouterr().err
-    assert main(["--store", str(store.root), "split", "--from", str(split), "--keep", "0.5",
-                 "--cold-items", "0.2"]) == 2
+    assert (
+        main(["--store", str(store.root), "split", "--from", str(split), "--keep", "0.5", "--cold-items", "0.2"]) == 2
+    )
     assert "exactly one of" in capsys.readouterr().err

@@ -17,8 +17,19 @@ def _split(seed=0):
     users = np.repeat(np.arange(N_USERS), lengths)
     items = np.concatenate([rng.choice(N_ITEMS, n, replace=False) for n in lengths])
     loo = leave_one_out(users, items, None, N_USERS, N_ITEMS, mode="random", n_negatives=20, seed=seed)
-    return SplitData(None, N_USERS, N_ITEMS, loo.train_user, loo.train_item, loo.valid.user, loo.valid.item,
-                     loo.valid.negatives, loo.test.user, loo.test.item, loo.test.negatives)
+    return SplitData(
+        None,
+        N_USERS,
+        N_ITEMS,
+        loo.train_user,
+        loo.train_item,
+        loo.valid.user,
+        loo.valid.item,
+        loo.valid.negatives,
+        loo.test.user,
+        loo.test.item,
+        loo.test.negatives,
+    )
 
 
 def test_sparse_keeps_a_fraction_per_user_and_the_same_held_out_rows():
@@ -47,8 +58,12 @@ def test_cold_items_are_absent_from_train_and_every_interaction_is_a_test_case()
     assert out.stats["n_cold_items"] >= len(cold) and out.stats["setting"] == "cold"
     assert not cold & set(out.train_item.tolist())
     assert not cold & set(out.valid.item.tolist())
-    everything = set(zip(np.concatenate([split.train_users, split.valid_users, split.test_users]).tolist(),
-                         np.concatenate([split.train_items, split.valid_items, split.test_items]).tolist()))
+    everything = set(
+        zip(
+            np.concatenate([split.train_users, split.valid_users, split.test_users]).tolist(),
+            np.concatenate([split.train_items, split.valid_items, split.test_items]).tolist(),
+        )
+    )
     want = sorted((u, i) for u, i in everything if i in cold)
     got = sorted(zip(out.test.user.tolist(), out.test.item.tolist()))
     assert got == want  # each cold interaction exactly once

@@ -11,11 +11,20 @@ from mmiris.errors import ArtifactNotFound, SchemaError
 
 
 def _interactions(n=5):
-    return Output(tables={
-        "interactions": pa.table({"user_id": list(range(n)), "item_id": [i % 3 for i in range(n)],
-                                  "rating": [4.0] * n, "timestamp": [None] * n}),
-        "users": pa.table({"user_id": list(range(n)), "source_id": [str(i) for i in range(n)]}),
-    }, stats={"dropped_duplicates": 0})
+    return Output(
+        tables={
+            "interactions": pa.table(
+                {
+                    "user_id": list(range(n)),
+                    "item_id": [i % 3 for i in range(n)],
+                    "rating": [4.0] * n,
+                    "timestamp": [None] * n,
+                }
+            ),
+            "users": pa.table({"user_id": list(range(n)), "source_id": [str(i) for i in range(n)]}),
+        },
+        stats={"dropped_duplicates": 0},
+    )
 
 
 def test_publish_read_roundtrip_and_manifest(store):
@@ -71,13 +80,13 @@ def test_crash_mid_publish_leaves_nothing_that_looks_complete(store, monkeypatch
 
 def test_bad_table_rejected_naming_column(store):
     out = _interactions()
-    out.tables["interactions"] = out.tables["interactions"].rename_columns(
-        ["user", "item_id", "rating", "timestamp"])
+    out.tables["interactions"] = out.tables["interactions"].rename_columns(["user", "item_id", "rating", "timestamp"])
     with pytest.raises(SchemaError, match=r"missing column\(s\) \['user_id'\].*unexpected column\(s\) \['user'\]"):
         store.publish("interactions", "interactions", out)
     out = _interactions()
     out.tables["interactions"] = out.tables["interactions"].set_column(
-        0, "user_id", pa.array([None, 1, 2, 3, 4], pa.int64()))
+        0, "user_id", pa.array([None, 1, 2, 3, 4], pa.int64())
+    )
     with pytest.raises(SchemaError, match="'user_id' has 1 null value"):
         store.publish("interactions", "interactions", out)
     assert store.versions("interactions") == []
@@ -96,9 +105,22 @@ def test_reader_validates_tampered_file(store):
 
 def test_files_and_lineage(store):
     parent = store.publish("interactions", "interactions", _interactions())
-    metrics = Output(tables={"metrics": pa.table({
-        "model": ["m@1"], "split": ["s@1"], "protocol": ["sampled"], "metric": ["hr"],
-        "k": pa.array([10], pa.int32()), "value": [0.5], "users": [3]})}, files={"note.txt": b"hi"})
+    metrics = Output(
+        tables={
+            "metrics": pa.table(
+                {
+                    "model": ["m@1"],
+                    "split": ["s@1"],
+                    "protocol": ["sampled"],
+                    "metric": ["hr"],
+                    "k": pa.array([10], pa.int32()),
+                    "value": [0.5],
+                    "users": [3],
+                }
+            )
+        },
+        files={"note.txt": b"hi"},
+    )
     child = store.publish("metrics", "metrics", metrics, parents=[parent])
     assert store.read_file(child, "note.txt") == b"hi"
     tree = store.lineage(child)

@@ -16,31 +16,77 @@ from mmiris.errors import MmirisError
 
 
 def _interactions(n=4):
-    return Output(tables={
-        "interactions": pa.table({"user_id": list(range(n)), "item_id": [i % 2 for i in range(n)],
-                                  "rating": [4.0] * n, "timestamp": [None] * n}),
-        "users": pa.table({"user_id": list(range(n)), "source_id": [str(i) for i in range(n)]}),
-    })
+    return Output(
+        tables={
+            "interactions": pa.table(
+                {
+                    "user_id": list(range(n)),
+                    "item_id": [i % 2 for i in range(n)],
+                    "rating": [4.0] * n,
+                    "timestamp": [None] * n,
+                }
+            ),
+            "users": pa.table({"user_id": list(range(n)), "source_id": [str(i) for i in range(n)]}),
+        }
+    )
 
 
 def _items(n=2):
-    return Output(tables={"items": pa.table({
-        "item_id": list(range(n)), "source_id": [str(i) for i in range(n)], "title": ["t"] * n,
-        "year": pa.array([None] * n, pa.int32()), "genres": pa.array([None] * n, pa.list_(pa.string())),
-        "imdb_id": pa.array([None] * n, pa.string()), "image_url": pa.array([None] * n, pa.string()),
-        "description": pa.array([None] * n, pa.string()), "metadata_exact": [True] * n})})
+    return Output(
+        tables={
+            "items": pa.table(
+                {
+                    "item_id": list(range(n)),
+                    "source_id": [str(i) for i in range(n)],
+                    "title": ["t"] * n,
+                    "year": pa.array([None] * n, pa.int32()),
+                    "genres": pa.array([None] * n, pa.list_(pa.string())),
+                    "imdb_id": pa.array([None] * n, pa.string()),
+                    "image_url": pa.array([None] * n, pa.string()),
+                    "description": pa.array([None] * n, pa.string()),
+                    "metadata_exact": [True] * n,
+                }
+            )
+        }
+    )
 
 
 def _training_log():
-    return pa.table({"epoch": [1], "step": [1], "loss": [0.5], "metric": [None], "value": [None],
-                     "seconds": [0.1]})
+    return pa.table({"epoch": [1], "step": [1], "loss": [0.5], "metric": [None], "value": [None], "seconds": [0.1]})
 
 
-EXISTING = ["model-nais_prod", "ml1m_image_features", "recommendations-nais_prod", "tune-multimodal_iris",
-            "split", "interactions", "ml1m-interactions", "metrics-fism", "demo-split", "a", "v1.2",
-            "x" * 128]
-BAD = ["", "_staging", ".hidden", "..", "../../victim/x", "/abs/path", "a/b", "a@b", "a b", "a\nb",
-       "tab\there", "nul\x00", "é", "x" * 129, "-", "a\\b"]
+EXISTING = [
+    "model-nais_prod",
+    "ml1m_image_features",
+    "recommendations-nais_prod",
+    "tune-multimodal_iris",
+    "split",
+    "interactions",
+    "ml1m-interactions",
+    "metrics-fism",
+    "demo-split",
+    "a",
+    "v1.2",
+    "x" * 128,
+]
+BAD = [
+    "",
+    "_staging",
+    ".hidden",
+    "..",
+    "../../victim/x",
+    "/abs/path",
+    "a/b",
+    "a@b",
+    "a b",
+    "a\nb",
+    "tab\there",
+    "nul\x00",
+    "é",
+    "x" * 129,
+    "-",
+    "a\\b",
+]
 
 
 @pytest.mark.parametrize("name", EXISTING)
@@ -133,8 +179,12 @@ def test_store_that_is_a_file(tmp_path):
 
 def test_group_is_invisible_until_complete_and_gc_removes_stale_orphans(store, monkeypatch):
     inter = store.ref_for("interactions", "interactions", [], {"p": 1})
-    refs = store.publish_group([Pending("interactions", "interactions", _interactions(), [], {"p": 1}),
-                                Pending("items", "items", _items(), [inter], {"p": 1})])
+    refs = store.publish_group(
+        [
+            Pending("interactions", "interactions", _interactions(), [], {"p": 1}),
+            Pending("items", "items", _items(), [inter], {"p": 1}),
+        ]
+    )
     assert refs[0] == inter and store.latest("items") == refs[1]
     assert store.manifest(refs[1]).info["group"] == [str(r) for r in refs]
 
@@ -151,16 +201,24 @@ def test_group_is_invisible_until_complete_and_gc_removes_stale_orphans(store, m
 
     monkeypatch.setattr(mod.os, "rename", rename)
     with pytest.raises(OSError):
-        store.publish_group([Pending("interactions", "interactions", _interactions(), [], {"p": 2}),
-                             Pending("items", "items", _items(), [inter], {"p": 2})])
+        store.publish_group(
+            [
+                Pending("interactions", "interactions", _interactions(), [], {"p": 2}),
+                Pending("items", "items", _items(), [inter], {"p": 2}),
+            ]
+        )
     monkeypatch.undo()
     assert [m.params for m in store.versions("interactions", incomplete=True)] == [{"p": 1}]
     assert not list((Path(store.root) / "_staging").glob("*"))
 
     # A kill between the renames: simulate by deleting the second member of a complete group.
     inter3 = store.ref_for("interactions", "interactions", [], {"p": 3})
-    refs3 = store.publish_group([Pending("interactions", "interactions", _interactions(), [], {"p": 3}),
-                                 Pending("items", "items", _items(), [inter3], {"p": 3})])
+    refs3 = store.publish_group(
+        [
+            Pending("interactions", "interactions", _interactions(), [], {"p": 3}),
+            Pending("items", "items", _items(), [inter3], {"p": 3}),
+        ]
+    )
     import shutil
 
     shutil.rmtree(store.version_dir(refs3[1]))
@@ -186,9 +244,12 @@ def test_model_file_with_pickled_code_is_refused(store, tmp_path):
     buf = io.BytesIO()
     torch.save({"model": "mf", "config": {}, "state_dict": {}, "x": Evil()}, buf)
     for payload in (evil, buf.getvalue()):
-        ref = store.publish("model-mf", "model", Output({"training_log": _training_log()},
-                                                        files={"model.pt": payload}),
-                            params={"n": len(payload)})
+        ref = store.publish(
+            "model-mf",
+            "model",
+            Output({"training_log": _training_log()}, files={"model.pt": payload}),
+            params={"n": len(payload)},
+        )
         with pytest.raises(MmirisError, match=r"model model-mf@.*files/model.pt is not a loadable model file"):
             read_model_file(store, ref)
     (tmp_path / "ck").mkdir()
@@ -202,10 +263,20 @@ def test_model_file_in_the_current_format_loads_and_checksum_is_checked(store):
     from mmiris.train.checkpoint import read_model_file
 
     buf = io.BytesIO()
-    torch.save({"format": 1, "model": "mf", "config": {"emb": 16, "hidden": (8, 4)}, "n_users": 3,
-                "n_items": 2, "state_dict": {"w": torch.ones(2, 3)}}, buf)
-    ref = store.publish("model-mf", "model", Output({"training_log": _training_log()},
-                                                    files={"model.pt": buf.getvalue()}))
+    torch.save(
+        {
+            "format": 1,
+            "model": "mf",
+            "config": {"emb": 16, "hidden": (8, 4)},
+            "n_users": 3,
+            "n_items": 2,
+            "state_dict": {"w": torch.ones(2, 3)},
+        },
+        buf,
+    )
+    ref = store.publish(
+        "model-mf", "model", Output({"training_log": _training_log()}, files={"model.pt": buf.getvalue()})
+    )
     blob = read_model_file(store, ref)
     assert blob["config"]["hidden"] == (8, 4) and torch.equal(blob["state_dict"]["w"], torch.ones(2, 3))
     path = Path(store.version_dir(ref)) / "files" / "model.pt"

@@ -42,22 +42,30 @@ def test_search_space_defaults_and_grammar():
     from mmiris.pipelines.tune import default_space, parse_spec, search_space
 
     assert set(default_space("fism")) == {"lr", "batch_size", "reg_emb"}
-    assert set(default_space("nais_prod")) == {"lr", "batch_size", "reg_emb", "reg_attention", "beta",
-                                               "attention_size"}
+    assert set(default_space("nais_prod")) == {"lr", "batch_size", "reg_emb", "reg_attention", "beta", "attention_size"}
     assert {"reg_feature", "reg_share", "beta"} <= set(default_space("multimodal_iris"))
     assert set(default_space("ease")) == {"l2"}  # closed form: no learning rate or batches
     assert parse_spec("lr", "1e-4:1e-2:log") == {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
     assert parse_spec("beta", "0.5,0.8") == {"type": "categorical", "choices": [0.5, 0.8]}
     assert parse_spec("loss", "log") == {"type": "categorical", "choices": ["log"]}
     assert parse_spec("reg_emb", "off") is None
-    space = {p.name: p for p in search_space("nais_prod", {"attention_size": "8:64:int", "reg_emb": "off",
-                                                           "negatives": "2,4"}, only=None)}
+    space = {
+        p.name: p
+        for p in search_space(
+            "nais_prod", {"attention_size": "8:64:int", "reg_emb": "off", "negatives": "2,4"}, only=None
+        )
+    }
     assert space["attention_size"].type == "int" and "reg_emb" not in space
     assert space["negatives"].target == "train" and space["beta"].target == "model"
     assert [p.name for p in search_space("nais_prod", only=["lr", "beta"])] == ["lr", "beta"]
-    for bad, match in [({"nosuch": "1:2"}, "unknown parameter 'nosuch'"), ({"lr": "0:1:log"}, "LOW > 0"),
-                       ({"lr": "2:1"}, "below HIGH"), ({"batch_size": "0,512"}, "batch_size must be >= 1"),
-                       ({"attention_size": "8.5:9"}, "integer"), ({"lr": "1:x"}, "numbers")]:
+    for bad, match in [
+        ({"nosuch": "1:2"}, "unknown parameter 'nosuch'"),
+        ({"lr": "0:1:log"}, "LOW > 0"),
+        ({"lr": "2:1"}, "below HIGH"),
+        ({"batch_size": "0,512"}, "batch_size must be >= 1"),
+        ({"attention_size": "8.5:9"}, "integer"),
+        ({"lr": "1:x"}, "numbers"),
+    ]:
         with pytest.raises(MmirisError, match=match):
             search_space("nais_prod", bad)
 
@@ -68,9 +76,16 @@ def test_tune_prunes_publishes_the_trials_table_and_finds_it_again(data):
     from mmiris.report.html import render
 
     store, split = data
-    kw = dict(n_trials=2, space={"lr": [0.05, 1e-9]}, only=["lr"], model_config={"emb": 8},
-              train_config=TrainConfig(epochs=3, lr=0.05, batch_size=256, threads=1),
-              enqueue=[{"lr": 1e-9}], startup_trials=1, study_name="prune")
+    kw = dict(
+        n_trials=2,
+        space={"lr": [0.05, 1e-9]},
+        only=["lr"],
+        model_config={"emb": 8},
+        train_config=TrainConfig(epochs=3, lr=0.05, batch_size=256, threads=1),
+        enqueue=[{"lr": 1e-9}],
+        startup_trials=1,
+        study_name="prune",
+    )
     t0 = time.perf_counter()
     ref = tune_model(store, split, "fism", **kw)  # trial 0: the baseline (lr 0.05); trial 1: lr ≈ 0
     print(f"2 trials: {time.perf_counter() - t0:.1f} s")
@@ -104,9 +119,30 @@ def test_cli_tune_then_train_with_params_from(data, capsys):
 
     store, split = data
     common = ["--store", store.uri]
-    assert cli.main([*common, "tune", "--split", str(split), "--model", "fism", "--trials", "3", "--epochs", "2",
-                     "--space", "lr=1e-3:5e-2:log", "--space", "reg_emb=1e-7,1e-4", "--only", "lr,reg_emb",
-                     *FAST]) == 0
+    assert (
+        cli.main(
+            [
+                *common,
+                "tune",
+                "--split",
+                str(split),
+                "--model",
+                "fism",
+                "--trials",
+                "3",
+                "--epochs",
+                "2",
+                "--space",
+                "lr=1e-3:5e-2:log",
+                "--space",
+                "reg_emb=1e-7,1e-4",
+                "--only",
+                "lr,reg_emb",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip().splitlines()
     tune_ref = out[-1]
     assert tune_ref.startswith("tune-fism@") and out[-2].startswith("best: trial")
@@ -131,13 +167,16 @@ def test_cli_tune_then_train_with_params_from(data, capsys):
     assert "tuned model 'fism', not 'mf'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "fism", "--space", "nosuch=1:2"], "unknown parameter 'nosuch' for model fism"),
-    (["--model", "no_such_model"], "unknown model 'no_such_model'"),
-    (["--model", "fism", "--space", "lr"], "expected NAME=SPEC"),
-    (["--model", "fism", "--space", "lr=1e-4:1e-2:cubic"], "unknown flag(s) ['cubic']"),
-    (["--model", "fism", "--only", "beta"], "not tunable for model fism"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "fism", "--space", "nosuch=1:2"], "unknown parameter 'nosuch' for model fism"),
+        (["--model", "no_such_model"], "unknown model 'no_such_model'"),
+        (["--model", "fism", "--space", "lr"], "expected NAME=SPEC"),
+        (["--model", "fism", "--space", "lr=1e-4:1e-2:cubic"], "unknown flag(s) ['cubic']"),
+        (["--model", "fism", "--only", "beta"], "not tunable for model fism"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(data, capsys, args, message):
     from mmiris import cli
 
@@ -151,8 +190,10 @@ def _trials(db: str) -> list[tuple[int, str, int]]:
     """(number, state, validated epochs) of each trial, read from Optuna's SQLite tables."""
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return con.execute("SELECT number, state, (SELECT count(*) FROM trial_intermediate_values v "
-                               "WHERE v.trial_id = t.trial_id) FROM trials t ORDER BY number").fetchall()
+            return con.execute(
+                "SELECT number, state, (SELECT count(*) FROM trial_intermediate_values v "
+                "WHERE v.trial_id = t.trial_id) FROM trials t ORDER BY number"
+            ).fetchall()
     except sqlite3.OperationalError:  # not created yet
         return []
 
@@ -160,10 +201,36 @@ def _trials(db: str) -> list[tuple[int, str, int]]:
 def test_sigkill_mid_trial_then_rerun_finishes_the_study(tmp_path):
     store = ArtifactStore(tmp_path / "store")
     split = _demo_split(store)
-    cmd = [sys.executable, "-c", "import sys; from mmiris.cli import main; sys.exit(main())",
-           "--store", store.uri, "tune", "--split", str(split), "--model", "fism", "--trials", "3",
-           "--study", "killed", "--pruner", "none", "--epochs", "6", "--patience", "6", "--only", "lr,reg_emb",
-           "--batch-size", "64", "--threads", "1", "--emb", "8"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from mmiris.cli import main; sys.exit(main())",
+        "--store",
+        store.uri,
+        "tune",
+        "--split",
+        str(split),
+        "--model",
+        "fism",
+        "--trials",
+        "3",
+        "--study",
+        "killed",
+        "--pruner",
+        "none",
+        "--epochs",
+        "6",
+        "--patience",
+        "6",
+        "--only",
+        "lr,reg_emb",
+        "--batch-size",
+        "64",
+        "--threads",
+        "1",
+        "--emb",
+        "8",
+    ]
     db = f"{store.root}/_tune/killed.db"
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

@@ -68,8 +68,11 @@ def _source_files(name: str) -> list[tuple[str, Path]]:
     if not is_pkg:
         return [(name, path)]
     root = path.parent
-    files = [p for p in root.rglob("*") if p.suffix in SOURCE_SUFFIXES and p.is_file()
-             and "__pycache__" not in p.relative_to(root).parts]
+    files = [
+        p
+        for p in root.rglob("*")
+        if p.suffix in SOURCE_SUFFIXES and p.is_file() and "__pycache__" not in p.relative_to(root).parts
+    ]
     return sorted((f"{name}/{p.relative_to(root).as_posix()}", p) for p in files)
 
 

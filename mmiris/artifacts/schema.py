@@ -94,15 +94,15 @@ def parse_type(text: str) -> ArrowType:
     for prefix in ("list<", "fixed_size_list<"):
         if text.startswith(prefix):
             close = text.rindex(">")
-            inner = parse_type(text[len(prefix):close])
-            rest = text[close + 1:].strip()
+            inner = parse_type(text[len(prefix) : close])
+            rest = text[close + 1 :].strip()
             if prefix == "list<":
                 return ArrowType("list", (inner,))
             size = int(rest.strip("[]")) if rest else None
             return ArrowType("fixed_size_list", (inner,), fixed_size=size)
     if text.startswith("struct<") and text.endswith(">"):
         names, children = [], []
-        for part in _split_top(text[len("struct<"):-1]):
+        for part in _split_top(text[len("struct<") : -1]):
             name, _, typ = part.partition(":")
             names.append(name.strip())
             children.append(parse_type(typ))
@@ -172,8 +172,7 @@ def load_contract(kind: str, schema_dir: Traversable = SCHEMA_DIR) -> Contract:
     tables = {}
     for tname, t in raw["tables"].items():
         cols = tuple(
-            Column(c["name"], c["type"], bool(c.get("nullable", False)), c.get("description", ""))
-            for c in t["columns"]
+            Column(c["name"], c["type"], bool(c.get("nullable", False)), c.get("description", "")) for c in t["columns"]
         )
         for c in cols:
             parse_type(c.type)  # fail early on a bad schema file
@@ -202,9 +201,7 @@ def validate(table: pa.Table, contract: Contract, table_name: str, where: str) -
     for col in tc.columns:
         arr = table.column(col.name)
         if not col.arrow.matches(arr.type):
-            raise SchemaError(
-                f"{where}: column {col.name!r} has type {arr.type}, expected {col.type}"
-            )
+            raise SchemaError(f"{where}: column {col.name!r} has type {arr.type}, expected {col.type}")
         if not col.nullable and arr.null_count:
             raise SchemaError(
                 f"{where}: column {col.name!r} has {arr.null_count} null value(s), expected none (not nullable)"

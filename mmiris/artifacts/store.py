@@ -80,7 +80,8 @@ def check_name(name: str, what: str = "artifact name") -> str:
         shown = repr(name) if len(str(name)) <= 80 else repr(str(name)[:80]) + "…"
         raise ArtifactNameError(
             f"{what} {shown}: expected 1-{NAME_MAX} letters, digits, '-', '_' or '.', not starting "
-            f"with '_' or '.' (no '/', '@', spaces or control characters)")
+            f"with '_' or '.' (no '/', '@', spaces or control characters)"
+        )
     return name
 
 
@@ -151,8 +152,7 @@ class Output:
     info: dict = field(default_factory=dict)
 
 
-def version_id(name: str, kind: str, schema_version: int, parents: Iterable, params: Mapping,
-               code_version: str) -> str:
+def version_id(name: str, kind: str, schema_version: int, parents: Iterable, params: Mapping, code_version: str) -> str:
     key = {
         "name": name,
         "kind": kind,
@@ -194,8 +194,12 @@ class Pending:
 class ArtifactStore:
     """Publish and read immutable artifact versions. See the module docstring for the layout."""
 
-    def __init__(self, uri: str | os.PathLike | None = None,
-                 filesystem: pafs.FileSystem | None = None, verify: bool | None = None):
+    def __init__(
+        self,
+        uri: str | os.PathLike | None = None,
+        filesystem: pafs.FileSystem | None = None,
+        verify: bool | None = None,
+    ):
         uri = str(uri or os.environ.get("MMIRIS_STORE") or DEFAULT_STORE)
         self.uri = uri
         self.verify = verify_enabled() if verify is None else bool(verify)
@@ -234,8 +238,7 @@ class ArtifactStore:
         if self.is_local:
             real, root = os.path.realpath(path), os.path.realpath(self.root)
             if real != root and not real.startswith(root.rstrip("/") + "/"):
-                raise ArtifactNameError(f"{path} resolves to {real}, outside the store {root}; "
-                                        f"refusing to write there")
+                raise ArtifactNameError(f"{path} resolves to {real}, outside the store {root}; refusing to write there")
 
     def version_dir(self, ref: ArtifactRef) -> str:
         return self._path(ref.name, ref.version)
@@ -258,18 +261,24 @@ class ArtifactStore:
         except FileNotFoundError:
             raise ArtifactNotFound(f"artifact {ref} not found in store {self.uri}") from None
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            raise MmirisError(f"manifest {path} is corrupt ({type(exc).__name__}: {str(exc)[:120]}); "
-                              f"expected the JSON a publish writes — delete the version folder "
-                              f"and publish it again") from None
+            raise MmirisError(
+                f"manifest {path} is corrupt ({type(exc).__name__}: {str(exc)[:120]}); "
+                f"expected the JSON a publish writes — delete the version folder "
+                f"and publish it again"
+            ) from None
         if (m.name, m.version) != (ref.name, ref.version):
-            raise MmirisError(f"manifest {path} describes {m.name}@{m.version}, not {ref}: "
-                              f"the store was edited by hand")
+            raise MmirisError(
+                f"manifest {path} describes {m.name}@{m.version}, not {ref}: the store was edited by hand"
+            )
         return m
 
     def names(self) -> list[str]:
         sel = pafs.FileSelector(self.root, allow_not_found=True)
-        return sorted(i.base_name for i in self.fs.get_file_info(sel)
-                      if i.type == pafs.FileType.Directory and _NAME.fullmatch(i.base_name))
+        return sorted(
+            i.base_name
+            for i in self.fs.get_file_info(sel)
+            if i.type == pafs.FileType.Directory and _NAME.fullmatch(i.base_name)
+        )
 
     def versions(self, name: str, *, incomplete: bool = False) -> list[Manifest]:
         """Published versions of ``name``, oldest first (``incomplete``: with versions whose
@@ -277,8 +286,11 @@ class ArtifactStore:
         sel = pafs.FileSelector(self._path(check_name(name)), allow_not_found=True)
         out = []
         for info in self.fs.get_file_info(sel):
-            if info.type == pafs.FileType.Directory and _NAME.fullmatch(info.base_name) \
-                    and info.base_name not in _RESERVED_VERSIONS:
+            if (
+                info.type == pafs.FileType.Directory
+                and _NAME.fullmatch(info.base_name)
+                and info.base_name not in _RESERVED_VERSIONS
+            ):
                 ref = ArtifactRef(name, info.base_name)
                 if self.exists(ref):
                     m = self.manifest(ref)
@@ -324,8 +336,9 @@ class ArtifactStore:
         raise MmirisError(f"artifact {text} is ambiguous: {', '.join(map(str, matches))}")
 
     # ---------------------------------------------------------------- read
-    def read_table(self, ref: ArtifactRef | str, table: str | None = None,
-                   columns: list[str] | None = None) -> pa.Table:
+    def read_table(
+        self, ref: ArtifactRef | str, table: str | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
         """Read one table of an artifact and validate it against its contract."""
         m = self.manifest(ref)
         table = table or _only_table(m)
@@ -342,8 +355,7 @@ class ArtifactStore:
         except FileNotFoundError:
             raise MmirisError(f"artifact {m.ref}: table file {path} is missing") from None
         except pa.ArrowException as exc:
-            raise MmirisError(f"artifact {m.ref}: {path} is not a readable Parquet file "
-                              f"({str(exc)[:160]})") from None
+            raise MmirisError(f"artifact {m.ref}: {path} is not a readable Parquet file ({str(exc)[:160]})") from None
         contract = load_contract(m.kind)
         validate(t, contract, table, where=f"artifact {m.ref} ({path})")
         return t.select(columns) if columns else t
@@ -368,31 +380,51 @@ class ArtifactStore:
             data = f.read()
         want = meta.get("sha256")
         if "bytes" in meta and len(data) != meta["bytes"]:
-            raise ChecksumError(f"artifact {m.ref}: {path} has {len(data)} bytes, the manifest records "
-                                f"{meta['bytes']} (truncated or changed after publishing); publish it "
-                                f"again, or pass --no-verify (MMIRIS_VERIFY=0) to read it anyway")
+            raise ChecksumError(
+                f"artifact {m.ref}: {path} has {len(data)} bytes, the manifest records "
+                f"{meta['bytes']} (truncated or changed after publishing); publish it "
+                f"again, or pass --no-verify (MMIRIS_VERIFY=0) to read it anyway"
+            )
         if want and hashlib.sha256(data).hexdigest() != want:
-            raise ChecksumError(f"artifact {m.ref}: {path} fails its checksum (sha256 "
-                                f"{hashlib.sha256(data).hexdigest()[:16]}…, the manifest records "
-                                f"{want[:16]}…): changed or corrupted after publishing; publish it "
-                                f"again, or pass --no-verify (MMIRIS_VERIFY=0) to read it anyway")
+            raise ChecksumError(
+                f"artifact {m.ref}: {path} fails its checksum (sha256 "
+                f"{hashlib.sha256(data).hexdigest()[:16]}…, the manifest records "
+                f"{want[:16]}…): changed or corrupted after publishing; publish it "
+                f"again, or pass --no-verify (MMIRIS_VERIFY=0) to read it anyway"
+            )
         return data
 
     # ---------------------------------------------------------------- write
-    def ref_for(self, name: str, kind: str, parents: Iterable, params: Mapping | None,
-                code_version: str = "") -> ArtifactRef:
+    def ref_for(
+        self, name: str, kind: str, parents: Iterable, params: Mapping | None, code_version: str = ""
+    ) -> ArtifactRef:
         """The identity of an artifact: the ref a publish of these inputs gets, whether or not
         it exists yet. The one place a version id is computed (see :func:`version_id`).
 
         ``code_version``: the stage's code, normally
         ``mmiris.artifacts.code_version.source_version(<modules that decide the output>)``."""
         contract = load_contract(kind)
-        return ArtifactRef(check_name(name), version_id(name, kind, contract.version,
-                                                        [str(p) for p in parents], dict(params or {}),
-                                                        full_code_version(code_version)))
+        return ArtifactRef(
+            check_name(name),
+            version_id(
+                name,
+                kind,
+                contract.version,
+                [str(p) for p in parents],
+                dict(params or {}),
+                full_code_version(code_version),
+            ),
+        )
 
-    def get_or_create(self, name: str, kind: str, parents: Iterable[ArtifactRef], params: Mapping,
-                      build: Callable[[], Output], code_version: str = "") -> ArtifactRef:
+    def get_or_create(
+        self,
+        name: str,
+        kind: str,
+        parents: Iterable[ArtifactRef],
+        params: Mapping,
+        build: Callable[[], Output],
+        code_version: str = "",
+    ) -> ArtifactRef:
         """Return the existing version for these inputs, or build and publish it."""
         parents = list(parents)
         ref = self.ref_for(name, kind, parents, params, code_version)  # checks the name first
@@ -402,11 +434,17 @@ class ArtifactStore:
         out = build()
         return self.publish(name, kind, out, parents=parents, params=params, code_version=code_version)
 
-    def publish(self, name: str, kind: str, output: Output, parents: Iterable[ArtifactRef] = (),
-                params: Mapping | None = None, code_version: str = "") -> ArtifactRef:
+    def publish(
+        self,
+        name: str,
+        kind: str,
+        output: Output,
+        parents: Iterable[ArtifactRef] = (),
+        params: Mapping | None = None,
+        code_version: str = "",
+    ) -> ArtifactRef:
         """Validate and publish atomically. An existing version with the same id is kept."""
-        return self.publish_group([Pending(name, kind, output, list(parents), dict(params or {}),
-                                           code_version)])[0]
+        return self.publish_group([Pending(name, kind, output, list(parents), dict(params or {}), code_version)])[0]
 
     def publish_group(self, members: list[Pending]) -> list[ArtifactRef]:
         """Publish several artifacts all-or-nothing from a reader's point of view.
@@ -434,17 +472,25 @@ class ArtifactStore:
             if missing or unknown:
                 raise MmirisError(
                     f"publishing {mb.name} ({mb.kind}): tables {sorted(mb.output.tables)} do not "
-                    f"match the contract's {sorted(contract.tables)}")
-            conformed.append({t: conform(tab, contract, t, where=f"publishing {mb.name} ({mb.kind})")
-                              for t, tab in mb.output.tables.items()})
+                    f"match the contract's {sorted(contract.tables)}"
+                )
+            conformed.append(
+                {
+                    t: conform(tab, contract, t, where=f"publishing {mb.name} ({mb.kind})")
+                    for t, tab in mb.output.tables.items()
+                }
+            )
         staged: list[tuple[ArtifactRef, str, str, dict]] = []  # (ref, work, final, table_meta)
         started: list[str] = []  # work folders, removed on failure
         moved: list[str] = []
         try:
             for (mb, contract, ref), tables in zip(todo, conformed):
                 final = self.version_dir(ref)
-                work = (self._path("_staging", f"{ref.name}-{ref.version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-                        if self.is_local else final)
+                work = (
+                    self._path("_staging", f"{ref.name}-{ref.version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+                    if self.is_local
+                    else final
+                )
                 self._check_inside(posixpath.dirname(work))
                 self._check_inside(self._path(ref.name))
                 started.append(work)
@@ -472,12 +518,12 @@ class ArtifactStore:
             raise
         for ref, _, _, table_meta in staged:
             self._write_latest(ref)
-            log.info("published %s (%s)", ref,
-                     ", ".join(f"{t}: {m['rows']} rows" for t, m in table_meta.items()))
+            log.info("published %s (%s)", ref, ", ".join(f"{t}: {m['rows']} rows" for t, m in table_meta.items()))
         return [ref for _, _, ref in plans]
 
-    def _write_version(self, work: str, mb: Pending, contract, ref: ArtifactRef,
-                       tables: dict[str, pa.Table], group: list[str]) -> dict:
+    def _write_version(
+        self, work: str, mb: Pending, contract, ref: ArtifactRef, tables: dict[str, pa.Table], group: list[str]
+    ) -> dict:
         """Tables, files and (last) the manifest of one version into ``work``."""
         self.fs.create_dir(work, recursive=True)
         table_meta = {}
@@ -487,9 +533,13 @@ class ArtifactStore:
             data = sink.getvalue()
             with self.fs.open_output_stream(posixpath.join(work, f"{tname}.parquet")) as f:
                 f.write(data)
-            table_meta[tname] = {"file": f"{tname}.parquet", "rows": tab.num_rows,
-                                 "columns": tab.column_names, "bytes": data.size,
-                                 "sha256": hashlib.sha256(data).hexdigest()}
+            table_meta[tname] = {
+                "file": f"{tname}.parquet",
+                "rows": tab.num_rows,
+                "columns": tab.column_names,
+                "bytes": data.size,
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
         file_meta = {}
         if mb.output.files:
             self.fs.create_dir(posixpath.join(work, "files"), recursive=True)
@@ -497,16 +547,22 @@ class ArtifactStore:
             rel = f"files/{check_name(fname, f'file name of {mb.name}')}"
             with self.fs.open_output_stream(posixpath.join(work, rel)) as f:
                 f.write(data)
-            file_meta[fname] = {"path": rel, "bytes": len(data),
-                                "sha256": hashlib.sha256(data).hexdigest()}
+            file_meta[fname] = {"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         info = dict(mb.output.info)
         if group:
             info["group"] = group
         manifest = Manifest(
-            name=ref.name, version=ref.version, kind=mb.kind, schema_version=contract.version,
-            parents=[str(p) for p in mb.parents], params=dict(mb.params),
+            name=ref.name,
+            version=ref.version,
+            kind=mb.kind,
+            schema_version=contract.version,
+            parents=[str(p) for p in mb.parents],
+            params=dict(mb.params),
             code_version=full_code_version(mb.code_version),
-            tables=table_meta, files=file_meta, stats=mb.output.stats, info=info,
+            tables=table_meta,
+            files=file_meta,
+            stats=mb.output.stats,
+            info=info,
             created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         )
         # The manifest is written last: its presence marks the version complete.
@@ -518,8 +574,10 @@ class ArtifactStore:
         try:
             self.fs.delete_dir(path)
         except (OSError, pa.ArrowException):
-            log.warning("could not remove %s after a failed publish; readers ignore it (no manifest "
-                        "or an incomplete group)", path)
+            log.warning(
+                "could not remove %s after a failed publish; readers ignore it (no manifest or an incomplete group)",
+                path,
+            )
 
     def _write_latest(self, ref: ArtifactRef) -> None:
         path = self._path(ref.name, "LATEST")
@@ -539,8 +597,12 @@ class ArtifactStore:
     def lineage(self, ref: ArtifactRef | str) -> dict:
         """The parent tree of an artifact: {"ref", "kind", "parents": [...]}."""
         m = self.manifest(ref)
-        return {"ref": str(m.ref), "kind": m.kind, "created_at": m.created_at,
-                "parents": [self.lineage(ArtifactRef.parse(p)) for p in m.parents]}
+        return {
+            "ref": str(m.ref),
+            "kind": m.kind,
+            "created_at": m.created_at,
+            "parents": [self.lineage(ArtifactRef.parse(p)) for p in m.parents],
+        }
 
     def gc_staging(self) -> int:
         """Remove leftovers of crashed publishes: staging folders and LATEST temp files of

@@ -27,8 +27,19 @@ EXIT_CODES = """exit codes:
   141  output closed early (e.g. piped into head); nothing is wrong"""
 
 # Order is the order shown in --help.
-COMMANDS = ["demo", "ingest", "split", "crawl", "features", "train", "tune", "evaluate", "recommend",
-            "report", "artifacts"]
+COMMANDS = [
+    "demo",
+    "ingest",
+    "split",
+    "crawl",
+    "features",
+    "train",
+    "tune",
+    "evaluate",
+    "recommend",
+    "report",
+    "artifacts",
+]
 
 
 def _global_options(parser: argparse.ArgumentParser, default) -> None:
@@ -37,16 +48,26 @@ def _global_options(parser: argparse.ArgumentParser, default) -> None:
     The top-level parser gets real defaults; each subcommand gets the same options with
     ``argparse.SUPPRESS``, so a value given after the subcommand is kept and an absent one
     does not overwrite what was given before it."""
+
     def d(value):
         return value if default is None else default
 
-    parser.add_argument("--store", default=d(None),
-                        help="artifact store path or URI (default: $MMIRIS_STORE or ./mmiris-store)")
-    parser.add_argument("--no-verify", action="store_true", default=d(False),
-                        help="skip the sha256 check of tables and files against their manifests "
-                             "(also MMIRIS_VERIFY=0); faster on huge stores, unsafe on untrusted ones")
-    parser.add_argument("--debug", action="store_true", default=d(False),
-                        help="print the full traceback of any error, not just the one-line message")
+    parser.add_argument(
+        "--store", default=d(None), help="artifact store path or URI (default: $MMIRIS_STORE or ./mmiris-store)"
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        default=d(False),
+        help="skip the sha256 check of tables and files against their manifests "
+        "(also MMIRIS_VERIFY=0); faster on huge stores, unsafe on untrusted ones",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=d(False),
+        help="print the full traceback of any error, not just the one-line message",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", default=d(False), help="debug logging")
 
 
@@ -62,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmiris",
         description="Multimodal IRIS recommender: stages over a versioned Parquet artifact store.",
-        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _global_options(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -122,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         if message is None or args.debug:
             traceback.print_exc()
         if message is None:
-            print(f"mmiris {args.command}: internal error ({type(exc).__name__}); the traceback above "
-                  f"shows where — please report it", file=sys.stderr)
+            print(
+                f"mmiris {args.command}: internal error ({type(exc).__name__}); the traceback above "
+                f"shows where — please report it",
+                file=sys.stderr,
+            )
             return 1
         print(f"mmiris {args.command}: error: {message}", file=sys.stderr)
         return 2

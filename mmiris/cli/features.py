@@ -23,18 +23,24 @@ import json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("features", help="extract pretrained image/text features (Dask)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "features",
+        help="extract pretrained image/text features (Dask)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     fsub = p.add_subparsers(dest="features_command", metavar="{image,text,encoders}")
 
     img = fsub.add_parser("image", help="encode item images into an image_features artifact")
     src = img.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="item_images artifact (NAME, NAME@latest or NAME@VERSION)")
-    src.add_argument("--images-dir", help="folder of <item_id>.<ext> images: published as "
-                                          "item_images first")
+    src.add_argument("--images-dir", help="folder of <item_id>.<ext> images: published as item_images first")
     _id_args(img)
-    img.add_argument("--encoder", default="efficientnet-lite0",
-                     help="registered name or local weights file (see `mmiris features encoders`)")
+    img.add_argument(
+        "--encoder",
+        default="efficientnet-lite0",
+        help="registered name or local weights file (see `mmiris features encoders`)",
+    )
     _run_args(img, default_name="image_features")
     img.set_defaults(func=_image)
 
@@ -45,10 +51,13 @@ def register(sub) -> None:
     txt.add_argument("--id-field", default="movie_id", help="--jsonl: item id field")
     txt.add_argument("--text-field", default="Plot", help="--jsonl: text field")
     _id_args(txt)
-    txt.add_argument("--encoder", default="minilm",
-                     help="registered name or local Hugging Face folder")
-    txt.add_argument("--pooling", choices=["mean", "cls"], default=None,
-                     help="transformer pooling (default: masked mean, or the folder's own)")
+    txt.add_argument("--encoder", default="minilm", help="registered name or local Hugging Face folder")
+    txt.add_argument(
+        "--pooling",
+        choices=["mean", "cls"],
+        default=None,
+        help="transformer pooling (default: masked mean, or the folder's own)",
+    )
     txt.add_argument("--max-length", type=int, default=None, help="token limit per text")
     _run_args(txt, default_name="text_features")
     txt.set_defaults(func=_text)
@@ -59,14 +68,23 @@ def register(sub) -> None:
 
 
 def _id_args(p) -> None:
-    p.add_argument("--items", default=None,
-                   help="--images-dir/--jsonl: items artifact whose source ids the file names/records "
-                        "carry (default: items@latest when the store has one)")
-    p.add_argument("--ids", choices=["source", "dense"], default="source",
-                   help="--images-dir/--jsonl: ids are source ids joined through --items (default), or "
-                        "dense item ids")
-    p.add_argument("--skip-unmatched", action="store_true",
-                   help="drop (and count) records/files whose id matches no item instead of failing")
+    p.add_argument(
+        "--items",
+        default=None,
+        help="--images-dir/--jsonl: items artifact whose source ids the file names/records "
+        "carry (default: items@latest when the store has one)",
+    )
+    p.add_argument(
+        "--ids",
+        choices=["source", "dense"],
+        default="source",
+        help="--images-dir/--jsonl: ids are source ids joined through --items (default), or dense item ids",
+    )
+    p.add_argument(
+        "--skip-unmatched",
+        action="store_true",
+        help="drop (and count) records/files whose id matches no item instead of failing",
+    )
 
 
 def _id_map(store, args, keys: list[str], where: str, what: str) -> dict[str, int] | None:
@@ -79,7 +97,8 @@ def _id_map(store, args, keys: list[str], where: str, what: str) -> dict[str, in
         return None
     if args.items is None and "items" not in store.names():
         logging.getLogger("mmiris.features").info(
-            "no items artifact in the store: %s ids are read as dense item ids", where)
+            "no items artifact in the store: %s ids are read as dense item ids", where
+        )
         return None
     ref = store.resolve(args.items or "items")
     m = store.manifest(ref)
@@ -89,9 +108,11 @@ def _id_map(store, args, keys: list[str], where: str, what: str) -> dict[str, in
     id_map = dict(zip(t["source_id"], t["item_id"]))
     unmatched = [k for k in keys if k not in id_map]
     if unmatched and not args.skip_unmatched:
-        raise MmirisError(f"{where}: {len(unmatched)} of {len(keys)} {what} match no item of {ref} "
-                          f"(e.g. {unmatched[0]!r}); expected its source ids — pass --skip-unmatched to "
-                          f"drop and count them, or --ids dense if they are dense item ids")
+        raise MmirisError(
+            f"{where}: {len(unmatched)} of {len(keys)} {what} match no item of {ref} "
+            f"(e.g. {unmatched[0]!r}); expected its source ids — pass --skip-unmatched to "
+            f"drop and count them, or --ids dense if they are dense item ids"
+        )
     if unmatched:
         print(f"skipped {len(unmatched)} of {len(keys)} {what.split(' ')[0]} whose id matches no item of {ref}")
     return id_map
@@ -104,15 +125,25 @@ def _check_name(name: str) -> None:
 
 
 def _run_args(p, default_name: str) -> None:
-    p.add_argument("--scheduler", default=None,
-                   help="Dask scheduler address of an existing cluster (default: a LocalCluster)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="LocalCluster worker processes, one thread each (default: one per core)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="items per model call (default: 16 images on CPU, 64 on CUDA; 32 texts)")
+    p.add_argument(
+        "--scheduler", default=None, help="Dask scheduler address of an existing cluster (default: a LocalCluster)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="LocalCluster worker processes, one thread each (default: one per core)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="items per model call (default: 16 images on CPU, 64 on CUDA; 32 texts)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--no-reuse", action="store_true",
-                   help="re-encode every item instead of reusing an earlier extraction's rows")
+    p.add_argument(
+        "--no-reuse", action="store_true", help="re-encode every item instead of reusing an earlier extraction's rows"
+    )
     p.add_argument("--name", default=default_name, help="output artifact name")
 
 
@@ -135,9 +166,17 @@ def _image(args) -> int:
         stems = [p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
         id_map = _id_map(store, args, stems, args.images_dir, "image(s) are named by ids that")
         source = images_from_folder(store, folder, id_map=id_map)
-    ref = extract_image_features(store, source, args.encoder, client=args.scheduler,
-                                 workers=args.workers, batch_size=args.batch_size,
-                                 device=args.device, reuse=not args.no_reuse, name=args.name)
+    ref = extract_image_features(
+        store,
+        source,
+        args.encoder,
+        client=args.scheduler,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        device=args.device,
+        reuse=not args.no_reuse,
+        name=args.name,
+    )
     return _report(store, ref)
 
 
@@ -154,12 +193,20 @@ def _text(args) -> int:
     if source is None:
         keys = _jsonl_ids(args.jsonl, args.id_field)
         id_map = _id_map(store, args, keys, args.jsonl, f"record(s) have {args.id_field} values that")
-        source = texts_from_jsonl(store, args.jsonl, id_field=args.id_field, text_field=args.text_field,
-                                  id_map=id_map)
-    ref = extract_text_features(store, source, args.encoder, client=args.scheduler,
-                                workers=args.workers, batch_size=args.batch_size,
-                                device=args.device, reuse=not args.no_reuse,
-                                pooling=args.pooling, max_length=args.max_length, name=args.name)
+        source = texts_from_jsonl(store, args.jsonl, id_field=args.id_field, text_field=args.text_field, id_map=id_map)
+    ref = extract_text_features(
+        store,
+        source,
+        args.encoder,
+        client=args.scheduler,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        device=args.device,
+        reuse=not args.no_reuse,
+        pooling=args.pooling,
+        max_length=args.max_length,
+        name=args.name,
+    )
     return _report(store, ref)
 
 
@@ -188,9 +235,11 @@ def _jsonl_ids(path: str, id_field: str) -> list[str]:
 def _report(store, ref) -> int:
     m = store.manifest(ref)
     s = m.stats
-    print(f"{ref}  encoder={m.params.get('encoder')} dim={s.get('dim')} items={s.get('items')} "
-          f"present={s.get('present')} missing={json.dumps(s.get('missing_by_reason', {}))} "
-          f"computed={s.get('computed')} reused={s.get('reused')}")
+    print(
+        f"{ref}  encoder={m.params.get('encoder')} dim={s.get('dim')} items={s.get('items')} "
+        f"present={s.get('present')} missing={json.dumps(s.get('missing_by_reason', {}))} "
+        f"computed={s.get('computed')} reused={s.get('reused')}"
+    )
     return 0
 
 
@@ -203,4 +252,3 @@ def _encoders(args) -> int:
     print("image  <file.pth>            local weights: resnet50:<file>, efficientnet-lite0:<file>")
     print("text   <folder>              local Hugging Face model folder")
     return 0
-

@@ -21,20 +21,26 @@ def register(sub) -> None:
 
     ml = isub.add_parser("movielens", help="MovieLens 100K / 1M / 10M / CSV release: folder, zip or URL")
     ml.add_argument("source", help="folder, file in it, .zip archive, or http(s) URL of the zip")
-    ml.add_argument("--encoding", default=None,
-                    help="text encoding of .dat/u.* files (default: UTF-8, else ISO-8859-1)")
+    ml.add_argument(
+        "--encoding", default=None, help="text encoding of .dat/u.* files (default: UTF-8, else ISO-8859-1)"
+    )
     _common(ml)
     ml.set_defaults(func=_movielens)
 
     n = isub.add_parser("ncf", help="NCF pre-split files (*.train.rating, *.test.rating, *.test.negative)")
-    n.add_argument("sources", nargs="+", metavar="DIR_OR_FILES",
-                   help="a folder holding the three files, or the three files/URLs")
+    n.add_argument(
+        "sources", nargs="+", metavar="DIR_OR_FILES", help="a folder holding the three files, or the three files/URLs"
+    )
     n.add_argument("--item-map", help="ncf_item<TAB>movie_id<TAB>exact file joining items to MovieLens")
     n.add_argument("--movies", help="movies.dat or movies.csv (titles, genres); needs --item-map")
     n.add_argument("--links", help="links.csv (IMDb ids); needs --item-map")
     n.add_argument("--seed", type=int, default=0, help="seed of the validation rows (default 0)")
-    n.add_argument("--valid-negatives", type=int, default=None,
-                   help="negatives per validation row (default: as many as the test rows have)")
+    n.add_argument(
+        "--valid-negatives",
+        type=int,
+        default=None,
+        help="negatives per validation row (default: as many as the test rows have)",
+    )
     _common(n)
     n.set_defaults(func=_ncf)
 
@@ -48,8 +54,12 @@ def register(sub) -> None:
 
 def _common(p) -> None:
     p.add_argument("--name-prefix", default="", help="prefix of the artifact names (e.g. ml1m-)")
-    p.add_argument("--on-bad-lines", choices=("error", "skip"), default="error",
-                   help="malformed lines: stop with an error (default) or skip and count them")
+    p.add_argument(
+        "--on-bad-lines",
+        choices=("error", "skip"),
+        default="error",
+        help="malformed lines: stop with an error (default) or skip and count them",
+    )
     p.add_argument("--cache", default=None, help="download cache folder (default $MMIRIS_CACHE/downloads)")
 
 
@@ -64,17 +74,26 @@ def _print(result) -> int:
 def _movielens(args) -> int:
     from mmiris.pipelines.ingest import ingest_movielens
 
-    return _print(ingest_movielens(ArtifactStore(), args.source, name_prefix=args.name_prefix,
-                                   encoding=args.encoding, on_bad_lines=args.on_bad_lines,
-                                   cache=args.cache))
+    return _print(
+        ingest_movielens(
+            ArtifactStore(),
+            args.source,
+            name_prefix=args.name_prefix,
+            encoding=args.encoding,
+            on_bad_lines=args.on_bad_lines,
+            cache=args.cache,
+        )
+    )
 
 
 def ncf_sources(sources: list[str]) -> tuple[str, str, str]:
     if len(sources) == 1 and not is_url(sources[0]):
         return tuple(str(p) for p in find_files(sources[0]))  # type: ignore[return-value]
     if len(sources) != 3:
-        raise InputError(f"ncf: got {len(sources)} source(s); expected a folder or the three files "
-                         f"*.train.rating, *.test.rating, *.test.negative")
+        raise InputError(
+            f"ncf: got {len(sources)} source(s); expected a folder or the three files "
+            f"*.train.rating, *.test.rating, *.test.negative"
+        )
     by_suffix = {}
     for s in sources:
         suffix = next((x for x in _NCF_SUFFIXES if Path(s).name.endswith(x)), None)
@@ -88,15 +107,35 @@ def _ncf(args) -> int:
     from mmiris.pipelines.ingest import ingest_ncf
 
     train, test, negatives = ncf_sources(args.sources)
-    return _print(ingest_ncf(ArtifactStore(), train, test, negatives, item_map=args.item_map,
-                             movies=args.movies, links=args.links, seed=args.seed,
-                             n_valid_negatives=args.valid_negatives, name_prefix=args.name_prefix,
-                             on_bad_lines=args.on_bad_lines, cache=args.cache))
+    return _print(
+        ingest_ncf(
+            ArtifactStore(),
+            train,
+            test,
+            negatives,
+            item_map=args.item_map,
+            movies=args.movies,
+            links=args.links,
+            seed=args.seed,
+            n_valid_negatives=args.valid_negatives,
+            name_prefix=args.name_prefix,
+            on_bad_lines=args.on_bad_lines,
+            cache=args.cache,
+        )
+    )
 
 
 def _amazon(args) -> int:
     from mmiris.pipelines.ingest import ingest_amazon
 
-    return _print(ingest_amazon(ArtifactStore(), args.reviews, args.meta, kcore=args.kcore,
-                                name_prefix=args.name_prefix, on_bad_lines=args.on_bad_lines,
-                                cache=args.cache))
+    return _print(
+        ingest_amazon(
+            ArtifactStore(),
+            args.reviews,
+            args.meta,
+            kcore=args.kcore,
+            name_prefix=args.name_prefix,
+            on_bad_lines=args.on_bad_lines,
+            cache=args.cache,
+        )
+    )

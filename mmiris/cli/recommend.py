@@ -20,18 +20,33 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="model artifact (NAME, NAME@latest or NAME@VERSION)")
     p.add_argument("--split", default=None, help="split artifact (default: the split the model was trained on)")
     who = p.add_mutually_exclusive_group()
-    who.add_argument("--users", default=None,
-                     help="comma-separated dense user ids (user_id in the artifacts, from 0; default: every user)")
-    who.add_argument("--user", default=None, metavar="SOURCE_ID",
-                     help="print one user's recommendations as a table; the user's id in the source data "
-                          "(e.g. MovieLens UserID). An integer that is no source id is read as a dense id")
-    who.add_argument("--user-index", type=int, default=None, metavar="USER_ID",
-                     help="like --user, with the dense 0-based user_id of the artifacts")
+    who.add_argument(
+        "--users",
+        default=None,
+        help="comma-separated dense user ids (user_id in the artifacts, from 0; default: every user)",
+    )
+    who.add_argument(
+        "--user",
+        default=None,
+        metavar="SOURCE_ID",
+        help="print one user's recommendations as a table; the user's id in the source data "
+        "(e.g. MovieLens UserID). An integer that is no source id is read as a dense id",
+    )
+    who.add_argument(
+        "--user-index",
+        type=int,
+        default=None,
+        metavar="USER_ID",
+        help="like --user, with the dense 0-based user_id of the artifacts",
+    )
     p.add_argument("--top-n", type=int, default=10, help="recommendations per user (default 10)")
     p.add_argument("--explain-k", type=int, default=3, help="explanation items per recommendation (default 3)")
     p.add_argument("--batch-users", type=int, default=256, help="users scored per batch (memory vs speed)")
-    p.add_argument("--items", default=None,
-                   help="items artifact for titles (default: found through lineage); must have the model's item count")
+    p.add_argument(
+        "--items",
+        default=None,
+        help="items artifact for titles (default: found through lineage); must have the model's item count",
+    )
     p.set_defaults(func=run)
 
 
@@ -61,12 +76,16 @@ def run(args) -> int:
         items_ref = _check_items(store, args.items, n_items) if args.items else None
         # Reuse a full run if one exists; otherwise score just this user.
         full = planned_ref(store, args.model, args.split, **kw)
-        ref = full if store.exists(full) else recommend(store, args.model, args.split, users=[dense],
-                                                        batch_users=args.batch_users, **kw)
+        ref = (
+            full
+            if store.exists(full)
+            else recommend(store, args.model, args.split, users=[dense], batch_users=args.batch_users, **kw)
+        )
         table = store.read_table(ref, "recommendations")
         m = store.manifest(ref)
-        cat = load_catalogue(store, list(m.parents), n_items or _n_items(table),
-                             items=str(items_ref) if items_ref else None)
+        cat = load_catalogue(
+            store, list(m.parents), n_items or _n_items(table), items=str(items_ref) if items_ref else None
+        )
         who = f"user {source} (source id; dense user_id {dense})" if source is not None else f"user_id {dense}"
         print(f"Top-{args.top_n} for {who}  (model {m.parents[0]}, from {ref})")
         print(format_user(table, dense, cat))
@@ -74,9 +93,15 @@ def run(args) -> int:
     ref = recommend(store, args.model, args.split, users=parse_users(args.users), batch_users=args.batch_users, **kw)
     m = store.manifest(ref)
     print(f"recommendations: {ref}")
-    print(f"  {m.stats['users']} users × top-{m.stats['top_n']}"
-          + (f", {m.stats['explain_k']} explanation items each" if m.stats["explained"] else ", no explanations (model has no attention)")
-          + (f"; {m.info['users_per_s']} users/s" if m.info.get("users_per_s") else ""))
+    print(
+        f"  {m.stats['users']} users × top-{m.stats['top_n']}"
+        + (
+            f", {m.stats['explain_k']} explanation items each"
+            if m.stats["explained"]
+            else ", no explanations (model has no attention)"
+        )
+        + (f"; {m.info['users_per_s']} users/s" if m.info.get("users_per_s") else "")
+    )
     print(f"  one user as a table: mmiris recommend --model {args.model} --user <id>")
     return 0
 
@@ -89,8 +114,10 @@ def _check_items(store: ArtifactStore, items: str, n_items: int | None):
         raise MmirisError(f"--items {ref} is a {m.kind!r} artifact, expected items")
     rows = m.tables["items"]["rows"]
     if n_items is not None and rows != n_items:
-        raise MmirisError(f"--items {ref} has {rows} items, the model's catalogue has {n_items}: it belongs "
-                          f"to another dataset (leave --items out to find the model's own)")
+        raise MmirisError(
+            f"--items {ref} has {rows} items, the model's catalogue has {n_items}: it belongs "
+            f"to another dataset (leave --items out to find the model's own)"
+        )
     return ref
 
 

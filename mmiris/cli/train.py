@@ -19,38 +19,60 @@ _T = TrainConfig()
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a model on a split (also under torchrun: see docs/training.md)",
-                       description="Train or fit a registry model on a split artifact; publishes a model artifact.")
+    p = sub.add_parser(
+        "train",
+        help="train a model on a split (also under torchrun: see docs/training.md)",
+        description="Train or fit a registry model on a split artifact; publishes a model artifact.",
+    )
     p.add_argument("--split", required=True, help="split artifact (split, split@latest, split@VERSION)")
     p.add_argument("--model", required=True, help="registry model name (itempop, mf, ease, fism, nais_prod, ...)")
     p.add_argument("--emb", type=int, default=None, help="embedding size k (model default: 16)")
-    p.add_argument("--set", dest="model_set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="model config field (JSON value, e.g. --set beta=0.5); repeatable")
+    p.add_argument(
+        "--set",
+        dest="model_set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="model config field (JSON value, e.g. --set beta=0.5); repeatable",
+    )
     p.add_argument("--image-features", default=None, help="image_features artifact (image IRIS models, VBPR)")
     p.add_argument("--text-features", default=None, help="text_features artifact (text IRIS models)")
-    p.add_argument("--init-from", action="append", default=None, metavar="MODEL",
-                   help="published model to start from (NAIS or IRIS from a model-fism); repeat for "
-                        "NeuMF: --init-from <gmf model> --init-from <mlp model>")
-    p.add_argument("--params-from", default=None, metavar="TUNE",
-                   help="apply the best trial's fields of a tune artifact (mmiris tune); explicit "
-                        "--lr/--batch-size/--negatives/--loss, --emb and --set still win")
+    p.add_argument(
+        "--init-from",
+        action="append",
+        default=None,
+        metavar="MODEL",
+        help="published model to start from (NAIS or IRIS from a model-fism); repeat for "
+        "NeuMF: --init-from <gmf model> --init-from <mlp model>",
+    )
+    p.add_argument(
+        "--params-from",
+        default=None,
+        metavar="TUNE",
+        help="apply the best trial's fields of a tune artifact (mmiris tune); explicit "
+        "--lr/--batch-size/--negatives/--loss, --emb and --set still win",
+    )
     p.add_argument("--epochs", type=int, default=_T.epochs)
     # None = not given: --params-from may set these, else the TrainConfig default applies.
     p.add_argument("--batch-size", type=int, default=None, help=f"instances per global batch (default {_T.batch_size})")
     p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default {_T.lr})")
-    p.add_argument("--negatives", type=int, default=None,
-                   help=f"K sampled negatives per positive (default {_T.negatives})")
+    p.add_argument(
+        "--negatives", type=int, default=None, help=f"K sampled negatives per positive (default {_T.negatives})"
+    )
     p.add_argument("--loss", choices=LOSSES, default=None, help=f"(default {_T.loss})")
     p.add_argument("--patience", type=int, default=_T.patience, help="early stopping on validation HR@10")
     p.add_argument("--seed", type=int, default=_T.seed)
     p.add_argument("--eval-every", type=int, default=_T.eval_every)
-    p.add_argument("--precision", choices=PRECISIONS, default=_T.precision,
-                   help="dense matmuls in bf16 autocast or fp32; auto: bf16 for IRIS on CPUs with native bf16 "
-                        "(see docs/models.md, Training speed)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=_T.precision,
+        help="dense matmuls in bf16 autocast or fp32; auto: bf16 for IRIS on CPUs with native bf16 "
+        "(see docs/models.md, Training speed)",
+    )
     p.add_argument("--device", default=_T.device, help="auto (cuda if available), cpu or cuda")
     p.add_argument("--threads", type=int, default=_T.threads, help="torch threads per process (0: default)")
-    p.add_argument("--checkpoint-dir", default=None,
-                   help="default: <store>/_checkpoints/<model artifact>-<version>")
+    p.add_argument("--checkpoint-dir", default=None, help="default: <store>/_checkpoints/<model artifact>-<version>")
     p.add_argument("--checkpoint-steps", type=int, default=0, help="also checkpoint every N steps")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint of a killed run")
     p.set_defaults(func=run)
@@ -83,10 +105,20 @@ def run(args) -> int:
     for key in ("lr", "batch_size", "negatives", "loss"):
         if getattr(args, key) is None:
             setattr(args, key, tuned_train.get(key, getattr(_T, key)))
-    cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, negatives=args.negatives,
-                      loss=args.loss, patience=args.patience, seed=args.seed, eval_every=args.eval_every,
-                      device=args.device, threads=args.threads, checkpoint_steps=args.checkpoint_steps,
-                      precision=args.precision)
+    cfg = TrainConfig(
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        negatives=args.negatives,
+        loss=args.loss,
+        patience=args.patience,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        device=args.device,
+        threads=args.threads,
+        checkpoint_steps=args.checkpoint_steps,
+        precision=args.precision,
+    )
     model_config = {**tuned_model, **parse_sets(args.model_set)}
     if args.emb is not None:
         model_config["emb"] = args.emb
@@ -94,10 +126,18 @@ def run(args) -> int:
     if not dist.is_main:  # one voice: rank 0 logs progress, the others only warnings
         logging.getLogger("mmiris").setLevel(logging.WARNING)
     try:
-        ref = train_model(ArtifactStore(), args.split, args.model, model_config=model_config or None,
-                          train_config=cfg, image_features=args.image_features,
-                          text_features=args.text_features, resume=args.resume,
-                          checkpoint_dir=args.checkpoint_dir, init_from=args.init_from)
+        ref = train_model(
+            ArtifactStore(),
+            args.split,
+            args.model,
+            model_config=model_config or None,
+            train_config=cfg,
+            image_features=args.image_features,
+            text_features=args.text_features,
+            resume=args.resume,
+            checkpoint_dir=args.checkpoint_dir,
+            init_from=args.init_from,
+        )
     finally:
         D.teardown()
     if dist.is_main:

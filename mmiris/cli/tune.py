@@ -21,29 +21,53 @@ _T = TrainConfig()
 
 
 def register(sub) -> None:
-    p = sub.add_parser("tune", help="search a model's hyperparameters on the validation items (Optuna)",
-                       description="Optuna search (TPE sampler, median pruner) over a model's learning rate, "
-                                   "λ terms, β, attention size and batch size, scored on the split's validation "
-                                   "items; resumable; publishes the trials table as tune-<model>.")
+    p = sub.add_parser(
+        "tune",
+        help="search a model's hyperparameters on the validation items (Optuna)",
+        description="Optuna search (TPE sampler, median pruner) over a model's learning rate, "
+        "λ terms, β, attention size and batch size, scored on the split's validation "
+        "items; resumable; publishes the trials table as tune-<model>.",
+    )
     p.add_argument("--split", default=None, help="split artifact (split, split@latest, split@VERSION)")
     p.add_argument("--model", required=True, help="registry model name (fism, nais_prod, multimodal_iris, ...)")
-    p.add_argument("--trials", type=int, default=20,
-                   help="finished (complete or pruned) trials the study should hold (default 20)")
-    p.add_argument("--space", action="append", default=[], metavar="NAME=SPEC",
-                   help="replace or add a searched field: LOW:HIGH, LOW:HIGH:log, LOW:HIGH:int, A,B,C "
-                        "(choices), V (fixed) or off (drop a default); repeatable")
-    p.add_argument("--space-file", default=None, metavar="JSON",
-                   help='JSON object NAME -> SPEC string, list of choices, {"low", "high", "log"} or null '
-                        "(applied before --space)")
+    p.add_argument(
+        "--trials", type=int, default=20, help="finished (complete or pruned) trials the study should hold (default 20)"
+    )
+    p.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="replace or add a searched field: LOW:HIGH, LOW:HIGH:log, LOW:HIGH:int, A,B,C "
+        "(choices), V (fixed) or off (drop a default); repeatable",
+    )
+    p.add_argument(
+        "--space-file",
+        default=None,
+        metavar="JSON",
+        help='JSON object NAME -> SPEC string, list of choices, {"low", "high", "log"} or null '
+        "(applied before --space)",
+    )
     p.add_argument("--only", default=None, metavar="NAME,...", help="search only these fields")
     p.add_argument("--show-space", action="store_true", help="print the resolved search space as JSON and exit")
     p.add_argument("--emb", type=int, default=None, help="embedding size k of every trial (model default: 16)")
-    p.add_argument("--set", dest="model_set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="fixed model config field for every trial (JSON value); repeatable")
+    p.add_argument(
+        "--set",
+        dest="model_set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="fixed model config field for every trial (JSON value); repeatable",
+    )
     p.add_argument("--image-features", default=None, help="image_features artifact (image IRIS models, VBPR)")
     p.add_argument("--text-features", default=None, help="text_features artifact (text IRIS models)")
-    p.add_argument("--init-from", action="append", default=None, metavar="MODEL",
-                   help="published model every trial starts from (e.g. a model-fism for NAIS / IRIS)")
+    p.add_argument(
+        "--init-from",
+        action="append",
+        default=None,
+        metavar="MODEL",
+        help="published model every trial starts from (e.g. a model-fism for NAIS / IRIS)",
+    )
     p.add_argument("--epochs", type=int, default=_T.epochs, help="epoch cap per trial")
     p.add_argument("--patience", type=int, default=_T.patience, help="early stopping per trial")
     p.add_argument("--lr", type=float, default=_T.lr, help="when lr is not searched (and the baseline trial's)")
@@ -54,20 +78,36 @@ def register(sub) -> None:
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
     p.add_argument("--sampler-seed", type=int, default=0)
     p.add_argument("--pruner", choices=("median", "none"), default="median")
-    p.add_argument("--startup-trials", type=int, default=3,
-                   help="complete trials before the pruner stops any (default 3)")
-    p.add_argument("--warmup-epochs", type=int, default=0,
-                   help="epochs every trial runs before it can be pruned (default 0: pruned after epoch 1)")
-    p.add_argument("--no-baseline", action="store_true",
-                   help="do not start a new study with the unchanged settings as trial 0")
+    p.add_argument(
+        "--startup-trials", type=int, default=3, help="complete trials before the pruner stops any (default 3)"
+    )
+    p.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=0,
+        help="epochs every trial runs before it can be pruned (default 0: pruned after epoch 1)",
+    )
+    p.add_argument(
+        "--no-baseline", action="store_true", help="do not start a new study with the unchanged settings as trial 0"
+    )
     p.add_argument("--study", default=None, help="study name (default: <model>-<split name>-<hash of the settings>)")
-    p.add_argument("--storage", default=None,
-                   help="Optuna storage URL (default: sqlite:///<store>/_tune/<study>.db for a local store)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL (default: sqlite:///<store>/_tune/<study>.db for a local store)",
+    )
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
-    p.add_argument("--fail-running", action="store_true",
-                   help="mark trials other workers left running as failed (when you know they died)")
-    p.add_argument("--precision", choices=PRECISIONS, default=_T.precision,
-                   help="as mmiris train: bf16 autocast, fp32 or auto (part of the study's settings)")
+    p.add_argument(
+        "--fail-running",
+        action="store_true",
+        help="mark trials other workers left running as failed (when you know they died)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=_T.precision,
+        help="as mmiris train: bf16 autocast, fp32 or auto (part of the study's settings)",
+    )
     p.add_argument("--device", default=_T.device, help="auto (cuda if available), cpu or cuda")
     p.add_argument("--threads", type=int, default=_T.threads, help="torch threads (0: default)")
     p.set_defaults(func=run)
@@ -104,30 +144,62 @@ def run(args) -> int:
     model_config = parse_sets(args.model_set)
     if args.emb is not None:
         model_config["emb"] = args.emb
-    cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, negatives=args.negatives,
-                      loss=args.loss, patience=args.patience, seed=args.seed, device=args.device,
-                      threads=args.threads, precision=args.precision)
+    cfg = TrainConfig(
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        negatives=args.negatives,
+        loss=args.loss,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        precision=args.precision,
+    )
     if args.show_space:
         params = search_space(args.model, space, only, model_config, cfg)
         # One line per field; the output is a valid --space-file.
-        print("{\n" + ",\n".join(f"  {json.dumps(p.name)}: {json.dumps({**p.to_dict(), 'target': p.target})}"
-                                  for p in params) + "\n}")
+        print(
+            "{\n"
+            + ",\n".join(f"  {json.dumps(p.name)}: {json.dumps({**p.to_dict(), 'target': p.target})}" for p in params)
+            + "\n}"
+        )
         return 0
     if not args.split:
         raise MmirisError("--split is required (unless --show-space)")
     store = ArtifactStore()
-    ref = tune_model(store, args.split, args.model, n_trials=args.trials, space=space, only=only,
-                     model_config=model_config or None, train_config=cfg,
-                     image_features=args.image_features, text_features=args.text_features,
-                     init_from=args.init_from, sampler=args.sampler, sampler_seed=args.sampler_seed,
-                     pruner=args.pruner, startup_trials=args.startup_trials, warmup_epochs=args.warmup_epochs,
-                     baseline=not args.no_baseline, study_name=args.study, storage=args.storage,
-                     timeout=args.timeout, fail_running=args.fail_running)
+    ref = tune_model(
+        store,
+        args.split,
+        args.model,
+        n_trials=args.trials,
+        space=space,
+        only=only,
+        model_config=model_config or None,
+        train_config=cfg,
+        image_features=args.image_features,
+        text_features=args.text_features,
+        init_from=args.init_from,
+        sampler=args.sampler,
+        sampler_seed=args.sampler_seed,
+        pruner=args.pruner,
+        startup_trials=args.startup_trials,
+        warmup_epochs=args.warmup_epochs,
+        baseline=not args.no_baseline,
+        study_name=args.study,
+        storage=args.storage,
+        timeout=args.timeout,
+        fail_running=args.fail_running,
+    )
     m = store.manifest(ref)
-    print(f"trials: {m.stats.get('n_complete', 0)} complete, {m.stats.get('n_pruned', 0)} pruned, "
-          f"{m.stats.get('n_fail', 0)} failed")
+    print(
+        f"trials: {m.stats.get('n_complete', 0)} complete, {m.stats.get('n_pruned', 0)} pruned, "
+        f"{m.stats.get('n_fail', 0)} failed"
+    )
     if "best_params" in m.stats:
-        print(f"best: trial {m.stats['best_trial']}, validation HR@10 {m.stats['best_value']:.4f}, "
-              + json.dumps(m.stats["best_params"], sort_keys=True))
+        print(
+            f"best: trial {m.stats['best_trial']}, validation HR@10 {m.stats['best_value']:.4f}, "
+            + json.dumps(m.stats["best_params"], sort_keys=True)
+        )
     print(ref)
     return 0

@@ -17,8 +17,7 @@ class ImageTask:
 
 
 def crawl_product(fetcher, item: dict, counters: Counters) -> dict:
-    return {"item_id": int(item["item_id"]),
-            "image": fetch_image(fetcher, item.get("image_url"), counters)}
+    return {"item_id": int(item["item_id"]), "image": fetch_image(fetcher, item.get("image_url"), counters)}
 
 
 def crawl_image_chunk(items: list[dict], task: ImageTask) -> ChunkResult:

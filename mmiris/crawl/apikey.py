@@ -48,8 +48,7 @@ class ApiKey:
         return (ApiKey, (self._value,))
 
 
-def resolve_api_key(api_key: str | ApiKey | None = None,
-                    secret_block: str | None = DEFAULT_SECRET_BLOCK) -> ApiKey:
+def resolve_api_key(api_key: str | ApiKey | None = None, secret_block: str | None = DEFAULT_SECRET_BLOCK) -> ApiKey:
     """The key from the argument, ``$OMDB_API_KEY`` or the Prefect Secret block."""
     if isinstance(api_key, ApiKey) and api_key:
         return api_key
@@ -59,8 +58,12 @@ def resolve_api_key(api_key: str | ApiKey | None = None,
     if env:
         return ApiKey(env)
     if secret_block:
-        log.info("$%s is unset: reading Prefect Secret block %r (without PREFECT_API_URL this "
-                 "starts a temporary local Prefect server)", ENV_VAR, secret_block)
+        log.info(
+            "$%s is unset: reading Prefect Secret block %r (without PREFECT_API_URL this "
+            "starts a temporary local Prefect server)",
+            ENV_VAR,
+            secret_block,
+        )
         try:
             from prefect.blocks.system import Secret
 

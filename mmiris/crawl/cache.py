@@ -64,22 +64,21 @@ class ResponseCache:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives process kills
             self._local.conn = conn
         return conn
 
     def get(self, key: str) -> CachedResponse | None:
-        row = self._conn().execute(
-            "SELECT status, body, fetched_at FROM responses WHERE key = ?", (key,)).fetchone()
+        row = self._conn().execute("SELECT status, body, fetched_at FROM responses WHERE key = ?", (key,)).fetchone()
         return CachedResponse(row[0], bytes(row[1]), row[2]) if row else None
 
     def put(self, key: str, status: int, body: bytes) -> None:
         self._conn().execute(
             "INSERT OR REPLACE INTO responses (key, status, body, fetched_at) VALUES (?, ?, ?, ?)",
-            (key, status, sqlite3.Binary(body), time.time()))
+            (key, status, sqlite3.Binary(body), time.time()),
+        )
 
     def __len__(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
@@ -99,8 +98,9 @@ class ResponseCache:
             if limit is not None and sent >= limit:
                 conn.execute("COMMIT")
                 return False
-            conn.execute("INSERT INTO quota (day, sent) VALUES (?, 1) "
-                         "ON CONFLICT(day) DO UPDATE SET sent = sent + 1", (day,))
+            conn.execute(
+                "INSERT INTO quota (day, sent) VALUES (?, 1) ON CONFLICT(day) DO UPDATE SET sent = sent + 1", (day,)
+            )
             conn.execute("COMMIT")
             return True
         except BaseException:
@@ -108,8 +108,7 @@ class ResponseCache:
             raise
 
     def quota_used(self, day: str | None = None) -> int:
-        row = self._conn().execute("SELECT sent FROM quota WHERE day = ?",
-                                   (day or utc_day(),)).fetchone()
+        row = self._conn().execute("SELECT sent FROM quota WHERE day = ?", (day or utc_day(),)).fetchone()
         return row[0] if row else 0
 
     def close(self) -> None:

@@ -64,9 +64,9 @@ class FetchSettings:
     cache_dir: str
     rate_per_s: float | None = None  # this process's share of the global rate
     daily_quota: int | None = None
-    http: HttpConfig = field(default_factory=lambda: HttpConfig(timeout_s=10.0, backoff_s=0.2,
-                                                                backoff_jitter_s=0.2,
-                                                                max_backoff_s=10.0))
+    http: HttpConfig = field(
+        default_factory=lambda: HttpConfig(timeout_s=10.0, backoff_s=0.2, backoff_jitter_s=0.2, max_backoff_s=10.0)
+    )
     max_attempts: int = 10
 
 
@@ -92,10 +92,14 @@ class Counters:
         self.by_problem[what] = self.by_problem.get(what, 0) + 1
 
     def as_dict(self) -> dict:
-        return {"requests_sent": self.sent, "cache_hits": self.cache_hits,
-                "retries": self.retries, "failed_requests": self.failed,
-                "rate_limit_wait_s": round(self.waited_s, 3),
-                "retry_causes": dict(sorted(self.by_problem.items()))}
+        return {
+            "requests_sent": self.sent,
+            "cache_hits": self.cache_hits,
+            "retries": self.retries,
+            "failed_requests": self.failed,
+            "rate_limit_wait_s": round(self.waited_s, 3),
+            "retry_causes": dict(sorted(self.by_problem.items())),
+        }
 
 
 @dataclass(frozen=True)
@@ -148,21 +152,27 @@ class Fetcher:
                 lock = self._key_locks[key] = threading.Lock()
             return lock
 
-    def fetch(self, url: str, params: Mapping[str, str] | None = None, *,
-              classify: Callable[[int, bytes], str], counters: Counters,
-              secret_params: Mapping[str, ApiKey] | None = None, key: str | None = None,
-              what: str = "request", count_quota: bool = True) -> Fetched:
+    def fetch(
+        self,
+        url: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        classify: Callable[[int, bytes], str],
+        counters: Counters,
+        secret_params: Mapping[str, ApiKey] | None = None,
+        key: str | None = None,
+        what: str = "request",
+        count_quota: bool = True,
+    ) -> Fetched:
         key = key or request_key(url, params)
         with self._key_lock(key):
             hit = self.cache.get(key)
             if hit is not None:
                 counters.cache_hits += 1
                 return Fetched(hit.status, hit.body, cached=True)
-            return self._send(url, params, key, classify, counters, secret_params, what,
-                              count_quota)
+            return self._send(url, params, key, classify, counters, secret_params, what, count_quota)
 
-    def _send(self, url, params, key, classify, counters, secret_params, what,
-              count_quota) -> Fetched:
+    def _send(self, url, params, key, classify, counters, secret_params, what, count_quota) -> Fetched:
         s = self.settings
         sent_params = dict(params or {})
         for name, secret in (secret_params or {}).items():
@@ -181,9 +191,12 @@ class Fetcher:
                 r = self.session.get(url, params=sent_params, timeout=self.timeout)
                 body = r.content  # reads the whole body: truncation raises here
                 status = r.status_code
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
                 last = _describe(exc)
                 problem = "timeout" if isinstance(exc, requests.Timeout) else "connection"
             except requests.RequestException as exc:  # a bad URL and the like: not retryable

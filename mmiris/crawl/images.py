@@ -63,8 +63,14 @@ def inspect_image(data: bytes) -> ImageInfo:
                 width, height = im.size
     except CorruptImage:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise CorruptImage(f"{type(exc).__name__}: {exc}") from None
     if fmt not in ACCEPTED_FORMATS:
         raise CorruptImage(f"format {fmt}")
@@ -86,8 +92,7 @@ def fetch_image(fetcher: Fetcher, url: str | None, counters: Counters) -> ImageR
         return ImageResult(False, "no_image_url", None, None, None)
     url = url.strip()
     source = redact(url)
-    got = fetcher.fetch(url, classify=classify_image, counters=counters, what="image",
-                        count_quota=False)
+    got = fetcher.fetch(url, classify=classify_image, counters=counters, what="image", count_quota=False)
     if got.status != 200:
         return ImageResult(False, f"http_{got.status}", None, None, source)
     try:

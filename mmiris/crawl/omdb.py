@@ -47,8 +47,13 @@ DEFAULT_BASE_URL = "https://www.omdbapi.com/"
 LIMIT_ERROR = "Request limit reached!"
 KEY_ERRORS = ("Invalid API key!", "No API key provided.")
 # Answers that settle a request: cached and never asked again.
-DEFINITIVE_ERRORS = ("Movie not found!", "Incorrect IMDb ID.", "Error getting data.",
-                     "Series or episode not found!", "Too many results.")
+DEFINITIVE_ERRORS = (
+    "Movie not found!",
+    "Incorrect IMDb ID.",
+    "Error getting data.",
+    "Series or episode not found!",
+    "Too many results.",
+)
 METHODS = ("imdb_id", "title_year", "title_near_year", "title", "search")
 
 
@@ -63,10 +68,15 @@ class MatchConfig:
     search_variants: int = 3  # title variants sent to the search endpoint
 
     def params(self) -> dict:
-        return {"year_window": self.year_window, "min_search_similarity": self.min_search_similarity,
-                "min_title_similarity": self.min_title_similarity, "plot": self.plot,
-                "use_search": self.use_search, "near_year_variants": self.near_year_variants,
-                "search_variants": self.search_variants}
+        return {
+            "year_window": self.year_window,
+            "min_search_similarity": self.min_search_similarity,
+            "min_title_similarity": self.min_title_similarity,
+            "plot": self.plot,
+            "use_search": self.use_search,
+            "near_year_variants": self.near_year_variants,
+            "search_variants": self.search_variants,
+        }
 
 
 @dataclass
@@ -90,8 +100,9 @@ def classify_omdb(status: int, body: bytes) -> str:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         if 400 <= status < 500:
-            raise BadResponse(f"HTTP {status} with a non-JSON body from the OMDb base URL: "
-                              "is --base-url right?") from None
+            raise BadResponse(
+                f"HTTP {status} with a non-JSON body from the OMDb base URL: is --base-url right?"
+            ) from None
         return RETRY
     if not isinstance(obj, dict):
         return RETRY
@@ -99,8 +110,7 @@ def classify_omdb(status: int, body: bytes) -> str:
     if error == LIMIT_ERROR:
         raise RequestLimitReached("OMDb: Request limit reached! (the key's daily limit)")
     if error in KEY_ERRORS:
-        raise InvalidApiKey(f"OMDb rejected the API key: {error} Check $OMDB_API_KEY or the "
-                            "Prefect Secret block.")
+        raise InvalidApiKey(f"OMDb rejected the API key: {error} Check $OMDB_API_KEY or the Prefect Secret block.")
     if status == 200 and (obj.get("Response") == "True" or error in DEFINITIVE_ERRORS):
         return OK
     if 400 <= status < 500:
@@ -113,20 +123,24 @@ def _query_text(params: dict) -> str:
 
 
 class OmdbClient:
-    def __init__(self, fetcher: Fetcher, base_url: str, api_key: ApiKey,
-                 config: MatchConfig | None = None):
+    def __init__(self, fetcher: Fetcher, base_url: str, api_key: ApiKey, config: MatchConfig | None = None):
         self.fetcher, self.base_url, self.api_key = fetcher, base_url, api_key
         self.config = config or MatchConfig()
 
     def query(self, params: dict, counters: Counters) -> tuple[dict, str]:
-        got = self.fetcher.fetch(self.base_url, params, classify=classify_omdb, counters=counters,
-                                 secret_params={"apikey": self.api_key}, key=_omdb_key(params),
-                                 what="OMDb")
+        got = self.fetcher.fetch(
+            self.base_url,
+            params,
+            classify=classify_omdb,
+            counters=counters,
+            secret_params={"apikey": self.api_key},
+            key=_omdb_key(params),
+            what="OMDb",
+        )
         text = got.body.decode("utf-8")
         return json.loads(text), text
 
-    def lookup(self, title: str | None, year: int | None, imdb_id: str | None,
-               counters: Counters) -> Match:
+    def lookup(self, title: str | None, year: int | None, imdb_id: str | None, counters: Counters) -> Match:
         cfg, tried = self.config, []
 
         def ask(params):
@@ -180,8 +194,7 @@ class OmdbClient:
             if best is not None and best[0][0] >= cfg.min_search_similarity:
                 break
         if best is None or best[0][0] < cfg.min_search_similarity:
-            return Match(None, None, None, None, None,
-                         "no_close_match" if saw_results else "not_found", tried)
+            return Match(None, None, None, None, None, "no_close_match" if saw_results else "not_found", tried)
         (score, _, _), cand, query = best
         obj, raw = ask({"i": cand["imdbID"], "plot": cfg.plot})
         if obj.get("Response") != "True":
@@ -211,9 +224,18 @@ class OmdbTask:
 def crawl_movie(client: OmdbClient, item: dict, counters: Counters, posters: bool = True) -> dict:
     """One item -> its row material: the match and the poster."""
     m = client.lookup(item.get("title"), item.get("year"), item.get("imdb_id"), counters)
-    row: dict[str, Any] = {"item_id": int(item["item_id"]), "matched": m.matched, "method": m.method,
-           "query": m.query, "score": m.score, "reason": m.reason, "tried": len(m.tried),
-           "record": m.record, "raw": m.raw, "image": None}
+    row: dict[str, Any] = {
+        "item_id": int(item["item_id"]),
+        "matched": m.matched,
+        "method": m.method,
+        "query": m.query,
+        "score": m.score,
+        "reason": m.reason,
+        "tried": len(m.tried),
+        "record": m.record,
+        "raw": m.raw,
+        "image": None,
+    }
     if m.matched and posters and m.record is not None:
         row["image"] = fetch_image(client.fetcher, m.record.get("Poster"), counters)
     return row
@@ -222,5 +244,4 @@ def crawl_movie(client: OmdbClient, item: dict, counters: Counters, posters: boo
 def crawl_omdb_chunk(items: list[dict], task: OmdbTask) -> ChunkResult:
     fetcher = process_fetcher(task.fetch)
     client = OmdbClient(fetcher, task.base_url, task.api_key, task.match)
-    return run_items(items, lambda it, c: crawl_movie(client, it, c, task.posters),
-                     task.fetch.run_id)
+    return run_items(items, lambda it, c: crawl_movie(client, it, c, task.posters), task.fetch.run_id)

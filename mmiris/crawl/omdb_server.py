@@ -76,8 +76,7 @@ class Faults:
     seed: int = 0
 
     def any(self) -> bool:
-        return any((self.http_5xx, self.http_429, self.timeout, self.truncated,
-                    self.invalid_json, self.slow))
+        return any((self.http_5xx, self.http_429, self.timeout, self.truncated, self.invalid_json, self.slow))
 
 
 def read_links(path: str | os.PathLike) -> dict[int, str]:
@@ -93,8 +92,9 @@ def read_links(path: str | os.PathLike) -> dict[int, str]:
 class Catalogue:
     """The records the server answers from, with title and word indexes."""
 
-    def __init__(self, records: list[dict], posters_dir: str | os.PathLike | None = None,
-                 links: dict[int, str] | None = None):
+    def __init__(
+        self, records: list[dict], posters_dir: str | os.PathLike | None = None, links: dict[int, str] | None = None
+    ):
         self.posters_dir = Path(posters_dir) if posters_dir else None
         self.by_id: dict[str, dict] = {}
         self.poster_of: dict[str, str] = {}  # imdbID -> poster file name under posters_dir
@@ -130,8 +130,12 @@ class Catalogue:
                 self.by_word[w].add(imdb)
 
     @classmethod
-    def from_files(cls, records: str | os.PathLike, posters: str | os.PathLike | None = None,
-                   links: str | os.PathLike | None = None) -> Catalogue:
+    def from_files(
+        cls,
+        records: str | os.PathLike,
+        posters: str | os.PathLike | None = None,
+        links: str | os.PathLike | None = None,
+    ) -> Catalogue:
         with open(records, encoding="utf-8") as f:
             recs = [json.loads(line) for line in f if line.strip()]
         return cls(recs, posters, read_links(links) if links else None)
@@ -216,8 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     # --------------------------------------------------------------- plumbing
-    def _send(self, status: int, body: bytes, ctype: str, extra: dict | None = None,
-              truncate: bool = False) -> None:
+    def _send(self, status: int, body: bytes, ctype: str, extra: dict | None = None, truncate: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -258,19 +261,20 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "5xx":
             srv.log.record(key, "fault:5xx")
             code = 503 if attempt % 2 else 500
-            return self._send(code, b"<html><body>Service Unavailable</body></html>",
-                              "text/html")
+            return self._send(code, b"<html><body>Service Unavailable</body></html>", "text/html")
         if fault == "429":
             srv.log.record(key, "fault:429")
-            return self._send(429, b"Too Many Requests", "text/plain",
-                              extra={"Retry-After": str(srv.faults.retry_after_s)})
+            return self._send(
+                429, b"Too Many Requests", "text/plain", extra={"Retry-After": str(srv.faults.retry_after_s)}
+            )
         if fault == "invalid_json" and is_api:
             srv.log.record(key, "fault:invalid_json")
-            return self._send(200, b"<html><head><title>502 Bad Gateway</title></head></html>",
-                              "application/json; charset=utf-8")
+            return self._send(
+                200, b"<html><head><title>502 Bad Gateway</title></head></html>", "application/json; charset=utf-8"
+            )
         truncate = fault == "truncated"
         if parts.path.startswith("/posters/"):
-            return self._poster(key, parts.path[len("/posters/"):], truncate)
+            return self._poster(key, parts.path[len("/posters/") :], truncate)
         if not is_api:
             srv.log.record(key, "404")
             return self._send(404, b"Not Found", "text/plain")
@@ -300,9 +304,15 @@ class _Server(ThreadingHTTPServer):
 class OmdbServer:
     """``with OmdbServer(catalogue, api_keys={"k"}) as srv: requests.get(srv.url, ...)``."""
 
-    def __init__(self, catalogue: Catalogue, api_keys: set[str] | frozenset[str] = frozenset(),
-                 daily_limit: int | None = None, faults: Faults | None = None,
-                 host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        api_keys: set[str] | frozenset[str] = frozenset(),
+        daily_limit: int | None = None,
+        faults: Faults | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
         self.catalogue = catalogue
         self.api_keys = set(api_keys)
         self.daily_limit = daily_limit
@@ -327,8 +337,7 @@ class OmdbServer:
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> OmdbServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
-                                        name="omdb-server", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="omdb-server", daemon=True)
         self._thread.start()
         return self
 
@@ -358,8 +367,13 @@ class OmdbServer:
         seed = hashlib.sha256(f"{f.seed}\x00{key}\x00{attempt}".encode()).digest()
         rng = random.Random(seed)
         u, slow = rng.random(), rng.random() < f.slow
-        for name, p in (("5xx", f.http_5xx), ("429", f.http_429), ("timeout", f.timeout),
-                        ("truncated", f.truncated), ("invalid_json", f.invalid_json)):
+        for name, p in (
+            ("5xx", f.http_5xx),
+            ("429", f.http_429),
+            ("timeout", f.timeout),
+            ("truncated", f.truncated),
+            ("invalid_json", f.invalid_json),
+        ):
             if u < p:
                 return name, slow
             u -= p
@@ -396,13 +410,23 @@ class OmdbServer:
             hits = cat.search(q, year)
             page_text = str(params.get("page") or "1")
             page = max(1, int(page_text)) if page_text.isdigit() else 1
-            chunk = hits[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+            chunk = hits[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
             if not chunk:
                 return 200, {"Response": "False", "Error": "Movie not found!"}
-            return 200, {"Search": [{"Title": r.get("Title"), "Year": r.get("Year"),
-                                     "imdbID": r["imdbID"], "Type": r.get("Type", "movie"),
-                                     "Poster": self._poster(r)} for r in chunk],
-                         "totalResults": str(len(hits)), "Response": "True"}
+            return 200, {
+                "Search": [
+                    {
+                        "Title": r.get("Title"),
+                        "Year": r.get("Year"),
+                        "imdbID": r["imdbID"],
+                        "Type": r.get("Type", "movie"),
+                        "Poster": self._poster(r),
+                    }
+                    for r in chunk
+                ],
+                "totalResults": str(len(hits)),
+                "Response": "True",
+            }
         return 200, {"Response": "False", "Error": "Incorrect IMDb ID."}
 
     def _poster(self, rec: dict) -> str:
@@ -428,19 +452,30 @@ def fetch_stats(base_url: str, timeout_s: float = 5.0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mmiris.crawl.omdb_server",
-                                description="Local OMDb-compatible server (test fixture, benchmarks).")
+    p = argparse.ArgumentParser(
+        prog="python -m mmiris.crawl.omdb_server",
+        description="Local OMDb-compatible server (test fixture, benchmarks).",
+    )
     p.add_argument("--records", required=True, help="JSONL of OMDb records")
     p.add_argument("--posters", default=None, help="folder of poster files")
     p.add_argument("--links", default=None, help="links.csv (movieId,imdbId,tmdbId) for imdbIDs")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    p.add_argument("--api-key", action="append", default=[],
-                   help="accepted key (repeatable); none given: any non-empty key is accepted")
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help="accepted key (repeatable); none given: any non-empty key is accepted",
+    )
     p.add_argument("--daily-limit", type=int, default=None, help="requests per key, then 'Request limit reached!'")
-    for name, help_ in (("5xx", "HTTP 500/503"), ("429", "HTTP 429"), ("timeout", "hang, no answer"),
-                        ("truncated", "truncated body"), ("invalid-json", "non-JSON 200 body"),
-                        ("slow", "slow but correct answer")):
+    for name, help_ in (
+        ("5xx", "HTTP 500/503"),
+        ("429", "HTTP 429"),
+        ("timeout", "hang, no answer"),
+        ("truncated", "truncated body"),
+        ("invalid-json", "non-JSON 200 body"),
+        ("slow", "slow but correct answer"),
+    ):
         p.add_argument(f"--fault-{name}", type=float, default=0.0, help=f"rate of {help_}")
     p.add_argument("--hang-s", type=float, default=2.0)
     p.add_argument("--slow-s", type=float, default=0.05)
@@ -448,13 +483,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stats-out", default=None, help="write the request log here on shutdown")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    faults = Faults(http_5xx=args.fault_5xx, http_429=args.fault_429, timeout=args.fault_timeout,
-                    truncated=args.fault_truncated, invalid_json=args.fault_invalid_json,
-                    slow=args.fault_slow, hang_s=args.hang_s, slow_s=args.slow_s, seed=args.seed)
+    faults = Faults(
+        http_5xx=args.fault_5xx,
+        http_429=args.fault_429,
+        timeout=args.fault_timeout,
+        truncated=args.fault_truncated,
+        invalid_json=args.fault_invalid_json,
+        slow=args.fault_slow,
+        hang_s=args.hang_s,
+        slow_s=args.slow_s,
+        seed=args.seed,
+    )
     cat = Catalogue.from_files(args.records, args.posters, args.links)
     srv = OmdbServer(cat, set(args.api_key), args.daily_limit, faults, args.host, args.port)
-    log.info("OMDb-compatible server on %s (%d records, %d posters, faults %s)", srv.url,
-             len(cat.by_id), len(cat.poster_of), asdict(faults) if faults.any() else "off")
+    log.info(
+        "OMDb-compatible server on %s (%d records, %d posters, faults %s)",
+        srv.url,
+        len(cat.by_id),
+        len(cat.poster_of),
+        asdict(faults) if faults.any() else "off",
+    )
     print(srv.url, flush=True)
 
     def _stop(*_):

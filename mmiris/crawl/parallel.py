@@ -67,8 +67,7 @@ class ChunkResult:
     stop_message: str | None = None
 
 
-def run_items(items: Sequence[dict], per_item: Callable[[dict, Counters], dict],
-              run_id: str) -> ChunkResult:
+def run_items(items: Sequence[dict], per_item: Callable[[dict, Counters], dict], run_id: str) -> ChunkResult:
     """Inside a task: process items in order, turning run-ending conditions into a stop."""
     out = ChunkResult()
     for item in items:
@@ -80,8 +79,12 @@ def run_items(items: Sequence[dict], per_item: Callable[[dict, Counters], dict],
             out.stop, out.stop_message = str(exc), None
             break
         except (RequestLimitReached, QuotaExhausted, InvalidApiKey, BadResponse) as exc:
-            out.stop = {RequestLimitReached: "request_limit", QuotaExhausted: "daily_quota",
-                        InvalidApiKey: "invalid_key", BadResponse: "bad_response"}[type(exc)]
+            out.stop = {
+                RequestLimitReached: "request_limit",
+                QuotaExhausted: "daily_quota",
+                InvalidApiKey: "invalid_key",
+                BadResponse: "bad_response",
+            }[type(exc)]
             out.stop_message = str(exc)
             signal_stop(run_id, out.stop)
             break
@@ -99,14 +102,22 @@ def new_run_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def run_chunks(task: Callable, items: Sequence[dict], task_args: tuple, *, run_id: str,
-               client=None, concurrency: int = 8, chunk_size: int = 20,
-               desc: str = "crawl") -> RunResult:
+def run_chunks(
+    task: Callable,
+    items: Sequence[dict],
+    task_args: tuple,
+    *,
+    run_id: str,
+    client=None,
+    concurrency: int = 8,
+    chunk_size: int = 20,
+    desc: str = "crawl",
+) -> RunResult:
     """Run ``task(chunk, *task_args) -> ChunkResult`` over ``items``; see the module docstring.
 
     ``client``: a dask.distributed Client, or None for an in-process thread pool."""
     chunk_size = max(1, chunk_size)
-    chunks = [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
+    chunks = [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
     concurrency = max(1, min(concurrency, len(chunks) or 1))
     rows: list[dict] = []
     failed: list[tuple[int, str]] = []
@@ -159,10 +170,17 @@ def run_chunks(task: Callable, items: Sequence[dict], task_args: tuple, *, run_i
         clear_stop(run_id)
     if stop is not None:
         reason, message = stop
-        tail = ("everything fetched is cached, re-run to continue"
-                if reason in ("request_limit", "daily_quota") else "nothing published")
-        raise CrawlStopped(reason, f"{message} ({len(rows)} of {len(items)} items done this run; "
-                                   f"{tail})", done=len(rows), total=len(items))
+        tail = (
+            "everything fetched is cached, re-run to continue"
+            if reason in ("request_limit", "daily_quota")
+            else "nothing published"
+        )
+        raise CrawlStopped(
+            reason,
+            f"{message} ({len(rows)} of {len(items)} items done this run; {tail})",
+            done=len(rows),
+            total=len(items),
+        )
     return RunResult(rows, failed, counters)
 
 
@@ -197,5 +215,15 @@ def default_chunk_size(n_items: int, concurrency: int) -> int:
     return max(1, min(25, math.ceil(n_items / max(1, 4 * concurrency))))
 
 
-__all__ = ["ChunkResult", "CrawlIncomplete", "CrawlStopped", "RequestLimitReached", "RunResult",
-           "new_run_id", "run_chunks", "run_items", "stop_reason", "default_chunk_size"]
+__all__ = [
+    "ChunkResult",
+    "CrawlIncomplete",
+    "CrawlStopped",
+    "RequestLimitReached",
+    "RunResult",
+    "new_run_id",
+    "run_chunks",
+    "run_items",
+    "stop_reason",
+    "default_chunk_size",
+]

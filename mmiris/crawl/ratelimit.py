@@ -91,8 +91,9 @@ class DailyQuota:
 
     def take(self) -> None:
         if not self.cache.take_quota(self.limit):
-            raise QuotaExhausted(f"daily quota of {self.limit} requests spent (UTC day); "
-                                 "re-run tomorrow to continue from the cache")
+            raise QuotaExhausted(
+                f"daily quota of {self.limit} requests spent (UTC day); re-run tomorrow to continue from the cache"
+            )
 
     def used_today(self) -> int:
         return self.cache.quota_used()

@@ -39,15 +39,31 @@ def write_posters(folder: Path) -> dict[str, bytes]:
     return files
 
 
-def record(movie_id: int, title: str, year: int | str, imdb: str | None = None, plot: str | None = None,
-           poster: str | None = "auto", **extra) -> dict:
+def record(
+    movie_id: int,
+    title: str,
+    year: int | str,
+    imdb: str | None = None,
+    plot: str | None = None,
+    poster: str | None = "auto",
+    **extra,
+) -> dict:
     """An OMDb-shaped record as in the shared ``omdb.jsonl`` (with ``movie_id``/``poster_file``)."""
-    rec = {"movie_id": movie_id, "Title": title, "Year": str(year), "Rated": "PG",
-           "Released": f"01 Jan {year}", "Genre": "Drama", "Director": f"Director {movie_id}",
-           "Writer": "N/A", "Actors": f"Actor {movie_id}a, Actor {movie_id}b",
-           "Plot": plot if plot is not None else f"The plot of {title}. It goes on.",
-           "Poster": "https://example.invalid/p.jpg", "Response": "True",
-           "poster_file": f"posters/{movie_id}.jpg" if poster == "auto" else poster}
+    rec = {
+        "movie_id": movie_id,
+        "Title": title,
+        "Year": str(year),
+        "Rated": "PG",
+        "Released": f"01 Jan {year}",
+        "Genre": "Drama",
+        "Director": f"Director {movie_id}",
+        "Writer": "N/A",
+        "Actors": f"Actor {movie_id}a, Actor {movie_id}b",
+        "Plot": plot if plot is not None else f"The plot of {title}. It goes on.",
+        "Poster": "https://example.invalid/p.jpg",
+        "Response": "True",
+        "poster_file": f"posters/{movie_id}.jpg" if poster == "auto" else poster,
+    }
     if imdb:
         rec["imdbID"] = imdb
     rec.update(extra)
@@ -61,19 +77,22 @@ def items_table(rows: list[dict]) -> pa.Table:
     def col(name, typ):
         return pa.array([r.get(name) for r in rows], typ)
 
-    return pa.table({
-        "item_id": col("item_id", pa.int64()),
-        "source_id": pa.array([str(r.get("source_id", r["item_id"])) for r in rows], pa.string()),
-        "title": col("title", pa.string()),
-        "year": col("year", pa.int32()),
-        "genres": pa.array([None] * n, pa.list_(pa.string())),
-        "imdb_id": col("imdb_id", pa.string()),
-        "image_url": col("image_url", pa.string()),
-        "description": pa.array([None] * n, pa.string()),
-        "metadata_exact": pa.array([True] * n, pa.bool_()),
-    })
+    return pa.table(
+        {
+            "item_id": col("item_id", pa.int64()),
+            "source_id": pa.array([str(r.get("source_id", r["item_id"])) for r in rows], pa.string()),
+            "title": col("title", pa.string()),
+            "year": col("year", pa.int32()),
+            "genres": pa.array([None] * n, pa.list_(pa.string())),
+            "imdb_id": col("imdb_id", pa.string()),
+            "image_url": col("image_url", pa.string()),
+            "description": pa.array([None] * n, pa.string()),
+            "metadata_exact": pa.array([True] * n, pa.bool_()),
+        }
+    )
 
 
 def publish_items(store: ArtifactStore, rows: list[dict], name: str = "items") -> ArtifactRef:
-    return store.publish(name, "items", Output({"items": items_table(rows)}),
-                         params={"rows": [sorted(r.items()) for r in rows]})
+    return store.publish(
+        name, "items", Output({"items": items_table(rows)}), params={"rows": [sorted(r.items()) for r in rows]}
+    )

@@ -18,9 +18,39 @@ from difflib import SequenceMatcher
 
 # Articles MovieLens moves behind a comma (English, French, German, Spanish, Italian,
 # Portuguese, Dutch, Scandinavian).
-ARTICLES = ("the", "a", "an", "les", "le", "la", "l'", "der", "die", "das", "den", "det", "el",
-            "los", "las", "il", "lo", "gli", "i", "une", "un", "una", "uno", "ein", "eine", "de",
-            "het", "een", "o", "os", "as")
+ARTICLES = (
+    "the",
+    "a",
+    "an",
+    "les",
+    "le",
+    "la",
+    "l'",
+    "der",
+    "die",
+    "das",
+    "den",
+    "det",
+    "el",
+    "los",
+    "las",
+    "il",
+    "lo",
+    "gli",
+    "i",
+    "une",
+    "un",
+    "una",
+    "uno",
+    "ein",
+    "eine",
+    "de",
+    "het",
+    "een",
+    "o",
+    "os",
+    "as",
+)
 _ARTICLE_RE = re.compile(
     r"^(?P<rest>.+?),\s*(?P<art>{})(?P<tail>\s*[:\-–].*)?$".format("|".join(re.escape(a) for a in ARTICLES)),
     re.IGNORECASE,
@@ -28,8 +58,9 @@ _ARTICLE_RE = re.compile(
 _YEAR_RE = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
 _AKA_RE = re.compile(r"^(?:a\.?k\.?a\.?|aka)\s+", re.IGNORECASE)
 _POSSESSIVE_RE = re.compile(r"^(?:[A-Z][\w.\-]*\s+){1,3}[A-Z][\w.\-]*'s\s+(?P<rest>\S.*)$")
-_LEADING_ARTICLE_RE = re.compile(r"^(?:{})\s+".format("|".join(
-    re.escape(a) for a in ARTICLES if not a.endswith("'"))), re.IGNORECASE)
+_LEADING_ARTICLE_RE = re.compile(
+    r"^(?:{})\s+".format("|".join(re.escape(a) for a in ARTICLES if not a.endswith("'"))), re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +109,7 @@ def parse_title(raw: str, year: int | None = None) -> ParsedTitle:
                 break
         if not start:  # unbalanced, or the whole title is in parentheses
             break
-        alt = _AKA_RE.sub("", text[start + 1: -1].strip()).strip()
+        alt = _AKA_RE.sub("", text[start + 1 : -1].strip()).strip()
         if alt:
             alternatives.insert(0, alt)
         text = text[:start].strip()
@@ -125,8 +156,9 @@ def _ratio(ka: str, kb: str) -> float:
         return 0.0
     if ka == kb:
         return 1.0
-    return max(SequenceMatcher(None, ka, kb).ratio(),
-               SequenceMatcher(None, _drop_article(ka), _drop_article(kb)).ratio())
+    return max(
+        SequenceMatcher(None, ka, kb).ratio(), SequenceMatcher(None, _drop_article(ka), _drop_article(kb)).ratio()
+    )
 
 
 _SUBTITLE_RE = re.compile(r"\s*(?::|\s-\s)\s*")

@@ -26,8 +26,9 @@ class ItemModality:
         return int(self.features.shape[1])
 
     @classmethod
-    def from_arrays(cls, name: str, item_ids: np.ndarray, vectors: np.ndarray, present: np.ndarray,
-                    n_items: int, encoder: str = "") -> ItemModality:
+    def from_arrays(
+        cls, name: str, item_ids: np.ndarray, vectors: np.ndarray, present: np.ndarray, n_items: int, encoder: str = ""
+    ) -> ItemModality:
         item_ids = np.asarray(item_ids, dtype=np.int64)
         if len(item_ids) and (item_ids.min() < 0 or item_ids.max() >= n_items):
             bad = item_ids[(item_ids < 0) | (item_ids >= n_items)][0]
@@ -52,5 +53,6 @@ def load_modality(store: ArtifactStore, ref: ArtifactRef | str, n_items: int) ->
     filled = col.fill_null([0.0] * dim) if col.null_count else col
     vectors = filled.flatten().to_numpy(zero_copy_only=False).reshape(len(t), dim).astype(np.float32)
     name = "image" if m.kind == "image_features" else "text"
-    return ItemModality.from_arrays(name, t.column("item_id").to_numpy(), vectors, present, n_items,
-                                    encoder=str(m.params.get("encoder", "")))
+    return ItemModality.from_arrays(
+        name, t.column("item_id").to_numpy(), vectors, present, n_items, encoder=str(m.params.get("encoder", ""))
+    )

@@ -37,7 +37,7 @@ class UserHistory:
         return lens if users is None else lens[users]
 
     def items_of(self, user: int) -> np.ndarray:
-        return self.indices[self.indptr[user]:self.indptr[user + 1]]
+        return self.indices[self.indptr[user] : self.indptr[user + 1]]
 
     def padded(self, users: np.ndarray | torch.Tensor, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Histories of ``users`` as ([B, L] item ids padded with ``pad``, [B, L] bool mask)."""
@@ -99,8 +99,15 @@ def load_split(store: ArtifactStore, ref: ArtifactRef | str) -> SplitData:
             np.asarray(negs, dtype=np.int64).reshape(len(negs), width),
         )
     return SplitData(
-        ref=m.ref, n_users=int(m.stats["n_users"]), n_items=int(m.stats["n_items"]),
-        train_users=train.column("user_id").to_numpy(), train_items=train.column("item_id").to_numpy(),
-        valid_users=held["valid"][0], valid_items=held["valid"][1], valid_negatives=held["valid"][2],
-        test_users=held["test"][0], test_items=held["test"][1], test_negatives=held["test"][2],
+        ref=m.ref,
+        n_users=int(m.stats["n_users"]),
+        n_items=int(m.stats["n_items"]),
+        train_users=train.column("user_id").to_numpy(),
+        train_items=train.column("item_id").to_numpy(),
+        valid_users=held["valid"][0],
+        valid_items=held["valid"][1],
+        valid_negatives=held["valid"][2],
+        test_users=held["test"][0],
+        test_items=held["test"][1],
+        test_negatives=held["test"][2],
     )

@@ -34,51 +34,112 @@ class Genre:
 
 
 GENRES: tuple[Genre, ...] = (
-    Genre("Space", ((10, 20, 70), (60, 20, 110)), (250, 240, 140), "stars",
-          ("astronaut", "starship pilot", "android", "alien envoy", "mission commander"),
-          ("drifts toward a dying star", "repairs a failing reactor", "decodes a signal from deep space",
-           "lands on a frozen moon", "races a comet across the galaxy"),
-          ("aboard an orbital station", "beyond the edge of the galaxy", "on a distant planet",
-           "inside a derelict starship"),
-          ("Orbit", "Nebula", "Starfall", "Eclipse", "Voyager", "Galaxy", "Comet", "Horizon")),
-    Genre("Noir", ((30, 30, 35), (90, 90, 100)), (230, 230, 230), "blinds",
-          ("detective", "informant", "femme fatale", "crooked cop", "night reporter"),
-          ("follows a trail of forged letters", "hides a stolen ledger", "investigates a murder at the docks",
-           "is framed for a crime", "bargains with a mob boss"),
-          ("in a rain-soaked city", "in a smoky jazz club", "along the midnight waterfront",
-           "in a shadowy precinct"),
-          ("Shadow", "Alibi", "Ledger", "Rain", "Smoke", "Midnight", "Verdict", "Trench")),
-    Genre("Romance", ((240, 120, 160), (250, 200, 210)), (200, 20, 70), "hearts",
-          ("young painter", "florist", "violinist", "widowed baker", "travelling poet"),
-          ("falls in love with a stranger", "writes letters to a lost sweetheart",
-           "plans a wedding that may never happen", "dances until dawn with an old flame",
-           "chooses between two hearts"),
-          ("in a seaside village", "in a Parisian cafe", "under the cherry blossoms",
-           "at a summer wedding"),
-          ("Kiss", "Heart", "Promise", "Rose", "Letter", "Sweetheart", "Valentine", "Waltz")),
-    Genre("Western", ((230, 150, 60), (170, 90, 40)), (250, 230, 120), "desert",
-          ("gunslinger", "sheriff", "rancher", "outlaw", "bounty hunter"),
-          ("rides into a lawless frontier town", "defends the ranch from bandits",
-           "tracks a stolen herd across the desert", "faces a rival at high noon",
-           "guards the last stagecoach"),
-          ("on the dusty prairie", "in a frontier saloon", "across the red canyon",
-           "along the railroad"),
-          ("Frontier", "Canyon", "Saddle", "Outlaw", "Prairie", "Sheriff", "Dust", "Stagecoach")),
-    Genre("Horror", ((60, 0, 0), (10, 0, 0)), (220, 30, 30), "spikes",
-          ("babysitter", "exorcist", "gravedigger", "cursed heir", "lone survivor"),
-          ("hears whispers behind the walls", "wakes an ancient curse", "is hunted by a masked killer",
-           "opens a forbidden coffin", "hides from something in the fog"),
-          ("in a haunted mansion", "in an abandoned asylum", "beneath the old cemetery",
-           "in a cabin in the woods"),
-          ("Crypt", "Haunting", "Scream", "Curse", "Coffin", "Phantom", "Blood", "Nightmare")),
-    Genre("Comedy", ((90, 200, 240), (250, 250, 150)), (250, 90, 20), "confetti",
-          ("clumsy waiter", "stand-up comic", "chaotic family", "bumbling inventor", "talking dog"),
-          ("throws the wildest party in town", "swaps lives with the boss by mistake",
-           "ruins a wedding toast", "wins the lottery and loses the ticket",
-           "starts a food fight at the gala"),
-          ("at a chaotic family reunion", "in a small-town bakery", "on a disastrous road trip",
-           "at the office holiday party"),
-          ("Mayhem", "Party", "Hiccup", "Banana", "Oops", "Goofball", "Jamboree", "Shenanigans")),
+    Genre(
+        "Space",
+        ((10, 20, 70), (60, 20, 110)),
+        (250, 240, 140),
+        "stars",
+        ("astronaut", "starship pilot", "android", "alien envoy", "mission commander"),
+        (
+            "drifts toward a dying star",
+            "repairs a failing reactor",
+            "decodes a signal from deep space",
+            "lands on a frozen moon",
+            "races a comet across the galaxy",
+        ),
+        (
+            "aboard an orbital station",
+            "beyond the edge of the galaxy",
+            "on a distant planet",
+            "inside a derelict starship",
+        ),
+        ("Orbit", "Nebula", "Starfall", "Eclipse", "Voyager", "Galaxy", "Comet", "Horizon"),
+    ),
+    Genre(
+        "Noir",
+        ((30, 30, 35), (90, 90, 100)),
+        (230, 230, 230),
+        "blinds",
+        ("detective", "informant", "femme fatale", "crooked cop", "night reporter"),
+        (
+            "follows a trail of forged letters",
+            "hides a stolen ledger",
+            "investigates a murder at the docks",
+            "is framed for a crime",
+            "bargains with a mob boss",
+        ),
+        ("in a rain-soaked city", "in a smoky jazz club", "along the midnight waterfront", "in a shadowy precinct"),
+        ("Shadow", "Alibi", "Ledger", "Rain", "Smoke", "Midnight", "Verdict", "Trench"),
+    ),
+    Genre(
+        "Romance",
+        ((240, 120, 160), (250, 200, 210)),
+        (200, 20, 70),
+        "hearts",
+        ("young painter", "florist", "violinist", "widowed baker", "travelling poet"),
+        (
+            "falls in love with a stranger",
+            "writes letters to a lost sweetheart",
+            "plans a wedding that may never happen",
+            "dances until dawn with an old flame",
+            "chooses between two hearts",
+        ),
+        ("in a seaside village", "in a Parisian cafe", "under the cherry blossoms", "at a summer wedding"),
+        ("Kiss", "Heart", "Promise", "Rose", "Letter", "Sweetheart", "Valentine", "Waltz"),
+    ),
+    Genre(
+        "Western",
+        ((230, 150, 60), (170, 90, 40)),
+        (250, 230, 120),
+        "desert",
+        ("gunslinger", "sheriff", "rancher", "outlaw", "bounty hunter"),
+        (
+            "rides into a lawless frontier town",
+            "defends the ranch from bandits",
+            "tracks a stolen herd across the desert",
+            "faces a rival at high noon",
+            "guards the last stagecoach",
+        ),
+        ("on the dusty prairie", "in a frontier saloon", "across the red canyon", "along the railroad"),
+        ("Frontier", "Canyon", "Saddle", "Outlaw", "Prairie", "Sheriff", "Dust", "Stagecoach"),
+    ),
+    Genre(
+        "Horror",
+        ((60, 0, 0), (10, 0, 0)),
+        (220, 30, 30),
+        "spikes",
+        ("babysitter", "exorcist", "gravedigger", "cursed heir", "lone survivor"),
+        (
+            "hears whispers behind the walls",
+            "wakes an ancient curse",
+            "is hunted by a masked killer",
+            "opens a forbidden coffin",
+            "hides from something in the fog",
+        ),
+        ("in a haunted mansion", "in an abandoned asylum", "beneath the old cemetery", "in a cabin in the woods"),
+        ("Crypt", "Haunting", "Scream", "Curse", "Coffin", "Phantom", "Blood", "Nightmare"),
+    ),
+    Genre(
+        "Comedy",
+        ((90, 200, 240), (250, 250, 150)),
+        (250, 90, 20),
+        "confetti",
+        ("clumsy waiter", "stand-up comic", "chaotic family", "bumbling inventor", "talking dog"),
+        (
+            "throws the wildest party in town",
+            "swaps lives with the boss by mistake",
+            "ruins a wedding toast",
+            "wins the lottery and loses the ticket",
+            "starts a food fight at the gala",
+        ),
+        (
+            "at a chaotic family reunion",
+            "in a small-town bakery",
+            "on a disastrous road trip",
+            "at the office holiday party",
+        ),
+        ("Mayhem", "Party", "Hiccup", "Banana", "Oops", "Goofball", "Jamboree", "Shenanigans"),
+    ),
 )
 
 TONE_WORDS = {  # tone < 0.5 → dark words, else bright words
@@ -162,7 +223,7 @@ def generate(config: DemoConfig | None = None) -> DemoCatalogue:
     n_missing_txt = int(round(cfg.missing_text_rate * I))
     perm = rng.permutation(I)
     no_image = set(perm[:n_missing_img].tolist())
-    no_text = set(perm[n_missing_img:n_missing_img + n_missing_txt].tolist())
+    no_text = set(perm[n_missing_img : n_missing_img + n_missing_txt].tolist())
 
     plots: list[str | None] = []
     posters: list[bytes | None] = []
@@ -182,9 +243,11 @@ def generate(config: DemoConfig | None = None) -> DemoCatalogue:
     # Users: concentrated taste over genres (Dirichlet 0.3), a preferred tone.
     taste = rng.dirichlet(np.full(K, 0.3), U).astype(np.float32)
     user_tone = rng.random(U).astype(np.float32)
-    logits = (cfg.content_weight * taste @ genres.T
-              - cfg.tone_weight * 4.0 * (user_tone[:, None] - tone[None, :]) ** 2
-              + cfg.popularity_weight * np.log(popularity)[None, :])
+    logits = (
+        cfg.content_weight * taste @ genres.T
+        - cfg.tone_weight * 4.0 * (user_tone[:, None] - tone[None, :]) ** 2
+        + cfg.popularity_weight * np.log(popularity)[None, :]
+    )
     cap = max(cfg.min_per_user, I // 2)
     extra = rng.geometric(1.0 / max(1.0, cfg.mean_per_user - cfg.min_per_user + 1), U) - 1
     counts = np.minimum(cfg.min_per_user + extra, cap)
@@ -199,8 +262,24 @@ def generate(config: DemoConfig | None = None) -> DemoCatalogue:
     ratings = np.clip(np.round(3.0 + (aff - aff.mean()) / (aff.std() + 1e-9)), 1, 5).astype(np.float32)
     start = 946684800 + rng.integers(0, 20 * 86400 * 365, U)
     timestamps = (start[users] + rng.integers(0, 86400 * 365, len(users))).astype(np.int64)
-    return DemoCatalogue(cfg, [g.name for g in GENRES], genres, tone, popularity, titles, years,
-                         plots, posters, formats, taste, user_tone, users, items, ratings, timestamps)
+    return DemoCatalogue(
+        cfg,
+        [g.name for g in GENRES],
+        genres,
+        tone,
+        popularity,
+        titles,
+        years,
+        plots,
+        posters,
+        formats,
+        taste,
+        user_tone,
+        users,
+        items,
+        ratings,
+        timestamps,
+    )
 
 
 # --------------------------------------------------------------------------- text
@@ -211,8 +290,11 @@ def _titles(rng, primary, secondary, has_second) -> list[str]:
         a = GENRES[p].title_words[rng.integers(len(GENRES[p].title_words))]
         b = GENRES[s if two else p].title_words[rng.integers(len(GENRES[s if two else p].title_words))]
         form = rng.integers(3)
-        title = (f"The {a} {b}" if a != b else f"The {a}") if form == 0 else (
-            f"{a} of the {b}" if form == 1 and a != b else f"{a} {rng.integers(2, 5)}")
+        title = (
+            (f"The {a} {b}" if a != b else f"The {a}")
+            if form == 0
+            else (f"{a} of the {b}" if form == 1 and a != b else f"{a} {rng.integers(2, 5)}")
+        )
         seen[title] = seen.get(title, 0) + 1
         out.append(title if seen[title] == 1 else f"{title} {_roman(seen[title])}")
     return out

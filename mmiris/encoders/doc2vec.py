@@ -64,9 +64,15 @@ def train_doc2vec(texts: list[str], config: Doc2VecConfig = Doc2VecConfig()) -> 
 def _train(docs, config: Doc2VecConfig):
     from gensim.models.doc2vec import Doc2Vec
 
-    model = Doc2Vec(vector_size=config.vector_size, window=config.window,
-                    min_count=min(config.min_count, max(1, len(docs) // 2)),
-                    epochs=config.epochs, dm=config.dm, seed=config.seed, workers=1)
+    model = Doc2Vec(
+        vector_size=config.vector_size,
+        window=config.window,
+        min_count=min(config.min_count, max(1, len(docs) // 2)),
+        epochs=config.epochs,
+        dm=config.dm,
+        seed=config.seed,
+        workers=1,
+    )
     model.build_vocab(docs)
     model.train(docs, total_examples=len(docs), epochs=config.epochs)
     return model
@@ -102,9 +108,16 @@ class Doc2VecEncoder:
         return self.run(self.prepare(texts)[0])
 
     def describe(self) -> dict:
-        return {"id": self.id, "dim": self.dim, "weights_path": None,
-                "weights_sha256": self.weights_sha256,
-                "preprocessing": {"normalize_text": "utf-8|cp1252|latin-1, NFC, whitespace",
-                                  "tokenizer": "gensim.simple_preprocess",
-                                  **self.config.to_dict()},
-                "device": "cpu", "precision": "fp32"}
+        return {
+            "id": self.id,
+            "dim": self.dim,
+            "weights_path": None,
+            "weights_sha256": self.weights_sha256,
+            "preprocessing": {
+                "normalize_text": "utf-8|cp1252|latin-1, NFC, whitespace",
+                "tokenizer": "gensim.simple_preprocess",
+                **self.config.to_dict(),
+            },
+            "device": "cpu",
+            "precision": "fp32",
+        }

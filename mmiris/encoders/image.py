@@ -109,9 +109,15 @@ def _to_rgb(img: Image.Image, treatments: list[str]) -> Image.Image:
 class ImageEncoder:
     """A loaded image encoder. ``encode`` runs batched inference; see ``dim``."""
 
-    def __init__(self, encoder_id: str, model: nn.Module, prep: ImagePreprocessing,
-                 device: str | torch.device = "cpu", weights_path: str | None = None,
-                 weights_sha256: str | None = None):
+    def __init__(
+        self,
+        encoder_id: str,
+        model: nn.Module,
+        prep: ImagePreprocessing,
+        device: str | torch.device = "cpu",
+        weights_path: str | None = None,
+        weights_sha256: str | None = None,
+    ):
         self.id = encoder_id
         self.prep = prep
         self.device = torch.device(device)
@@ -143,9 +149,15 @@ class ImageEncoder:
     run = encode  # the pipeline's name: prepare (decode) in a thread, run on the model
 
     def describe(self) -> dict:
-        return {"id": self.id, "dim": self.dim, "weights_path": self.weights_path,
-                "weights_sha256": self.weights_sha256, "preprocessing": self.prep.to_dict(),
-                "device": str(self.device), "precision": "fp16-autocast" if self.autocast else "fp32"}
+        return {
+            "id": self.id,
+            "dim": self.dim,
+            "weights_path": self.weights_path,
+            "weights_sha256": self.weights_sha256,
+            "preprocessing": self.prep.to_dict(),
+            "device": str(self.device),
+            "precision": "fp16-autocast" if self.autocast else "fp32",
+        }
 
 
 # ------------------------------------------------------------------ trunks (pooled outputs)
@@ -202,9 +214,12 @@ def resnet(arch: str, weights_path: str, fold: bool = True) -> nn.Module:
 def tiny_random_cnn(seed: int = 0, width: int = 16) -> nn.Module:
     """A small randomly initialised CNN for tests: fast, deterministic, no download."""
     net = nn.Sequential(
-        nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, width, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     )
     return seeded_init(net, seed)
 

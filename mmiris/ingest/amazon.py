@@ -67,13 +67,17 @@ def _lines(path: Path) -> tuple[Iterator[tuple[int, str]], str]:
                     try:
                         text = line.decode("utf-8")
                     except UnicodeDecodeError as exc:
-                        raise InputError(f"{path}:{lineno}: byte {line[exc.start:exc.start + 1]!r} "
-                                         f"is not UTF-8; expected UTF-8 JSON lines") from None
+                        raise InputError(
+                            f"{path}:{lineno}: byte {line[exc.start : exc.start + 1]!r} "
+                            f"is not UTF-8; expected UTF-8 JSON lines"
+                        ) from None
                     if text.strip():
                         yield lineno, text
         except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(f"{path}: corrupt gzip data after line {lineno} ({exc}); expected a "
-                             f"complete .gz file") from None
+            raise InputError(
+                f"{path}: corrupt gzip data after line {lineno} ({exc}); expected a complete .gz file"
+            ) from None
+
     return gen(), h.hexdigest()
 
 
@@ -125,8 +129,7 @@ def read_reviews(path: str | Path, *, on_bad_lines: str = "error") -> Reviews:
     return out
 
 
-def read_meta(path: str | Path, wanted: set[str] | None = None, *,
-              on_bad_lines: str = "error") -> Meta:
+def read_meta(path: str | Path, wanted: set[str] | None = None, *, on_bad_lines: str = "error") -> Meta:
     """Item fields by ASIN, for the ASINs in ``wanted`` (all when None)."""
     path = Path(path)
     lines, digest = _lines(path)
@@ -162,10 +165,16 @@ def item_fields(rec: dict) -> dict:
     genres: list[str] = []
     cats = rec.get("categories") or rec.get("category") or []
     for c in cats if isinstance(cats, list) else [cats]:
-        for g in (c if isinstance(c, list) else [c]):
+        for g in c if isinstance(c, list) else [c]:
             if isinstance(g, str) and g and g not in genres:
                 genres.append(g)
     title = rec.get("title")
-    return {"title": str(title) if title else None, "year": None, "genres": genres or None,
-            "imdb_id": None, "image_url": str(image) if image else None,
-            "description": str(desc) if desc else None, "metadata_exact": True}
+    return {
+        "title": str(title) if title else None,
+        "year": None,
+        "genres": genres or None,
+        "imdb_id": None,
+        "image_url": str(image) if image else None,
+        "description": str(desc) if desc else None,
+        "metadata_exact": True,
+    }

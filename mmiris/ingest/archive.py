@@ -33,11 +33,15 @@ class SourceFiles:
             self._open_zip()
         elif self.path.is_file():
             if self.path.suffix.lower() == ".zip":
-                raise InputError(f"{self.path}: not a zip archive (the file does not start with a zip "
-                                 f"header); expected the dataset's .zip, its folder, or {self._expect()}")
+                raise InputError(
+                    f"{self.path}: not a zip archive (the file does not start with a zip "
+                    f"header); expected the dataset's .zip, its folder, or {self._expect()}"
+                )
             if self.markers and self.path.name not in self.markers:
-                raise InputError(f"{self.path}: not a dataset file or archive; expected a folder, a .zip "
-                                 f"archive, or {self._expect()}")
+                raise InputError(
+                    f"{self.path}: not a dataset file or archive; expected a folder, a .zip "
+                    f"archive, or {self._expect()}"
+                )
             self._members = _files_in(self.path.parent)
         elif self.path.is_dir():
             self._members = self._folder_members(self.path)
@@ -62,15 +66,20 @@ class SourceFiles:
         if len(candidates) == 1:
             return candidates[0][1]
         if len(candidates) > 1:
-            raise InputError(f"{folder}: {len(candidates)} subfolders hold a dataset "
-                             f"({', '.join(c[0].name for c in candidates)}); name one of them")
+            raise InputError(
+                f"{folder}: {len(candidates)} subfolders hold a dataset "
+                f"({', '.join(c[0].name for c in candidates)}); name one of them"
+            )
         return own  # the format's reader says what is missing
 
     def _open_zip(self) -> None:
         try:
             self._zip = zipfile.ZipFile(self.path)
-            names = [n for n in self._zip.namelist()
-                     if not n.endswith("/") and "__MACOSX" not in n and not n.rsplit("/", 1)[-1].startswith(".")]
+            names = [
+                n
+                for n in self._zip.namelist()
+                if not n.endswith("/") and "__MACOSX" not in n and not n.rsplit("/", 1)[-1].startswith(".")
+            ]
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise InputError(f"{self.path}: not a readable zip archive ({exc})") from None
         by_dir: dict[str, dict[str, str]] = {}
@@ -85,8 +94,9 @@ class SourceFiles:
         if len(tops) == 1:
             self._members = next(iter(tops.values()))
         elif len(tops) > 1:
-            raise InputError(f"{self.path}: the archive holds {len(tops)} datasets ({', '.join(sorted(tops))}); "
-                             f"expected one")
+            raise InputError(
+                f"{self.path}: the archive holds {len(tops)} datasets ({', '.join(sorted(tops))}); expected one"
+            )
         else:
             self._members = top
 

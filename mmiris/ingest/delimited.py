@@ -23,7 +23,7 @@ from mmiris.errors import InputError
 _ARROW = {"int": pa.int64(), "float": pa.float32(), "str": pa.string()}
 _EXPECT = {"int": "an integer", "float": "a number", "str": "text"}
 BAD_LINE_POLICIES = ("error", "skip")
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,7 @@ def check_encoding(encoding: str) -> str:
         return codecs.lookup(encoding).name
     except LookupError:
         raise InputError(
-            f"unknown encoding {encoding!r}: expected a Python codec name such as "
-            f"'utf-8' or 'iso-8859-1'"
+            f"unknown encoding {encoding!r}: expected a Python codec name such as 'utf-8' or 'iso-8859-1'"
         ) from None
 
 
@@ -59,7 +58,7 @@ def decode(data: bytes, source: str, encoding: str) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise InputError(
-            f"{source}:{line}: byte {data[exc.start:exc.start + 1]!r} cannot be decoded as "
+            f"{source}:{line}: byte {data[exc.start : exc.start + 1]!r} cannot be decoded as "
             f"{encoding} ({exc.reason}); expected {encoding} text — pass the file's encoding "
             f"(e.g. --encoding iso-8859-1)"
         ) from None
@@ -78,9 +77,17 @@ def _as_utf8(data: bytes, source: str, encoding: str) -> bytes:
     return decode(data, source, encoding).encode("utf-8")
 
 
-def read_delimited(data: bytes, *, source: str, sep: str, fields: list[Field],
-                   encoding: str = "utf-8", header: bool = False, quoted: bool = False,
-                   on_bad_lines: str = "error") -> Parsed:
+def read_delimited(
+    data: bytes,
+    *,
+    source: str,
+    sep: str,
+    fields: list[Field],
+    encoding: str = "utf-8",
+    header: bool = False,
+    quoted: bool = False,
+    on_bad_lines: str = "error",
+) -> Parsed:
     """Parse ``data`` into a table with one column per field (int64/float32/string).
 
     ``header``: skip the first line. ``quoted``: CSV quoting (movies.csv titles).
@@ -96,27 +103,26 @@ def read_delimited(data: bytes, *, source: str, sep: str, fields: list[Field],
     try:
         table = pacsv.read_csv(
             io.BytesIO(raw),
-            read_options=pacsv.ReadOptions(column_names=[f.name for f in fields],
-                                           skip_rows=1 if header else 0, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(delimiter=sep_fast,
-                                             quote_char='"' if quoted else False),
+            read_options=pacsv.ReadOptions(
+                column_names=[f.name for f in fields], skip_rows=1 if header else 0, block_size=1 << 24
+            ),
+            parse_options=pacsv.ParseOptions(delimiter=sep_fast, quote_char='"' if quoted else False),
             convert_options=pacsv.ConvertOptions(
                 column_types={f.name: _ARROW[f.kind] for f in fields},
                 null_values=[""],  # only an empty field is missing; "nan"/"NA" are checked as values
-                strings_can_be_null=False, quoted_strings_can_be_null=False),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return _slow(decode(data, source, encoding), source, sep, fields, header, quoted, on_bad_lines)
     for f in fields:
         col = table.column(f.name)
-        if (not f.optional and col.null_count) or (
-                f.kind == "float" and pc.sum(pc.invert(pc.is_finite(col))).as_py()):
+        if (not f.optional and col.null_count) or (f.kind == "float" and pc.sum(pc.invert(pc.is_finite(col))).as_py()):
             # a missing value, or inf/nan where a rating belongs: find and name the line
-            return _slow(decode(data, source, encoding), source, sep, fields, header, quoted,
-                         on_bad_lines)
+            return _slow(decode(data, source, encoding), source, sep, fields, header, quoted, on_bad_lines)
     if table.num_rows == 0:
-        raise InputError(f"{source}: no data rows; expected lines of "
-                         f"{sep.join(f.name for f in fields)}")
+        raise InputError(f"{source}: no data rows; expected lines of {sep.join(f.name for f in fields)}")
     return Parsed(table)
 
 
@@ -165,8 +171,10 @@ def _slow(text, source, sep, fields, header, quoted, on_bad_lines) -> Parsed:
         first = False
         problem = None
         if len(row) != len(fields):
-            problem = (f"expected {len(fields)} fields ({names}) separated by {sep!r}, found "
-                       f"{len(row)} — is the separator right? Line starts {sep.join(row)[:60]!r}")
+            problem = (
+                f"expected {len(fields)} fields ({names}) separated by {sep!r}, found "
+                f"{len(row)} — is the separator right? Line starts {sep.join(row)[:60]!r}"
+            )
         else:
             values = []
             for k, (f, v) in enumerate(zip(fields, row), 1):

@@ -37,9 +37,14 @@ def cache_dir() -> Path:
     return Path(root) / "downloads"
 
 
-def fetch(source: str | os.PathLike, *, cache: str | os.PathLike | None = None,
-          checksum: str | None = None, session: requests.Session | None = None,
-          attempts: int = 5) -> Path:
+def fetch(
+    source: str | os.PathLike,
+    *,
+    cache: str | os.PathLike | None = None,
+    checksum: str | None = None,
+    session: requests.Session | None = None,
+    attempts: int = 5,
+) -> Path:
     """Return a local path for ``source``; download URLs (see the module docstring).
 
     ``checksum``: ``"md5:<hex>"`` or ``"sha256:<hex>"`` to verify against; by default a
@@ -64,23 +69,31 @@ def fetch(source: str | os.PathLike, *, cache: str | os.PathLike | None = None,
         try:
             _download(session, url, part)
             break
-        except (requests.ConnectionError, requests.Timeout,
-                requests.exceptions.ChunkedEncodingError) as exc:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             if attempt == attempts:
-                kept = (f"the partial file {part} ({part.stat().st_size} bytes) is kept and the next "
-                        f"run resumes it" if part.exists() and part.stat().st_size else
-                        "nothing was received; check the URL and the network")
-                raise InputError(f"download of {redact(url)} failed after {attempts} attempts "
-                                 f"({type(exc).__name__}); {kept}") from None
-            log.warning("download of %s interrupted (%s); resuming from byte %d",
-                        redact(url), type(exc).__name__, part.stat().st_size if part.exists() else 0)
+                kept = (
+                    f"the partial file {part} ({part.stat().st_size} bytes) is kept and the next run resumes it"
+                    if part.exists() and part.stat().st_size
+                    else "nothing was received; check the URL and the network"
+                )
+                raise InputError(
+                    f"download of {redact(url)} failed after {attempts} attempts ({type(exc).__name__}); {kept}"
+                ) from None
+            log.warning(
+                "download of %s interrupted (%s); resuming from byte %d",
+                redact(url),
+                type(exc).__name__,
+                part.stat().st_size if part.exists() else 0,
+            )
     if expected:
         algo, want = expected
         got = _hash_file(part, algo)
         if got != want:
             part.unlink()
-            raise InputError(f"download of {redact(url)}: {algo} checksum mismatch, expected {want}, "
-                             f"got {got}; the file was deleted, run again to download it anew")
+            raise InputError(
+                f"download of {redact(url)}: {algo} checksum mismatch, expected {want}, "
+                f"got {got}; the file was deleted, run again to download it anew"
+            )
         log.info("verified %s %s of %s", algo, want, redact(url))
     else:
         log.info("no checksum published for %s; not verified", redact(url))
@@ -96,8 +109,7 @@ def _download(session: requests.Session, url: str, part: Path) -> None:
         if r.status_code == 416 and have:  # already complete
             return
         if r.status_code not in (200, 206):
-            raise InputError(f"download of {redact(url)}: HTTP {r.status_code} {r.reason}; "
-                             f"expected 200 or 206")
+            raise InputError(f"download of {redact(url)}: HTTP {r.status_code} {r.reason}; expected 200 or 206")
         mode = "ab" if (r.status_code == 206 and have) else "wb"  # 200: server ignored Range
         if mode == "ab":
             log.info("resuming %s at byte %d", redact(url), have)

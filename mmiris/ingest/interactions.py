@@ -37,16 +37,21 @@ class Interactions:
         return len(self.item_source)
 
     def output(self, info: dict | None = None) -> Output:
-        stats = {"n_users": self.n_users, "n_items": self.n_items,
-                 "n_interactions": int(len(self.user)), **self.stats}
+        stats = {"n_users": self.n_users, "n_items": self.n_items, "n_interactions": int(len(self.user)), **self.stats}
         return Output(
             tables={
-                "interactions": pa.table({"user_id": self.user, "item_id": self.item,
-                                          "rating": self.rating, "timestamp": self.timestamp}),
-                "users": pa.table({"user_id": np.arange(self.n_users, dtype=np.int64),
-                                   "source_id": pa.array(self.user_source, pa.string())}),
+                "interactions": pa.table(
+                    {"user_id": self.user, "item_id": self.item, "rating": self.rating, "timestamp": self.timestamp}
+                ),
+                "users": pa.table(
+                    {
+                        "user_id": np.arange(self.n_users, dtype=np.int64),
+                        "source_id": pa.array(self.user_source, pa.string()),
+                    }
+                ),
             },
-            stats=stats, info=dict(info or {}),
+            stats=stats,
+            info=dict(info or {}),
         )
 
     def select(self, keep: np.ndarray, reindex: bool = True) -> Interactions:
@@ -60,13 +65,20 @@ class Interactions:
             users = [users[i] for i in ukeep.tolist()]
             items = [items[i] for i in ikeep.tolist()]
         mask = pa.array(keep)
-        return Interactions(user.astype(np.int64), item.astype(np.int64),
-                            self.rating.filter(mask), self.timestamp.filter(mask),
-                            users, items, dict(self.stats))
+        return Interactions(
+            user.astype(np.int64),
+            item.astype(np.int64),
+            self.rating.filter(mask),
+            self.timestamp.filter(mask),
+            users,
+            items,
+            dict(self.stats),
+        )
 
 
-def build_interactions(users: np.ndarray, items: np.ndarray, rating: pa.Array | None = None,
-                       timestamp: pa.Array | None = None) -> Interactions:
+def build_interactions(
+    users: np.ndarray, items: np.ndarray, rating: pa.Array | None = None, timestamp: pa.Array | None = None
+) -> Interactions:
     """Source ids (ints or strings) to dense ids, after dropping duplicate pairs."""
     n = len(users)
     rating = pa.nulls(n, pa.float32()) if rating is None else rating.cast(pa.float32())

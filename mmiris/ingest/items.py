@@ -27,8 +27,9 @@ def imdb_tt(imdb_id: str | int | None) -> str | None:
     return f"tt{digits.zfill(7)}"
 
 
-def items_output(source_ids: list[str], rows: list[dict | None], *, stats: dict | None = None,
-                 info: dict | None = None) -> Output:
+def items_output(
+    source_ids: list[str], rows: list[dict | None], *, stats: dict | None = None, info: dict | None = None
+) -> Output:
     """One row per dense item id i: ``source_ids[i]`` and the META_FIELDS of ``rows[i]``
     (None where no metadata is known; counted as ``items_without_metadata``)."""
     cols: dict[str, list] = {f: [] for f in META_FIELDS}
@@ -40,17 +41,21 @@ def items_output(source_ids: list[str], rows: list[dict | None], *, stats: dict 
         for f in META_FIELDS:
             cols[f].append(m.get(f))
     n = len(source_ids)
-    table = pa.table({
-        "item_id": np.arange(n, dtype=np.int64),
-        "source_id": pa.array(source_ids, pa.string()),
-        "title": pa.array(cols["title"], pa.string()),
-        "year": pa.array(cols["year"], pa.int32()),
-        "genres": pa.array(cols["genres"], pa.list_(pa.string())),
-        "imdb_id": pa.array(cols["imdb_id"], pa.string()),
-        "image_url": pa.array(cols["image_url"], pa.string()),
-        "description": pa.array(cols["description"], pa.string()),
-        "metadata_exact": pa.array(cols["metadata_exact"], pa.bool_()),
-    })
-    return Output(tables={"items": table},
-                  stats={"n_items": n, "items_without_metadata": missing, **(stats or {})},
-                  info=dict(info or {}))
+    table = pa.table(
+        {
+            "item_id": np.arange(n, dtype=np.int64),
+            "source_id": pa.array(source_ids, pa.string()),
+            "title": pa.array(cols["title"], pa.string()),
+            "year": pa.array(cols["year"], pa.int32()),
+            "genres": pa.array(cols["genres"], pa.list_(pa.string())),
+            "imdb_id": pa.array(cols["imdb_id"], pa.string()),
+            "image_url": pa.array(cols["image_url"], pa.string()),
+            "description": pa.array(cols["description"], pa.string()),
+            "metadata_exact": pa.array(cols["metadata_exact"], pa.bool_()),
+        }
+    )
+    return Output(
+        tables={"items": table},
+        stats={"n_items": n, "items_without_metadata": missing, **(stats or {})},
+        info=dict(info or {}),
+    )

@@ -22,11 +22,33 @@ from mmiris.ingest.delimited import Field, check_encoding, read_delimited
 from mmiris.ingest.interactions import Interactions, build_interactions
 from mmiris.ingest.items import imdb_tt, year_from_title
 
-RATING_FIELDS = [Field("user"), Field("item"), Field("rating", "float", optional=True),
-                 Field("timestamp", optional=True)]
-GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-               "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-               "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+RATING_FIELDS = [
+    Field("user"),
+    Field("item"),
+    Field("rating", "float", optional=True),
+    Field("timestamp", optional=True),
+]
+GENRES_100K = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 FLAVOURS = {"ratings.dat": "1m", "u.data": "100k", "ratings.csv": "csv"}
 
 
@@ -44,20 +66,26 @@ def detect(files: SourceFiles) -> str:
     for name, flavour in FLAVOURS.items():
         if name in files:
             return flavour
-    raise InputError(f"{files.path}: not a MovieLens dataset; expected one of "
-                     f"{sorted(FLAVOURS)} (100K, 1M/10M or CSV release) in the folder or zip")
+    raise InputError(
+        f"{files.path}: not a MovieLens dataset; expected one of "
+        f"{sorted(FLAVOURS)} (100K, 1M/10M or CSV release) in the folder or zip"
+    )
 
 
 def fingerprint(files: SourceFiles) -> dict[str, str]:
     """sha256 of each file the reader uses: the content part of the artifact version."""
     flavour = detect(files)
-    names = {"100k": ["u.data", "u.item", "u.genre"], "1m": ["ratings.dat", "movies.dat"],
-             "csv": ["ratings.csv", "movies.csv"]}[flavour] + ["links.csv"]
+    names = {
+        "100k": ["u.data", "u.item", "u.genre"],
+        "1m": ["ratings.dat", "movies.dat"],
+        "csv": ["ratings.csv", "movies.csv"],
+    }[flavour] + ["links.csv"]
     return {n: _sha(files.read(n)) for n in names if n in files}
 
 
-def read_movielens(path: str | Path | SourceFiles, *, encoding: str | None = None,
-                   on_bad_lines: str = "error") -> MovieLensData:
+def read_movielens(
+    path: str | Path | SourceFiles, *, encoding: str | None = None, on_bad_lines: str = "error"
+) -> MovieLensData:
     files = path if isinstance(path, SourceFiles) else SourceFiles(path, markers=tuple(FLAVOURS))
     path = files.path
     flavour = detect(files)
@@ -69,13 +97,22 @@ def read_movielens(path: str | Path | SourceFiles, *, encoding: str | None = Non
         "csv": ("ratings.csv", "movies.csv", ","),
     }[flavour]
     raw = files.read(ratings_name)
-    parsed = read_delimited(raw, source=files.where(ratings_name), sep=sep, fields=RATING_FIELDS,
-                            encoding=_enc(raw, encoding, flavour), header=flavour == "csv",
-                            on_bad_lines=on_bad_lines)
+    parsed = read_delimited(
+        raw,
+        source=files.where(ratings_name),
+        sep=sep,
+        fields=RATING_FIELDS,
+        encoding=_enc(raw, encoding, flavour),
+        header=flavour == "csv",
+        on_bad_lines=on_bad_lines,
+    )
     t = parsed.table
-    inter = build_interactions(t.column("user").to_numpy(), t.column("item").to_numpy(),
-                               t.column("rating").combine_chunks(),
-                               t.column("timestamp").combine_chunks())
+    inter = build_interactions(
+        t.column("user").to_numpy(),
+        t.column("item").to_numpy(),
+        t.column("rating").combine_chunks(),
+        t.column("timestamp").combine_chunks(),
+    )
     inter.stats["malformed_lines_skipped"] = parsed.skipped_lines
     fingerprint = {ratings_name: _sha(raw)}
     meta: dict[str, dict] = {}
@@ -100,49 +137,98 @@ def read_movielens(path: str | Path | SourceFiles, *, encoding: str | None = Non
         add_links(meta, read_links_csv(data, files.where("links.csv"), on_bad_lines, meta_stats))
     rated = set(inter.item_source)
     meta_stats["movies_without_interactions"] = sum(1 for k in meta if k not in rated)
-    return MovieLensData(flavour, inter, meta, fingerprint, meta_stats,
-                         info={"source": str(path), "flavour": flavour, "files": sorted(fingerprint)})
+    return MovieLensData(
+        flavour,
+        inter,
+        meta,
+        fingerprint,
+        meta_stats,
+        info={"source": str(path), "flavour": flavour, "files": sorted(fingerprint)},
+    )
 
 
-def read_movies_dat(data: bytes, source: str, encoding: str | None = None,
-                    on_bad_lines: str = "error", stats: dict | None = None) -> dict[str, dict]:
+def read_movies_dat(
+    data: bytes, source: str, encoding: str | None = None, on_bad_lines: str = "error", stats: dict | None = None
+) -> dict[str, dict]:
     """``MovieID::Title (Year)::Genre|Genre`` (ML-1M/10M)."""
-    t = _count(read_delimited(data, source=source, sep="::", encoding=_enc(data, encoding, "1m"),
-                              fields=[Field("movie_id"), Field("title", "str"), Field("genres", "str")],
-                              on_bad_lines=on_bad_lines), stats)
-    return {str(m): _movie(title, genres.split("|") if genres else None)
-            for m, title, genres in zip(t.column("movie_id").to_pylist(), t.column("title").to_pylist(),
-                                        t.column("genres").to_pylist())}
+    t = _count(
+        read_delimited(
+            data,
+            source=source,
+            sep="::",
+            encoding=_enc(data, encoding, "1m"),
+            fields=[Field("movie_id"), Field("title", "str"), Field("genres", "str")],
+            on_bad_lines=on_bad_lines,
+        ),
+        stats,
+    )
+    return {
+        str(m): _movie(title, genres.split("|") if genres else None)
+        for m, title, genres in zip(
+            t.column("movie_id").to_pylist(), t.column("title").to_pylist(), t.column("genres").to_pylist()
+        )
+    }
 
 
-def read_movies_csv(data: bytes, source: str, encoding: str | None = "utf-8",
-                    on_bad_lines: str = "error", stats: dict | None = None) -> dict[str, dict]:
+def read_movies_csv(
+    data: bytes, source: str, encoding: str | None = "utf-8", on_bad_lines: str = "error", stats: dict | None = None
+) -> dict[str, dict]:
     """``movieId,title,genres`` with CSV quoting (the CSV releases)."""
-    t = _count(read_delimited(data, source=source, sep=",", encoding=encoding or "utf-8", header=True,
-                              quoted=True, on_bad_lines=on_bad_lines,
-                              fields=[Field("movie_id"), Field("title", "str"), Field("genres", "str")]),
-               stats)
+    t = _count(
+        read_delimited(
+            data,
+            source=source,
+            sep=",",
+            encoding=encoding or "utf-8",
+            header=True,
+            quoted=True,
+            on_bad_lines=on_bad_lines,
+            fields=[Field("movie_id"), Field("title", "str"), Field("genres", "str")],
+        ),
+        stats,
+    )
     out = {}
-    for m, title, genres in zip(t.column("movie_id").to_pylist(), t.column("title").to_pylist(),
-                                t.column("genres").to_pylist()):
+    for m, title, genres in zip(
+        t.column("movie_id").to_pylist(), t.column("title").to_pylist(), t.column("genres").to_pylist()
+    ):
         g = None if genres in ("", "(no genres listed)") else genres.split("|")
         out[str(m)] = _movie(title, g)
     return out
 
 
-def read_u_item(data: bytes, source: str, encoding: str, genre_names: list[str],
-                on_bad_lines: str = "error", stats: dict | None = None) -> dict[str, dict]:
+def read_u_item(
+    data: bytes,
+    source: str,
+    encoding: str,
+    genre_names: list[str],
+    on_bad_lines: str = "error",
+    stats: dict | None = None,
+) -> dict[str, dict]:
     """``id|title|release date|video release|IMDb URL|19 genre flags`` (ML-100K)."""
     flags = [Field(f"genre_{g}") for g in genre_names]
-    t = _count(read_delimited(data, source=source, sep="|", encoding=encoding, on_bad_lines=on_bad_lines,
-                              fields=[Field("movie_id"), Field("title", "str"), Field("release", "str"),
-                                      Field("video_release", "str"), Field("imdb_url", "str"), *flags]),
-               stats)
+    t = _count(
+        read_delimited(
+            data,
+            source=source,
+            sep="|",
+            encoding=encoding,
+            on_bad_lines=on_bad_lines,
+            fields=[
+                Field("movie_id"),
+                Field("title", "str"),
+                Field("release", "str"),
+                Field("video_release", "str"),
+                Field("imdb_url", "str"),
+                *flags,
+            ],
+        ),
+        stats,
+    )
     flag_cols = np.column_stack([t.column(f.name).to_numpy() for f in flags])
     out = {}
-    for row, (m, title, release) in enumerate(zip(t.column("movie_id").to_pylist(),
-                                                   t.column("title").to_pylist(),
-                                                   t.column("release").to_pylist())):
+    for row, (m, title, release) in enumerate(
+        zip(t.column("movie_id").to_pylist(), t.column("title").to_pylist(), t.column("release").to_pylist())
+    ):
         genres = [g for g, on in zip(genre_names, flag_cols[row]) if on]
         item = _movie(title, genres or None)
         if item["year"] is None and release[-4:].isdigit():
@@ -151,15 +237,25 @@ def read_u_item(data: bytes, source: str, encoding: str, genre_names: list[str],
     return out
 
 
-def read_links_csv(data: bytes, source: str, on_bad_lines: str = "error",
-                   stats: dict | None = None) -> dict[str, str]:
+def read_links_csv(data: bytes, source: str, on_bad_lines: str = "error", stats: dict | None = None) -> dict[str, str]:
     """``movieId,imdbId,tmdbId`` -> {movieId: "tt#######"}."""
-    t = _count(read_delimited(data, source=source, sep=",", header=True, quoted=True,
-                              on_bad_lines=on_bad_lines,
-                              fields=[Field("movie_id"), Field("imdb_id", "str"),
-                                      Field("tmdb_id", "str")]), stats)
-    return {str(m): tt for m, i in zip(t.column("movie_id").to_pylist(), t.column("imdb_id").to_pylist())
-            if (tt := imdb_tt(i))}
+    t = _count(
+        read_delimited(
+            data,
+            source=source,
+            sep=",",
+            header=True,
+            quoted=True,
+            on_bad_lines=on_bad_lines,
+            fields=[Field("movie_id"), Field("imdb_id", "str"), Field("tmdb_id", "str")],
+        ),
+        stats,
+    )
+    return {
+        str(m): tt
+        for m, i in zip(t.column("movie_id").to_pylist(), t.column("imdb_id").to_pylist())
+        if (tt := imdb_tt(i))
+    }
 
 
 def add_links(meta: dict[str, dict], links: dict[str, str]) -> None:
@@ -176,8 +272,7 @@ def _count(parsed, stats: dict | None):
 
 
 def _movie(title: str, genres: list[str] | None) -> dict:
-    return {"title": title, "year": year_from_title(title), "genres": genres,
-            "metadata_exact": True}
+    return {"title": title, "year": year_from_title(title), "genres": genres, "metadata_exact": True}
 
 
 def _enc(data: bytes, encoding: str | None, flavour: str) -> str:

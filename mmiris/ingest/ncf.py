@@ -54,8 +54,7 @@ def find_files(folder: str | Path) -> tuple[Path, Path, Path]:
     for suffix in (".train.rating", ".test.rating", ".test.negative"):
         hits = sorted(folder.glob(f"*{suffix}"))
         if len(hits) != 1:
-            raise InputError(f"{folder}: expected exactly one *{suffix} file, found "
-                             f"{[h.name for h in hits] or 'none'}")
+            raise InputError(f"{folder}: expected exactly one *{suffix} file, found {[h.name for h in hits] or 'none'}")
         found.append(hits[0])
     return found[0], found[1], found[2]
 
@@ -63,7 +62,7 @@ def find_files(folder: str | Path) -> tuple[Path, Path, Path]:
 def _read_ratings(path: Path, on_bad_lines: str) -> tuple[pa.Table, bytes]:
     data = path.read_bytes()
     start = len(data) - len(data.lstrip())
-    first = data[start:data.find(b"\n", start) if b"\n" in data[start:] else len(data)]
+    first = data[start : data.find(b"\n", start) if b"\n" in data[start:] else len(data)]
     n = len(first.split(b"\t"))
     fields = [Field("user"), Field("item"), Field("rating", "float", optional=True)]
     if n >= 4:
@@ -78,25 +77,25 @@ def _read_ratings(path: Path, on_bad_lines: str) -> tuple[pa.Table, bytes]:
     return t, data
 
 
-def read_negatives(path: Path, test_user: np.ndarray, test_item: np.ndarray,
-                   n_items: int) -> np.ndarray:
+def read_negatives(path: Path, test_user: np.ndarray, test_item: np.ndarray, n_items: int) -> np.ndarray:
     """[n_test, k] negatives aligned with the test rows; strict (see the module docstring)."""
     text = decode(path.read_bytes(), str(path), "utf-8")
     fast = _negatives_fast(text, test_user, test_item, n_items)
     return fast if fast is not None else _negatives_checked(text, path, test_user, test_item, n_items)
 
 
-def _negatives_fast(text: str, test_user: np.ndarray, test_item: np.ndarray,
-                    n_items: int) -> np.ndarray | None:
+def _negatives_fast(text: str, test_user: np.ndarray, test_item: np.ndarray, n_items: int) -> np.ndarray | None:
     """Vectorised parse and checks; None when anything is off (the slow path then names it)."""
     lines = [line.rstrip("\t\r") for line in text.splitlines() if line.strip()]
     if not lines or any(not line.startswith("(") for line in lines):
         return None
     body = "\n".join(lines).replace("(", "").replace(")", "").replace(",", "\t")
     try:
-        t = pacsv.read_csv(io.BytesIO(body.encode()),
-                           read_options=pacsv.ReadOptions(autogenerate_column_names=True),
-                           parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False))
+        t = pacsv.read_csv(
+            io.BytesIO(body.encode()),
+            read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
     if t.num_columns < 2 or any(not pa.types.is_integer(c.type) or c.null_count for c in t.columns):
@@ -118,8 +117,7 @@ def _negatives_fast(text: str, test_user: np.ndarray, test_item: np.ndarray,
     return out
 
 
-def _negatives_checked(text: str, path: Path, test_user: np.ndarray, test_item: np.ndarray,
-                       n_items: int) -> np.ndarray:
+def _negatives_checked(text: str, path: Path, test_user: np.ndarray, test_item: np.ndarray, n_items: int) -> np.ndarray:
     """Line by line, raising on the first problem with file, line and field."""
     row_of_user = {int(u): r for r, u in enumerate(test_user.tolist())}
     out: list[list[int] | None] = [None] * len(test_user)
@@ -130,15 +128,18 @@ def _negatives_checked(text: str, path: Path, test_user: np.ndarray, test_item: 
         parts = line.rstrip("\r\n").rstrip("\t").split("\t")
         m = _PAIR.match(parts[0].strip())
         if not m:
-            raise InputError(f"{path}:{lineno}: field 1: expected '(user,item)', got {parts[0][:40]!r}"
-                             f" — is the separator a tab?")
+            raise InputError(
+                f"{path}:{lineno}: field 1: expected '(user,item)', got {parts[0][:40]!r} — is the separator a tab?"
+            )
         u, i = int(m.group(1)), int(m.group(2))
         r = row_of_user.get(u)
         if r is None:
             raise InputError(f"{path}:{lineno}: field 1: user {u} has no row in the test file")
         if int(test_item[r]) != i:
-            raise InputError(f"{path}:{lineno}: field 1: ({u},{i}) does not match the test file, "
-                             f"whose item for user {u} is {int(test_item[r])}")
+            raise InputError(
+                f"{path}:{lineno}: field 1: ({u},{i}) does not match the test file, "
+                f"whose item for user {u} is {int(test_item[r])}"
+            )
         if out[r] is not None:
             raise InputError(f"{path}:{lineno}: user {u} has a second negatives line; expected one")
         negs = []
@@ -146,38 +147,47 @@ def _negatives_checked(text: str, path: Path, test_user: np.ndarray, test_item: 
             try:
                 j = int(v)
             except ValueError:
-                raise InputError(f"{path}:{lineno}: field {k}: expected an integer item id, "
-                                 f"got {v[:40]!r}") from None
+                raise InputError(f"{path}:{lineno}: field {k}: expected an integer item id, got {v[:40]!r}") from None
             if not 0 <= j < n_items:
-                raise InputError(f"{path}:{lineno}: field {k}: negative item id {j} is out of "
-                                 f"range; expected 0..{n_items - 1} (the items of the train/test "
-                                 f"files and item map)")
+                raise InputError(
+                    f"{path}:{lineno}: field {k}: negative item id {j} is out of "
+                    f"range; expected 0..{n_items - 1} (the items of the train/test "
+                    f"files and item map)"
+                )
             negs.append(j)
         if width is None:
             width = len(negs)
         elif len(negs) != width:
-            raise InputError(f"{path}:{lineno}: {len(negs)} negatives, expected {width} like the "
-                             f"lines before")
+            raise InputError(f"{path}:{lineno}: {len(negs)} negatives, expected {width} like the lines before")
         out[r] = negs
     missing = [int(test_user[r]) for r, v in enumerate(out) if v is None]
     if missing:
-        raise InputError(f"{path}: no negatives line for {len(missing)} test user(s), e.g. user "
-                         f"{missing[0]}; expected one line per test row")
+        raise InputError(
+            f"{path}: no negatives line for {len(missing)} test user(s), e.g. user "
+            f"{missing[0]}; expected one line per test row"
+        )
     return np.asarray(out, dtype=np.int64).reshape(len(test_user), width or 0)
 
 
 def read_item_map(path: Path) -> tuple[dict[int, str], dict[int, bool]]:
     """``ncf_item, movie_id, exact`` (tab-separated, header) -> movieIds and exact flags.
     A movie_id of -1 means the map does not know the movie."""
-    t = read_delimited(path.read_bytes(), source=str(path), sep="\t", header=True,
-                       fields=[Field("ncf_item"), Field("movie_id"), Field("exact", "str")]).table
+    t = read_delimited(
+        path.read_bytes(),
+        source=str(path),
+        sep="\t",
+        header=True,
+        fields=[Field("ncf_item"), Field("movie_id"), Field("exact", "str")],
+    ).table
     movie, exact = {}, {}
-    for lineno, (n, m, e) in enumerate(zip(t.column("ncf_item").to_pylist(), t.column("movie_id").to_pylist(),
-                                           t.column("exact").to_pylist()), 2):
+    for lineno, (n, m, e) in enumerate(
+        zip(t.column("ncf_item").to_pylist(), t.column("movie_id").to_pylist(), t.column("exact").to_pylist()), 2
+    ):
         flag = _BOOL.get(e.strip().lower())
         if flag is None:
-            raise InputError(f"{path}: row {lineno - 1} (ncf_item {n}): field 'exact': expected "
-                             f"True or False, got {e!r}")
+            raise InputError(
+                f"{path}: row {lineno - 1} (ncf_item {n}): field 'exact': expected True or False, got {e!r}"
+            )
         if n in movie:
             raise InputError(f"{path}: ncf_item {n} appears twice; expected one row per item")
         movie[n] = str(m) if m >= 0 else ""
@@ -185,8 +195,9 @@ def read_item_map(path: Path) -> tuple[dict[int, str], dict[int, bool]]:
     return movie, exact
 
 
-def read_ncf(train: str | Path, test: str | Path, negatives: str | Path, *,
-             item_map_items: int = 0, on_bad_lines: str = "error") -> NcfData:
+def read_ncf(
+    train: str | Path, test: str | Path, negatives: str | Path, *, item_map_items: int = 0, on_bad_lines: str = "error"
+) -> NcfData:
     """Read and cross-check the three files. ``item_map_items``: the item map's highest
     ncf_item + 1, so its items count as items of the data (for the negatives' range)."""
     train, test, negatives = Path(train), Path(test), Path(negatives)
@@ -199,8 +210,9 @@ def read_ncf(train: str | Path, test: str | Path, negatives: str | Path, *,
     seen: dict[int, int] = {}
     for r, u in enumerate(tu.tolist()):
         if u in seen:
-            raise InputError(f"{test}: user {u} has test rows {seen[u] + 1} and {r + 1}; expected "
-                             f"one test item per user")
+            raise InputError(
+                f"{test}: user {u} has test rows {seen[u] + 1} and {r + 1}; expected one test item per user"
+            )
         seen[u] = r
     ru, ri = tr.column("user").to_numpy(), tr.column("item").to_numpy()
     n_users = int(max(ru.max(initial=-1), tu.max(initial=-1))) + 1
@@ -214,11 +226,16 @@ def read_ncf(train: str | Path, test: str | Path, negatives: str | Path, *,
     ts = pa.concat_arrays([tr.column("timestamp").combine_chunks(), te.column("timestamp").combine_chunks()])
     keep = dedupe_mask(users, items, ts, n_items)
     mask = pa.array(keep)
-    inter = Interactions(users[keep], items[keep], rating.filter(mask), ts.filter(mask),
-                         [str(u) for u in range(n_users)], [str(i) for i in range(n_items)],
-                         {"duplicates_dropped": int(len(keep) - keep.sum())})
-    train_keep = dedupe_mask(ru.astype(np.int64), ri.astype(np.int64),
-                             tr.column("timestamp").combine_chunks(), n_items)
+    inter = Interactions(
+        users[keep],
+        items[keep],
+        rating.filter(mask),
+        ts.filter(mask),
+        [str(u) for u in range(n_users)],
+        [str(i) for i in range(n_items)],
+        {"duplicates_dropped": int(len(keep) - keep.sum())},
+    )
+    train_keep = dedupe_mask(ru.astype(np.int64), ri.astype(np.int64), tr.column("timestamp").combine_chunks(), n_items)
     test_keys = tu.astype(np.int64) * n_items + ti
     pair_keys = ru.astype(np.int64) * n_items + ri
     stats = {
@@ -227,11 +244,22 @@ def read_ncf(train: str | Path, test: str | Path, negatives: str | Path, *,
         "test_item_in_negatives": int((negs == ti[:, None]).any(axis=1).sum()),
         "test_negatives_per_user": int(negs.shape[1]),
     }
-    fingerprint = {p.name: hashlib.sha256(b).hexdigest()
-                   for p, b in ((train, tr_bytes), (test, te_bytes), (negatives, negatives.read_bytes()))}
-    return NcfData(ru[train_keep].astype(np.int64), ri[train_keep].astype(np.int64),
-                   tu.astype(np.int64), ti.astype(np.int64), negs, inter, n_users, n_items,
-                   fingerprint, stats)
+    fingerprint = {
+        p.name: hashlib.sha256(b).hexdigest()
+        for p, b in ((train, tr_bytes), (test, te_bytes), (negatives, negatives.read_bytes()))
+    }
+    return NcfData(
+        ru[train_keep].astype(np.int64),
+        ri[train_keep].astype(np.int64),
+        tu.astype(np.int64),
+        ti.astype(np.int64),
+        negs,
+        inter,
+        n_users,
+        n_items,
+        fingerprint,
+        stats,
+    )
 
 
 def ncf_split(data: NcfData, *, seed: int = 0, n_valid_negatives: int | None = None) -> LeaveOneOut:
@@ -253,20 +281,27 @@ def ncf_split(data: NcfData, *, seed: int = 0, n_valid_negatives: int | None = N
     all_user = np.concatenate([data.train_user, data.test_user])
     all_item = np.concatenate([data.train_item, data.test_item])
     vu = data.train_user[rows]
-    valid = Held(vu, data.train_item[rows],
-                 sample_negatives(vu, all_user, all_item, data.n_items, k, rng))
+    valid = Held(vu, data.train_item[rows], sample_negatives(vu, all_user, all_item, data.n_items, k, rng))
     test = Held(data.test_user, data.test_item, data.test_negatives)
-    stats = {"n_users": data.n_users, "n_items": data.n_items, "n_train": int(rest.sum()),
-             "n_valid": len(vu), "n_test": len(data.test_user), "seed": seed,
-             "mode": "given (NCF files); valid: random from train", "n_negatives": int(k),
-             "test_negatives_from_file": True,
-             "users_without_valid": int(np.count_nonzero((counts > 0) & (counts < 2))),
-             **data.stats}
+    stats = {
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+        "n_train": int(rest.sum()),
+        "n_valid": len(vu),
+        "n_test": len(data.test_user),
+        "seed": seed,
+        "mode": "given (NCF files); valid: random from train",
+        "n_negatives": int(k),
+        "test_negatives_from_file": True,
+        "users_without_valid": int(np.count_nonzero((counts > 0) & (counts < 2))),
+        **data.stats,
+    }
     return LeaveOneOut(data.train_user[rest], data.train_item[rest], valid, test, stats)
 
 
-def ncf_item_rows(n_items: int, movie_of: dict[int, str], exact: dict[int, bool],
-                  meta: dict[str, dict]) -> tuple[list[str], list[dict | None], dict]:
+def ncf_item_rows(
+    n_items: int, movie_of: dict[int, str], exact: dict[int, bool], meta: dict[str, dict]
+) -> tuple[list[str], list[dict | None], dict]:
     """Source ids and metadata rows for NCF items 0..n_items-1 through an item map.
 
     ``source_id`` is the MovieLens movieId the map gives (what the metadata, links.csv and

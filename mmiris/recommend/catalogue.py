@@ -59,8 +59,7 @@ def find_related(store: ArtifactStore, refs: list[ArtifactRef | str], kind: str)
         for m in store.versions(name):
             if (tuple(sorted(m.parents)), _key(m.params)) in keys:
                 family_refs.add(str(m.ref))
-    descendants = [m for m in candidates
-                   if family_refs & {str(a.ref) for a in ancestors(store, [m.ref])}]
+    descendants = [m for m in candidates if family_refs & {str(a.ref) for a in ancestors(store, [m.ref])}]
     if descendants:
         return max(descendants, key=lambda m: m.created_at).ref
     return None
@@ -70,8 +69,9 @@ def _key(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def find_user(store: ArtifactStore, split_ref: ArtifactRef, source: str | None,
-              index: int | None) -> tuple[int, str | None]:
+def find_user(
+    store: ArtifactStore, split_ref: ArtifactRef, source: str | None, index: int | None
+) -> tuple[int, str | None]:
     """(dense user_id, source id or None) of a user named by its source id or dense index.
 
     Source ids come from the ``users`` table of the split's interactions. A ``source`` that
@@ -99,9 +99,11 @@ def find_user(store: ArtifactStore, split_ref: ArtifactRef, source: str | None,
         k = int(text)
         log.info("--user %s: no user has source id %r; showing dense user_id %d", text, text, k)
         return k, sources[k] if k < len(sources) else None
-    raise MmirisError(f"--user {text}: no user with source id {text!r} in {inter or split_ref} "
-                      f"(and not a dense user_id in 0..{n_users - 1}); expected the user's id in the "
-                      f"source data, or --user-index for the dense id")
+    raise MmirisError(
+        f"--user {text}: no user with source id {text!r} in {inter or split_ref} "
+        f"(and not a dense user_id in 0..{n_users - 1}); expected the user's id in the "
+        f"source data, or --user-index for the dense id"
+    )
 
 
 @dataclass
@@ -119,9 +121,16 @@ class Catalogue:
         return t if t else f"item {int(item)}"
 
 
-def load_catalogue(store: ArtifactStore, refs: list[ArtifactRef | str], n_items: int, *,
-                   items: str | None = None, item_text: str | None = None,
-                   item_images: str | None = None, image_ids=None) -> Catalogue:
+def load_catalogue(
+    store: ArtifactStore,
+    refs: list[ArtifactRef | str],
+    n_items: int,
+    *,
+    items: str | None = None,
+    item_text: str | None = None,
+    item_images: str | None = None,
+    image_ids=None,
+) -> Catalogue:
     """Titles from item_text (e.g. OMDb titles) where present, else from items; posters of
     ``image_ids`` (an iterable of item ids; None: no posters) from item_images. Explicit refs
     win over the lineage search."""
@@ -148,8 +157,13 @@ def load_catalogue(store: ArtifactStore, refs: list[ArtifactRef | str], n_items:
         if img_ref is not None:
             t = store.read_table(img_ref, "item_images", columns=["item_id", "image", "present"])
             t = t.filter(pc.is_in(t.column("item_id"), value_set=pa.array(sorted(wanted), pa.int64())))
-            cat.images = {i: b for i, b, p in zip(t.column("item_id").to_pylist(), t.column("image").to_pylist(),
-                                                 t.column("present").to_pylist()) if p and b}
+            cat.images = {
+                i: b
+                for i, b, p in zip(
+                    t.column("item_id").to_pylist(), t.column("image").to_pylist(), t.column("present").to_pylist()
+                )
+                if p and b
+            }
             cat.sources["item_images"] = str(img_ref)
     if not cat.sources:
         log.info("no items/item_text artifact related to %s: showing item ids", ", ".join(map(str, refs)))

@@ -8,8 +8,7 @@ import torch
 from mmiris.models.base import Recommender
 
 
-def explain(model: Recommender, users: torch.Tensor, items: torch.Tensor, k: int
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def explain(model: Recommender, users: torch.Tensor, items: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` historical items of ``users[b]`` for each target ``items[b, t]``.
 
     Returns (item ids [B, T, k], relevance a_ij [B, T, k]); slots beyond a user's history
@@ -19,8 +18,7 @@ def explain(model: Recommender, users: torch.Tensor, items: torch.Tensor, k: int
     history, weights, mask = model.attention(users, items)  # [B, L], [B, T, L], [B, L]
     B, T = items.shape
     if history.shape[1] == 0 or k <= 0:
-        return (torch.full((B, T, max(k, 0)), -1, dtype=torch.long),
-                torch.full((B, T, max(k, 0)), float("nan")))
+        return (torch.full((B, T, max(k, 0)), -1, dtype=torch.long), torch.full((B, T, max(k, 0)), float("nan")))
     kk = min(k, history.shape[1])
     masked = weights.float().masked_fill(~mask[:, None, :], float("-inf"))
     rel, pos = masked.topk(kk, dim=2)  # sorted, highest relevance first

@@ -23,7 +23,9 @@ def format_user(table: pa.Table, user: int, cat: Catalogue, width: int = 56) -> 
         return f"no recommendations for user {user}"
     lines = [f"{'rank':>4}  {'score':>6}  {'item':<{width}}  {'id':>6}"]
     for r in rows:
-        lines.append(f"{r['rank']:>4}  {r['score']:>6.3f}  {_label(cat, r['item_id'], width):<{width}}  {r['item_id']:>6}")
+        lines.append(
+            f"{r['rank']:>4}  {r['score']:>6.3f}  {_label(cat, r['item_id'], width):<{width}}  {r['item_id']:>6}"
+        )
         for e in r["explanations"] or []:
             lines.append(f"{'':>4}  {'':>6}    ↳ {e['relevance']:.3f}  {_label(cat, e['item_id'], width - 10)}")
     if rows[0]["explanations"] is None:

@@ -58,7 +58,8 @@ class TopN:
             np.cumsum(keep.sum(1), out=offsets[1:])
             structs = pa.StructArray.from_arrays(
                 [pa.array(ex_items[keep], pa.int64()), pa.array(ex_rel[keep].astype(np.float32), pa.float32())],
-                fields=list(EXPLANATION_TYPE))
+                fields=list(EXPLANATION_TYPE),
+            )
             cols["explanations"] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs)
         return pa.table(cols)
 
@@ -72,8 +73,14 @@ def consumed_history(n_users: int, n_items: int, *pairs: tuple[np.ndarray, np.nd
 
 
 @torch.inference_mode()
-def recommend_top_n(model: Recommender, consumed: UserHistory, users: np.ndarray | None = None,
-                    top_n: int = 10, explain_k: int = 3, batch_users: int = 256) -> TopN:
+def recommend_top_n(
+    model: Recommender,
+    consumed: UserHistory,
+    users: np.ndarray | None = None,
+    top_n: int = 10,
+    explain_k: int = 3,
+    batch_users: int = 256,
+) -> TopN:
     """Top-``top_n`` unseen items for each of ``users`` (default: all), with the top
     ``explain_k`` historical items per recommendation for attention models."""
     model.eval()
@@ -95,7 +102,7 @@ def recommend_top_n(model: Recommender, consumed: UserHistory, users: np.ndarray
     device = model.device
     with Progress(len(users), "recommend", log, unit="users") as progress:
         for start in range(0, len(users), batch_users):
-            rows = order[start:start + batch_users]
+            rows = order[start : start + batch_users]
             batch = users[rows]
             u = torch.from_numpy(batch).to(device)
             logits = model.score_all(u).float()  # [B, n_items]

@@ -18,15 +18,43 @@ from mmiris.recommend.catalogue import Catalogue, load_catalogue
 log = logging.getLogger("mmiris.report")
 
 DISPLAY_NAMES = {
-    "itempop": "ItemPop", "mf": "MF", "bpr_mf": "BPR-MF", "ease": "EASE", "vbpr": "VBPR", "ncf": "NCF",
-    "neumf": "NeuMF", "gmf": "GMF", "mlp": "MLP", "fism": "FISM", "nais": "NAIS", "nais_prod": "NAIS (prod)",
-    "nais_concat": "NAIS (concat)", "image_iris": "Image IRIS", "image_add_text_iris": "Image-add-Text IRIS",
+    "itempop": "ItemPop",
+    "mf": "MF",
+    "bpr_mf": "BPR-MF",
+    "ease": "EASE",
+    "vbpr": "VBPR",
+    "ncf": "NCF",
+    "neumf": "NeuMF",
+    "gmf": "GMF",
+    "mlp": "MLP",
+    "fism": "FISM",
+    "nais": "NAIS",
+    "nais_prod": "NAIS (prod)",
+    "nais_concat": "NAIS (concat)",
+    "image_iris": "Image IRIS",
+    "image_add_text_iris": "Image-add-Text IRIS",
     "multimodal_iris": "Multimodal IRIS",
 }
 NO_EMBEDDING = {"itempop", "ease"}  # closed-form: no embedding size to show
 # Rows in the paper's order (Table II): baselines first, Multimodal IRIS last.
-ORDER = ["itempop", "mf", "bpr_mf", "ease", "vbpr", "ncf", "gmf", "mlp", "neumf", "fism", "nais", "nais_concat",
-         "nais_prod", "image_iris", "image_add_text_iris", "multimodal_iris"]
+ORDER = [
+    "itempop",
+    "mf",
+    "bpr_mf",
+    "ease",
+    "vbpr",
+    "ncf",
+    "gmf",
+    "mlp",
+    "neumf",
+    "fism",
+    "nais",
+    "nais_concat",
+    "nais_prod",
+    "image_iris",
+    "image_add_text_iris",
+    "multimodal_iris",
+]
 
 
 def display_name(model: str) -> str:
@@ -133,8 +161,9 @@ def _all(store: ArtifactStore, kind: str) -> list[Manifest]:
 def collect_metrics(store: ArtifactStore, metrics_refs: list[str] | None) -> dict[str, list[MetricRow]]:
     """Metric rows grouped by split ref; for a (model, split, protocol, metric, k) measured by
     several artifacts, the newest wins."""
-    manifests = ([store.manifest(store.resolve(r)) for r in metrics_refs] if metrics_refs is not None
-                 else _all(store, "metrics"))
+    manifests = (
+        [store.manifest(store.resolve(r)) for r in metrics_refs] if metrics_refs is not None else _all(store, "metrics")
+    )
     best: dict[tuple, tuple[str, MetricRow, str]] = {}
     infos: dict[str, ModelInfo] = {}
     for m in sorted(manifests, key=lambda m: m.created_at):
@@ -142,8 +171,11 @@ def collect_metrics(store: ArtifactStore, metrics_refs: list[str] | None) -> dic
         for r in t:
             info = infos.setdefault(r["model"], model_info(store, r["model"]))
             key = (r["model"], r["split"], r["protocol"], r["metric"], r["k"])
-            best[key] = (r["split"], MetricRow(info, r["protocol"], r["metric"], int(r["k"]), float(r["value"]),
-                                               int(r["users"])), m.created_at)
+            best[key] = (
+                r["split"],
+                MetricRow(info, r["protocol"], r["metric"], int(r["k"]), float(r["value"]), int(r["users"])),
+                m.created_at,
+            )
     out: dict[str, list[MetricRow]] = {}
     for split, row, _ in best.values():
         out.setdefault(split, []).append(row)
@@ -170,9 +202,16 @@ def collect_tunes(store: ArtifactStore, split: str) -> list[TuneRow]:
             model = str(m.params.get("model"))
             if model not in newest or m.created_at > newest[model].created_at:
                 newest[model] = m
-    rows = [TuneRow(str(m.ref), model, {s: int(m.stats.get(f"n_{s}", 0)) for s in ("complete", "pruned", "fail")},
-                    m.stats.get("best_value"), m.stats.get("best_params") or {})
-            for model, m in newest.items()]
+    rows = [
+        TuneRow(
+            str(m.ref),
+            model,
+            {s: int(m.stats.get(f"n_{s}", 0)) for s in ("complete", "pruned", "fail")},
+            m.stats.get("best_value"),
+            m.stats.get("best_params") or {},
+        )
+        for model, m in newest.items()
+    ]
     return sorted(rows, key=lambda r: (ORDER.index(r.model) if r.model in ORDER else len(ORDER), r.model))
 
 
@@ -223,12 +262,26 @@ def pick_recommendations(store: ArtifactStore, split: str) -> Manifest | None:
     cands = [m for m in _all(store, "recommendations") if split in m.parents]
     if not cands:
         return None
-    return max(cands, key=lambda m: (bool(m.stats.get("explained")), m.params.get("users") is None,
-                                     int(m.stats.get("users", 0)), m.created_at))
+    return max(
+        cands,
+        key=lambda m: (
+            bool(m.stats.get("explained")),
+            m.params.get("users") is None,
+            int(m.stats.get("users", 0)),
+            m.created_at,
+        ),
+    )
 
 
-def collect_cards(store: ArtifactStore, recs: Manifest, users: list[int] | None, n_users: int, top: int,
-                  chart_items: int = 15, catalogue: dict | None = None) -> tuple[list[Card], Catalogue]:
+def collect_cards(
+    store: ArtifactStore,
+    recs: Manifest,
+    users: list[int] | None,
+    n_users: int,
+    top: int,
+    chart_items: int = 15,
+    catalogue: dict | None = None,
+) -> tuple[list[Card], Catalogue]:
     """``catalogue``: explicit ``items``/``item_text``/``item_images`` refs (else found by lineage)."""
     table = store.read_table(recs.ref, "recommendations")
     all_users = sorted(set(table.column("user_id").to_pylist()))
@@ -257,11 +310,22 @@ def collect_cards(store: ArtifactStore, recs: Manifest, users: list[int] | None,
     hist_len = model.history.lengths() if model is not None and model.history is not None else None
     for u in chosen:
         urows = sorted((r for r in rows if r["user_id"] == u), key=lambda r: r["rank"])
-        crow = [CardRow(r["rank"], r["item_id"], cat.title(r["item_id"]), float(r["score"]),
-                        cat.images.get(r["item_id"]),
-                        [Explanation(e["item_id"], cat.title(e["item_id"]), float(e["relevance"]),
-                                     cat.images.get(e["item_id"])) for e in (r["explanations"] or [])])
-                for r in urows]
+        crow = [
+            CardRow(
+                r["rank"],
+                r["item_id"],
+                cat.title(r["item_id"]),
+                float(r["score"]),
+                cat.images.get(r["item_id"]),
+                [
+                    Explanation(
+                        e["item_id"], cat.title(e["item_id"]), float(e["relevance"]), cat.images.get(e["item_id"])
+                    )
+                    for e in (r["explanations"] or [])
+                ],
+            )
+            for r in urows
+        ]
         chart = None
         if u in history:
             h, w = history[u]

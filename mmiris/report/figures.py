@@ -23,8 +23,9 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def loss_curves(curves: list[tuple[str, np.ndarray, np.ndarray]],
-                validation: list[tuple[str, np.ndarray, np.ndarray]] | None = None) -> bytes:
+def loss_curves(
+    curves: list[tuple[str, np.ndarray, np.ndarray]], validation: list[tuple[str, np.ndarray, np.ndarray]] | None = None
+) -> bytes:
     """Training loss against optimiser steps, one line per model (paper Fig. 6); with
     ``validation`` a second panel of validation HR@10 per epoch."""
     panels = 2 if validation else 1
@@ -36,10 +37,17 @@ def loss_curves(curves: list[tuple[str, np.ndarray, np.ndarray]],
             ax.plot(steps, loss, color=color, alpha=0.25 if len(steps) < 2000 else 0.08, linewidth=0.6)
             w = max(3, len(steps) // 30)
             smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
-            ax.plot(steps[w - 1:], smooth, color=color, linewidth=1.8, label=label)
+            ax.plot(steps[w - 1 :], smooth, color=color, linewidth=1.8, label=label)
         else:
-            ax.plot(steps, loss, color=color, linewidth=1.8, marker="o" if len(steps) < 15 else None,
-                    markersize=3, label=label)
+            ax.plot(
+                steps,
+                loss,
+                color=color,
+                linewidth=1.8,
+                marker="o" if len(steps) < 15 else None,
+                markersize=3,
+                label=label,
+            )
     finite = [v for _, _, loss in curves for v in np.asarray(loss, dtype=float) if np.isfinite(v)]
     if finite:  # a few spiky steps must not flatten every curve: clip the view at the 99.5th percentile
         lo, hi = float(np.min(finite)), float(np.percentile(finite, 99.5))
@@ -54,8 +62,9 @@ def loss_curves(curves: list[tuple[str, np.ndarray, np.ndarray]],
     if validation:
         ax = axes[0, 1]
         for n, (label, epochs, values) in enumerate(validation):
-            ax.plot(epochs, values, color=PALETTE[n % len(PALETTE)], marker="o", markersize=3,
-                    linewidth=1.8, label=label)
+            ax.plot(
+                epochs, values, color=PALETTE[n % len(PALETTE)], marker="o", markersize=3, linewidth=1.8, label=label
+            )
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("validation HR@10 (sampled)")
@@ -74,8 +83,13 @@ def relevance_chart(history: list[str], targets: list[str], weights: np.ndarray)
     x = np.arange(H)
     width = 0.8 / max(T, 1)
     for t in range(T):
-        ax.bar(x + (t - (T - 1) / 2) * width, weights[t], width, color=PALETTE[t % len(PALETTE)],
-               label=_short(targets[t], 40))
+        ax.bar(
+            x + (t - (T - 1) / 2) * width,
+            weights[t],
+            width,
+            color=PALETTE[t % len(PALETTE)],
+            label=_short(targets[t], 40),
+        )
     ax.set_xticks(x)
     ax.set_xticklabels([_short(h, 22) for h in history], rotation=55, ha="right", fontsize=7)
     ax.set_ylabel(r"interest relevance $a_{ij}$")

@@ -40,13 +40,23 @@ def e(text) -> str:
     return html.escape(str(text))
 
 
-def render(sections: list[SplitSection], figures: dict[str, bytes], *, title: str, store_uri: str,
-           notes: list[str] | None = None, extra: list[str] | None = None) -> str:
+def render(
+    sections: list[SplitSection],
+    figures: dict[str, bytes],
+    *,
+    title: str,
+    store_uri: str,
+    notes: list[str] | None = None,
+    extra: list[str] | None = None,
+) -> str:
     """``figures`` maps a figure name (``loss-<n>``, ``relevance-<n>-<user>``) to PNG bytes."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
-           f"<style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>",
-           f"<p class='muted'>Generated {now} from artifact store <code>{e(store_uri)}</code>.</p>"]
+    out = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f"<p class='muted'>Generated {now} from artifact store <code>{e(store_uri)}</code>.</p>",
+    ]
     for n in notes or []:
         out.append(f"<p class='muted'>{e(n)}</p>")
     if not sections and not extra:
@@ -62,20 +72,33 @@ def render(sections: list[SplitSection], figures: dict[str, bytes], *, title: st
         loss = figures.get(f"loss-{s_idx}")
         if loss:
             out.append("<h3>Training loss (like the paper's Fig. 6)</h3>")
-            out.append(f"<figure><img class='chart' alt='training loss curves' src='{data_uri('image/png', loss)}'>"
-                       "<figcaption>Training loss per optimiser step for each trained model "
-                       "(faint: raw, bold: moving average); right: validation HR@10 per epoch.</figcaption></figure>")
+            out.append(
+                f"<figure><img class='chart' alt='training loss curves' src='{data_uri('image/png', loss)}'>"
+                "<figcaption>Training loss per optimiser step for each trained model "
+                "(faint: raw, bold: moving average); right: validation HR@10 per epoch.</figcaption></figure>"
+            )
         if s.cards:
             rec = s.recommender.label if s.recommender else "the model"
             out.append(f"<h3>Explained recommendations of {e(rec)} (like the paper's Tables VII–IX)</h3>")
-            out.append(f"<p class='muted'>From <code>{e(s.recommendations)}</code>. Each row: a recommended item "
-                       "with its predicted probability, and the user's historical items of highest interest "
-                       "relevance a<sub>ij</sub> (attention weight) to it."
-                       + (" Catalogue: " + ", ".join(f"{k} <code>{e(v)}</code>" for k, v in s.catalogue_sources.items())
-                          + "." if s.catalogue_sources else "") + "</p>")
+            out.append(
+                f"<p class='muted'>From <code>{e(s.recommendations)}</code>. Each row: a recommended item "
+                "with its predicted probability, and the user's historical items of highest interest "
+                "relevance a<sub>ij</sub> (attention weight) to it."
+                + (
+                    " Catalogue: " + ", ".join(f"{k} <code>{e(v)}</code>" for k, v in s.catalogue_sources.items()) + "."
+                    if s.catalogue_sources
+                    else ""
+                )
+                + "</p>"
+            )
             for card in s.cards:
-                out.append(_card(card, figures.get(f"relevance-{s_idx}-{card.user}"),
-                                 posters="item_images" in s.catalogue_sources))
+                out.append(
+                    _card(
+                        card,
+                        figures.get(f"relevance-{s_idx}-{card.user}"),
+                        posters="item_images" in s.catalogue_sources,
+                    )
+                )
     out.append("</body></html>")
     return "\n".join(out)
 
@@ -87,16 +110,26 @@ def _metric_tables(rows: list[MetricRow]) -> list[str]:
     for protocol in sorted({r.protocol for r in rows}, key=lambda p: (p != "sampled", p)):
         pr = [r for r in rows if r.protocol == protocol]
         users = max(r.users for r in pr)
-        what = ("held-out item vs its stored sampled negatives (paper protocol)" if protocol == "sampled"
-                else "held-out item vs every unseen item" if protocol == "full" else protocol)
+        what = (
+            "held-out item vs its stored sampled negatives (paper protocol)"
+            if protocol == "sampled"
+            else "held-out item vs every unseen item"
+            if protocol == "full"
+            else protocol
+        )
         out.append(f"<h3>Metrics — {e(protocol)} ranking</h3><p class='muted'>{e(what)}; {users:,} users.</p>")
         # Table II: methods at N = 10.
         out.append(_table(pr, [("hr", 10), ("ndcg", 10)], "Comparison of methods (like Table II)"))
         # Tables IV/V: item-similarity models per embedding size at N = 10 and 20.
         for emb in sorted({r.model.emb for r in pr if r.model.emb}, key=int):
             sub = [r for r in pr if r.model.emb == emb]
-            out.append(_table(sub, [("hr", 10), ("ndcg", 10), ("hr", 20), ("ndcg", 20), ("hr", 5), ("ndcg", 5)],
-                              f"Embedding size {emb} (like Tables IV–V)"))
+            out.append(
+                _table(
+                    sub,
+                    [("hr", 10), ("ndcg", 10), ("hr", 20), ("ndcg", 20), ("hr", 5), ("ndcg", 5)],
+                    f"Embedding size {emb} (like Tables IV–V)",
+                )
+            )
     return out
 
 
@@ -106,8 +139,9 @@ def _table(rows: list[MetricRow], cols: list[tuple[str, int]], caption: str) -> 
     cols = [c for c in cols if any((m.ref, *c) in val for m in models)]
     if not cols:
         return ""
-    best = {c: max((val[(m.ref, c[0], c[1])] for m in models if (m.ref, c[0], c[1]) in val), default=None)
-            for c in cols}
+    best = {
+        c: max((val[(m.ref, c[0], c[1])] for m in models if (m.ref, c[0], c[1]) in val), default=None) for c in cols
+    }
     head = "".join(f"<th>{'HR' if m == 'hr' else 'NDCG'}@{k}</th>" for m, k in cols)
     body = []
     for m in models:
@@ -118,8 +152,11 @@ def _table(rows: list[MetricRow], cols: list[tuple[str, int]], caption: str) -> 
             cells.append(f"<td{cls}>{'–' if v is None else f'{v:.4f}'}</td>")
         emb = f" <span class='muted'>(k={m.emb})</span>" if m.emb else ""
         body.append(f"<tr><td title='{e(m.ref)}'>{e(m.label)}{emb}</td>{''.join(cells)}</tr>")
-    return (f"<table class='metrics'><caption>{e(caption)}</caption><tr><th>Method</th>{head}</tr>"
-            + "".join(body) + "</table>")
+    return (
+        f"<table class='metrics'><caption>{e(caption)}</caption><tr><th>Method</th>{head}</tr>"
+        + "".join(body)
+        + "</table>"
+    )
 
 
 def _tune_table(rows: list[TuneRow]) -> str:
@@ -129,13 +166,17 @@ def _tune_table(rows: list[TuneRow]) -> str:
         trials = ", ".join(f"{n} {s}" for s, n in r.trials.items() if n)
         best = "–" if r.best_value is None else f"{r.best_value:.4f}"
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_params.items())
-        body.append(f"<tr><td title='{e(r.ref)}'>{e(display_name(r.model))}</td><td>{e(trials)}</td>"
-                    f"<td>{best}</td><td>{e(params) or '–'}</td></tr>")
-    return ("<h3>Hyperparameter search (mmiris tune)</h3><p class='muted'>Best validation HR@10 (sampled "
-            "protocol, validation items only) of the newest study per model; <code>mmiris train "
-            "--params-from tune-&lt;model&gt;</code> trains with the best parameters.</p>"
-            "<table class='metrics'><tr><th>Method</th><th>Trials</th><th>Best HR@10 (valid)</th>"
-            "<th>Best parameters</th></tr>" + "".join(body) + "</table>")
+        body.append(
+            f"<tr><td title='{e(r.ref)}'>{e(display_name(r.model))}</td><td>{e(trials)}</td>"
+            f"<td>{best}</td><td>{e(params) or '–'}</td></tr>"
+        )
+    return (
+        "<h3>Hyperparameter search (mmiris tune)</h3><p class='muted'>Best validation HR@10 (sampled "
+        "protocol, validation items only) of the newest study per model; <code>mmiris train "
+        "--params-from tune-&lt;model&gt;</code> trains with the best parameters.</p>"
+        "<table class='metrics'><tr><th>Method</th><th>Trials</th><th>Best HR@10 (valid)</th>"
+        "<th>Best parameters</th></tr>" + "".join(body) + "</table>"
+    )
 
 
 def _img(poster: bytes | None, alt: str, posters: bool = True) -> str:
@@ -153,21 +194,27 @@ def _card(card: Card, chart: bytes | None, posters: bool = True) -> str:
         out.append(f"<p class='muted'>{card.history_size} items in the training history.</p>")
     for r in card.rows:
         out.append("<div class='rec'>")
-        out.append(f"<div class='item target'>{_img(r.poster, r.title, posters)}<div class='title'>#{r.rank} {e(r.title)}</div>"
-                   f"<div class='score'>p = {r.score:.3f}</div></div>")
+        out.append(
+            f"<div class='item target'>{_img(r.poster, r.title, posters)}<div class='title'>#{r.rank} {e(r.title)}</div>"
+            f"<div class='score'>p = {r.score:.3f}</div></div>"
+        )
         if r.explanations:
             out.append("<div><div class='because'>most relevant in the user's history</div><div class='hist'>")
             for x in r.explanations:
-                out.append(f"<div class='item'>{_img(x.poster, x.title, posters)}<div class='title'>{e(x.title)}</div>"
-                           f"<div class='rel'>relevance {x.relevance:.3f}</div></div>")
+                out.append(
+                    f"<div class='item'>{_img(x.poster, x.title, posters)}<div class='title'>{e(x.title)}</div>"
+                    f"<div class='rel'>relevance {x.relevance:.3f}</div></div>"
+                )
             out.append("</div></div>")
         else:
             out.append("<div class='because'>no explanation: this model has no attention</div>")
         out.append("</div>")
     if chart:
-        out.append(f"<figure><img class='chart' alt='relevance of history items for user {card.user}' "
-                   f"src='{data_uri('image/png', chart)}'><figcaption>Interest relevance of user {card.user}'s "
-                   "history items to each recommendation (like the paper's Fig. 1; the most relevant "
-                   f"{len(card.chart[0]) if card.chart else 0} history items).</figcaption></figure>")
+        out.append(
+            f"<figure><img class='chart' alt='relevance of history items for user {card.user}' "
+            f"src='{data_uri('image/png', chart)}'><figcaption>Interest relevance of user {card.user}'s "
+            "history items to each recommendation (like the paper's Fig. 1; the most relevant "
+            f"{len(card.chart[0]) if card.chart else 0} history items).</figcaption></figure>"
+        )
     out.append("</div>")
     return "\n".join(out)

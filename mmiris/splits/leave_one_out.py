@@ -45,24 +45,27 @@ class LeaveOneOut:
     stats: dict = field(default_factory=dict)  # must hold n_users and n_items (load_split)
 
     def output(self, info: dict | None = None) -> Output:
-        return Output(tables={
-            "train": pa.table({"user_id": self.train_user.astype(np.int64),
-                               "item_id": self.train_item.astype(np.int64)}),
-            "valid": _held_table(self.valid),
-            "test": _held_table(self.test),
-        }, stats=dict(self.stats), info=dict(info or {}))
+        return Output(
+            tables={
+                "train": pa.table(
+                    {"user_id": self.train_user.astype(np.int64), "item_id": self.train_item.astype(np.int64)}
+                ),
+                "valid": _held_table(self.valid),
+                "test": _held_table(self.test),
+            },
+            stats=dict(self.stats),
+            info=dict(info or {}),
+        )
 
 
 def _held_table(h: Held) -> pa.Table:
     n, k = h.negatives.shape
     offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32) if n else [0], pa.int32())
     negs = pa.ListArray.from_arrays(offsets, pa.array(h.negatives.ravel(), pa.int64()))
-    return pa.table({"user_id": h.user.astype(np.int64), "item_id": h.item.astype(np.int64),
-                     "negatives": negs})
+    return pa.table({"user_id": h.user.astype(np.int64), "item_id": h.item.astype(np.int64), "negatives": negs})
 
 
-def order_within_users(user: np.ndarray, order_key: np.ndarray | None,
-                       rng: np.random.Generator) -> np.ndarray:
+def order_within_users(user: np.ndarray, order_key: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
     """Row order grouped by user, within a user by ``order_key`` with random tie-breaks
     (``order_key`` None: a uniformly random order within each user)."""
     if order_key is None:
@@ -72,18 +75,17 @@ def order_within_users(user: np.ndarray, order_key: np.ndarray | None,
     return by_key[np.argsort(user[by_key], kind="stable")]
 
 
-def last_rows(user: np.ndarray, order: np.ndarray, eligible: np.ndarray,
-              back: int = 0) -> np.ndarray:
+def last_rows(user: np.ndarray, order: np.ndarray, eligible: np.ndarray, back: int = 0) -> np.ndarray:
     """Rows ``back`` places before each eligible user's last row in ``order`` (by user)."""
     u_sorted = user[order]
-    ends = np.flatnonzero(np.r_[u_sorted[:-1] != u_sorted[1:], True]) if len(order) else \
-        np.zeros(0, dtype=np.int64)
+    ends = np.flatnonzero(np.r_[u_sorted[:-1] != u_sorted[1:], True]) if len(order) else np.zeros(0, dtype=np.int64)
     ends = ends[eligible[u_sorted[ends]]]
     return order[ends - back]
 
 
-def hold_out_last(user: np.ndarray, order_key: np.ndarray | None, rng: np.random.Generator,
-                  eligible: np.ndarray) -> np.ndarray:
+def hold_out_last(
+    user: np.ndarray, order_key: np.ndarray | None, rng: np.random.Generator, eligible: np.ndarray
+) -> np.ndarray:
     """One row per eligible user: the latest by ``order_key``, or random when it is None."""
     return last_rows(user, order_within_users(user, order_key, rng), eligible)
 
@@ -94,8 +96,14 @@ def sorted_unique(keys: np.ndarray) -> np.ndarray:
     return k[np.r_[True, k[1:] != k[:-1]]] if len(k) else k
 
 
-def sample_negatives(users: np.ndarray, pos_user: np.ndarray, pos_item: np.ndarray, n_items: int,
-                     n_negatives: int, rng: np.random.Generator) -> np.ndarray:
+def sample_negatives(
+    users: np.ndarray,
+    pos_user: np.ndarray,
+    pos_item: np.ndarray,
+    n_items: int,
+    n_negatives: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """[len(users), n_negatives] distinct items per row, uniform over the items that row's
     user has no positive for (``pos_*`` are all of the users' interactions)."""
     n = len(users)
@@ -139,9 +147,18 @@ def _isin_sorted(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     return sorted_keys[idx] == keys
 
 
-def leave_one_out(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray | None, n_users: int,
-                  n_items: int, *, mode: str = "random", n_negatives: int = 99, seed: int = 0,
-                  short_users: str = "drop") -> LeaveOneOut:
+def leave_one_out(
+    user: np.ndarray,
+    item: np.ndarray,
+    timestamp: np.ndarray | None,
+    n_users: int,
+    n_items: int,
+    *,
+    mode: str = "random",
+    n_negatives: int = 99,
+    seed: int = 0,
+    short_users: str = "drop",
+) -> LeaveOneOut:
     """Split unique (user, item) pairs; see the module docstring."""
     if mode not in MODES:
         raise InputError(f"split mode {mode!r}: expected one of {MODES}")
@@ -150,21 +167,20 @@ def leave_one_out(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray | No
     if n_negatives < 0:
         raise InputError(f"n_negatives={n_negatives}: expected a number >= 0")
     if mode == "latest" and timestamp is None:
-        raise InputError("split mode 'latest' needs timestamps; the interactions have none "
-                         "(use mode 'random')")
+        raise InputError("split mode 'latest' needs timestamps; the interactions have none (use mode 'random')")
     user, item = user.astype(np.int64), item.astype(np.int64)
     rng = np.random.default_rng(seed)
     counts = np.bincount(user, minlength=n_users)
     short = (counts > 0) & (counts < MIN_INTERACTIONS)
-    stats = {"n_users": int(n_users), "n_items": int(n_items), "mode": mode, "seed": seed,
-             "n_negatives": n_negatives}
+    stats = {"n_users": int(n_users), "n_items": int(n_items), "mode": mode, "seed": seed, "n_negatives": n_negatives}
     if short.any():
         if short_users == "error":
             u = int(np.flatnonzero(short)[0])
             raise InputError(
                 f"user {u} has {int(counts[u])} interaction(s) and {int(short.sum())} user(s) have "
                 f"fewer than {MIN_INTERACTIONS}: no room for a leave-one-out split (use "
-                f"short_users='drop' or 'train')")
+                f"short_users='drop' or 'train')"
+            )
         if short_users == "drop":
             keep = ~short[user]
             stats["interactions_dropped"] = int((~keep).sum())
@@ -179,9 +195,11 @@ def leave_one_out(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray | No
     rest = np.ones(len(user), dtype=bool)
     rest[test_rows] = False
     rest[valid_rows] = False
-    test = Held(user[test_rows], item[test_rows],
-                sample_negatives(user[test_rows], user, item, n_items, n_negatives, rng))
-    valid = Held(user[valid_rows], item[valid_rows],
-                 sample_negatives(user[valid_rows], user, item, n_items, n_negatives, rng))
+    test = Held(
+        user[test_rows], item[test_rows], sample_negatives(user[test_rows], user, item, n_items, n_negatives, rng)
+    )
+    valid = Held(
+        user[valid_rows], item[valid_rows], sample_negatives(user[valid_rows], user, item, n_items, n_negatives, rng)
+    )
     stats.update(n_train=int(rest.sum()), n_valid=len(valid.user), n_test=len(test.user))
     return LeaveOneOut(user[rest], item[rest], valid, test, stats)

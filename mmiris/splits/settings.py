@@ -28,8 +28,12 @@ SETTINGS = ("full", "sparse", "cold")
 
 
 def _base_stats(split: SplitData, setting: str) -> dict:
-    return {"n_users": split.n_users, "n_items": split.n_items, "setting": setting,
-            "derived_from": str(split.ref) if split.ref is not None else None}
+    return {
+        "n_users": split.n_users,
+        "n_items": split.n_items,
+        "setting": setting,
+        "derived_from": str(split.ref) if split.ref is not None else None,
+    }
 
 
 def sparse_users(split: SplitData, keep: float, seed: int = 0) -> LeaveOneOut:
@@ -45,11 +49,22 @@ def sparse_users(split: SplitData, keep: float, seed: int = 0) -> LeaveOneOut:
     quota = np.maximum(1, np.ceil(keep * counts - 1e-9).astype(np.int64))
     pos_in_user = np.arange(len(order)) - np.repeat(starts, counts)
     kept = np.sort(order[pos_in_user < np.repeat(quota, counts)])
-    stats = {**_base_stats(split, "sparse"), "keep": keep, "seed": seed, "n_train": int(len(kept)),
-             "n_train_full": int(len(users)), "n_valid": int(len(split.valid_users)),
-             "n_test": int(len(split.test_users))}
-    return LeaveOneOut(users[kept], items[kept], Held(split.valid_users, split.valid_items, split.valid_negatives),
-                       Held(split.test_users, split.test_items, split.test_negatives), stats)
+    stats = {
+        **_base_stats(split, "sparse"),
+        "keep": keep,
+        "seed": seed,
+        "n_train": int(len(kept)),
+        "n_train_full": int(len(users)),
+        "n_valid": int(len(split.valid_users)),
+        "n_test": int(len(split.test_users)),
+    }
+    return LeaveOneOut(
+        users[kept],
+        items[kept],
+        Held(split.valid_users, split.valid_items, split.valid_negatives),
+        Held(split.test_users, split.test_items, split.test_negatives),
+        stats,
+    )
 
 
 def cold_items(split: SplitData, fraction: float, seed: int = 0, n_negatives: int = 99) -> LeaveOneOut:
@@ -62,8 +77,10 @@ def cold_items(split: SplitData, fraction: float, seed: int = 0, n_negatives: in
     warm_items = np.unique(split.train_items)
     n_cold = max(1, int(round(fraction * len(warm_items))))
     if n_cold < n_negatives + 1:
-        raise InputError(f"--cold-items {fraction}: {n_cold} cold items of {len(warm_items)} cannot give each case "
-                         f"{n_negatives} negatives from the other cold items; hold out more items or lower --negatives")
+        raise InputError(
+            f"--cold-items {fraction}: {n_cold} cold items of {len(warm_items)} cannot give each case "
+            f"{n_negatives} negatives from the other cold items; hold out more items or lower --negatives"
+        )
     cold = np.sort(rng.choice(warm_items, n_cold, replace=False))
     is_cold = np.zeros(split.n_items, dtype=bool)
     is_cold[cold] = True
@@ -85,12 +102,22 @@ def cold_items(split: SplitData, fraction: float, seed: int = 0, n_negatives: in
 
     keep_train = ~is_cold[split.train_items]
     keep_valid = ~is_cold[split.valid_items]
-    stats = {**_base_stats(split, "cold"), "cold_fraction": fraction, "seed": seed, "n_cold_items": int(n_cold),
-             "n_negatives": n_negatives, "n_train": int(keep_train.sum()), "n_valid": int(keep_valid.sum()),
-             "n_test": int(len(test_u)), "n_test_users": int(len(np.unique(test_u))),
-             "test_users_with_empty_history": int(len(np.setdiff1d(np.unique(test_u),
-                                                                   split.train_users[keep_train])))}
-    return LeaveOneOut(split.train_users[keep_train], split.train_items[keep_train],
-                       Held(split.valid_users[keep_valid], split.valid_items[keep_valid],
-                            split.valid_negatives[keep_valid]),
-                       Held(test_u, test_i, test_neg), stats)
+    stats = {
+        **_base_stats(split, "cold"),
+        "cold_fraction": fraction,
+        "seed": seed,
+        "n_cold_items": int(n_cold),
+        "n_negatives": n_negatives,
+        "n_train": int(keep_train.sum()),
+        "n_valid": int(keep_valid.sum()),
+        "n_test": int(len(test_u)),
+        "n_test_users": int(len(np.unique(test_u))),
+        "test_users_with_empty_history": int(len(np.setdiff1d(np.unique(test_u), split.train_users[keep_train]))),
+    }
+    return LeaveOneOut(
+        split.train_users[keep_train],
+        split.train_items[keep_train],
+        Held(split.valid_users[keep_valid], split.valid_items[keep_valid], split.valid_negatives[keep_valid]),
+        Held(test_u, test_i, test_neg),
+        stats,
+    )
