@@ -47,7 +47,7 @@ def model_of(name, history, feats, **cfg):
     base = {"emb": K, **cfg}
     if name != "fism":
         base["attention_size"] = H
-    if name in IRIS:
+    if name in IRIS or name == "hybrid_iris":
         base.setdefault("image_hidden", 64)
     cls = get_model_class(name)
     return build_model(name, base, N_USERS, N_ITEMS, history, {m: feats[m] for m in cls.modalities})
@@ -100,7 +100,7 @@ def test_cli_flag_sets_the_precision():
 
 # ---- numbers ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", IRIS + ["multimodal_iris_two_shares", "multimodal_iris_no_share"])
+@pytest.mark.parametrize("name", IRIS + ["multimodal_iris_two_shares", "multimodal_iris_no_share", "hybrid_iris"])
 def test_bf16_values_and_gradients_match_fp32(name):
     history, feats, users, targets = data()
     cfg = {"multimodal_iris_two_shares": {}, "multimodal_iris_no_share": {"share": False}}.get(name, {})
@@ -111,6 +111,8 @@ def test_bf16_values_and_gradients_match_fp32(name):
         for n, p in model.named_parameters():
             if n.startswith(("P.", "Q.", "item_bias")):
                 p.normal_(0.0, 0.3)
+            if n.startswith("content_"):  # hybrid_iris: a content part of p and q in play
+                p.normal_(0.0, 0.1)
     s32, g32 = loss_and_grads(model, users, targets, "fp32")
     s16, g16 = loss_and_grads(model, users, targets, "bf16")
     assert s16.dtype == torch.float32  # the attention sums and the scores stay fp32

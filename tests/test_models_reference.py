@@ -48,8 +48,8 @@ def make(name, history, feats, seed=1, **cfg):
     base = dict(emb=K)
     if name in ("nais_prod", "nais_concat", "image_iris", "image_add_text_iris", "multimodal_iris"):
         base["attention_size"] = H
-    if name in ("image_iris", "image_add_text_iris"):
-        base["image_hidden"] = 6
+    if name in ("image_iris", "image_add_text_iris", "multimodal_iris", "hybrid_iris"):
+        base["image_hidden"] = 6  # the 768 default: same equations, fp32 rounding past the tolerances
     base.update(cfg)
     model = build_model(name, base, N_USERS, N_ITEMS, history, feats)
     with torch.no_grad():  # large random parameters: attention far from uniform
@@ -164,6 +164,8 @@ REFERENCES = {
     "multimodal_iris": (lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)), {}),
     "multimodal_iris_two_shares": (lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)),
                                    {"image_hidden": 6, "alpha": 0.5}),
+    "multimodal_iris_one_share": (lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)),
+                                  {"image_hidden": None}),  # hidden = text dim: one W_share (eq. 7–8)
     "multimodal_iris_no_share": (lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)),
                                  {"share": False}),
     "vbpr": (ref_vbpr, {}),
@@ -188,7 +190,7 @@ def _close(a, b, what):
 
 
 def _model_name(case):
-    name = case.split("_alpha")[0].replace("_two_shares", "").replace("_no_share", "")
+    name = case.split("_alpha")[0].replace("_two_shares", "").replace("_no_share", "").replace("_one_share", "")
     return {"neumf_gmf": "neumf", "neumf_mlp": "neumf"}.get(name, name)
 
 

@@ -19,7 +19,6 @@ With g_i = [v_i; t_i] the outputs of Multimodal IRIS's towers (eq. 7–8) for it
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -57,36 +56,24 @@ class HybridIRIS(MultimodalIRIS):
     def item_tables(self, ids):
         """(A [N, h], C [N, h], content part of p [N, k], of q [N, k]) per item."""
         vecs = self.item_vectors(ids)
-        A, C = self._irn_tables(vecs)
-        k = self.config.emb
+        A, C = self.irn_tables(vecs)
         if self.content_p is None:
-            zero = torch.zeros(len(ids), k, device=A.device)
+            zero = torch.zeros(len(ids), self.config.emb, device=A.device)
             return A, C, zero, zero
+        k = self.config.emb
         with torch.autocast(ids.device.type, enabled=False):
             g = torch.cat([vecs[m].float() for m in self.modalities], dim=1)
             pq = g @ torch.cat([self.content_p.weight, self.content_q.weight], dim=0).t()  # one GEMM
         return A, C, pq[:, :k], pq[:, k:]
 
-    def _irn_tables(self, vecs):
-        """Multimodal IRIS's item_tables on tower outputs already computed."""
-        with torch.autocast(next(iter(vecs.values())).device.type, enabled=False):
-            v = torch.cat([vecs[m].float() for m in self.modalities], dim=1)
-            Wh = torch.cat([self.irn_hist[m].weight for m in self.modalities], dim=1)
-            Wt = torch.cat([self.irn_target[m].weight for m in self.modalities], dim=1)
-            AC = v @ torch.cat([Wh, Wt], dim=0).t()
-            h = Wh.shape[0]
-            return AC[:, :h], AC[:, h:] + self.irn_bias
-
     def _parts(self, hist, items):
         B, L = hist.shape
-        cached = getattr(self, "_tables", None)
-        if cached is not None and not torch.is_grad_enabled():  # evaluation: whole catalogue once
+        cached = getattr(self, "_tables", None)  # evaluation: the catalogue's tables (cached_items)
+        if cached is not None and not torch.is_grad_enabled():
             A_tab, C_tab, Pc_tab, Qc_tab = cached
             A, C, Pc, Qc = A_tab[hist], C_tab[items], Pc_tab[hist], Qc_tab[items]
         else:
-            ids = torch.cat([hist.reshape(-1), items.reshape(-1)])
-            uniq, inv = torch.unique(ids, return_inverse=True)  # towers once per distinct item
-            A_tab, C_tab, Pc_tab, Qc_tab = self.item_tables(uniq)
+            (A_tab, C_tab, Pc_tab, Qc_tab), inv = self.batch_tables(hist, items)
             ih, it = inv[: B * L], inv[B * L:]
             A, C = A_tab[ih].view(B, L, -1), C_tab[it].view(*items.shape, -1)
             Pc, Qc = Pc_tab[ih].view(B, L, -1), Qc_tab[it].view(*items.shape, -1)
@@ -95,19 +82,6 @@ class HybridIRIS(MultimodalIRIS):
             A = A + self.irn_p(PH)
             C = C + self.irn_q(QT)
         return PH, QT, dict(A=A, C=C)
-
-    @contextmanager
-    def cached_items(self):
-        if getattr(self, "_tables", None) is not None:
-            yield
-            return
-        with torch.no_grad():
-            ids = torch.arange(self.n_items, device=self.device)
-            self._tables = tuple(t.contiguous() for t in self.item_tables(ids))
-        try:
-            yield
-        finally:
-            self._tables = None
 
     def regularization(self):
         c = self.config

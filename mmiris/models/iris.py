@@ -77,12 +77,16 @@ class _IRIS(AttentiveItemSimilarity):
         Under bf16 autocast the tower matmuls run in bf16 (fp32 accumulation); outputs may be bf16."""
         raise NotImplementedError
 
-    def item_tables(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def item_tables(self, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """IRN inputs per item: A = Σ_m W_hist^m x_i^m [N, h] and C = Σ_m W_target^m x_j^m + b [N, h]
         (eq. 4/6 split into a history part and a target part). The towers may run in bf16; the
-        IRN projections run in fp32 (tiny k × h matmuls: nothing to gain, precision to lose)."""
-        vecs = self.item_vectors(ids)
-        with torch.autocast(ids.device.type, enabled=False):
+        IRN projections run in fp32 (tiny k × h matmuls: nothing to gain, precision to lose).
+        Subclasses may return more per-item tables after A and C (hybrid_iris does)."""
+        return self.irn_tables(self.item_vectors(ids))
+
+    def irn_tables(self, vecs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, C) of ``item_tables`` from tower outputs already computed."""
+        with torch.autocast(next(iter(vecs.values())).device.type, enabled=False):
             v = torch.cat([vecs[m].float() for m in self.modalities], dim=1)  # [N, k·M]
             # both sides of every modality in ONE GEMM: [N, k·M] @ [k·M, 2h]
             Wh = torch.cat([self.irn_hist[m].weight for m in self.modalities], dim=1)
@@ -91,14 +95,11 @@ class _IRIS(AttentiveItemSimilarity):
             h = Wh.shape[0]
             return AC[:, :h], AC[:, h:] + self.irn_bias
 
-    def attention_inputs(self, hist, items, PH, QT):
-        B, L = hist.shape
-        cached = getattr(self, "_tables", None)
-        if cached is not None and not torch.is_grad_enabled():  # evaluation: whole catalogue once
-            A_tab, C_tab = cached
-            return dict(A=A_tab[hist], C=C_tab[items])
+    def batch_tables(self, hist: torch.Tensor, items: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """``item_tables`` of the batch's distinct items (each item's towers once) and the
+        inverse index of every history slot, then every target, into them."""
         ids = torch.cat([hist.reshape(-1), items.reshape(-1)])
-        uniq, inv = torch.unique(ids, return_inverse=True)  # each item's tower and projections once
+        uniq, inv = torch.unique(ids, return_inverse=True)
         n = len(uniq)
         dev = ids.device.type
         if torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16:
@@ -107,8 +108,15 @@ class _IRIS(AttentiveItemSimilarity):
             # count up to a multiple of ROWS (padding rows repeat item 0, and are cut off
             # before use, so their gradient is exactly zero) bounds the shapes to n_items / ROWS.
             uniq = F.pad(uniq, (0, -n % self.ROWS))
-        A_tab, C_tab = self.item_tables(uniq)
-        A_tab, C_tab = A_tab[:n], C_tab[:n]
+        return tuple(t[:n] for t in self.item_tables(uniq)), inv
+
+    def attention_inputs(self, hist, items, PH, QT):
+        B, L = hist.shape
+        cached = getattr(self, "_tables", None)
+        if cached is not None and not torch.is_grad_enabled():  # evaluation: whole catalogue once
+            A_tab, C_tab = cached[:2]
+            return dict(A=A_tab[hist], C=C_tab[items])
+        (A_tab, C_tab, *_), inv = self.batch_tables(hist, items)
         return dict(A=A_tab[inv[: B * L]].view(B, L, -1), C=C_tab[inv[B * L:]].view(*items.shape, -1))
 
     @contextmanager

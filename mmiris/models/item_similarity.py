@@ -100,8 +100,8 @@ class AttentiveItemSimilarity(ItemSimilarity):
             return super().score_all(users)
         hist, hlen = self.history_of(users)
         items = torch.arange(self.n_items, device=hist.device)
-        PH, Q = self.P(hist), self.Q.weight
-        att = self.attention_inputs(hist, items[None, :], PH, Q[None])
+        PH, QT, att = self._parts(hist, items[None, :])  # the catalogue as one shared target row
+        Q = QT[0]
         att = {k: (v[0] if k == "C" else v) for k, v in att.items()}
         s = attentive.attentive_scores_shared(PH, Q, hist, hlen, items, self.h_vec, self.config.beta,
                                               self.config.alpha, **att)
