@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_train_trainer import publish_tiny_split  # the module pytest loads (it registers tiny_mf)
 
 from mmiris.artifacts import code_version
 from mmiris.artifacts.code_version import referenced_modules, source_version
@@ -23,7 +24,6 @@ from mmiris.models import get_model_class
 from mmiris.pipelines.extract import images_from_folder, texts_from_jsonl
 from mmiris.pipelines.train import model_code_version, train_model
 from mmiris.train.config import TrainConfig
-from tests.test_train_trainer import publish_tiny_split
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = "import sys; from mmiris.cli import main; sys.exit(main(sys.argv[1:]))"
