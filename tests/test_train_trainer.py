@@ -242,3 +242,38 @@ def test_neumf_pretrained_from_gmf_and_mlp_through_the_cli(store, monkeypatch, c
     # one of the two, or the wrong kind: one clear line, exit 2
     assert cli.main([*common, "--init-from", refs["gmf"]]) == 2
     assert "one with mode 'gmf' and one with mode 'mlp'" in capsys.readouterr().err
+
+
+class _FailingBackward(torch.autograd.Function):
+    """Identity forward; a RuntimeError in backward, like an out-of-memory or an autograd bug."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("deliberate failure in backward")
+
+
+class TinyBroken(TinyMF):
+    name = "tiny_broken"
+
+    def scores(self, users, items):
+        return _FailingBackward.apply(super().scores(users, items))
+
+
+def test_a_runtime_error_in_single_process_training_is_a_bug_with_its_traceback(store, monkeypatch, capsys):
+    """Alone there is no peer to blame: the error is not dressed up as "another rank died"
+    (a user error, exit 2) but reported as what it is, with its traceback, exit 1."""
+    from mmiris import cli
+
+    publish_tiny_split(store)
+    monkeypatch.setitem(MODELS, "tiny_broken", TinyBroken)
+    argv = ["--store", store.uri, "train", "--split", "split", "--model", "tiny_broken", "--emb", "4", "--epochs", "1"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: deliberate failure in backward" in err
+    assert "internal error (RuntimeError)" in err
+    assert "another rank" not in err

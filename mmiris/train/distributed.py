@@ -77,13 +77,13 @@ def all_reduce_sum(t: torch.Tensor, dist: Dist, what: str) -> torch.Tensor:
     if not dist.enabled:
         return t
     out = t.to(dist.device).clone()
-    _collective(lambda: tdist.all_reduce(out), dist, what)
+    collective(lambda: tdist.all_reduce(out), dist, what)
     return out.to(t.device)
 
 
 def barrier(dist: Dist, what: str) -> None:
     if dist.enabled:
-        _collective(tdist.barrier, dist, what)
+        collective(tdist.barrier, dist, what)
 
 
 def broadcast_object(obj, dist: Dist, what: str):
@@ -91,11 +91,16 @@ def broadcast_object(obj, dist: Dist, what: str):
     if not dist.enabled:
         return obj
     box = [obj]
-    _collective(lambda: tdist.broadcast_object_list(box, src=0), dist, what)
+    collective(lambda: tdist.broadcast_object_list(box, src=0), dist, what)
     return box[0]
 
 
-def _collective(fn, dist: Dist, what: str) -> None:
+def collective(fn, dist: Dist, what: str) -> None:
+    """Run ``fn``, which talks to the other ranks; in a group, a RuntimeError from it names
+    this rank and what it was doing. Alone there are no peers to blame: ``fn`` just runs."""
+    if not dist.enabled:
+        fn()
+        return
     try:
         fn()
     except (RuntimeError, tdist.DistBackendError) as exc:  # a peer died or timed out

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -43,6 +43,41 @@ class TrainResult:
     epoch_seconds: list[float] = field(default_factory=list)
     stopped_early: bool = False
     resumed_from: dict | None = None  # {"epoch", "batch"} when a checkpoint was continued
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: what a checkpoint holds besides the tensors' owners (model,
+    optimiser, RNG), so a killed run continues exactly here. Saved as a plain dict of these
+    fields (``torch.load(weights_only=True)`` reads no classes)."""
+
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # next batch of the current epoch
+    step: int = 0  # optimiser steps so far
+    best_hr10: float = -math.inf
+    best_epoch: int = 0
+    best_metrics: dict = field(default_factory=dict)
+    bad: int = 0  # validations in a row without a better HR@10 (early stopping)
+    stopped: bool = False
+    log: list[dict] = field(default_factory=list)  # training_log rows so far
+    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_elapsed: float = 0.0  # seconds of the current epoch before a mid-epoch checkpoint
+    seconds: float = 0.0  # wall seconds of the whole run at the last checkpoint
+    best_state: dict | None = None  # the best validation's parameters (CPU)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: tensors are not copied
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str | Path | None) -> TrainState:
+        known = {f.name for f in fields(cls)}
+        if not isinstance(d, dict) or set(d) != known:
+            got = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise MmirisError(
+                f"checkpoint in {where} holds a training state with fields {got}, expected {sorted(known)} "
+                "(written by another mmiris version); delete it to start over"
+            )
+        return cls(**d)
 
 
 class LossModule(nn.Module):
@@ -109,9 +144,7 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)  # multi-tensor update: one kernel per op for all parameters
     sampler = TrainSampler(model.history, cfg.negatives, cfg.batch_size, cfg.seed, dist.rank, dist.world_size,
                            negatives_from=cfg.negatives_from)
-    st = {"epoch": 0, "batch": 0, "step": 0, "best_hr10": -math.inf, "best_epoch": 0, "best_metrics": {},
-          "bad": 0, "stopped": False, "log": [], "epoch_seconds": [], "epoch_elapsed": 0.0,
-          "seconds": 0.0, "best_state": None}
+    st = TrainState()
     resumed = None
     ckpt = None
     if resume and checkpoint_dir is not None:
@@ -126,94 +159,96 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
         torch.set_rng_state(ckpt["rng"]["torch"])
         if torch.cuda.is_available() and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-        st = ckpt["state"]
-        resumed = {"epoch": st["epoch"], "batch": st["batch"]}
-        log.info("resuming from %s: epoch %d, batch %d, step %d", checkpoint_dir, st["epoch"] + 1,
-                 st["batch"], st["step"])
+        st = TrainState.from_dict(ckpt["state"], checkpoint_dir)
+        resumed = {"epoch": st.epoch, "batch": st.batch}
+        log.info("resuming from %s: epoch %d, batch %d, step %d", checkpoint_dir, st.epoch + 1, st.batch, st.step)
     step_module = D.wrap(LossModule(model, cfg.loss), dist)
-    t_offset = st["seconds"]  # wall seconds already spent before a resume
+    t_offset = st.seconds  # wall seconds already spent before a resume
 
     def now() -> float:
         return t_offset + time.perf_counter() - t_start
 
     def checkpoint() -> None:
-        st["seconds"] = now()
+        st.seconds = now()
         if checkpoint_dir is not None and dist.is_main:
             save_checkpoint(checkpoint_dir, {
                 "model": model.name, "train_config": cfg.key_params(),
                 "model_state": model.state_dict(), "optimizer": opt.state_dict(),
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                "state": st})
+                "state": st.to_dict()})
 
     def flush(losses: list, times: list, epoch: int, first_step: int) -> None:
         """All-reduce this stretch's step losses (one collective) into log rows."""
         if not losses:
             return
         vals = D.all_reduce_sum(torch.stack(losses).double().cpu(), dist, "loss all-reduce") / dist.world_size
-        st["log"].extend({"epoch": epoch, "step": first_step + i + 1, "loss": float(v), "metric": None,
+        st.log.extend({"epoch": epoch, "step": first_step + i + 1, "loss": float(v), "metric": None,
                           "value": None, "seconds": t} for i, (v, t) in enumerate(zip(vals.tolist(), times)))
         losses.clear()
         times.clear()
 
-    while st["epoch"] < cfg.epochs and not st["stopped"]:
-        e = st["epoch"]
+    while st.epoch < cfg.epochs and not st.stopped:
+        e = st.epoch
         plan = sampler.plan(e)
         n_b = plan.n_batches
         per_inst = 1 + cfg.negatives
-        done_inst = int(plan.bounds[st["batch"]]) * per_inst
-        t_epoch = time.perf_counter() - st["epoch_elapsed"]
-        losses, times, first_step = [], [], st["step"]
+        done_inst = int(plan.bounds[st.batch]) * per_inst
+        t_epoch = time.perf_counter() - st.epoch_elapsed
+        losses: list[torch.Tensor] = []
+        times: list[float] = []
+        first_step = st.step
         model.train()
         with Progress(int(plan.bounds[-1]) * per_inst - done_inst, f"{model.name} epoch {e + 1}/{cfg.epochs}",
                       log, unit="instances") as prog:
-            for b, shard in sampler.shards(e, st["batch"]):
+            for b, shard in sampler.shards(e, st.batch):
                 bt = shard.batch.to(dist.device)
                 weight = dist.world_size * shard.n_local / shard.n_global
                 with autocast(cfg.precision, dist.device):  # bf16 matmuls; backward follows the forward's dtypes
                     loss = step_module(bt.users, bt.items, bt.labels, bt.mask, bt.group, weight)
                 opt.zero_grad(set_to_none=True)
-                D._collective(loss.backward, dist, f"backward of epoch {e + 1} batch {b}")
+                # Only a group's backward talks to peers (DDP's gradient all-reduce); alone, an
+                # error in it is an ordinary one (a bug, out of memory) and keeps its traceback.
+                D.collective(loss.backward, dist, f"backward of epoch {e + 1} batch {b}")
                 opt.step()
                 losses.append(loss.detach())
                 times.append(now())
-                st["step"] += 1
-                st["batch"] = b + 1
+                st.step += 1
+                st.batch = b + 1
                 prog.update(shard.n_global * per_inst)
-                if cfg.checkpoint_steps and st["step"] % cfg.checkpoint_steps == 0 and b + 1 < n_b:
+                if cfg.checkpoint_steps and st.step % cfg.checkpoint_steps == 0 and b + 1 < n_b:
                     flush(losses, times, e + 1, first_step)
-                    first_step = st["step"]
-                    st["epoch_elapsed"] = time.perf_counter() - t_epoch
+                    first_step = st.step
+                    st.epoch_elapsed = time.perf_counter() - t_epoch
                     checkpoint()
         flush(losses, times, e + 1, first_step)
         secs = time.perf_counter() - t_epoch
-        st["epoch_seconds"].append(secs)
-        epoch_loss = [r["loss"] for r in st["log"] if r["epoch"] == e + 1 and r["loss"] is not None]
+        st.epoch_seconds.append(secs)
+        epoch_loss = [r["loss"] for r in st.log if r["epoch"] == e + 1 and r["loss"] is not None]
         m = {}
         if (e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs:
             m = validate(model, split, dist, cfg)
-        st["log"].extend(_rows(e + 1, {**m, "train_loss": float(np.mean(epoch_loss)) if epoch_loss else math.nan,
-                                       "epoch_seconds": secs}, st["step"], now()))
+        st.log.extend(_rows(e + 1, {**m, "train_loss": float(np.mean(epoch_loss)) if epoch_loss else math.nan,
+                                    "epoch_seconds": secs}, st.step, now()))
         if m:
             log.info("epoch %d: loss %.4f, valid %s (%.1fs)", e + 1, float(np.mean(epoch_loss or [math.nan])),
                      " ".join(f"{k} {v:.4f}" for k, v in m.items() if k.endswith(("10", "20"))), secs)
-            if m["hr10"] > st["best_hr10"]:
-                st.update(best_hr10=m["hr10"], best_epoch=e + 1, best_metrics=m, bad=0,
-                          best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            if m["hr10"] > st.best_hr10:
+                st.best_hr10, st.best_epoch, st.best_metrics, st.bad = m["hr10"], e + 1, m, 0
+                st.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
-                st["bad"] += 1
-                if st["bad"] >= cfg.patience:
-                    st["stopped"] = True
+                st.bad += 1
+                if st.bad >= cfg.patience:
+                    st.stopped = True
                     log.info("early stopping: validation HR@10 has not improved for %d validations; "
-                             "best %.4f at epoch %d", cfg.patience, st["best_hr10"], st["best_epoch"])
-        st.update(epoch=e + 1, batch=0, epoch_elapsed=0.0)
+                             "best %.4f at epoch %d", cfg.patience, st.best_hr10, st.best_epoch)
+        st.epoch, st.batch, st.epoch_elapsed = e + 1, 0, 0.0
         checkpoint()
         if m and on_validation is not None:
             on_validation(e + 1, m)
 
-    best = st["best_state"]
+    best = st.best_state
     if best is None:  # no validation data: the last epoch is the model
         best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        st["best_epoch"] = st["epoch"]
-    return TrainResult(best, st["log"], st["best_epoch"], st["best_metrics"], st["epoch"],
-                       st["epoch_seconds"], st["stopped"], resumed)
+        st.best_epoch = st.epoch
+    return TrainResult(best, st.log, st.best_epoch, st.best_metrics, st.epoch, st.epoch_seconds, st.stopped, resumed)
