@@ -6,6 +6,12 @@ nullability and meaning. Writers conform tables to it before publishing; readers
 what they read. Type strings are Arrow's own spelling (``int64``, ``string``,
 ``list<int64>``, ``fixed_size_list<float32>`` with the size left to the data,
 ``struct<item_id: int64, relevance: float32>``).
+
+Two optional keys tell the store how to write a table for query engines, without changing
+what readers get: a table's ``sort_by`` (its rows are written in that order, and Parquet
+records the ordering) and a column's ``storage`` (``timestamp[s]``: an int64 of epoch
+seconds is written as a UTC timestamp, so DuckDB or Spark see a real time, and read back
+as int64). Neither is part of the contract version, so artifact ids do not depend on them.
 """
 
 from __future__ import annotations
@@ -133,6 +139,7 @@ class Column:
     type: str
     nullable: bool
     description: str
+    storage: str | None = None  # how Parquet stores it, if not as ``type`` (``timestamp[s]``)
 
     @property
     def arrow(self) -> ArrowType:
@@ -143,6 +150,7 @@ class Column:
 class TableContract:
     name: str
     columns: tuple[Column, ...]
+    sort_by: tuple[str, ...] = ()  # the order rows are written in (and Parquet records)
 
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
@@ -172,11 +180,17 @@ def load_contract(kind: str, schema_dir: Traversable = SCHEMA_DIR) -> Contract:
     tables = {}
     for tname, t in raw["tables"].items():
         cols = tuple(
-            Column(c["name"], c["type"], bool(c.get("nullable", False)), c.get("description", "")) for c in t["columns"]
+            Column(c["name"], c["type"], bool(c.get("nullable", False)), c.get("description", ""), c.get("storage"))
+            for c in t["columns"]
         )
         for c in cols:
             parse_type(c.type)  # fail early on a bad schema file
-        tables[tname] = TableContract(tname, cols)
+            if c.storage not in (None, "timestamp[s]"):
+                raise SchemaError(f"{path}: column {c.name!r}: unknown storage {c.storage!r}; expected timestamp[s]")
+        sort_by = tuple(t.get("sort_by", ()))
+        if unknown := [c for c in sort_by if c not in {col.name for col in cols}]:
+            raise SchemaError(f"{path}: table {tname!r}: sort_by names unknown column(s) {unknown}")
+        tables[tname] = TableContract(tname, cols, sort_by)
     return Contract(raw["name"], int(raw["version"]), raw.get("description", ""), tables)
 
 
@@ -184,10 +198,20 @@ def list_contracts(schema_dir: Traversable = SCHEMA_DIR) -> list[str]:
     return sorted(p.name.removesuffix(".json") for p in schema_dir.iterdir() if p.name.endswith(".json"))
 
 
-def validate(table: pa.Table, contract: Contract, table_name: str, where: str) -> None:
-    """Raise SchemaError naming ``where`` (artifact and file), the column and the expectation."""
+def validate(
+    table: pa.Table, contract: Contract, table_name: str, where: str, columns: list[str] | None = None
+) -> None:
+    """Raise SchemaError naming ``where`` (artifact and file), the column and the expectation.
+    ``columns``: the table was read with only these columns (in this order)."""
     tc = contract.table(table_name)
     expected = tc.column_names()
+    if columns is not None:
+        if unknown := [c for c in columns if c not in expected]:
+            raise SchemaError(
+                f"{where}: table {table_name!r} of kind {contract.kind!r} has no column(s) {unknown}; "
+                f"expected some of {expected}"
+            )
+        expected = list(columns)
     actual = table.column_names
     missing = [c for c in expected if c not in actual]
     extra = [c for c in actual if c not in expected]
@@ -199,6 +223,8 @@ def validate(table: pa.Table, contract: Contract, table_name: str, where: str) -
             + f"expected columns {expected}"
         )
     for col in tc.columns:
+        if col.name not in expected:
+            continue
         arr = table.column(col.name)
         if not col.arrow.matches(arr.type):
             raise SchemaError(f"{where}: column {col.name!r} has type {arr.type}, expected {col.type}")

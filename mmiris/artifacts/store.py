@@ -3,7 +3,8 @@
 Layout under the store root (a local path or any pyarrow filesystem URI, e.g. ``s3://``)::
 
     <root>/<name>/<version>/manifest.json      written last: its presence is the commit
-    <root>/<name>/<version>/<table>.parquet    one file per table of the artifact
+    <root>/<name>/<version>/<table>.parquet    a table that fits one part file
+    <root>/<name>/<version>/<table>/part-NNNNN.parquet   a larger one, or one written by workers
     <root>/<name>/<version>/files/<file>       opaque files (model checkpoints, PNGs)
     <root>/<name>/LATEST                       version id of the newest publish
     <root>/_staging/...                        in-flight local publishes (never read)
@@ -20,6 +21,15 @@ Names and version ids follow one grammar, checked here and nowhere else (:func:`
 1 to 128 characters from letters, digits, ``-``, ``_`` and ``.``, not starting with ``_`` or
 ``.`` (no ``/``, ``@``, whitespace or control characters). Every path the store builds is
 normalised and checked to stay under the root; a local publish also resolves symlinks.
+
+Parquet is written for query engines (:func:`write_parquet`): rows in the contract's
+``sort_by`` order (recorded as the file's sorting columns), row groups of about
+``ROW_GROUP_BYTES``, part files of about ``PART_BYTES``, zstd, statistics and page indexes, and
+epoch seconds stored as timestamps where the contract says so. Readers decode only the
+columns they ask for, and :meth:`ArtifactStore.read_table` with ``ids`` skips the parts whose
+id range (recorded in the manifest) holds none of them. Several processes can write the parts
+of one version (:meth:`ArtifactStore.stage`, :meth:`ArtifactStore.write_part`): only the
+:meth:`ArtifactStore.commit` that writes the manifest makes it visible.
 
 Every table and file is checked against the sha256 its manifest records before it is used
 (:class:`ChecksumError` names the file otherwise). ``ArtifactStore(verify=False)``, the
@@ -49,11 +59,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from mmiris import __version__
-from mmiris.artifacts.schema import conform, load_contract, validate
+from mmiris.artifacts.schema import TableContract, conform, load_contract, validate
 from mmiris.errors import ArtifactNotFound, MmirisError
 
 log = logging.getLogger("mmiris.store")
@@ -64,6 +75,8 @@ NAME_MAX = 128
 _NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX - 1}}}")
 _RESERVED_VERSIONS = {"LATEST", "latest"}
 _STALE_GROUP_S = 600  # gc removes incomplete groups older than this (a live publish is faster)
+ROW_GROUP_BYTES = 64 << 20  # in-memory (Arrow) bytes per row group: query engines read 64-128 MB units
+PART_BYTES = 128 << 20  # a table larger than this is written as several part files
 
 
 class ArtifactNameError(MmirisError, ValueError):
@@ -189,6 +202,18 @@ class Pending:
     parents: list = field(default_factory=list)
     params: dict = field(default_factory=dict)
     code_version: str = ""
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A version being written by several processes (:meth:`ArtifactStore.stage`); picklable."""
+
+    ref: ArtifactRef
+    kind: str
+    work: str  # the folder its parts are written to
+    parents: list[str]
+    params: dict
+    code_version: str
 
 
 class ArtifactStore:
@@ -337,28 +362,68 @@ class ArtifactStore:
 
     # ---------------------------------------------------------------- read
     def read_table(
-        self, ref: ArtifactRef | str, table: str | None = None, columns: list[str] | None = None
+        self,
+        ref: ArtifactRef | str,
+        table: str | None = None,
+        columns: list[str] | None = None,
+        *,
+        ids: Iterable[int] | None = None,
     ) -> pa.Table:
-        """Read one table of an artifact and validate it against its contract."""
+        """Read one table of an artifact and validate it against its contract.
+
+        ``columns``: decode only these (the other column chunks are skipped; with
+        ``verify=False`` they are not even fetched). ``ids``: only the rows whose first
+        ``sort_by`` column (``item_id``) is one of them; parts whose recorded id range holds
+        none are not read."""
         m = self.manifest(ref)
         table = table or _only_table(m)
         if table not in m.tables:
             raise MmirisError(f"artifact {m.ref} has no table {table!r}; it has {sorted(m.tables)}")
+        contract = load_contract(m.kind)
+        tc = contract.table(table)
+        wanted = None if ids is None else pa.array(sorted(set(ids)), pa.int64())
+        key = tc.sort_by[0] if tc.sort_by else ""
+        if wanted is not None and not key:
+            raise MmirisError(f"artifact {m.ref}: table {table!r} has no sort_by key to select ids by")
+        wanted_np = None if wanted is None else wanted.to_numpy()
+        pieces = []
+        for path, part in self._parts(m, table):
+            if wanted_np is not None and "min" in part:
+                if not ((wanted_np >= part["min"]) & (wanted_np <= part["max"])).any():
+                    continue
+            read_cols = columns if wanted is None or columns is None or key in columns else [*columns, key]
+            t = self._read_part(m, path, part, read_cols, tc)
+            if wanted is not None:
+                t = t.filter(pc.is_in(t.column(key), value_set=wanted))
+                if columns is not None and key not in columns:
+                    t = t.select(columns)
+            pieces.append(t)
+        if not pieces:  # every part pruned: an empty table with the part schema
+            path, part = self._parts(m, table)[0]
+            pieces.append(self._read_part(m, path, part, columns, tc).slice(0, 0))
+        t = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+        validate(t, contract, table, where=f"artifact {m.ref} ({self.version_dir(m.ref)})", columns=columns)
+        return t
+
+    def _parts(self, m: Manifest, table: str) -> list[tuple[str, dict]]:
+        """(path, meta) of every file of a table: one ``<table>.parquet``, or its part files."""
         meta = m.tables[table]
-        path = self._path(m.name, m.version, meta["file"])
+        if "parts" in meta:
+            return [(self._path(m.name, m.version, meta["file"], p["file"]), p) for p in meta["parts"]]
+        return [(self._path(m.name, m.version, meta["file"]), meta)]
+
+    def _read_part(self, m: Manifest, path: str, meta: dict, columns: list[str] | None, tc: TableContract) -> pa.Table:
         try:
             if self.verify and "sha256" in meta:
                 data = self._read_verified(m, path, meta)
-                t = pq.read_table(pa.BufferReader(data))
+                t = pq.read_table(pa.BufferReader(data), columns=columns)
             else:
-                t = pq.read_table(path, filesystem=self.fs)
+                t = pq.read_table(path, filesystem=self.fs, columns=columns)
         except FileNotFoundError:
             raise MmirisError(f"artifact {m.ref}: table file {path} is missing") from None
         except pa.ArrowException as exc:
             raise MmirisError(f"artifact {m.ref}: {path} is not a readable Parquet file ({str(exc)[:160]})") from None
-        contract = load_contract(m.kind)
-        validate(t, contract, table, where=f"artifact {m.ref} ({path})")
-        return t.select(columns) if columns else t
+        return from_storage(t, tc)
 
     def read_file(self, ref: ArtifactRef | str, name: str) -> bytes:
         m = self.manifest(ref)
@@ -526,20 +591,43 @@ class ArtifactStore:
     ) -> dict:
         """Tables, files and (last) the manifest of one version into ``work``."""
         self.fs.create_dir(work, recursive=True)
-        table_meta = {}
-        for tname, tab in tables.items():
-            sink = pa.BufferOutputStream()
-            pq.write_table(tab, sink, compression="zstd")
-            data = sink.getvalue()
-            with self.fs.open_output_stream(posixpath.join(work, f"{tname}.parquet")) as f:
-                f.write(data)
-            table_meta[tname] = {
-                "file": f"{tname}.parquet",
-                "rows": tab.num_rows,
-                "columns": tab.column_names,
-                "bytes": data.size,
-                "sha256": hashlib.sha256(data).hexdigest(),
-            }
+        table_meta = {
+            tname: self._write_table(work, tname, tab, contract.table(tname)) for tname, tab in tables.items()
+        }
+        self._write_manifest(work, mb, contract, ref, table_meta, group)
+        return table_meta
+
+    def _write_table(self, work: str, tname: str, tab: pa.Table, tc: TableContract) -> dict:
+        """One table as ``<table>.parquet``, or as part files when it is larger than PART_BYTES."""
+        tab = sort_for_contract(tab, tc)
+        n_parts = max(1, -(-tab.nbytes // PART_BYTES)) if tab.num_rows else 1
+        if n_parts == 1:
+            meta = self._write_parquet(posixpath.join(work, f"{tname}.parquet"), tab, tc, presorted=True)
+            meta.pop("min", None), meta.pop("max", None), meta.pop("schema", None)
+            return {"file": f"{tname}.parquet", **meta, "columns": tab.column_names}
+        step = -(-tab.num_rows // n_parts)
+        parts = [
+            self._write_part_file(work, tname, k, tab.slice(k * step, step), tc, presorted=True) for k in range(n_parts)
+        ]
+        return _parts_meta(tname, parts, tc)
+
+    def _write_parquet(self, path: str, tab: pa.Table, tc: TableContract, presorted: bool = False) -> dict:
+        data, meta = write_parquet(tab, tc, presorted=presorted)
+        with self.fs.open_output_stream(path) as f:
+            f.write(data)
+        return meta
+
+    def _write_part_file(
+        self, work: str, tname: str, index: int, tab: pa.Table, tc: TableContract, presorted: bool = False
+    ) -> dict:
+        self.fs.create_dir(posixpath.join(work, tname), recursive=True)
+        name = f"part-{index:05d}.parquet"
+        return {"file": name, **self._write_parquet(posixpath.join(work, tname, name), tab, tc, presorted)}
+
+    def _write_manifest(
+        self, work: str, mb: Pending, contract, ref: ArtifactRef, table_meta: dict, group: list[str]
+    ) -> None:
+        """Files and (last) the manifest of one version into ``work``."""
         file_meta = {}
         if mb.output.files:
             self.fs.create_dir(posixpath.join(work, "files"), recursive=True)
@@ -568,7 +656,79 @@ class ArtifactStore:
         # The manifest is written last: its presence marks the version complete.
         with self.fs.open_output_stream(posixpath.join(work, MANIFEST)) as f:
             f.write(manifest.to_json().encode())
-        return table_meta
+
+    # ---------------------------------------------------------------- publish from several processes
+    def stage(
+        self, name: str, kind: str, parents: Iterable[ArtifactRef] = (), params: Mapping | None = None, code_version=""
+    ) -> Staged:
+        """Open a version whose tables several processes write as parts (:meth:`write_part`);
+        :meth:`commit` publishes it, :meth:`abort` drops it. Nothing is visible before commit:
+        locally the parts go to ``_staging`` (renamed into place by commit), on object stores
+        to the version folder, which has no manifest until commit."""
+        parents = list(parents)
+        ref = self.ref_for(name, kind, parents, params, code_version)
+        final = self.version_dir(ref)
+        work = (
+            self._path("_staging", f"{ref.name}-{ref.version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            if self.is_local
+            else final
+        )
+        self._check_inside(posixpath.dirname(work))
+        self.fs.create_dir(work, recursive=True)
+        return Staged(ref, kind, work, [str(p) for p in parents], dict(params or {}), code_version)
+
+    def write_part(self, staged: Staged, table: str, index: int, tab: pa.Table) -> dict:
+        """Write part ``index`` of ``table`` of a staged version (any process that has this store:
+        a Dask worker). Returns the part's meta for :meth:`commit`. The part is conformed to
+        the contract and sorted by its ``sort_by``."""
+        contract = load_contract(staged.kind)
+        conformed = conform(tab, contract, table, where=f"part {index} of {staged.ref} table {table!r}")
+        return self._write_part_file(staged.work, table, index, conformed, contract.table(table))
+
+    def commit(self, staged: Staged, parts: Mapping[str, list[dict]], output: Output | None = None) -> ArtifactRef:
+        """Publish a staged version: the manifest lists every part (``parts``: table -> metas
+        from :meth:`write_part`); tables in ``output`` are written whole, as by publish."""
+        output = output or Output(tables={})
+        contract = load_contract(staged.kind)
+        mb = Pending(staged.ref.name, staged.kind, output, list(staged.parents), staged.params, staged.code_version)
+        if set(contract.tables) != set(parts) | set(output.tables):
+            raise MmirisError(
+                f"committing {staged.ref} ({staged.kind}): tables {sorted(set(parts) | set(output.tables))} "
+                f"do not match the contract's {sorted(contract.tables)}"
+            )
+        if self.exists(staged.ref):
+            log.info("artifact %s already published; keeping it", staged.ref)
+            self.abort(staged)
+            return staged.ref
+        try:
+            table_meta = {t: _parts_meta(t, metas, contract.table(t), str(staged.ref)) for t, metas in parts.items()}
+            for t, tab in output.tables.items():
+                tab = conform(tab, contract, t, where=f"publishing {staged.ref.name} ({staged.kind})")
+                table_meta[t] = self._write_table(staged.work, t, tab, contract.table(t))
+            self._write_manifest(staged.work, mb, contract, staged.ref, table_meta, [])
+            if self.is_local:
+                final = self.version_dir(staged.ref)
+                self.fs.create_dir(self._path(staged.ref.name), recursive=True)
+                self._check_inside(final)
+                try:
+                    os.rename(staged.work, final)
+                except OSError:
+                    if not self.exists(staged.ref):
+                        raise
+                    shutil.rmtree(staged.work, ignore_errors=True)  # a concurrent publish won
+        except BaseException:
+            self.abort(staged)
+            raise
+        self._write_latest(staged.ref)
+        log.info("published %s (%s)", staged.ref, ", ".join(f"{t}: {m['rows']} rows" for t, m in table_meta.items()))
+        return staged.ref
+
+    def abort(self, staged: Staged) -> None:
+        """Drop what a staged version wrote (never a committed version)."""
+        if self.is_local:
+            shutil.rmtree(staged.work, ignore_errors=True)
+        elif not self.exists(staged.ref):
+            self._remove_remote(staged.work)
 
     def _remove_remote(self, path: str) -> None:
         try:
@@ -652,6 +812,95 @@ def _only_table(m: Manifest) -> str:
     if len(m.tables) != 1:
         raise MmirisError(f"artifact {m.ref} has tables {sorted(m.tables)}: name one")
     return next(iter(m.tables))
+
+
+# ---------------------------------------------------------------- Parquet for query engines
+def sort_for_contract(tab: pa.Table, tc: TableContract) -> pa.Table:
+    """Rows in the contract's ``sort_by`` order (stable: equal keys keep their order)."""
+    if not tc.sort_by or tab.num_rows < 2 or any(c not in tab.column_names for c in tc.sort_by):
+        return tab
+    order = pc.sort_indices(tab, sort_keys=[(c, "ascending") for c in tc.sort_by])
+    if pc.all(pc.equal(order, pa.array(range(tab.num_rows), order.type))).as_py():
+        return tab
+    return tab.take(order)
+
+
+def row_group_rows(tab: pa.Table, target_bytes: int | None = None) -> int:
+    """Rows per row group so that one group holds about ``target_bytes`` (default
+    ``ROW_GROUP_BYTES``) of Arrow data."""
+    if not tab.num_rows:
+        return 1
+    return max(1, int((target_bytes or ROW_GROUP_BYTES) // max(1.0, tab.nbytes / tab.num_rows)))
+
+
+def to_storage(tab: pa.Table, tc: TableContract) -> pa.Table:
+    """Columns whose contract names a ``storage`` type, cast to it (epoch seconds -> timestamp)."""
+    for col in tc.columns:
+        if col.storage == "timestamp[s]" and col.name in tab.column_names:
+            i = tab.column_names.index(col.name)
+            arr = tab.column(i).cast(pa.timestamp("s", tz="UTC"))
+            tab = tab.set_column(i, pa.field(col.name, arr.type, nullable=col.nullable), arr)
+    return tab
+
+
+def from_storage(tab: pa.Table, tc: TableContract) -> pa.Table:
+    """The inverse of :func:`to_storage` (Parquet keeps seconds as milliseconds)."""
+    for col in tc.columns:
+        if col.storage == "timestamp[s]" and col.name in tab.column_names:
+            i = tab.column_names.index(col.name)
+            arr = tab.column(i)
+            if pa.types.is_timestamp(arr.type):
+                arr = arr.cast(pa.timestamp("s", tz="UTC")).cast(pa.int64())
+                tab = tab.set_column(i, pa.field(col.name, pa.int64(), nullable=col.nullable), arr)
+    return tab
+
+
+def write_parquet(tab: pa.Table, tc: TableContract, presorted: bool = False) -> tuple[pa.Buffer, dict]:
+    """The bytes of one Parquet file of a (conformed) table, and its meta for the manifest:
+    rows, bytes, sha256, row groups, an Arrow schema digest, and the first ``sort_by``
+    column's min and max (readers skip parts by them)."""
+    if not presorted:
+        tab = sort_for_contract(tab, tc)
+    stored = to_storage(tab, tc)
+    sorting = None
+    if tc.sort_by:
+        sorting = pq.SortingColumn.from_ordering(stored.schema, [(c, "ascending") for c in tc.sort_by])
+    sink = pa.BufferOutputStream()
+    rows = row_group_rows(stored)
+    pq.write_table(
+        stored, sink, compression="zstd", row_group_size=rows, write_page_index=True, sorting_columns=sorting
+    )
+    data = sink.getvalue()
+    meta: dict = {
+        "rows": tab.num_rows,
+        "bytes": data.size,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "row_groups": -(-tab.num_rows // rows) if tab.num_rows else 0,
+        "schema": hashlib.sha256(str(tab.schema).encode()).hexdigest()[:16],
+    }
+    if tc.sort_by and tab.num_rows:
+        key = tab.column(tc.sort_by[0])
+        meta["min"], meta["max"] = key[0].as_py(), key[-1].as_py()
+    return data, meta
+
+
+def _parts_meta(tname: str, parts: list[dict], tc: TableContract, where: str = "") -> dict:
+    """A table's manifest entry from its part metas: parts in id order, one Arrow schema."""
+    if not parts:
+        raise MmirisError(f"{where}: table {tname!r} has no parts")
+    if len({p["schema"] for p in parts}) > 1:
+        raise MmirisError(f"{where}: the parts of table {tname!r} have different Arrow schemas")
+    parts = sorted(parts, key=lambda p: (p.get("min") is None, p.get("min", 0), p["file"]))
+    bounds = [(p["min"], p["max"]) for p in parts if "min" in p]
+    ordered = len(bounds) == len(parts) and all(a[1] < b[0] for a, b in zip(bounds, bounds[1:]))
+    return {
+        "file": tname,
+        "parts": parts,
+        "rows": sum(p["rows"] for p in parts),
+        "bytes": sum(p["bytes"] for p in parts),
+        "columns": [c.name for c in tc.columns],
+        "sort_by": list(tc.sort_by) if ordered else [],
+    }
 
 
 def table_to_bytes(table: pa.Table) -> bytes:
