@@ -32,7 +32,8 @@ import torch
 
 from mmiris.data.modality import ItemModality
 from mmiris.data.split import UserHistory
-from mmiris.models import attentive, build_model
+from mmiris.models import attentive
+from mmiris.models.build import build_model
 from mmiris.models.losses import pointwise_log_loss
 from mmiris.train.config import autocast
 

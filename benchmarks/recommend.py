@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmiris.artifacts import ArtifactStore
     from mmiris.data.modality import ItemModality
     from mmiris.data.split import load_split
-    from mmiris.models import build_model
+    from mmiris.models.build import build_model
     from mmiris.recommend.topn import consumed_history, recommend_top_n
 
     t_load = time.perf_counter()

@@ -269,7 +269,7 @@ def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users:
         from mmiris.pipelines.evaluate import evaluate_model, read_metrics
         from mmiris.pipelines.train import train_model
         from mmiris.recommend.topn import consumed_history, recommend_top_n
-        from mmiris.train.checkpoint import load_model
+        from mmiris.models.build import load_model
         from mmiris.train.config import TrainConfig
 
         if train_kw.get("threads"):

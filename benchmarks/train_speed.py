@@ -75,7 +75,8 @@ def run_model(store_uri: str, split_ref: str, name: str, emb: int, opts: dict, o
         from mmiris.artifacts import ArtifactStore
         from mmiris.data.split import load_split
         from mmiris.eval.protocols import full_ranks, sampled_ranks
-        from mmiris.models import attentive, build_model, get_model_class
+        from mmiris.models import attentive, get_model_class
+        from mmiris.models.build import build_model
         from mmiris.train.config import TrainConfig, autocast, resolve_precision
         from mmiris.train.sampler import TrainSampler
         from mmiris.train.trainer import LossModule

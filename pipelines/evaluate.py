@@ -27,7 +27,7 @@ from mmiris.data.split import load_split
 from mmiris.errors import MmirisError
 from mmiris.eval.metrics import KS
 from mmiris.eval.protocols import full_ranks, sampled_ranks
-from mmiris.train.checkpoint import load_model
+from mmiris.models.build import load_model
 from mmiris.train.config import pick_device
 
 log = logging.getLogger("mmiris.evaluate")

@@ -3,7 +3,7 @@
 Works as a plain call, and the same call on every rank under torchrun: all ranks train,
 rank 0 publishes, every rank returns the same ref. Closed-form models (itempop, ease) go
 through the same function (fit, then validate). The artifact holds ``files/model.pt``
-(see ``mmiris.train.checkpoint``), the ``training_log`` table (loss per step, validation
+(see ``mmiris.models.build``), the ``training_log`` table (loss per step, validation
 metrics per epoch), the model and training configs in ``params`` (the version key), and
 best epoch / early stopping in ``stats``; timings, world size and device go to ``info``.
 """
@@ -25,8 +25,9 @@ from mmiris.artifacts.code_version import referenced_modules, source_version
 from mmiris.data.split import load_split
 from mmiris.errors import MmirisError
 from mmiris.models import get_model_class
+from mmiris.models.base import Recommender
+from mmiris.models.build import build_config, build_model, load_features, load_model, model_bytes
 from mmiris.train import distributed as D
-from mmiris.train.checkpoint import build_config, build_model, load_features, load_model, model_bytes
 from mmiris.train.config import TrainConfig, resolve_precision
 from mmiris.train.trainer import train
 
@@ -39,6 +40,7 @@ TRAIN_CODE = (
     "mmiris.train.sampler",
     "mmiris.train.config",
     "mmiris.train.checkpoint",
+    "mmiris.models.build",
     "mmiris.models.losses",
     "mmiris.data",
 )
@@ -60,6 +62,35 @@ def default_checkpoint_dir(store: ArtifactStore, ref: ArtifactRef) -> Path:
     """``<store>/_checkpoints/<name>-<version>`` for a local store, else ``./mmiris-checkpoints/...``."""
     base = Path(store.root) / "_checkpoints" if store.is_local else Path("mmiris-checkpoints")
     return base / f"{ref.name}-{ref.version}"
+
+
+def model_inputs(
+    store: ArtifactStore,
+    cls: type[Recommender],
+    image_features: ArtifactRef | str | None,
+    text_features: ArtifactRef | str | None,
+    init_from: ArtifactRef | str | list | tuple | None,
+) -> tuple[list[ArtifactRef], list[ArtifactRef]]:
+    """(the feature artifacts ``cls`` reads, the models it starts from), resolved. A modality
+    it reads but was not given, or ``init_from`` for a model that cannot take it, is an error;
+    features it does not read are ignored with a warning."""
+    given = {"image": image_features, "text": text_features}
+    missing = [m for m in cls.modalities if given.get(m) is None]
+    if missing:
+        raise MmirisError(
+            f"model {cls.name} needs {' and '.join(missing)} features: pass "
+            + " and ".join(f"--{m}-features" for m in missing)
+        )
+    feat_refs = [store.resolve(r) for m in cls.modalities if (r := given[m]) is not None]
+    unused = [m for m, r in given.items() if r is not None and m not in cls.modalities]
+    if unused:
+        log.warning("model %s does not read %s features; ignoring them", cls.name, unused)
+    if isinstance(init_from, (str, ArtifactRef)):
+        init_from = [init_from]
+    init_refs = [store.resolve(r) for r in init_from or []]
+    if init_refs and not hasattr(cls, "init_from"):
+        raise MmirisError(f"model {cls.name} cannot be initialised from another model (no init_from)")
+    return feat_refs, init_refs
 
 
 def train_model(
@@ -91,27 +122,10 @@ def train_model(
         cls = get_model_class(model_name)
     except KeyError as exc:
         raise MmirisError(str(exc).strip("\"'")) from None
-    given = {"image": image_features, "text": text_features}
-    missing = [m for m in cls.modalities if given.get(m) is None]
-    if missing:
-        raise MmirisError(
-            f"model {model_name} needs {' and '.join(missing)} features: pass "
-            + " and ".join(f"--{m}-features" for m in missing)
-        )
-    feat_refs = [store.resolve(r) for m in cls.modalities if (r := given[m]) is not None]
-    unused = [m for m, r in given.items() if r is not None and m not in cls.modalities]
-    if unused:
-        log.warning("model %s does not read %s features; ignoring them", model_name, unused)
+    feat_refs, init_refs = model_inputs(store, cls, image_features, text_features, init_from)
     mcfg = build_config(cls, model_config)
     # "auto" resolved here, so the version key names the dtype that really trained the model
     cfg = replace(cfg, precision=resolve_precision(cfg.precision, cls, dist.device))
-    if init_from is None:
-        init_from = []
-    elif isinstance(init_from, (str, ArtifactRef)):
-        init_from = [init_from]
-    init_refs = [store.resolve(r) for r in init_from]
-    if init_refs and not hasattr(cls, "init_from"):
-        raise MmirisError(f"model {model_name} cannot be initialised from another model (no init_from)")
     parents = [split_ref, *feat_refs, *init_refs]
     params = {"model": model_name, "model_config": mcfg.to_dict(), "train_config": cfg.key_params()}
     name = model_artifact_name(model_name)
@@ -124,7 +138,7 @@ def train_model(
     split = load_split(store, split_ref)
     feats = load_features(store, feat_refs, split.n_items)
     torch.manual_seed(cfg.seed)  # same initial parameters on every rank and in every run
-    model = build_model(model_name, mcfg.to_dict(), split, feats)
+    model = build_model(model_name, mcfg, split.n_users, split.n_items, split.history(), feats)
     if init_refs:
         try:
             model.init_from(*[load_model(store, r) for r in init_refs])  # type: ignore[operator]  # checked above

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mmiris.data.split import SplitData
-from mmiris.models import build_model, get_model_class, model_names
+from mmiris.models import get_model_class, model_names
+from mmiris.models.build import build_model
 
 PAPER_MODELS = {"itempop", "mf", "ease", "fism", "nais_prod", "nais_concat", "image_iris",
                 "image_add_text_iris", "multimodal_iris", "vbpr", "neumf"}

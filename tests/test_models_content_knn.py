@@ -5,7 +5,7 @@ import torch
 
 from mmiris.data.modality import ItemModality
 from mmiris.data.split import UserHistory
-from mmiris.models import build_model
+from mmiris.models.build import build_model
 
 N_USERS, N_ITEMS = 5, 12
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mmiris.data.split import UserHistory
-from mmiris.models import attentive, build_model
+from mmiris.models import attentive
+from mmiris.models.build import build_model
 
 pytestmark = pytest.mark.skipif(not attentive.fused_available(), reason="no C compiler: no fused kernel")
 

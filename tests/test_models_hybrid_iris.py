@@ -120,7 +120,7 @@ def test_a_cold_item_is_scored_through_its_content():
 
 def test_content_maps_start_at_zero_so_fism_init_is_exact():
     history, _, _, feats = tiny_data()
-    from mmiris.models import build_model
+    from mmiris.models.build import build_model
 
     fism = build_model("fism", {"emb": 8}, 8, N_ITEMS, history)
     model = build_model("hybrid_iris", {"emb": 8, "image_hidden": 6}, 8, N_ITEMS, history, feats)

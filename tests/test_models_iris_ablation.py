@@ -6,7 +6,8 @@ import torch
 
 from mmiris.data.modality import ItemModality
 from mmiris.data.split import UserHistory
-from mmiris.models import build_model, get_model_class
+from mmiris.models import get_model_class
+from mmiris.models.build import build_model
 from mmiris.typed_config import config_from_dict
 
 N_USERS, N_ITEMS, IMG, TXT = 3, 10, 20, 12

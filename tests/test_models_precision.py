@@ -18,7 +18,8 @@ import torch
 from mmiris.data.modality import ItemModality
 from mmiris.data.split import UserHistory
 from mmiris.errors import MmirisError
-from mmiris.models import build_model, get_model_class
+from mmiris.models import get_model_class
+from mmiris.models.build import build_model
 from mmiris.models.losses import pointwise_log_loss
 from mmiris.train import config as C
 from mmiris.train.config import TrainConfig, autocast, resolve_precision

@@ -11,7 +11,8 @@ import torch
 
 from mmiris.data.modality import ItemModality
 from mmiris.data.split import UserHistory
-from mmiris.models import attentive, build_model
+from mmiris.models import attentive
+from mmiris.models.build import build_model
 
 N_USERS, N_ITEMS = 8, 40
 LENGTHS = [0, 1, 2, 5, 13, 40, 37, 3]  # empty, single, and longer than one kernel block (32)

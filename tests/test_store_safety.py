@@ -232,7 +232,8 @@ def test_group_is_invisible_until_complete_and_gc_removes_stale_orphans(store, m
 
 
 def test_model_file_with_pickled_code_is_refused(store, tmp_path):
-    from mmiris.train.checkpoint import load_checkpoint, read_model_file
+    from mmiris.models.build import read_model_file
+    from mmiris.train.checkpoint import load_checkpoint
 
     marker = tmp_path / "pwned"
 
@@ -260,7 +261,7 @@ def test_model_file_with_pickled_code_is_refused(store, tmp_path):
 
 
 def test_model_file_in_the_current_format_loads_and_checksum_is_checked(store):
-    from mmiris.train.checkpoint import read_model_file
+    from mmiris.models.build import read_model_file
 
     buf = io.BytesIO()
     torch.save(

@@ -95,7 +95,7 @@ def _cfg(**kw):
 def test_train_publishes_best_model_log_and_loader_roundtrip(store):
     from mmiris.pipelines.evaluate import evaluate_model, read_metrics
     from mmiris.pipelines.train import train_model
-    from mmiris.train.checkpoint import load_model
+    from mmiris.models.build import load_model
 
     split = publish_tiny_split(store)
     ref = train_model(store, split, "tiny_mf", model_config={"emb": 8}, train_config=_cfg())
@@ -163,7 +163,7 @@ def test_bad_configs_are_clear_errors(store):
     split = publish_tiny_split(store)
     with pytest.raises(MmirisError, match="loss 'hinge'"):
         TrainConfig(loss="hinge")
-    with pytest.raises(MmirisError, match=r"bad model config.*its fields are \['emb'\]"):
+    with pytest.raises(MmirisError, match=r"unknown field\(s\) \['embedding'\]; known: \['emb'\]"):
         train_model(store, split, "tiny_mf", model_config={"embedding": 8}, train_config=_cfg())
     with pytest.raises(MmirisError, match="unknown model 'no_such_model'"):
         train_model(store, split, "no_such_model", train_config=_cfg())
@@ -171,7 +171,7 @@ def test_bad_configs_are_clear_errors(store):
 
 def test_cli_train_evaluate_and_init_from(store, monkeypatch, capsys):
     from mmiris import cli
-    from mmiris.train.checkpoint import load_model
+    from mmiris.models.build import load_model
 
     publish_tiny_split(store)
     monkeypatch.setenv("MMIRIS_STORE", store.uri)
@@ -200,7 +200,7 @@ def test_cli_train_evaluate_and_init_from(store, monkeypatch, capsys):
 def test_registry_models_train_evaluate_and_reload(store, name):
     from mmiris.pipelines.evaluate import evaluate_model, read_metrics
     from mmiris.pipelines.train import train_model
-    from mmiris.train.checkpoint import load_model
+    from mmiris.models.build import load_model
 
     split = publish_tiny_split(store)
     ref = train_model(store, split, name, model_config={"emb": 8}, train_config=_cfg(epochs=2, lr=0.01))
@@ -220,7 +220,7 @@ def test_registry_models_train_evaluate_and_reload(store, name):
 def test_neumf_pretrained_from_gmf_and_mlp_through_the_cli(store, monkeypatch, capsys):
     """The NCF paper's pretraining: GMF and MLP trained alone, NeuMF starts from both."""
     from mmiris import cli
-    from mmiris.train.checkpoint import load_model
+    from mmiris.models.build import load_model
 
     publish_tiny_split(store)
     common = ["--store", store.uri, "train", "--split", "split", "--model", "neumf", "--emb", "4",

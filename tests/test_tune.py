@@ -39,7 +39,7 @@ def data(tmp_path_factory):
 
 def test_search_space_defaults_and_grammar():
     from mmiris.errors import MmirisError
-    from mmiris.pipelines.tune import default_space, parse_spec, search_space
+    from mmiris.train.search_space import default_space, parse_spec, search_space
 
     assert set(default_space("fism")) == {"lr", "batch_size", "reg_emb"}
     assert set(default_space("nais_prod")) == {"lr", "batch_size", "reg_emb", "reg_attention", "beta", "attention_size"}

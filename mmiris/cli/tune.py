@@ -137,7 +137,8 @@ def parse_space(items: list[str], path: str | None) -> dict:
 
 def run(args) -> int:
     from mmiris.cli.train import parse_sets
-    from mmiris.pipelines.tune import search_space, tune_model
+    from mmiris.pipelines.tune import tune_model
+    from mmiris.train.search_space import search_space
 
     space = parse_space(args.space, args.space_file)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None

@@ -1,4 +1,6 @@
-"""Model registry: every model of the paper's tables, by name, on one contract (base.py)."""
+"""Model registry: every model of the paper's tables, by name, on one contract (base.py).
+
+Building a model (from a config, or from a published artifact) is ``mmiris.models.build``."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ MODELS: dict[str, type[Recommender]] = {}
 
 # Every module of this package may define models (decorated with @register): a new model is
 # one new file, found here with no other edit. These hold shared parts, not models.
-_SHARED = {"base", "layers", "losses", "attentive", "item_similarity", "kernels"}
+_SHARED = {"base", "build", "layers", "losses", "attentive", "item_similarity", "kernels"}
 
 
 def register(cls: type[Recommender]) -> type[Recommender]:
@@ -37,16 +39,4 @@ def model_names() -> list[str]:
     return sorted(MODELS)
 
 
-def build_model(name: str, config: ModelConfig | dict | None, n_users: int, n_items: int,
-                history=None, features=None) -> Recommender:
-    """Construct a registered model; ``config`` may be its config object, a dict or None (defaults)."""
-    cls = get_model_class(name)
-    if config is None:
-        config = cls.config_cls()
-    elif isinstance(config, dict):
-        config = cls.config_cls.from_dict(config)
-    return cls(config, n_users, n_items, history, features)
-
-
-__all__ = ["Batch", "MODELS", "ModelConfig", "Recommender", "build_model", "get_model_class",
-           "model_names", "register"]
+__all__ = ["Batch", "MODELS", "ModelConfig", "Recommender", "get_model_class", "model_names", "register"]
