@@ -3,48 +3,34 @@ flow's logs (so the ranks' progress is in the Prefect UI)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
-from dataclasses import fields
 
 from prefect import get_run_logger
 
-from mmiris.errors import MmirisError
-from mmiris.train.config import TrainConfig
-
 _REF = re.compile(r"^(model-[\w.\-]+@[0-9a-f]+)$")
-_NO_FLAG = {"eval_batch_pairs"}  # TrainConfig fields `mmiris train` has no option for
 
 
 def train_argv(
     split: str,
     model: str,
-    model_settings: dict | None,
-    train_settings: dict | None,
-    image_features: str | None,
-    text_features: str | None,
-    init_from: str | list[str] | None,
-    resume: bool,
-    store: str | None,
+    model_config: dict | None,
+    train_config: dict | None,
+    *,
+    store: str | None = None,
+    image_features: str | None = None,
+    text_features: str | None = None,
+    init_from: str | list[str] | None = None,
+    resume: bool = False,
 ) -> list[str]:
-    """The ``mmiris train`` options for these flow parameters."""
-    import json
-
+    """The launcher's arguments for these flow parameters: the configs go as JSON, unchanged
+    (``mmiris.train.launch`` builds the typed configs, and says what is wrong with them)."""
     argv = ["--split", split, "--model", model]
     if store:
         argv += ["--store", store]
-    for key, value in (model_settings or {}).items():
-        argv += ["--set", f"{key}={json.dumps(value)}"]
-    known = {f.name for f in fields(TrainConfig)}
-    for key, value in (train_settings or {}).items():
-        if key not in known:
-            raise MmirisError(f"train_settings: unknown field {key!r}; known: {sorted(known)}")
-        if key in _NO_FLAG:
-            raise MmirisError(
-                f"train_settings: {key} cannot be passed to torchrun ranks; drop it or use nproc_per_node=1"
-            )
-        argv += [f"--{key.replace('_', '-')}", str(value)]
+    argv += ["--model-config", json.dumps(model_config or {}), "--train-config", json.dumps(train_config or {})]
     if image_features:
         argv += ["--image-features", image_features]
     if text_features:

@@ -35,14 +35,20 @@ def train_task(
     resume: bool,
     nproc_per_node: int,
 ) -> str:
+    cfg = TrainConfig.from_dict(train_settings or {})  # a bad field fails here, before any rank starts
     if nproc_per_node > 1:
-        return run_torchrun(
-            nproc_per_node,
-            train_argv(
-                split, model, model_settings, train_settings, image_features, text_features, init_from, resume, store
-            ),
+        argv = train_argv(
+            split,
+            model,
+            model_settings,
+            train_settings,
+            store=store,
+            image_features=image_features,
+            text_features=text_features,
+            init_from=init_from,
+            resume=resume,
         )
-    cfg = TrainConfig.from_dict(train_settings or {})
+        return run_torchrun(nproc_per_node, argv)
     return str(
         train_model(
             ArtifactStore(store),

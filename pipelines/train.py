@@ -191,6 +191,23 @@ def train_model(
     return ref
 
 
+def train_on_this_rank(store: ArtifactStore, split_ref: ArtifactRef | str, model_name: str, **kw) -> ArtifactRef:
+    """``train_model`` as one rank of the process group torchrun describes (or alone): joins
+    the group, keeps the other ranks' logs to warnings, leaves the group, and prints the
+    published ref on rank 0 (what ``mmiris train`` and the torchrun launcher print)."""
+    cfg = kw.get("train_config") or TrainConfig()
+    dist = D.setup(cfg.device)
+    if not dist.is_main:  # one voice: rank 0 logs progress, the others only warnings
+        logging.getLogger("mmiris").setLevel(logging.WARNING)
+    try:
+        ref = train_model(store, split_ref, model_name, **kw)
+    finally:
+        D.teardown()
+    if dist.is_main:
+        print(ref, flush=True)
+    return ref
+
+
 def _attention_backend(model, device) -> str | None:
     """Which attention implementation trained an attentive model: "fused-op" (the native
     kernel, registered as torch op mmiris::attentive_sum) or "eager"; None for others."""

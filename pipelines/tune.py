@@ -268,15 +268,3 @@ def _publish(
 def _code_version(cls: type) -> str:
     """The trained model's code version and the tuning code's."""
     return f"{model_code_version(cls)}+{source_version(*TUNE_CODE)}"
-
-
-def best_params(store: ArtifactStore, tune_ref: ArtifactRef | str, model_name: str | None = None) -> tuple[dict, dict]:
-    """(model config fields, training config fields) of a tune artifact's best trial."""
-    m = store.manifest(store.resolve(tune_ref))
-    if m.kind != "tune":
-        raise MmirisError(f"artifact {m.ref} is a {m.kind!r} artifact, expected a tune artifact")
-    if model_name is not None and m.params.get("model") != model_name:
-        raise MmirisError(f"{m.ref} tuned model {m.params.get('model')!r}, not {model_name!r}")
-    if "best_model_config" not in m.stats:
-        raise MmirisError(f"{m.ref} has no complete trial, so no best parameters")
-    return dict(m.stats["best_model_config"]), dict(m.stats["best_train_config"])

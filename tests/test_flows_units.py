@@ -14,6 +14,7 @@ from mmiris.errors import InputError, MmirisError
 from mmiris.flows.retry_policy import retry_crawl, retry_unless_user_error
 from mmiris.flows.torchrun import train_argv
 from mmiris.flows.ui_artifacts import artifact_key
+from mmiris.train.config import TrainConfig
 
 
 def _failed(exc: BaseException):
@@ -84,32 +85,39 @@ def _plain(t) -> bool:
     return t in (str, int, float, bool, type(None), typing.Any)
 
 
-def test_torchrun_arguments_mirror_the_train_cli():
-    from mmiris.cli import build_parser
+def test_torchrun_launcher_gets_the_configs_unchanged():
+    from mmiris.train.launch import build_parser, configs
 
+    model_settings = {"emb": 16, "beta": 0.5}
+    train_settings = {"epochs": 2, "batch_size": 128, "lr": 0.01, "eval_batch_pairs": 1 << 20}
     argv = train_argv(
         "s@1",
         "nais_prod",
-        {"emb": 16, "beta": 0.5},
-        {"epochs": 2, "batch_size": 128, "lr": 0.01, "eval_every": 1},
-        "img@2",
-        None,
-        "model-fism@3",
-        True,
-        "/tmp/store",
+        model_settings,
+        train_settings,
+        store="/tmp/store",
+        image_features="img@2",
+        init_from="model-fism@3",
+        resume=True,
     )
-    store_at = argv.index("--store")
-    rest = argv[:store_at] + argv[store_at + 2 :]
-    args = build_parser().parse_args(["--store", "/tmp/store", "train", *rest])
-    assert (args.split, args.model, args.epochs, args.batch_size, args.lr) == ("s@1", "nais_prod", 2, 128, 0.01)
-    assert args.model_set == ["emb=16", "beta=0.5"] and args.image_features == "img@2"
+    assert not any(a.startswith(("--epochs", "--lr", "--set")) for a in argv)  # no flag translation
+    args = build_parser().parse_args(argv)
+    assert (args.split, args.model, args.store, args.image_features) == ("s@1", "nais_prod", "/tmp/store", "img@2")
     assert args.resume is True and args.init_from == ["model-fism@3"]
+    model_config, train_config = configs(args)
+    assert model_config == model_settings
+    assert train_config == TrainConfig.from_dict(train_settings)  # every field, runtime ones too
     # NeuMF starts from two models: both reach the ranks, in order
-    argv = train_argv("s@1", "neumf", None, None, None, None, ["model-neumf@a", "model-neumf@b"], False, None)
-    args = build_parser().parse_args(["train", *argv])
+    args = build_parser().parse_args(
+        train_argv("s@1", "neumf", None, None, init_from=["model-neumf@a", "model-neumf@b"])
+    )
     assert args.init_from == ["model-neumf@a", "model-neumf@b"]
+    # people and job scripts: single options override the JSON configs
+    args = build_parser().parse_args([*argv, "--epochs", "5", "--emb", "8", "--set", "beta=0.9"])
+    model_config, train_config = configs(args)
+    assert train_config.epochs == 5 and train_config.lr == 0.01 and model_config == {"emb": 8, "beta": 0.9}
     with pytest.raises(MmirisError, match="unknown field"):
-        train_argv("s", "mf", None, {"epochz": 1}, None, None, None, False, None)
+        configs(build_parser().parse_args(train_argv("s", "mf", None, {"epochz": 1})))
 
 
 def test_artifact_keys_are_valid_prefect_keys():

@@ -3,16 +3,13 @@
     mmiris train --split split@latest --model nais_prod --emb 16 --epochs 20
     torchrun --standalone --nproc_per_node 2 -m mmiris.train.launch --split split --model mf
 
-Under torchrun every rank runs this command; rank 0 prints the published ref.
+The torchrun launcher (mmiris/train/launch.py) takes the same options and the configs as JSON;
+under torchrun every rank runs it and rank 0 prints the published ref.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-
 from mmiris.artifacts import ArtifactStore
-from mmiris.errors import MmirisError
 from mmiris.train.config import LOSSES, PRECISIONS, TrainConfig
 
 _T = TrainConfig()
@@ -78,28 +75,15 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def parse_sets(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise MmirisError(f"--set {item!r}: expected FIELD=VALUE")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def run(args) -> int:
-    from mmiris.pipelines.train import train_model
-    from mmiris.train import distributed as D
+    from mmiris.pipelines.train import train_on_this_rank
+    from mmiris.train.launch import parse_sets
 
     # Precedence: defaults < --params-from (best trial of a tune artifact) < explicit flags, --emb, --set.
     tuned_model: dict = {}
     tuned_train: dict = {}
     if args.params_from:
-        from mmiris.pipelines.tune import best_params
+        from mmiris.train.tuning import best_params
 
         tuned_model, tuned_train = best_params(ArtifactStore(), args.params_from, args.model)
     for key in ("lr", "batch_size", "negatives", "loss"):
@@ -122,24 +106,16 @@ def run(args) -> int:
     model_config = {**tuned_model, **parse_sets(args.model_set)}
     if args.emb is not None:
         model_config["emb"] = args.emb
-    dist = D.setup(cfg.device)
-    if not dist.is_main:  # one voice: rank 0 logs progress, the others only warnings
-        logging.getLogger("mmiris").setLevel(logging.WARNING)
-    try:
-        ref = train_model(
-            ArtifactStore(),
-            args.split,
-            args.model,
-            model_config=model_config or None,
-            train_config=cfg,
-            image_features=args.image_features,
-            text_features=args.text_features,
-            resume=args.resume,
-            checkpoint_dir=args.checkpoint_dir,
-            init_from=args.init_from,
-        )
-    finally:
-        D.teardown()
-    if dist.is_main:
-        print(ref)
+    train_on_this_rank(
+        ArtifactStore(),
+        args.split,
+        args.model,
+        model_config=model_config or None,
+        train_config=cfg,
+        image_features=args.image_features,
+        text_features=args.text_features,
+        resume=args.resume,
+        checkpoint_dir=args.checkpoint_dir,
+        init_from=args.init_from,
+    )
     return 0

@@ -136,8 +136,8 @@ def parse_space(items: list[str], path: str | None) -> dict:
 
 
 def run(args) -> int:
-    from mmiris.cli.train import parse_sets
     from mmiris.pipelines.tune import tune_model
+    from mmiris.train.launch import parse_sets
     from mmiris.train.search_space import search_space
 
     space = parse_space(args.space, args.space_file)

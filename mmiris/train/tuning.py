@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
+from mmiris.artifacts import ArtifactRef, ArtifactStore
 from mmiris.errors import MmirisError
 from mmiris.models.build import build_model
 from mmiris.train.config import TrainConfig
@@ -150,6 +151,18 @@ def trials_table(study) -> pa.Table:
         ]
     )
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+def best_params(store: ArtifactStore, tune_ref: ArtifactRef | str, model_name: str | None = None) -> tuple[dict, dict]:
+    """(model config fields, training config fields) of a tune artifact's best trial."""
+    m = store.manifest(store.resolve(tune_ref))
+    if m.kind != "tune":
+        raise MmirisError(f"artifact {m.ref} is a {m.kind!r} artifact, expected a tune artifact")
+    if model_name is not None and m.params.get("model") != model_name:
+        raise MmirisError(f"{m.ref} tuned model {m.params.get('model')!r}, not {model_name!r}")
+    if "best_model_config" not in m.stats:
+        raise MmirisError(f"{m.ref} has no complete trial, so no best parameters")
+    return dict(m.stats["best_model_config"]), dict(m.stats["best_train_config"])
 
 
 def study_summary(study, params: list) -> tuple[pa.Table, dict]:
