@@ -24,28 +24,27 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mmiris.models import register
-from mmiris.models.item_similarity import AttentiveItemSimilarity, ItemSimilarityConfig
+from mmiris.models.item_similarity import AttentiveConfig, AttentiveItemSimilarity
 from mmiris.models.layers import activation, linear, sq
 
 
 @dataclass
-class IRISConfig(ItemSimilarityConfig):
+class IRISConfig(AttentiveConfig):
     beta: float = 0.8  # smoothed softmax exponent, eq. 4 (paper §IV-D: β = 0.8)
-    attention_size: int = 16  # IRN hidden size h, eq. 4 (not given; NAIS code's weight_size)
     image_hidden: int | None = 768  # image tower [image_dim → 768 → k] (§IV-D); None: text dim
     # σ of the towers and of eq. 7–8. f of eq. 4 (the IRN's first layer) is ReLU, as in NAIS:
     # the paper allows "ReLU, sigmoid, etc." and both attention paths implement ReLU only.
     tower_activation: str = "relu"
-    reg_attention: float = 1e-7  # λ2 of eq. 12 on the IRN weights W1..W4
     reg_feature: float = 1e-7  # λ3 of eq. 12 on the tower weights W_i2i, W_t2t
 
-    RENAMED = {"activation": "tower_activation"}  # models published before 2026-11-30
+    RENAMED: ClassVar[dict[str, str]] = {"activation": "tower_activation"}  # models published before 2026-11-30
 
 
 @dataclass
@@ -55,6 +54,7 @@ class MultimodalIRISConfig(IRISConfig):
 
 
 class _IRIS(AttentiveItemSimilarity):
+    config: IRISConfig
     config_cls = IRISConfig
     towers: tuple[str, ...] = ()
     dense_towers = True  # precision "auto" trains it in bf16 where the CPU has it (train/config.py)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from mmiris.models import attentive
 from mmiris.models.base import ModelConfig, Recommender
@@ -24,7 +25,17 @@ class ItemSimilarityConfig(ModelConfig):
     reg_emb: float = 1e-7  # λ1 of eq. 12 on P and Q (paper gives no value; NAIS code's scale)
 
 
+@dataclass
+class AttentiveConfig(ItemSimilarityConfig):
+    """What the attention of eq. 3–6 needs; NAIS and the IRIS models set their own β."""
+
+    beta: float = 0.5  # smoothing exponent of the softmax denominator, eq. 3/4 (NAIS: 0.5, IRIS: 0.8)
+    attention_size: int = 16  # hidden size h of the attention MLP / IRN (NAIS code's weight_size)
+    reg_attention: float = 1e-7  # λ2 of eq. 12 on the attention weights (W, or W1..W4)
+
+
 class ItemSimilarity(Recommender):
+    config: ItemSimilarityConfig
     needs_history = True
 
     def __init__(self, config, n_users, n_items, history=None, features=None):
@@ -73,9 +84,13 @@ class ItemSimilarity(Recommender):
 
 
 class AttentiveItemSimilarity(ItemSimilarity):
-    """a_ij from an attention MLP with a smoothed softmax (eq. 3–6). Subclasses return the
+    """a_ij from an attention MLP with a smoothed softmax (eq. 3–6). Subclasses create ``h``
+    (the attention's output vector, ``linear(attention_size, 1, bias=False)``) and return the
     attention's inputs: ``dict(A=[B,L,h], C=[B,T,h])`` (additive) or ``dict(W=, bias=)`` (prod)."""
 
+    config: AttentiveConfig
+    config_cls = AttentiveConfig
+    h: nn.Linear  # hᵀ of eq. 3/4
     has_attention = True
 
     def attention_inputs(self, hist: torch.Tensor, items: torch.Tensor, PH: torch.Tensor,

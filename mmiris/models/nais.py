@@ -8,21 +8,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from mmiris.models import register
-from mmiris.models.item_similarity import AttentiveItemSimilarity, ItemSimilarityConfig
+from mmiris.models.item_similarity import AttentiveConfig, AttentiveItemSimilarity
 from mmiris.models.layers import linear, sq
 
 
 @dataclass
-class NAISConfig(ItemSimilarityConfig):
+class NAISConfig(AttentiveConfig):
     beta: float = 0.5  # smoothing exponent of the softmax denominator (NAIS paper: 0.5)
-    attention_size: int = 16  # hidden size h of the attention MLP (NAIS code's weight_size)
-    reg_attention: float = 1e-7  # λ2 of eq. 12 on the attention weights W
 
 
 class _NAIS(AttentiveItemSimilarity):
+    config: NAISConfig
     config_cls = NAISConfig
+    W: nn.Linear  # the attention MLP's W, b (eq. 3)
 
     def regularization(self):
         return super().regularization() + self.config.reg_attention * sq(self.W.weight)
