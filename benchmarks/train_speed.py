@@ -88,12 +88,16 @@ def run_model(store_uri: str, split_ref: str, name: str, emb: int, opts: dict, o
         split = load_split(ArtifactStore(store_uri), split_ref)
         history = split.history()
         cls = get_model_class(name)
-        feats = fake_features(split.n_items, {"image": opts["image_dim"], "text": opts["text_dim"]}, 0) \
-            if cls.modalities else {}
+        feats = (
+            fake_features(split.n_items, {"image": opts["image_dim"], "text": opts["text_dim"]}, 0)
+            if cls.modalities
+            else {}
+        )
         precision = resolve_precision(cfg.precision, cls, device)
         torch.manual_seed(cfg.seed)
-        model = build_model(name, {"emb": emb}, split.n_users, split.n_items, history,
-                            {m: feats[m] for m in cls.modalities})
+        model = build_model(
+            name, {"emb": emb}, split.n_users, split.n_items, history, {m: feats[m] for m in cls.modalities}
+        )
         model.train()
         step_module = LossModule(model, cfg.loss)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)  # as the trainer
@@ -118,14 +122,20 @@ def run_model(store_uri: str, split_ref: str, name: str, emb: int, opts: dict, o
             from mmiris.train.trainer import train
 
             t0 = time.perf_counter()
-            res = train(model, split, TrainConfig(epochs=opts["quality_epochs"], precision=precision,
-                                                  threads=opts["threads"]))
+            res = train(
+                model, split, TrainConfig(epochs=opts["quality_epochs"], precision=precision, threads=opts["threads"])
+            )
             key = f"{name}_emb{emb}"
-            out.put({f"{key}_valid_hr10": round(res.best_metrics.get("hr10", float("nan")), 4),
-                     f"{key}_valid_ndcg10": round(res.best_metrics.get("ndcg10", float("nan")), 4),
-                     f"{key}_train_seconds": round(time.perf_counter() - t0, 1), f"{key}_dtype": precision,
-                     f"{key}_epoch_seconds_real": [round(x, 1) for x in res.epoch_seconds],
-                     f"{key}_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+            out.put(
+                {
+                    f"{key}_valid_hr10": round(res.best_metrics.get("hr10", float("nan")), 4),
+                    f"{key}_valid_ndcg10": round(res.best_metrics.get("ndcg10", float("nan")), 4),
+                    f"{key}_train_seconds": round(time.perf_counter() - t0, 1),
+                    f"{key}_dtype": precision,
+                    f"{key}_epoch_seconds_real": [round(x, 1) for x in res.epoch_seconds],
+                    f"{key}_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                }
+            )
             return
         rest = [b for b in range(plan.n_batches) if b not in set(chosen)]
         for b in rest[: opts["warmup"]]:  # kernel build, allocator, oneDNN primitives
@@ -139,16 +149,23 @@ def run_model(store_uri: str, split_ref: str, name: str, emb: int, opts: dict, o
             f"{key}_instances_per_s": round(inst / wall, 1),
             f"{key}_epoch_seconds": round(plan_s + wall * plan.n_batches / len(chosen), 1),
             f"{key}_epoch_cpu_seconds": round(plan_s + cpu * plan.n_batches / len(chosen), 1),
-            f"{key}_step_seconds": round(wall, 2), f"{key}_batches_timed": len(chosen),
-            f"{key}_plan_seconds": round(plan_s, 2), f"{key}_dtype": precision,
-            f"{key}_cpu_fraction": round(cpu / wall, 2), f"{key}_load_avg_before": round(load, 2),
+            f"{key}_step_seconds": round(wall, 2),
+            f"{key}_batches_timed": len(chosen),
+            f"{key}_plan_seconds": round(plan_s, 2),
+            f"{key}_dtype": precision,
+            f"{key}_cpu_fraction": round(cpu / wall, 2),
+            f"{key}_load_avg_before": round(load, 2),
             f"{key}_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "epoch_batches": plan.n_batches, "epoch_instances": int(plan.bounds[-1]) * per,
+            "epoch_batches": plan.n_batches,
+            "epoch_instances": int(plan.bounds[-1]) * per,
             "fused_kernel": attentive.fused_available(),
         }
-        print(f"{key} ({precision}): {inst / wall:,.0f} instances/s over {len(chosen)} batches "
-              f"({wall:.1f} s, CPU {cpu / wall:.2f} of wall, load avg {load:.2f}) -> "
-              f"{row[f'{key}_epoch_seconds']:.0f} s per epoch", flush=True)
+        print(
+            f"{key} ({precision}): {inst / wall:,.0f} instances/s over {len(chosen)} batches "
+            f"({wall:.1f} s, CPU {cpu / wall:.2f} of wall, load avg {load:.2f}) -> "
+            f"{row[f'{key}_epoch_seconds']:.0f} s per epoch",
+            flush=True,
+        )
         if opts["eval"] and f"{name}:{emb}" in opts["eval_models"]:
             model.eval()
             users, items = split.test_users, split.test_items
@@ -164,9 +181,12 @@ def run_model(store_uri: str, split_ref: str, name: str, emb: int, opts: dict, o
             row[f"{key}_sampled_eval_cpu_seconds"] = round(time.process_time() - c0, 2)
             row[f"{key}_eval_users"] = len(users)
             row[f"{key}_eval_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-            print(f"{key}: evaluation of {len(users)} users: full ranking {row[f'{key}_full_eval_seconds']} s "
-                  f"(HR@10 {full.metrics()['hr10']:.4f} of a barely trained model), sampled "
-                  f"{row[f'{key}_sampled_eval_seconds']} s", flush=True)
+            print(
+                f"{key}: evaluation of {len(users)} users: full ranking {row[f'{key}_full_eval_seconds']} s "
+                f"(HR@10 {full.metrics()['hr10']:.4f} of a barely trained model), sampled "
+                f"{row[f'{key}_sampled_eval_seconds']} s",
+                flush=True,
+            )
         out.put(row)
     except Exception as exc:  # noqa: BLE001 - reported in the row; the benchmark goes on
         logging.getLogger("benchmarks.train_speed").exception("%s emb %d failed", name, emb)
@@ -186,31 +206,51 @@ def _wait(proc, q) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
-                    help="benchmark data folder (default ../shared/data from the project root)")
-    ap.add_argument("--store", default=os.environ.get("MMIRIS_STORE", str(ROOT / "mmiris-store")),
-                    help="artifact store for the ingested split")
+    ap.add_argument(
+        "--data",
+        default=str(ROOT.parent / "shared" / "data"),
+        help="benchmark data folder (default ../shared/data from the project root)",
+    )
+    ap.add_argument(
+        "--store",
+        default=os.environ.get("MMIRIS_STORE", str(ROOT / "mmiris-store")),
+        help="artifact store for the ingested split",
+    )
     ap.add_argument("--models", default=DEFAULT_MODELS, help="comma list of model:emb")
     ap.add_argument("--threads", type=int, default=0, help="torch/kernel threads (0: torch default)")
-    ap.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
-                    help="training precision policy (TrainConfig.precision)")
+    ap.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="training precision policy (TrainConfig.precision)",
+    )
     ap.add_argument("--paper-dims", action="store_true", help="features of the paper's sizes (2048, 768)")
     ap.add_argument("--fraction", type=float, default=0.02, help="share of the epoch's batches timed")
     ap.add_argument("--warmup", type=int, default=3, help="untimed batches first")
-    ap.add_argument("--eval-models", default="nais_prod:16,multimodal_iris:16",
-                    help="models (model:emb, among --models) whose evaluation of all users is timed")
+    ap.add_argument(
+        "--eval-models",
+        default="nais_prod:16,multimodal_iris:16",
+        help="models (model:emb, among --models) whose evaluation of all users is timed",
+    )
     ap.add_argument("--no-eval", action="store_true", help="skip the evaluation timings")
-    ap.add_argument("--quality-epochs", type=int, default=0,
-                    help="instead of timing steps, train N whole epochs with the trainer and report the "
-                         "validation HR@10 / NDCG@10 (compare --dtype bf16 with --dtype fp32)")
+    ap.add_argument(
+        "--quality-epochs",
+        type=int,
+        default=0,
+        help="instead of timing steps, train N whole epochs with the trainer and report the "
+        "validation HR@10 / NDCG@10 (compare --dtype bf16 with --dtype fp32)",
+    )
     args = ap.parse_args(argv)
     data = Path(args.data)
-    needed = [data / "ml-1m-ncf" / f for f in ("ml-1m.train.rating", "ml-1m.test.rating", "ml-1m.test.negative",
-                                               "items.tsv")] + [data / "ml-1m" / "movies.dat"]
+    needed = [
+        data / "ml-1m-ncf" / f for f in ("ml-1m.train.rating", "ml-1m.test.rating", "ml-1m.test.negative", "items.tsv")
+    ] + [data / "ml-1m" / "movies.dat"]
     absent = [str(f) for f in needed if not f.exists()]
     if absent:
-        return _die(f"benchmark data not found: {', '.join(absent)} "
-                    "(pass --data pointing at the folder that holds ml-1m-ncf/ and ml-1m/)")
+        return _die(
+            f"benchmark data not found: {', '.join(absent)} "
+            "(pass --data pointing at the folder that holds ml-1m-ncf/ and ml-1m/)"
+        )
     specs = []
     for spec in args.models.replace(" ", "").split(","):
         name, _, emb = spec.partition(":")
@@ -223,15 +263,30 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.ml1m import prepare
 
     split_ref = prepare(args.store, data, [], ("", ""))["split"]
-    opts = {"threads": args.threads, "dtype": args.dtype, "fraction": args.fraction, "warmup": args.warmup,
-            "image_dim": 2048 if args.paper_dims else 1280, "text_dim": 768 if args.paper_dims else 384,
-            "quality_epochs": args.quality_epochs, "eval": not args.no_eval, "eval_models": set(args.eval_models.replace(" ", "").split(","))}
+    opts = {
+        "threads": args.threads,
+        "dtype": args.dtype,
+        "fraction": args.fraction,
+        "warmup": args.warmup,
+        "image_dim": 2048 if args.paper_dims else 1280,
+        "text_dim": 768 if args.paper_dims else 384,
+        "quality_epochs": args.quality_epochs,
+        "eval": not args.no_eval,
+        "eval_models": set(args.eval_models.replace(" ", "").split(",")),
+    }
     import torch
 
-    result = {"threads": args.threads or torch.get_num_threads(), "dtype": args.dtype,
-              "image_dim": opts["image_dim"], "text_dim": opts["text_dim"], "fraction": args.fraction,
-              "machine": f"{platform.machine()} {os.cpu_count()} cores", "torch": torch.__version__,
-              "split": split_ref, "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
+    result = {
+        "threads": args.threads or torch.get_num_threads(),
+        "dtype": args.dtype,
+        "image_dim": opts["image_dim"],
+        "text_dim": opts["text_dim"],
+        "fraction": args.fraction,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "torch": torch.__version__,
+        "split": split_ref,
+        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+    }
     ctx = mp.get_context("spawn")  # fresh process per model: own peak RSS, no forked thread pools
     failed = False
     for name, emb in specs:

@@ -11,8 +11,19 @@ from mmiris.data.split import SplitData
 from mmiris.models import get_model_class, model_names
 from mmiris.models.build import build_model
 
-PAPER_MODELS = {"itempop", "mf", "ease", "fism", "nais_prod", "nais_concat", "image_iris",
-                "image_add_text_iris", "multimodal_iris", "vbpr", "neumf"}
+PAPER_MODELS = {
+    "itempop",
+    "mf",
+    "ease",
+    "fism",
+    "nais_prod",
+    "nais_concat",
+    "image_iris",
+    "image_add_text_iris",
+    "multimodal_iris",
+    "vbpr",
+    "neumf",
+}
 
 
 def _split(n_users=30, n_items=25, seed=0):
@@ -20,8 +31,19 @@ def _split(n_users=30, n_items=25, seed=0):
     pairs = {(u, i) for u in range(n_users) for i in rng.choice(n_items, rng.integers(1, 12), replace=False)}
     users, items = map(np.array, zip(*sorted(pairs)))
     empty = np.zeros(0, dtype=np.int64)
-    return SplitData(None, n_users, n_items, users, items, empty, empty, np.zeros((0, 0), np.int64),
-                     empty, empty, np.zeros((0, 0), np.int64))
+    return SplitData(
+        None,
+        n_users,
+        n_items,
+        users,
+        items,
+        empty,
+        empty,
+        np.zeros((0, 0), np.int64),
+        empty,
+        empty,
+        np.zeros((0, 0), np.int64),
+    )
 
 
 def test_registry_has_every_model_of_the_paper():
@@ -57,8 +79,9 @@ def test_ease_equals_numpy_closed_form():
     users = torch.arange(split.n_users)
     np.testing.assert_allclose(model.score_all(users).numpy(), want, rtol=1e-4, atol=1e-5)
     items = torch.randint(0, split.n_items, (split.n_users, 4))
-    np.testing.assert_allclose(model.scores(users, items).numpy(), np.take_along_axis(want, items.numpy(), 1),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        model.scores(users, items).numpy(), np.take_along_axis(want, items.numpy(), 1), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_itempop_scores_by_training_counts():
@@ -115,7 +138,8 @@ def test_history_is_required_by_item_similarity_models():
 
 def test_regularization_is_eq12_l2():
     split = _split()
-    m = build_model("nais_prod", {"emb": 8, "reg_emb": 0.1, "reg_attention": 0.01},
-                    split.n_users, split.n_items, split.history())
+    m = build_model(
+        "nais_prod", {"emb": 8, "reg_emb": 0.1, "reg_attention": 0.01}, split.n_users, split.n_items, split.history()
+    )
     want = 0.1 * (m.P.weight.pow(2).sum() + m.Q.weight.pow(2).sum()) + 0.01 * m.W.weight.pow(2).sum()
     assert torch.allclose(m.regularization(), want)

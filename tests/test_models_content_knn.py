@@ -20,8 +20,10 @@ def _setup():
     txt_present = rng.random(N_ITEMS) > 0.3
     img = rng.normal(size=(N_ITEMS, 6)).astype(np.float32) + 3.0  # an offset that centring removes
     txt = rng.normal(size=(N_ITEMS, 4)).astype(np.float32)
-    feats = {"image": ItemModality.from_arrays("image", np.arange(N_ITEMS), img, img_present, N_ITEMS),
-             "text": ItemModality.from_arrays("text", np.arange(N_ITEMS), txt, txt_present, N_ITEMS)}
+    feats = {
+        "image": ItemModality.from_arrays("image", np.arange(N_ITEMS), img, img_present, N_ITEMS),
+        "text": ItemModality.from_arrays("text", np.arange(N_ITEMS), txt, txt_present, N_ITEMS),
+    }
     return history, feats, img, txt, img_present, txt_present
 
 
@@ -33,6 +35,7 @@ def _reference(history, img, txt, ip, tp, w, user, j):
             if present[i] and np.linalg.norm(c[i]) > 0:
                 out[i] = c[i] / np.linalg.norm(c[i])
         return out
+
     ui, ut = unit(img, ip), unit(txt, tp)
     others = [i for i in history.items_of(user) if i != j]
     if not others:
@@ -46,8 +49,7 @@ def test_scores_and_score_all_match_the_definition():
     model.fit()
     users = torch.arange(N_USERS)
     items = torch.arange(N_ITEMS).expand(N_USERS, -1)
-    ref = np.array([[_reference(history, img, txt, ip, tp, 0.3, u, j) for j in range(N_ITEMS)]
-                    for u in range(N_USERS)])
+    ref = np.array([[_reference(history, img, txt, ip, tp, 0.3, u, j) for j in range(N_ITEMS)] for u in range(N_USERS)])
     np.testing.assert_allclose(model.scores(users, items).numpy(), ref, atol=1e-5)
     np.testing.assert_allclose(model.score_all(users).numpy(), ref, atol=1e-5)
     assert (model.score_all(users)[0] == 0).all()  # empty history

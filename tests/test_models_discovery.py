@@ -7,7 +7,8 @@ import mmiris.models as models
 
 
 def test_a_new_model_file_is_registered_without_editing_the_registry(tmp_path, monkeypatch):
-    (tmp_path / "constant_model.py").write_text(textwrap.dedent('''
+    (tmp_path / "constant_model.py").write_text(
+        textwrap.dedent("""
         import torch
         from mmiris.models import register
         from mmiris.models.base import ModelConfig, Recommender
@@ -19,7 +20,8 @@ def test_a_new_model_file_is_registered_without_editing_the_registry(tmp_path, m
 
             def scores(self, users, items):
                 return torch.zeros(items.shape)
-    '''))
+    """)
+    )
     monkeypatch.setattr(models, "__path__", [*models.__path__, str(tmp_path)])
     monkeypatch.delitem(sys.modules, "mmiris.models.constant_model", raising=False)
     try:

@@ -8,8 +8,12 @@ import pytest
 import torch
 from test_models_reference import N_ITEMS, H, _close, _grads, make, ref_towers, tiny_data
 
-CFGS = {"full": {}, "alpha": {"alpha": 0.5, "beta": 1.0}, "no_collab": {"collaborative_attention": False},
-        "no_content": {"content_embeddings": False}}
+CFGS = {
+    "full": {},
+    "alpha": {"alpha": 0.5, "beta": 1.0},
+    "no_collab": {"collaborative_attention": False},
+    "no_content": {"content_embeddings": False},
+}
 
 
 def _model(history, feats, **cfg):
@@ -29,10 +33,15 @@ def ref_parts(model):
         k = model.config.emb
         x = model.irn_bias.clone()
         for n, m in enumerate(model.modalities):  # eq. 6 on the towers of eq. 7–8
-            x = x + model.irn_hist[m].weight @ g[i][n * k:(n + 1) * k] + model.irn_target[m].weight @ g[j][n * k:(n + 1) * k]
+            x = (
+                x
+                + model.irn_hist[m].weight @ g[i][n * k : (n + 1) * k]
+                + model.irn_target[m].weight @ g[j][n * k : (n + 1) * k]
+            )
         if model.irn_p is not None:  # NAIS_concat's W[p_i; q_j] on the hybrid embeddings
             x = x + model.irn_p.weight @ p(i) + model.irn_q.weight @ q(j)
         return torch.dot(model.h.weight[0], torch.relu(x))
+
     return p, q, logit
 
 
@@ -56,8 +65,13 @@ def test_hybrid_equals_reference(case, all_missing):
 
     def reference():
         parts = ref_parts(model)
-        return torch.stack([torch.stack([ref_score(model, history, int(u), int(j), parts) for j in targets[b]])
-                            for b, u in enumerate(users)])
+        return torch.stack(
+            [
+                torch.stack([ref_score(model, history, int(u), int(j), parts) for j in targets[b]])
+                for b, u in enumerate(users)
+            ]
+        )
+
     ref, ref_g = _grads(model, reference)
     for backend in ["eager", "fused"]:
         model.backend = backend

@@ -19,10 +19,14 @@ def _data(text_dim=TXT):
     items = np.concatenate([rng.choice(N_ITEMS, 3, replace=False) for _ in range(N_USERS)])
     history = UserHistory.from_pairs(users, items, N_USERS, N_ITEMS)
     ones = np.ones(N_ITEMS, dtype=bool)
-    feats = {"image": ItemModality.from_arrays("image", np.arange(N_ITEMS),
-                                               rng.normal(size=(N_ITEMS, IMG)).astype(np.float32), ones, N_ITEMS),
-             "text": ItemModality.from_arrays("text", np.arange(N_ITEMS),
-                                              rng.normal(size=(N_ITEMS, text_dim)).astype(np.float32), ones, N_ITEMS)}
+    feats = {
+        "image": ItemModality.from_arrays(
+            "image", np.arange(N_ITEMS), rng.normal(size=(N_ITEMS, IMG)).astype(np.float32), ones, N_ITEMS
+        ),
+        "text": ItemModality.from_arrays(
+            "text", np.arange(N_ITEMS), rng.normal(size=(N_ITEMS, text_dim)).astype(np.float32), ones, N_ITEMS
+        ),
+    }
     return history, feats
 
 

@@ -29,7 +29,9 @@ def test_pointwise_log_loss_is_mean_bce_over_valid():
                 p = 1 / (1 + math.exp(-float(logits[b, t].detach())))
                 y = float(labels[b, t])
                 terms.append(-(y * math.log(p) + (1 - y) * math.log(1 - p)))
-    assert math.isclose(float(pointwise_log_loss(logits, labels, mask, group).detach()), sum(terms) / len(terms), rel_tol=1e-5)
+    assert math.isclose(
+        float(pointwise_log_loss(logits, labels, mask, group).detach()), sum(terms) / len(terms), rel_tol=1e-5
+    )
 
 
 def test_squared_loss_eq9():

@@ -36,9 +36,16 @@ def data(seed=0):
     users = np.repeat(np.arange(N_USERS), lengths)
     items = np.concatenate([rng.choice(N_ITEMS, n, replace=False) for n in lengths])
     history = UserHistory.from_pairs(users, items, N_USERS, N_ITEMS)
-    feats = {m: ItemModality.from_arrays(m, np.arange(N_ITEMS), np.abs(rng.normal(size=(N_ITEMS, d))).astype(np.float32),
-                                         rng.random(N_ITEMS) > 0.1, N_ITEMS)
-             for m, d in (("image", IMG), ("text", TXT))}
+    feats = {
+        m: ItemModality.from_arrays(
+            m,
+            np.arange(N_ITEMS),
+            np.abs(rng.normal(size=(N_ITEMS, d))).astype(np.float32),
+            rng.random(N_ITEMS) > 0.1,
+            N_ITEMS,
+        )
+        for m, d in (("image", IMG), ("text", TXT))
+    }
     targets = torch.from_numpy(rng.integers(0, N_ITEMS, size=(N_USERS, 10)))
     return history, feats, torch.arange(N_USERS), targets
 
@@ -65,6 +72,7 @@ def loss_and_grads(model, users, targets, precision):
 
 
 # ---- the policy -----------------------------------------------------------------------------
+
 
 def test_auto_is_bf16_only_for_towers_on_a_bf16_cpu(monkeypatch):
     cpu = torch.device("cpu")
@@ -100,6 +108,7 @@ def test_cli_flag_sets_the_precision():
 
 
 # ---- numbers ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", IRIS + ["multimodal_iris_two_shares", "multimodal_iris_no_share", "hybrid_iris"])
 def test_bf16_values_and_gradients_match_fp32(name):
@@ -152,8 +161,10 @@ def test_attention_stays_fp32_inside_autocast(backend):
         ref = model.similarity(hist, hlen, targets)
         with autocast("bf16", "cpu"):  # same inputs: the attention itself must not change
             from mmiris.models import attentive
-            got = attentive.attentive_scores(PH, QT, hist, hlen, targets, model.h_vec, model.config.beta,
-                                             model.config.alpha, backend=backend, **att)
+
+            got = attentive.attentive_scores(
+                PH, QT, hist, hlen, targets, model.h_vec, model.config.beta, model.config.alpha, backend=backend, **att
+            )
     assert got.dtype == torch.float32
     assert torch.allclose(got, ref, rtol=1e-6, atol=1e-7)
 
@@ -163,8 +174,13 @@ def test_evaluation_cache_is_exact_and_released():
     model = model_of("multimodal_iris", history, feats, image_hidden=None)
     with torch.no_grad():
         ref = model.scores(users, targets)
-        full_ref = torch.cat([model.scores(users, torch.arange(c, min(c + 7, N_ITEMS)).expand(N_USERS, -1))
-                              for c in range(0, N_ITEMS, 7)], 1)
+        full_ref = torch.cat(
+            [
+                model.scores(users, torch.arange(c, min(c + 7, N_ITEMS)).expand(N_USERS, -1))
+                for c in range(0, N_ITEMS, 7)
+            ],
+            1,
+        )
         with model.cached_items():
             assert model._tables is not None
             got = model.scores(users, targets)
@@ -195,16 +211,36 @@ def test_bf16_training_learns_the_same_model():
         vn.append(rng.choice(np.setdiff1d(np.arange(n_items), own), size=20, replace=False))
         tu += [u] * 7
         ti += liked[1:].tolist()
-    split = SplitData(None, n_users, n_items, np.array(tu), np.array(ti), np.array(vu), np.array(vi), np.array(vn),
-                      np.array(vu), np.array(vi), np.array(vn))
-    feats = {m: ItemModality.from_arrays(m, np.arange(n_items), np.abs(rng.normal(size=(n_items, d))).astype(np.float32),
-                                         np.ones(n_items, bool), n_items) for m, d in (("image", IMG), ("text", TXT))}
+    split = SplitData(
+        None,
+        n_users,
+        n_items,
+        np.array(tu),
+        np.array(ti),
+        np.array(vu),
+        np.array(vi),
+        np.array(vn),
+        np.array(vu),
+        np.array(vi),
+        np.array(vn),
+    )
+    feats = {
+        m: ItemModality.from_arrays(
+            m,
+            np.arange(n_items),
+            np.abs(rng.normal(size=(n_items, d))).astype(np.float32),
+            np.ones(n_items, bool),
+            n_items,
+        )
+        for m, d in (("image", IMG), ("text", TXT))
+    }
     out = {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         model = build_model("multimodal_iris", {"emb": K, "image_hidden": 64}, n_users, n_items, split.history(), feats)
-        res = train(model, split, TrainConfig(epochs=4, batch_size=64, lr=0.01, patience=10, threads=1,
-                                              precision=precision))
+        res = train(
+            model, split, TrainConfig(epochs=4, batch_size=64, lr=0.01, patience=10, threads=1, precision=precision)
+        )
         out[precision] = res
     a, b = out["fp32"].best_metrics, out["bf16"].best_metrics
     assert a["hr10"] > 0.8  # it learned something
@@ -220,12 +256,22 @@ def test_model_artifact_records_precision_and_attention_backend(store):
     from mmiris.pipelines.train import train_model
 
     split = publish_tiny_split(store)
-    ref = train_model(store, split, "nais_prod", model_config={"emb": 8, "attention_size": 8},
-                      train_config=TrainConfig(epochs=1, batch_size=64, threads=1))
+    ref = train_model(
+        store,
+        split,
+        "nais_prod",
+        model_config={"emb": 8, "attention_size": 8},
+        train_config=TrainConfig(epochs=1, batch_size=64, threads=1),
+    )
     m = store.manifest(ref)
     assert m.params["train_config"]["precision"] == "fp32"  # "auto" resolved before it keys the version
     assert m.info["precision"] == "fp32"
     assert m.info["attention_backend"] == ("fused-op" if attentive.fused_available() else "eager")
-    bf = train_model(store, split, "nais_prod", model_config={"emb": 8, "attention_size": 8},
-                     train_config=TrainConfig(epochs=1, batch_size=64, threads=1, precision="bf16"))
+    bf = train_model(
+        store,
+        split,
+        "nais_prod",
+        model_config={"emb": 8, "attention_size": 8},
+        train_config=TrainConfig(epochs=1, batch_size=64, threads=1, precision="bf16"),
+    )
     assert bf != ref and store.manifest(bf).info["precision"] == "bf16"

@@ -36,10 +36,12 @@ def tiny_data(seed=0, all_missing=False):
     if all_missing:
         present_img[:] = present_txt[:] = False
     feats = {
-        "image": ItemModality.from_arrays("image", np.arange(N_ITEMS), rng.normal(size=(N_ITEMS, IMG)).astype(np.float32),
-                                          present_img, N_ITEMS),
-        "text": ItemModality.from_arrays("text", np.arange(N_ITEMS), rng.normal(size=(N_ITEMS, TXT)).astype(np.float32),
-                                         present_txt, N_ITEMS),
+        "image": ItemModality.from_arrays(
+            "image", np.arange(N_ITEMS), rng.normal(size=(N_ITEMS, IMG)).astype(np.float32), present_img, N_ITEMS
+        ),
+        "text": ItemModality.from_arrays(
+            "text", np.arange(N_ITEMS), rng.normal(size=(N_ITEMS, TXT)).astype(np.float32), present_txt, N_ITEMS
+        ),
     }
     return history, torch.arange(N_USERS), torch.from_numpy(targets), feats
 
@@ -60,6 +62,7 @@ def make(name, history, feats, seed=1, **cfg):
 
 
 # ---- references: one (user, target) at a time, straight from the equations -----------------
+
 
 def ref_item_similarity(model, history, u, j, logit):
     """Eq. 5: |R⁺\\{j}|^-α Σ a_ij p_i·q_j with a_ij = exp(e_ij) / (Σ exp(e))^β (eq. 4)."""
@@ -90,6 +93,7 @@ def nais_logit(model, prod):
         p, q = model.P.weight[i], model.Q.weight[j]
         x = p * q if prod else torch.cat([p, q])
         return torch.dot(model.h.weight[0], torch.relu(model.W.weight @ x + model.W.bias))
+
     return f
 
 
@@ -127,19 +131,29 @@ def iris_logit(model):
         for m in model.modalities:  # W1 v_i + W2 v_j (+ W3 t_i + W4 t_j) + b, eq. 4/6
             x = x + model.irn_hist[m].weight @ vi[m] + model.irn_target[m].weight @ vj[m]
         return torch.dot(model.h.weight[0], torch.relu(x))
+
     return f
 
 
 def ref_mf(model, history, u, j):
-    return (torch.dot(model.user.weight[u], model.item.weight[j]) + model.user_bias[u] + model.item_bias[j]
-            + model.global_bias)
+    return (
+        torch.dot(model.user.weight[u], model.item.weight[j])
+        + model.user_bias[u]
+        + model.item_bias[j]
+        + model.global_bias
+    )
 
 
 def ref_vbpr(model, history, u, j):
     f = model.image_features[j]
-    return (model.global_bias + model.user_bias[u] + model.item_bias[j]
-            + torch.dot(model.gamma_user.weight[u], model.gamma_item.weight[j])
-            + torch.dot(model.theta_user.weight[u], model.E.weight @ f) + torch.dot(model.visual_bias.weight[0], f))
+    return (
+        model.global_bias
+        + model.user_bias[u]
+        + model.item_bias[j]
+        + torch.dot(model.gamma_user.weight[u], model.gamma_item.weight[j])
+        + torch.dot(model.theta_user.weight[u], model.E.weight @ f)
+        + torch.dot(model.visual_bias.weight[0], f)
+    )
 
 
 def ref_neumf(model, history, u, j):
@@ -163,12 +177,15 @@ REFERENCES = {
     "image_iris": (lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)), {}),
     "image_add_text_iris": (lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)), {"beta": 1.0}),
     "multimodal_iris": (lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)), {}),
-    "multimodal_iris_two_shares": (lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)),
-                                   {"image_hidden": 6, "alpha": 0.5}),
-    "multimodal_iris_one_share": (lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)),
-                                  {"image_hidden": None}),  # hidden = text dim: one W_share (eq. 7–8)
-    "multimodal_iris_no_share": (lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)),
-                                 {"share": False}),
+    "multimodal_iris_two_shares": (
+        lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)),
+        {"image_hidden": 6, "alpha": 0.5},
+    ),
+    "multimodal_iris_one_share": (
+        lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)),
+        {"image_hidden": None},
+    ),  # hidden = text dim: one W_share (eq. 7–8)
+    "multimodal_iris_no_share": (lambda m, h, u, j: ref_item_similarity(m, h, u, j, iris_logit(m)), {"share": False}),
     "vbpr": (ref_vbpr, {}),
     "neumf": (ref_neumf, {}),
     "neumf_gmf": (ref_neumf, {"mode": "gmf"}),
@@ -182,8 +199,9 @@ def _grads(model, fn):
     out = fn()
     w = torch.linspace(-1.0, 1.5, out.numel()).view_as(out)
     (out * w).sum().backward()
-    return out.detach(), {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
-                          for n, p in model.named_parameters()}
+    return out.detach(), {
+        n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in model.named_parameters()
+    }
 
 
 def _close(a, b, what):
@@ -196,17 +214,24 @@ def _model_name(case):
 
 
 CASES = [(c, False) for c in sorted(REFERENCES)] + [
-    (c, True) for c in sorted(REFERENCES) if _model_name(c) in {"vbpr", "image_iris", "multimodal_iris"}]
+    (c, True) for c in sorted(REFERENCES) if _model_name(c) in {"vbpr", "image_iris", "multimodal_iris"}
+]
 
 
-@pytest.mark.parametrize("case,all_missing", CASES, ids=[f"{c}{'-all_features_missing' if m else ''}" for c, m in CASES])
+@pytest.mark.parametrize(
+    "case,all_missing", CASES, ids=[f"{c}{'-all_features_missing' if m else ''}" for c, m in CASES]
+)
 def test_model_equals_reference(case, all_missing):
     name = _model_name(case)
     ref_fn, cfg = REFERENCES[case]
     history, users, targets, feats = tiny_data(all_missing=all_missing)
     model = make(name, history, feats, **cfg)
-    ref, ref_g = _grads(model, lambda: torch.stack([
-        torch.stack([ref_fn(model, history, int(u), int(j)) for j in targets[b]]) for b, u in enumerate(users)]))
+    ref, ref_g = _grads(
+        model,
+        lambda: torch.stack(
+            [torch.stack([ref_fn(model, history, int(u), int(j)) for j in targets[b]]) for b, u in enumerate(users)]
+        ),
+    )
     backends = ["eager", "fused"] if name in ATTENTIVE else [None]
     for backend in backends:
         if backend:
@@ -240,7 +265,7 @@ def test_attention_weights_match_reference(name):
                 for l, i in enumerate(own):
                     want = float(torch.exp(es[i]) / denom) if i in es else 0.0
                     assert math.isclose(float(a[b, t, l]), want, rel_tol=1e-4, abs_tol=1e-6)
-            assert float(a[b, :, len(own):].abs().sum()) == 0.0  # padding carries no weight
+            assert float(a[b, :, len(own) :].abs().sum()) == 0.0  # padding carries no weight
 
 
 def test_empty_history_after_excluding_target_scores_zero_with_finite_gradients():
@@ -273,8 +298,9 @@ def test_eager_chunking_long_history_equals_unchunked(monkeypatch):
             _close(got_g[n], full_g[n], f"{name} chunked d/d{n}")
 
 
-@pytest.mark.parametrize("name", ["mf", "fism", "nais_prod", "nais_concat", "multimodal_iris", "vbpr", "neumf",
-                                  "itempop", "ease"])
+@pytest.mark.parametrize(
+    "name", ["mf", "fism", "nais_prod", "nais_concat", "multimodal_iris", "vbpr", "neumf", "itempop", "ease"]
+)
 def test_score_all_in_chunks_equals_scores(name):
     history, users, _, feats = tiny_data(seed=7)
     model = make(name, history, feats)

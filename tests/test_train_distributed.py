@@ -29,8 +29,24 @@ from mmiris.train.config import TrainConfig
 pytestmark = pytest.mark.slow
 
 EPOCHS = 2
-ARGS = ["--split", "split", "--model", "mf", "--emb", "8", "--epochs", str(EPOCHS), "--patience", "9",
-        "--batch-size", "64", "--lr", "0.02", "--threads", "1"]
+ARGS = [
+    "--split",
+    "split",
+    "--model",
+    "mf",
+    "--emb",
+    "8",
+    "--epochs",
+    str(EPOCHS),
+    "--patience",
+    "9",
+    "--batch-size",
+    "64",
+    "--lr",
+    "0.02",
+    "--threads",
+    "1",
+]
 CFG = TrainConfig(epochs=EPOCHS, patience=9, batch_size=64, lr=0.02, threads=1)
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 ATOL = 1e-4
@@ -50,8 +66,7 @@ def _result(store):
     ref = store.latest("model-mf")
     blob = torch.load(io.BytesIO(store.read_file(ref, "model.pt")), weights_only=False)
     log = store.read_table(ref, "training_log").to_pylist()
-    metrics = {(r["epoch"], r["metric"]): r["value"] for r in log
-               if r["metric"] and r["metric"] != "epoch_seconds"}
+    metrics = {(r["epoch"], r["metric"]): r["value"] for r in log if r["metric"] and r["metric"] != "epoch_seconds"}
     losses = [r["loss"] for r in log if r["loss"] is not None]
     return blob["state_dict"], metrics, losses, store.manifest(ref)
 
@@ -101,14 +116,25 @@ def _free_port():
 
 def test_two_ranks_survive_a_killed_rank_via_torchrun_restart_and_match_one_process(tmp_path, reference):
     store = _store(tmp_path / "store")
-    cmd = [*TORCHRUN, "--standalone", "--nproc_per_node", "2", "--max-restarts", "1",
-           "-m", "mmiris.train.launch", "--store", str(tmp_path / "store"), *ARGS, "--checkpoint-steps", "15"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    cmd = [
+        *TORCHRUN,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--max-restarts",
+        "1",
+        "-m",
+        "mmiris.train.launch",
+        "--store",
+        str(tmp_path / "store"),
+        *ARGS,
+        "--checkpoint-steps",
+        "15",
+    ]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # rank 1's pid, known before training starts, so the kill follows the checkpoint at once
     t0 = time.time()
-    while not (victims := [c for c in psutil.Process(proc.pid).children(recursive=True)
-                           if _local_rank(c) == "1"]):
+    while not (victims := [c for c in psutil.Process(proc.pid).children(recursive=True) if _local_rank(c) == "1"]):
         assert proc.poll() is None and time.time() - t0 < 120, "rank 1 never started"
         time.sleep(0.05)
     _wait_for_checkpoint(tmp_path / "store", proc)  # first checkpoint: step 15 of epoch 1
@@ -118,8 +144,7 @@ def test_two_ranks_survive_a_killed_rank_via_torchrun_restart_and_match_one_proc
     # torchrun names the killed rank; the survivor either reached the broken collective first
     # and names itself and the cause, or torchrun stopped it before that (a race)
     assert "exitcode: -9" in out and "local_rank: 1" in out, out[-3000:]
-    assert ("rank 0/2:" in out and "another rank probably died" in out) or "closing signal SIGTERM" in out, \
-        out[-3000:]
+    assert ("rank 0/2:" in out and "another rank probably died" in out) or "closing signal SIGTERM" in out, out[-3000:]
     assert "torchrun restarted this worker group: resuming" in out, out[-3000:]
     got = _result(store)
     assert got[3].info["world_size"] == 2 and got[3].info["resumed_from"] is not None, out[-3000:]
@@ -129,12 +154,36 @@ def test_two_ranks_survive_a_killed_rank_via_torchrun_restart_and_match_one_proc
 def test_two_nodes_over_c10d_rendezvous_match_one_process(tmp_path, reference):
     store = _store(tmp_path / "store")
     port = _free_port()
-    procs = [subprocess.Popen([*TORCHRUN, "--nnodes", "2", "--node_rank", str(r), "--nproc_per_node", "1",
-                               "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
-                               "--rdzv_id", "mmiris-test", "-m", "mmiris.train.launch",
-                               "--store", str(tmp_path / "store"), *ARGS],
-                              cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [
+                *TORCHRUN,
+                "--nnodes",
+                "2",
+                "--node_rank",
+                str(r),
+                "--nproc_per_node",
+                "1",
+                "--rdzv_backend",
+                "c10d",
+                "--rdzv_endpoint",
+                f"127.0.0.1:{port}",
+                "--rdzv_id",
+                "mmiris-test",
+                "-m",
+                "mmiris.train.launch",
+                "--store",
+                str(tmp_path / "store"),
+                *ARGS,
+            ],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
@@ -150,9 +199,14 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_identical_model(tmp_path, ref
 
     store = _store(tmp_path / "store")
     base = ["--store", str(tmp_path / "store"), "train", *ARGS, "--checkpoint-steps", "20"]
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from mmiris.cli import main; sys.exit(main())",
-                             *base], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from mmiris.cli import main; sys.exit(main())", *base],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     _wait_for_checkpoint(tmp_path / "store", proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)

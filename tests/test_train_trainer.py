@@ -34,13 +34,16 @@ def publish_tiny_split(store, n_users=60, n_items=30, n_neg=20, seed=0):
         train += [(u, i) for i in items[2:]]
     tabs = {
         "train": pa.table({"user_id": [p[0] for p in train], "item_id": [p[1] for p in train]}),
-        "valid": pa.table({"user_id": [r[0] for r in valid], "item_id": [r[1] for r in valid],
-                           "negatives": [r[2] for r in valid]}),
-        "test": pa.table({"user_id": [r[0] for r in test], "item_id": [r[1] for r in test],
-                          "negatives": [r[2] for r in test]}),
+        "valid": pa.table(
+            {"user_id": [r[0] for r in valid], "item_id": [r[1] for r in valid], "negatives": [r[2] for r in valid]}
+        ),
+        "test": pa.table(
+            {"user_id": [r[0] for r in test], "item_id": [r[1] for r in test], "negatives": [r[2] for r in test]}
+        ),
     }
-    return store.publish("split", "split", Output(tables=tabs, stats={"n_users": n_users, "n_items": n_items}),
-                         params={"tiny": seed})
+    return store.publish(
+        "split", "split", Output(tables=tabs, stats={"n_users": n_users, "n_items": n_items}), params={"tiny": seed}
+    )
 
 
 class TinyMF(Recommender):
@@ -129,8 +132,9 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(store):
     from mmiris.pipelines.train import train_model
 
     split = publish_tiny_split(store)
-    ref = train_model(store, split, "tiny_mf", model_config={"emb": 8},
-                      train_config=_cfg(epochs=40, patience=2, lr=0.3))
+    ref = train_model(
+        store, split, "tiny_mf", model_config={"emb": 8}, train_config=_cfg(epochs=40, patience=2, lr=0.3)
+    )
     m = store.manifest(ref)
     log = store.read_table(ref, "training_log").to_pylist()
     hr = {r["epoch"]: r["value"] for r in log if r["metric"] == "hr10"}
@@ -175,8 +179,21 @@ def test_cli_train_evaluate_and_init_from(store, monkeypatch, capsys):
 
     publish_tiny_split(store)
     monkeypatch.setenv("MMIRIS_STORE", store.uri)
-    common = ["--store", store.uri, "train", "--split", "split", "--model", "tiny_mf", "--emb", "4",
-              "--batch-size", "64", "--threads", "1"]
+    common = [
+        "--store",
+        store.uri,
+        "train",
+        "--split",
+        "split",
+        "--model",
+        "tiny_mf",
+        "--emb",
+        "4",
+        "--batch-size",
+        "64",
+        "--threads",
+        "1",
+    ]
     assert cli.main([*common, "--epochs", "2", "--lr", "0.05"]) == 0
     first = capsys.readouterr().out.strip().splitlines()[-1]
     assert first.startswith("model-tiny_mf@")
@@ -192,8 +209,7 @@ def test_cli_train_evaluate_and_init_from(store, monkeypatch, capsys):
     # a user's mistake: one clear line, exit 2
     assert cli.main(["--store", store.uri, "train", "--split", "nosuch", "--model", "tiny_mf"]) == 2
     assert "no published version of artifact 'nosuch'" in capsys.readouterr().err
-    assert cli.main(["--store", store.uri, "train", "--split", "split", "--model", "mf",
-                     "--init-from", first]) == 2
+    assert cli.main(["--store", store.uri, "train", "--split", "split", "--model", "mf", "--init-from", first]) == 2
 
 
 @pytest.mark.parametrize("name", ["itempop", "ease", "fism", "nais_prod"])
@@ -223,15 +239,30 @@ def test_neumf_pretrained_from_gmf_and_mlp_through_the_cli(store, monkeypatch, c
     from mmiris.models.build import load_model
 
     publish_tiny_split(store)
-    common = ["--store", store.uri, "train", "--split", "split", "--model", "neumf", "--emb", "4",
-              "--batch-size", "64", "--threads", "1"]
+    common = [
+        "--store",
+        store.uri,
+        "train",
+        "--split",
+        "split",
+        "--model",
+        "neumf",
+        "--emb",
+        "4",
+        "--batch-size",
+        "64",
+        "--threads",
+        "1",
+    ]
     refs = {}
     for mode in ("gmf", "mlp"):
         assert cli.main([*common, "--epochs", "2", "--lr", "0.05", "--set", f'mode="{mode}"']) == 0
         refs[mode] = capsys.readouterr().out.strip().splitlines()[-1]
     # lr ~ 0: the published NeuMF is its initialisation, 0.5·GMF + 0.5·MLP (NCF §3.4.1)
-    assert cli.main([*common, "--epochs", "1", "--lr", "1e-12", "--init-from", refs["mlp"],
-                     "--init-from", refs["gmf"]]) == 0
+    assert (
+        cli.main([*common, "--epochs", "1", "--lr", "1e-12", "--init-from", refs["mlp"], "--init-from", refs["gmf"]])
+        == 0
+    )
     fused_ref = capsys.readouterr().out.strip().splitlines()[-1]
     assert {refs["gmf"], refs["mlp"]} <= set(store.manifest(fused_ref).parents)
     gmf, mlp, fused = (load_model(store, r) for r in (refs["gmf"], refs["mlp"], fused_ref))

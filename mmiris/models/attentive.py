@@ -95,9 +95,30 @@ def _forward_impl(mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alp
     n = _threads(int(hlen.sum()) * T)
     parts = [(a, b, 0, T) for a, b in _row_chunks(hlen, T, 4 * n)]
     parts_t = torch.tensor(parts, dtype=torch.int64).reshape(-1)
-    lib.attentive_sum_forward(mode, len(parts), _p(parts_t), n, T, L, K, H, _p(PT), _p(QT), _p(hist),
-                              _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv), float(beta),
-                              float(alpha), _p(score), _p(lse))
+    lib.attentive_sum_forward(
+        mode,
+        len(parts),
+        _p(parts_t),
+        n,
+        T,
+        L,
+        K,
+        H,
+        _p(PT),
+        _p(QT),
+        _p(hist),
+        _p(hlen),
+        _p(items),
+        _p(AT),
+        _p(C),
+        _p(W),
+        _p(bias),
+        _p(hv),
+        float(beta),
+        float(alpha),
+        _p(score),
+        _p(lse),
+    )
     return score, lse
 
 
@@ -116,11 +137,37 @@ def _backward_impl(g, lse, mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, 
     dW = torch.zeros(nP, H, K) if mode == 1 else None  # one slice per work item, summed below
     db = torch.zeros(nP, H) if mode == 1 else None
     dhv = torch.zeros(nP, H)
-    lib.attentive_sum_backward(mode, len(parts), _p(parts_t), n, T, L, K, H, _p(PT), _p(QT), _p(hist),
-                               _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv),
-                               float(beta), float(alpha), _p(g), _p(lse), _p(dPT), _p(dQT),
-                               _p(dAT) if mode == 0 else None, _p(dC) if mode == 0 else None,
-                               _p(dW), _p(db), _p(dhv))
+    lib.attentive_sum_backward(
+        mode,
+        len(parts),
+        _p(parts_t),
+        n,
+        T,
+        L,
+        K,
+        H,
+        _p(PT),
+        _p(QT),
+        _p(hist),
+        _p(hlen),
+        _p(items),
+        _p(AT),
+        _p(C),
+        _p(W),
+        _p(bias),
+        _p(hv),
+        float(beta),
+        float(alpha),
+        _p(g),
+        _p(lse),
+        _p(dPT),
+        _p(dQT),
+        _p(dAT) if mode == 0 else None,
+        _p(dC) if mode == 0 else None,
+        _p(dW),
+        _p(db),
+        _p(dhv),
+    )
     dW = dW.sum(0) if mode == 1 else torch.zeros_like(W)
     db = db.sum(0) if mode == 1 else torch.zeros_like(bias)
     return dPT, dQT, dAT, dC, dW, db, dhv.sum(0)
@@ -132,10 +179,21 @@ def _backward_impl(g, lse, mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, 
 # QT [B, T, k], C [B, T, h]; mode 0 = additive (AT, C given; W, bias empty), 1 = prod.
 # Returns (scores [B, T], logsumexp of the logits [B, T], which backward reuses).
 @torch.library.custom_op("mmiris::attentive_sum", mutates_args=(), device_types="cpu")
-def attentive_sum_op(mode: int, PT: torch.Tensor, QT: torch.Tensor, hist: torch.Tensor, hlen: torch.Tensor,
-                     items: torch.Tensor, AT: torch.Tensor, C: torch.Tensor, W: torch.Tensor,
-                     bias: torch.Tensor, hv: torch.Tensor, beta: float,
-                     alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+def attentive_sum_op(
+    mode: int,
+    PT: torch.Tensor,
+    QT: torch.Tensor,
+    hist: torch.Tensor,
+    hlen: torch.Tensor,
+    items: torch.Tensor,
+    AT: torch.Tensor,
+    C: torch.Tensor,
+    W: torch.Tensor,
+    bias: torch.Tensor,
+    hv: torch.Tensor,
+    beta: float,
+    alpha: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     return _forward_impl(mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha)
 
 
@@ -146,19 +204,37 @@ def _attentive_sum_fake(mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, bet
 
 
 @torch.library.custom_op("mmiris::attentive_sum_backward", mutates_args=(), device_types="cpu")
-def attentive_sum_backward_op(g: torch.Tensor, lse: torch.Tensor, mode: int, PT: torch.Tensor,
-                              QT: torch.Tensor, hist: torch.Tensor, hlen: torch.Tensor, items: torch.Tensor,
-                              AT: torch.Tensor, C: torch.Tensor, W: torch.Tensor, bias: torch.Tensor,
-                              hv: torch.Tensor, beta: float, alpha: float
-                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                         torch.Tensor, torch.Tensor, torch.Tensor]:
+def attentive_sum_backward_op(
+    g: torch.Tensor,
+    lse: torch.Tensor,
+    mode: int,
+    PT: torch.Tensor,
+    QT: torch.Tensor,
+    hist: torch.Tensor,
+    hlen: torch.Tensor,
+    items: torch.Tensor,
+    AT: torch.Tensor,
+    C: torch.Tensor,
+    W: torch.Tensor,
+    bias: torch.Tensor,
+    hv: torch.Tensor,
+    beta: float,
+    alpha: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return _backward_impl(g, lse, mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha)
 
 
 @attentive_sum_backward_op.register_fake
 def _attentive_sum_backward_fake(g, lse, mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alpha):
-    return (torch.empty_like(PT), torch.empty_like(QT), torch.empty_like(AT), torch.empty_like(C),
-            torch.empty_like(W), torch.empty_like(bias), torch.empty_like(hv))
+    return (
+        torch.empty_like(PT),
+        torch.empty_like(QT),
+        torch.empty_like(AT),
+        torch.empty_like(C),
+        torch.empty_like(W),
+        torch.empty_like(bias),
+        torch.empty_like(hv),
+    )
 
 
 def _setup_context(ctx, inputs, output):
@@ -169,22 +245,47 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, g, _g_lse):  # lse is an auxiliary output: its gradient is never used
     PT, QT, hist, hlen, items, AT, C, W, bias, hv, lse = ctx.saved_tensors
-    dPT, dQT, dAT, dC, dW, db, dhv = attentive_sum_backward_op(g, lse, ctx.mode, PT, QT, hist, hlen, items, AT,
-                                                               C, W, bias, hv, ctx.beta, ctx.alpha)
+    dPT, dQT, dAT, dC, dW, db, dhv = attentive_sum_backward_op(
+        g, lse, ctx.mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, ctx.beta, ctx.alpha
+    )
     need = ctx.needs_input_grad
     keep = lambda t, i: t if need[i] else None  # noqa: E731
-    return (None, keep(dPT, 1), keep(dQT, 2), None, None, None, keep(dAT, 6), keep(dC, 7), keep(dW, 8),
-            keep(db, 9), keep(dhv, 10), None, None)
+    return (
+        None,
+        keep(dPT, 1),
+        keep(dQT, 2),
+        None,
+        None,
+        None,
+        keep(dAT, 6),
+        keep(dC, 7),
+        keep(dW, 8),
+        keep(db, 9),
+        keep(dhv, 10),
+        None,
+        None,
+    )
 
 
 attentive_sum_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 @torch.library.custom_op("mmiris::attentive_sum_shared_targets", mutates_args=(), device_types="cpu")
-def attentive_sum_shared_targets_op(mode: int, PT: torch.Tensor, QT: torch.Tensor, hist: torch.Tensor,
-                                    hlen: torch.Tensor, items: torch.Tensor, AT: torch.Tensor, C: torch.Tensor,
-                                    W: torch.Tensor, bias: torch.Tensor, hv: torch.Tensor, beta: float,
-                                    alpha: float) -> torch.Tensor:
+def attentive_sum_shared_targets_op(
+    mode: int,
+    PT: torch.Tensor,
+    QT: torch.Tensor,
+    hist: torch.Tensor,
+    hlen: torch.Tensor,
+    items: torch.Tensor,
+    AT: torch.Tensor,
+    C: torch.Tensor,
+    W: torch.Tensor,
+    bias: torch.Tensor,
+    hv: torch.Tensor,
+    beta: float,
+    alpha: float,
+) -> torch.Tensor:
     """Forward only (evaluation): every row scores the same targets ``items`` [T] (QT [T, k],
     C [T, h]), so nothing of size rows × targets × k is built. Scores [B, T]."""
     lib = _lib()
@@ -197,9 +298,30 @@ def attentive_sum_shared_targets_op(mode: int, PT: torch.Tensor, QT: torch.Tenso
     tn = max(1, -(-4 * n // max(len(rows), 1)))  # few rows: cut the targets too, every thread works
     parts = [(a, b, t0, min(T, t0 + -(-T // tn))) for a, b in rows for t0 in range(0, T, -(-T // tn))]
     parts_t = torch.tensor(parts, dtype=torch.int64).reshape(-1)
-    lib.attentive_sum_forward(mode | 2, len(parts), _p(parts_t), n, T, L, K, hv.shape[0], _p(PT), _p(QT),
-                              _p(hist), _p(hlen), _p(items), _p(AT), _p(C), _p(W), _p(bias), _p(hv),
-                              float(beta), float(alpha), _p(score), _p(lse))
+    lib.attentive_sum_forward(
+        mode | 2,
+        len(parts),
+        _p(parts_t),
+        n,
+        T,
+        L,
+        K,
+        hv.shape[0],
+        _p(PT),
+        _p(QT),
+        _p(hist),
+        _p(hlen),
+        _p(items),
+        _p(AT),
+        _p(C),
+        _p(W),
+        _p(bias),
+        _p(hv),
+        float(beta),
+        float(alpha),
+        _p(score),
+        _p(lse),
+    )
     return score
 
 
@@ -209,26 +331,53 @@ def _shared_fake(mode, PT, QT, hist, hlen, items, AT, C, W, bias, hv, beta, alph
 
 
 @torch.no_grad()
-def attentive_scores_shared(PH: torch.Tensor, Q: torch.Tensor, hist: torch.Tensor, hlen: torch.Tensor,
-                            items: torch.Tensor, hv: torch.Tensor, beta: float, alpha: float, *,
-                            A: torch.Tensor | None = None, C: torch.Tensor | None = None,
-                            W: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor | None:
+def attentive_scores_shared(
+    PH: torch.Tensor,
+    Q: torch.Tensor,
+    hist: torch.Tensor,
+    hlen: torch.Tensor,
+    items: torch.Tensor,
+    hv: torch.Tensor,
+    beta: float,
+    alpha: float,
+    *,
+    A: torch.Tensor | None = None,
+    C: torch.Tensor | None = None,
+    W: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor | None:
     """Scores [B, T] of the same targets ``items`` [T] (Q [T, k], C [T, h]) for every row, with
     the fused kernel; None where it cannot run (the caller falls back to ``attentive_scores``)."""
     mode = 0 if A is not None else 1
     f = lambda t: t.float().contiguous() if t is not None else torch.empty(0)  # noqa: E731
     width = A.shape[-1] if mode == 0 else W.shape[0]
-    if not (PH.device.type == "cpu" and PH.dtype in (torch.float32, torch.bfloat16) and PH.shape[-1] % 4 == 0
-            and width % 4 == 0 and fused_available()):
+    if not (
+        PH.device.type == "cpu"
+        and PH.dtype in (torch.float32, torch.bfloat16)
+        and PH.shape[-1] % 4 == 0
+        and width % 4 == 0
+        and fused_available()
+    ):
         return None
     L = hist.shape[1]
     block = _block()
     Lp = max(block, -(-L // block) * block)
     side = lambda x: F.pad(x.float().transpose(1, 2), (0, Lp - L)).contiguous()  # noqa: E731
     return attentive_sum_shared_targets_op(
-        mode, side(PH), f(Q), F.pad(hist, (0, Lp - L)).contiguous().long(), hlen.contiguous().long(),
-        items.contiguous().long(), side(A) if mode == 0 else torch.empty(0), f(C), f(W), f(bias), f(hv),
-        float(beta), float(alpha))
+        mode,
+        side(PH),
+        f(Q),
+        F.pad(hist, (0, Lp - L)).contiguous().long(),
+        hlen.contiguous().long(),
+        items.contiguous().long(),
+        side(A) if mode == 0 else torch.empty(0),
+        f(C),
+        f(W),
+        f(bias),
+        f(hv),
+        float(beta),
+        float(alpha),
+    )
 
 
 class _FusedAttentiveSum:
@@ -278,9 +427,20 @@ def _fused(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha):
 
     c = lambda t: t.contiguous() if t is not None else torch.empty(0)  # noqa: E731
     out = _FusedAttentiveSum.apply(
-        mode, hist_side(PH), target_side(QT), rows(F.pad(hist, (0, Lp - L))), rows(hlen),
-        target_side(items).long(), hist_side(A) if mode == 0 else torch.empty(0),
-        target_side(C) if mode == 0 else torch.empty(0), c(W), c(bias), c(hv), float(beta), float(alpha))
+        mode,
+        hist_side(PH),
+        target_side(QT),
+        rows(F.pad(hist, (0, Lp - L))),
+        rows(hlen),
+        target_side(items).long(),
+        hist_side(A) if mode == 0 else torch.empty(0),
+        target_side(C) if mode == 0 else torch.empty(0),
+        c(W),
+        c(bias),
+        c(hv),
+        float(beta),
+        float(alpha),
+    )
     return out.reshape(B, Ts * S)[:, :T] if S > 1 else out
 
 
@@ -318,19 +478,43 @@ def _eager_chunked(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alp
         cols = []
         for t0 in range(0, T, tgt):
             t = slice(t0, t0 + tgt)
-            args = (mode, PH[r], QT[r, t], hist[r], hlen[r], items[r, t],
-                    A[r] if mode == 0 else None, C[r, t] if mode == 0 else None, W, bias, hv, beta, alpha,
-                    want_weights)
+            args = (
+                mode,
+                PH[r],
+                QT[r, t],
+                hist[r],
+                hlen[r],
+                items[r, t],
+                A[r] if mode == 0 else None,
+                C[r, t] if mode == 0 else None,
+                W,
+                bias,
+                hv,
+                beta,
+                alpha,
+                want_weights,
+            )
             cols.append(checkpoint(_eager, *args, use_reentrant=False) if use_ckpt else _eager(*args))
         out_rows.append(torch.cat(cols, dim=1))
     return torch.cat(out_rows, dim=0)
 
 
-def attentive_scores(PH: torch.Tensor, QT: torch.Tensor, hist: torch.Tensor, hlen: torch.Tensor,
-                     items: torch.Tensor, hv: torch.Tensor, beta: float, alpha: float, *,
-                     A: torch.Tensor | None = None, C: torch.Tensor | None = None,
-                     W: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                     backend: str = "auto") -> torch.Tensor:
+def attentive_scores(
+    PH: torch.Tensor,
+    QT: torch.Tensor,
+    hist: torch.Tensor,
+    hlen: torch.Tensor,
+    items: torch.Tensor,
+    hv: torch.Tensor,
+    beta: float,
+    alpha: float,
+    *,
+    A: torch.Tensor | None = None,
+    C: torch.Tensor | None = None,
+    W: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
     """Scores [B, T] for targets ``items`` [B, T] of users with histories ``hist`` [B, L]
     (first ``hlen[b]`` valid). PH = p of the history [B, L, k], QT = q of the targets [B, T, k].
     Give A [B, L, h] and C [B, T, h] for the additive attention, or W [h, k] and bias [h] for
@@ -344,10 +528,17 @@ def attentive_scores(PH: torch.Tensor, QT: torch.Tensor, hist: torch.Tensor, hle
     f = lambda t: t.to(dt) if t is not None and t.is_floating_point() and t.dtype != dt else t  # noqa: E731
     PH, QT, A, C, W, bias, hv = map(f, (PH, QT, A, C, W, bias, hv))
     width = A.shape[-1] if mode == 0 else W.shape[0]
-    fused_ok = (PH.device.type == "cpu" and PH.dtype == torch.float32 and PH.shape[-1] % 4 == 0
-                and width % 4 == 0 and fused_available())
+    fused_ok = (
+        PH.device.type == "cpu"
+        and PH.dtype == torch.float32
+        and PH.shape[-1] % 4 == 0
+        and width % 4 == 0
+        and fused_available()
+    )
     if backend == "fused" and not fused_ok:
-        raise RuntimeError("fused attention kernel unavailable (needs CPU float32, k and h multiples of 4, a C compiler)")
+        raise RuntimeError(
+            "fused attention kernel unavailable (needs CPU float32, k and h multiples of 4, a C compiler)"
+        )
     with torch.autocast(PH.device.type, enabled=False):
         if backend == "eager" or not fused_ok:
             return _eager_chunked(mode, PH, QT, hist, hlen, items, A, C, W, bias, hv, beta, alpha)

@@ -75,8 +75,14 @@ class Recommender(nn.Module):
     needs_history: ClassVar[bool] = False  # item-similarity models read the users' histories
     score_chunk_items: ClassVar[int] = 1024  # score_all works through the catalogue in chunks
 
-    def __init__(self, config: ModelConfig, n_users: int, n_items: int,
-                 history: UserHistory | None = None, features: dict[str, ItemModality] | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        n_users: int,
+        n_items: int,
+        history: UserHistory | None = None,
+        features: dict[str, ItemModality] | None = None,
+    ):
         super().__init__()
         self.config, self.n_users, self.n_items = config, n_users, n_items
         self.history = history
@@ -115,8 +121,7 @@ class Recommender(nn.Module):
         """Closed-form models (trainable = False) compute their parameters here."""
         raise NotImplementedError(f"{self.name} is trained by gradient steps, not fit()")
 
-    def attention(self, users: torch.Tensor, items: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def attention(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For attention models: (history [B, L], a_ij [B, T, L], history mask [B, L])."""
         raise NotImplementedError(f"{self.name} has no attention weights")
 

@@ -36,7 +36,7 @@ def content_vectors(features: dict, image_weight: float) -> torch.Tensor:
         if present.any():
             x = x - x[present].mean(0)
         x = F.normalize(x, dim=1) * present[:, None]
-        blocks.append(x * w ** 0.5)
+        blocks.append(x * w**0.5)
     return torch.cat(blocks, dim=1)
 
 

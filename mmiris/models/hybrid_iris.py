@@ -74,7 +74,7 @@ class HybridIRIS(MultimodalIRIS):
             A, C, Pc, Qc = A_tab[hist], C_tab[items], Pc_tab[hist], Qc_tab[items]
         else:
             (A_tab, C_tab, Pc_tab, Qc_tab), inv = self.batch_tables(hist, items)
-            ih, it = inv[: B * L], inv[B * L:]
+            ih, it = inv[: B * L], inv[B * L :]
             A, C = A_tab[ih].view(B, L, -1), C_tab[it].view(*items.shape, -1)
             Pc, Qc = Pc_tab[ih].view(B, L, -1), Qc_tab[it].view(*items.shape, -1)
         PH, QT = self.P(hist) + Pc, self.Q(items) + Qc

@@ -117,7 +117,7 @@ class _IRIS(AttentiveItemSimilarity):
             A_tab, C_tab = cached[:2]
             return dict(A=A_tab[hist], C=C_tab[items])
         (A_tab, C_tab, *_), inv = self.batch_tables(hist, items)
-        return dict(A=A_tab[inv[: B * L]].view(B, L, -1), C=C_tab[inv[B * L:]].view(*items.shape, -1))
+        return dict(A=A_tab[inv[: B * L]].view(B, L, -1), C=C_tab[inv[B * L :]].view(*items.shape, -1))
 
     @contextmanager
     def cached_items(self):

@@ -71,12 +71,15 @@ class ItemSimilarity(Recommender):
     def init_from(self, *others: "ItemSimilarity") -> None:
         """Start from another item-similarity model's P, Q and b_j (NAIS pretrains with FISM)."""
         if len(others) != 1 or not isinstance(others[0], ItemSimilarity):
-            raise ValueError(f"{self.name} starts from one item-similarity model (FISM, NAIS), "
-                             f"got {', '.join(o.name for o in others) or 'none'}")
+            raise ValueError(
+                f"{self.name} starts from one item-similarity model (FISM, NAIS), "
+                f"got {', '.join(o.name for o in others) or 'none'}"
+            )
         other = others[0]
         if other.P.weight.shape != self.P.weight.shape:
-            raise ValueError(f"cannot init {self.name} (emb {self.P.weight.shape}) from "
-                             f"{other.name} (emb {other.P.weight.shape})")
+            raise ValueError(
+                f"cannot init {self.name} (emb {self.P.weight.shape}) from {other.name} (emb {other.P.weight.shape})"
+            )
         self.P.weight.copy_(other.P.weight)
         self.Q.weight.copy_(other.Q.weight)
         if self.item_bias is not None and other.item_bias is not None:
@@ -93,8 +96,7 @@ class AttentiveItemSimilarity(ItemSimilarity):
     h: nn.Linear  # hᵀ of eq. 3/4
     has_attention = True
 
-    def attention_inputs(self, hist: torch.Tensor, items: torch.Tensor, PH: torch.Tensor,
-                         QT: torch.Tensor) -> dict:
+    def attention_inputs(self, hist: torch.Tensor, items: torch.Tensor, PH: torch.Tensor, QT: torch.Tensor) -> dict:
         raise NotImplementedError
 
     def _parts(self, hist, items):
@@ -103,8 +105,9 @@ class AttentiveItemSimilarity(ItemSimilarity):
 
     def similarity(self, hist, hlen, items):
         PH, QT, att = self._parts(hist, items)
-        return attentive.attentive_scores(PH, QT, hist, hlen, items, self.h_vec, self.config.beta,
-                                          self.config.alpha, backend=self.backend, **att)
+        return attentive.attentive_scores(
+            PH, QT, hist, hlen, items, self.h_vec, self.config.beta, self.config.alpha, backend=self.backend, **att
+        )
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """Every item for every user in one kernel call per batch of users: the catalogue is one
@@ -118,8 +121,9 @@ class AttentiveItemSimilarity(ItemSimilarity):
         PH, QT, att = self._parts(hist, items[None, :])  # the catalogue as one shared target row
         Q = QT[0]
         att = {k: (v[0] if k == "C" else v) for k, v in att.items()}
-        s = attentive.attentive_scores_shared(PH, Q, hist, hlen, items, self.h_vec, self.config.beta,
-                                              self.config.alpha, **att)
+        s = attentive.attentive_scores_shared(
+            PH, Q, hist, hlen, items, self.h_vec, self.config.beta, self.config.alpha, **att
+        )
         if s is None:
             return super().score_all(users)
         return s + self.item_bias[None, :] if self.item_bias is not None else s

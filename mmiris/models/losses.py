@@ -18,24 +18,27 @@ def _valid(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(like, dtype=torch.bool) if mask is None else mask.bool()
 
 
-def pointwise_log_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
-                       group: torch.Tensor | None = None) -> torch.Tensor:
+def pointwise_log_loss(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None, group: torch.Tensor | None = None
+) -> torch.Tensor:
     """Eq. 10/12: −[y log σ(r̂) + (1−y) log(1−σ(r̂))], mean over valid instances (the default)."""
     m = _valid(mask, logits)
     per = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
     return (per * m).sum() / m.sum().clamp_min(1)
 
 
-def squared_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
-                 group: torch.Tensor | None = None) -> torch.Tensor:
+def squared_loss(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None, group: torch.Tensor | None = None
+) -> torch.Tensor:
     """Eq. 9: ½ (r − r̂)² on the raw score r̂ (no sigmoid), mean over valid instances."""
     m = _valid(mask, logits)
     per = 0.5 * (labels.to(logits.dtype) - logits) ** 2
     return (per * m).sum() / m.sum().clamp_min(1)
 
 
-def bpr_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
-             group: torch.Tensor | None = None) -> torch.Tensor:
+def bpr_loss(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None, group: torch.Tensor | None = None
+) -> torch.Tensor:
     """Eq. 11 as BPR defines it: −ln σ(r̂_ui − r̂_ux) for each negative x paired (same row,
     same ``group`` id) with its positive i; mean over pairs. Eq. 11's printed −ln(r̂_ui − r̂_ux)
     lacks the σ of the BPR paper it cites. Each group must hold exactly one positive."""

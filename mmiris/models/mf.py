@@ -31,13 +31,21 @@ class MF(Recommender):
     def scores(self, users, items):
         users, items = users.to(self.device), items.to(self.device)
         pu = self.user(users)  # [B, k]
-        return ((self.item(items) * pu[:, None, :]).sum(-1) + self.user_bias[users][:, None]
-                + self.item_bias[items] + self.global_bias)
+        return (
+            (self.item(items) * pu[:, None, :]).sum(-1)
+            + self.user_bias[users][:, None]
+            + self.item_bias[items]
+            + self.global_bias
+        )
 
     def score_all(self, users):
         users = users.to(self.device)
-        return (self.user(users) @ self.item.weight.t() + self.user_bias[users][:, None]
-                + self.item_bias[None, :] + self.global_bias)
+        return (
+            self.user(users) @ self.item.weight.t()
+            + self.user_bias[users][:, None]
+            + self.item_bias[None, :]
+            + self.global_bias
+        )
 
     def regularization(self):
         return self.config.reg_emb * (sq(self.user.weight) + sq(self.item.weight))

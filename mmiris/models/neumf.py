@@ -87,16 +87,20 @@ class NeuMF(Recommender):
         the NCF paper pretrains (``train_model(..., init_from=[gmf, mlp])``)."""
         by_mode = {getattr(getattr(o, "config", None), "mode", None): o for o in others}
         if self.config.mode != "neumf" or len(others) != 2 or set(by_mode) != {"gmf", "mlp"}:
-            raise ValueError("neumf (mode 'neumf') starts from two neumf models, one with mode 'gmf' "
-                             "and one with mode 'mlp'; got "
-                             + (", ".join(f"{o.name} ({getattr(o.config, 'mode', '-')})" for o in others) or "none"))
+            raise ValueError(
+                "neumf (mode 'neumf') starts from two neumf models, one with mode 'gmf' "
+                "and one with mode 'mlp'; got "
+                + (", ".join(f"{o.name} ({getattr(o.config, 'mode', '-')})" for o in others) or "none")
+            )
         gmf, mlp = by_mode["gmf"], by_mode["mlp"]
         for name in ("gmf_user", "gmf_item", "mlp_user", "mlp_item"):
             src = getattr(gmf if name.startswith("gmf") else mlp, name).weight
             dst = getattr(self, name).weight
             if src.shape != dst.shape:
-                raise ValueError(f"{name}: pretrained shape {tuple(src.shape)}, this model {tuple(dst.shape)} "
-                                 "(same emb and mlp_layers needed)")
+                raise ValueError(
+                    f"{name}: pretrained shape {tuple(src.shape)}, this model {tuple(dst.shape)} "
+                    "(same emb and mlp_layers needed)"
+                )
             dst.copy_(src)
         self.mlp.load_state_dict(mlp.mlp.state_dict())
         self.out.weight.copy_(torch.cat([alpha * gmf.out.weight, (1 - alpha) * mlp.out.weight], dim=1))

@@ -46,17 +46,29 @@ class VBPR(Recommender):
         uniq, inv = torch.unique(items, return_inverse=True)  # project each distinct item once
         ef, vb = self._item_side(uniq)
         ef, vb = ef[inv], vb[inv]
-        return ((self.gamma_item(items) * self.gamma_user(users)[:, None]).sum(-1)
-                + (ef * self.theta_user(users)[:, None]).sum(-1) + vb
-                + self.user_bias[users][:, None] + self.item_bias[items] + self.global_bias)
+        return (
+            (self.gamma_item(items) * self.gamma_user(users)[:, None]).sum(-1)
+            + (ef * self.theta_user(users)[:, None]).sum(-1)
+            + vb
+            + self.user_bias[users][:, None]
+            + self.item_bias[items]
+            + self.global_bias
+        )
 
     def score_all(self, users):
         users = users.to(self.device)
         ef, vb = self._item_side(torch.arange(self.n_items, device=self.device))
-        return (self.gamma_user(users) @ self.gamma_item.weight.t() + self.theta_user(users) @ ef.t()
-                + vb[None] + self.user_bias[users][:, None] + self.item_bias[None] + self.global_bias)
+        return (
+            self.gamma_user(users) @ self.gamma_item.weight.t()
+            + self.theta_user(users) @ ef.t()
+            + vb[None]
+            + self.user_bias[users][:, None]
+            + self.item_bias[None]
+            + self.global_bias
+        )
 
     def regularization(self):
         c = self.config
-        return (c.reg_emb * (sq(self.gamma_user.weight) + sq(self.gamma_item.weight) + sq(self.theta_user.weight))
-                + c.reg_visual * (sq(self.E.weight) + sq(self.visual_bias.weight)))
+        return c.reg_emb * (
+            sq(self.gamma_user.weight) + sq(self.gamma_item.weight) + sq(self.theta_user.weight)
+        ) + c.reg_visual * (sq(self.E.weight) + sq(self.visual_bias.weight))

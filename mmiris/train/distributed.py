@@ -56,9 +56,14 @@ def setup(device_policy: str = "auto", timeout_s: float = 600.0) -> Dist:
         # reads the connection keys its killed predecessor left in the same store.
         store, _, _ = next(tdist.rendezvous("env://", timeout=timeout))
         store = tdist.PrefixStore(f"mmiris/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
-        tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", store=store,
-                                 rank=rank, world_size=world, timeout=timeout,
-                                 **({"device_id": device} if device.type == "cuda" else {}))
+        tdist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            store=store,
+            rank=rank,
+            world_size=world,
+            timeout=timeout,
+            **({"device_id": device} if device.type == "cuda" else {}),
+        )
     return Dist(rank, world, local_rank, device)
 
 
@@ -68,8 +73,9 @@ def wrap(module: torch.nn.Module, dist: Dist) -> torch.nn.Module:
         return module
     with warnings.catch_warnings():  # torch 2.14 deprecates the name, and asks to keep it for this use
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
-        return DistributedDataParallel(module, device_ids=[dist.device] if dist.device.type == "cuda" else None,
-                                       broadcast_buffers=False)
+        return DistributedDataParallel(
+            module, device_ids=[dist.device] if dist.device.type == "cuda" else None, broadcast_buffers=False
+        )
 
 
 def all_reduce_sum(t: torch.Tensor, dist: Dist, what: str) -> torch.Tensor:
@@ -104,8 +110,10 @@ def collective(fn, dist: Dist, what: str) -> None:
     try:
         fn()
     except (RuntimeError, tdist.DistBackendError) as exc:  # a peer died or timed out
-        raise MmirisError(f"rank {dist.rank}/{dist.world_size}: {what} failed, another rank "
-                          f"probably died (see torchrun's log for the failing rank): {exc}") from exc
+        raise MmirisError(
+            f"rank {dist.rank}/{dist.world_size}: {what} failed, another rank "
+            f"probably died (see torchrun's log for the failing rank): {exc}"
+        ) from exc
 
 
 def teardown() -> None:

@@ -51,8 +51,9 @@ class EpochPlan:
         return len(self.bounds) - 1
 
 
-def sample_negatives(history: UserHistory, users: np.ndarray, k: int,
-                     rng: np.random.Generator, pool: np.ndarray | None = None) -> np.ndarray:
+def sample_negatives(
+    history: UserHistory, users: np.ndarray, k: int, rng: np.random.Generator, pool: np.ndarray | None = None
+) -> np.ndarray:
     """[len(users), k] items drawn uniformly from those not in each user's history (and, with
     ``pool``, only among the items of ``pool``: e.g. those the training data knows)."""
     n_items = history.n_items
@@ -62,8 +63,9 @@ def sample_negatives(history: UserHistory, users: np.ndarray, k: int,
     lens = history.lengths(users)
     full = lens >= n_items
     if full.any():
-        raise MmirisError(f"user {int(users[full][0])} interacted with all {n_items} items: "
-                          "no negative can be sampled for it")
+        raise MmirisError(
+            f"user {int(users[full][0])} interacted with all {n_items} items: no negative can be sampled for it"
+        )
     # Sorted keys u * n_items + i of every training pair: CSR order is (user, item) sorted.
     keys = np.repeat(np.arange(history.n_users, dtype=np.int64), history.lengths()) * n_items + history.indices
     out = rng.integers(0, n_items, size=(len(users), k), dtype=np.int64)
@@ -93,12 +95,19 @@ NEGATIVES_FROM = ("all", "trained")
 class TrainSampler:
     """Deterministic epoch plans and this rank's ``Shard``s (see the module docstring)."""
 
-    def __init__(self, history: UserHistory, negatives: int = 4, batch_size: int = 512,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, jitter: float = 0.1,
-                 negatives_from: str = "all"):
+    def __init__(
+        self,
+        history: UserHistory,
+        negatives: int = 4,
+        batch_size: int = 512,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        jitter: float = 0.1,
+        negatives_from: str = "all",
+    ):
         if batch_size < 1 + negatives:
-            raise MmirisError(f"batch_size {batch_size} cannot hold one positive and its "
-                              f"{negatives} negatives")
+            raise MmirisError(f"batch_size {batch_size} cannot hold one positive and its {negatives} negatives")
         self.history, self.k, self.batch_size = history, negatives, batch_size
         self.seed, self.rank, self.world_size, self.jitter = seed, rank, world_size, jitter
         self.positives_per_batch = batch_size // (1 + negatives)
@@ -150,7 +159,7 @@ class TrainSampler:
         a = lo + (n * self.rank) // self.world_size
         z = lo + (n * (self.rank + 1)) // self.world_size
         if z == a:  # dummy instance so collectives line up; weight 0
-            return Shard(make_batch(p.users[lo:lo + 1], p.items[lo:lo + 1], p.negatives[lo:lo + 1]), 0, n)
+            return Shard(make_batch(p.users[lo : lo + 1], p.items[lo : lo + 1], p.negatives[lo : lo + 1]), 0, n)
         return Shard(make_batch(p.users[a:z], p.items[a:z], p.negatives[a:z]), z - a, n)
 
     def shards(self, epoch: int, start: int = 0):
@@ -181,5 +190,10 @@ def make_batch(users: np.ndarray, items: np.ndarray, negatives: np.ndarray) -> B
     lab[row, j * w] = 1.0
     mask[rows, cols] = True
     grp[rows, cols] = j[:, None]
-    return Batch(torch.from_numpy(users[row_start].copy()), torch.from_numpy(it), torch.from_numpy(lab),
-                 torch.from_numpy(mask), torch.from_numpy(grp))
+    return Batch(
+        torch.from_numpy(users[row_start].copy()),
+        torch.from_numpy(it),
+        torch.from_numpy(lab),
+        torch.from_numpy(mask),
+        torch.from_numpy(grp),
+    )

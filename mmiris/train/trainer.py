@@ -88,8 +88,7 @@ class LossModule(nn.Module):
         from mmiris.models import losses
 
         self.model, self.loss = model, loss
-        self.fn = {"log": losses.pointwise_log_loss, "bpr": losses.bpr_loss,
-                   "squared": losses.squared_loss}[loss]
+        self.fn = {"log": losses.pointwise_log_loss, "bpr": losses.bpr_loss, "squared": losses.squared_loss}[loss]
 
     def forward(self, users, items, labels, mask, group, weight: float) -> torch.Tensor:
         logits = self.model.scores(users, items)
@@ -105,20 +104,34 @@ def validate(model: Recommender, split: SplitData, dist: D.Dist, cfg: TrainConfi
     if not len(split.valid_users):
         return {}
     lengths = model.history.lengths(split.valid_users)
-    idx = np.argsort(lengths, kind="stable")[dist.rank::dist.world_size]  # balanced shards
-    res = sampled_ranks(model, split.valid_users[idx], split.valid_items[idx], split.valid_negatives[idx],
-                        device=dist.device, pair_budget=cfg.eval_batch_pairs)
+    idx = np.argsort(lengths, kind="stable")[dist.rank :: dist.world_size]  # balanced shards
+    res = sampled_ranks(
+        model,
+        split.valid_users[idx],
+        split.valid_items[idx],
+        split.valid_negatives[idx],
+        device=dist.device,
+        pair_budget=cfg.eval_batch_pairs,
+    )
     return metrics_from_sums(D.all_reduce_sum(res.sums(), dist, "validation all-reduce"))
 
 
 def _rows(epoch: int, metrics: dict, step: int, seconds: float) -> list[dict]:
-    return [{"epoch": epoch, "step": step, "loss": None, "metric": k, "value": float(v), "seconds": seconds}
-            for k, v in metrics.items()]
+    return [
+        {"epoch": epoch, "step": step, "loss": None, "metric": k, "value": float(v), "seconds": seconds}
+        for k, v in metrics.items()
+    ]
 
 
-def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist | None = None,
-          checkpoint_dir: str | Path | None = None, resume: bool = False,
-          on_validation: Callable[[int, dict], None] | None = None) -> TrainResult:
+def train(
+    model: Recommender,
+    split: SplitData,
+    cfg: TrainConfig,
+    dist: D.Dist | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    on_validation: Callable[[int, dict], None] | None = None,
+) -> TrainResult:
     """Train ``model`` (or ``fit`` it, if closed-form) and return the best state and the log.
 
     ``on_validation(epoch, metrics)`` is called after each validation (and after that
@@ -138,22 +151,33 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
         if m and on_validation is not None:
             on_validation(1, m)
         rows = _rows(1, {**m, "epoch_seconds": secs}, 0, secs)
-        return TrainResult({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                           rows, 1, m, 1, [secs])
+        return TrainResult({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, rows, 1, m, 1, [secs])
 
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)  # multi-tensor update: one kernel per op for all parameters
-    sampler = TrainSampler(model.history, cfg.negatives, cfg.batch_size, cfg.seed, dist.rank, dist.world_size,
-                           negatives_from=cfg.negatives_from)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=cfg.lr, foreach=True
+    )  # multi-tensor update: one kernel per op for all parameters
+    sampler = TrainSampler(
+        model.history,
+        cfg.negatives,
+        cfg.batch_size,
+        cfg.seed,
+        dist.rank,
+        dist.world_size,
+        negatives_from=cfg.negatives_from,
+    )
     st = TrainState()
     resumed = None
     ckpt = None
     if resume and checkpoint_dir is not None:
-        ckpt = D.broadcast_object(load_checkpoint(checkpoint_dir) if dist.is_main else None, dist,
-                                  "checkpoint broadcast")
+        ckpt = D.broadcast_object(
+            load_checkpoint(checkpoint_dir) if dist.is_main else None, dist, "checkpoint broadcast"
+        )
     if ckpt is not None:
         if ckpt["train_config"] != cfg.key_params() or ckpt["model"] != model.name:
-            raise MmirisError(f"checkpoint in {checkpoint_dir} is for {ckpt['model']} with "
-                              f"{ckpt['train_config']}, not {model.name} with {cfg.key_params()}")
+            raise MmirisError(
+                f"checkpoint in {checkpoint_dir} is for {ckpt['model']} with "
+                f"{ckpt['train_config']}, not {model.name} with {cfg.key_params()}"
+            )
         model.load_state_dict(ckpt["model_state"])
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -171,20 +195,30 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
     def checkpoint() -> None:
         st.seconds = now()
         if checkpoint_dir is not None and dist.is_main:
-            save_checkpoint(checkpoint_dir, {
-                "model": model.name, "train_config": cfg.key_params(),
-                "model_state": model.state_dict(), "optimizer": opt.state_dict(),
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                "state": st.to_dict()})
+            save_checkpoint(
+                checkpoint_dir,
+                {
+                    "model": model.name,
+                    "train_config": cfg.key_params(),
+                    "model_state": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "rng": {
+                        "torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    },
+                    "state": st.to_dict(),
+                },
+            )
 
     def flush(losses: list, times: list, epoch: int, first_step: int) -> None:
         """All-reduce this stretch's step losses (one collective) into log rows."""
         if not losses:
             return
         vals = D.all_reduce_sum(torch.stack(losses).double().cpu(), dist, "loss all-reduce") / dist.world_size
-        st.log.extend({"epoch": epoch, "step": first_step + i + 1, "loss": float(v), "metric": None,
-                          "value": None, "seconds": t} for i, (v, t) in enumerate(zip(vals.tolist(), times)))
+        st.log.extend(
+            {"epoch": epoch, "step": first_step + i + 1, "loss": float(v), "metric": None, "value": None, "seconds": t}
+            for i, (v, t) in enumerate(zip(vals.tolist(), times))
+        )
         losses.clear()
         times.clear()
 
@@ -199,8 +233,12 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
         times: list[float] = []
         first_step = st.step
         model.train()
-        with Progress(int(plan.bounds[-1]) * per_inst - done_inst, f"{model.name} epoch {e + 1}/{cfg.epochs}",
-                      log, unit="instances") as prog:
+        with Progress(
+            int(plan.bounds[-1]) * per_inst - done_inst,
+            f"{model.name} epoch {e + 1}/{cfg.epochs}",
+            log,
+            unit="instances",
+        ) as prog:
             for b, shard in sampler.shards(e, st.batch):
                 bt = shard.batch.to(dist.device)
                 weight = dist.world_size * shard.n_local / shard.n_global
@@ -228,11 +266,22 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
         m = {}
         if (e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs:
             m = validate(model, split, dist, cfg)
-        st.log.extend(_rows(e + 1, {**m, "train_loss": float(np.mean(epoch_loss)) if epoch_loss else math.nan,
-                                    "epoch_seconds": secs}, st.step, now()))
+        st.log.extend(
+            _rows(
+                e + 1,
+                {**m, "train_loss": float(np.mean(epoch_loss)) if epoch_loss else math.nan, "epoch_seconds": secs},
+                st.step,
+                now(),
+            )
+        )
         if m:
-            log.info("epoch %d: loss %.4f, valid %s (%.1fs)", e + 1, float(np.mean(epoch_loss or [math.nan])),
-                     " ".join(f"{k} {v:.4f}" for k, v in m.items() if k.endswith(("10", "20"))), secs)
+            log.info(
+                "epoch %d: loss %.4f, valid %s (%.1fs)",
+                e + 1,
+                float(np.mean(epoch_loss or [math.nan])),
+                " ".join(f"{k} {v:.4f}" for k, v in m.items() if k.endswith(("10", "20"))),
+                secs,
+            )
             if m["hr10"] > st.best_hr10:
                 st.best_hr10, st.best_epoch, st.best_metrics, st.bad = m["hr10"], e + 1, m, 0
                 st.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -240,8 +289,12 @@ def train(model: Recommender, split: SplitData, cfg: TrainConfig, dist: D.Dist |
                 st.bad += 1
                 if st.bad >= cfg.patience:
                     st.stopped = True
-                    log.info("early stopping: validation HR@10 has not improved for %d validations; "
-                             "best %.4f at epoch %d", cfg.patience, st.best_hr10, st.best_epoch)
+                    log.info(
+                        "early stopping: validation HR@10 has not improved for %d validations; best %.4f at epoch %d",
+                        cfg.patience,
+                        st.best_hr10,
+                        st.best_epoch,
+                    )
         st.epoch, st.batch, st.epoch_elapsed = e + 1, 0, 0.0
         checkpoint()
         if m and on_validation is not None:

@@ -38,7 +38,8 @@ def _cpu_id() -> str:
 
 def cache_dir() -> Path:
     root = os.environ.get("MMIRIS_KERNEL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "mmiris", "kernels")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "mmiris", "kernels"
+    )
     return Path(root)
 
 
