@@ -266,10 +266,10 @@ def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users:
         from mmiris.data.split import load_split
         from mmiris.eval.explanations import explanation_overlap
         from mmiris.models import get_model_class
+        from mmiris.models.build import load_model
         from mmiris.pipelines.evaluate import evaluate_model, read_metrics
         from mmiris.pipelines.train import train_model
         from mmiris.recommend.topn import consumed_history, recommend_top_n
-        from mmiris.models.build import load_model
         from mmiris.train.config import TrainConfig
 
         if train_kw.get("threads"):

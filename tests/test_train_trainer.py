@@ -96,9 +96,9 @@ def _cfg(**kw):
 
 
 def test_train_publishes_best_model_log_and_loader_roundtrip(store):
+    from mmiris.models.build import load_model
     from mmiris.pipelines.evaluate import evaluate_model, read_metrics
     from mmiris.pipelines.train import train_model
-    from mmiris.models.build import load_model
 
     split = publish_tiny_split(store)
     ref = train_model(store, split, "tiny_mf", model_config={"emb": 8}, train_config=_cfg())
@@ -214,9 +214,9 @@ def test_cli_train_evaluate_and_init_from(store, monkeypatch, capsys):
 
 @pytest.mark.parametrize("name", ["itempop", "ease", "fism", "nais_prod"])
 def test_registry_models_train_evaluate_and_reload(store, name):
+    from mmiris.models.build import load_model
     from mmiris.pipelines.evaluate import evaluate_model, read_metrics
     from mmiris.pipelines.train import train_model
-    from mmiris.models.build import load_model
 
     split = publish_tiny_split(store)
     ref = train_model(store, split, name, model_config={"emb": 8}, train_config=_cfg(epochs=2, lr=0.01))

@@ -350,7 +350,12 @@ def attentive_scores_shared(
     the fused kernel; None where it cannot run (the caller falls back to ``attentive_scores``)."""
     mode = 0 if A is not None else 1
     f = lambda t: t.float().contiguous() if t is not None else torch.empty(0)  # noqa: E731
-    width = A.shape[-1] if mode == 0 else W.shape[0]
+    if A is not None:
+        width = A.shape[-1]
+    elif W is not None:
+        width = W.shape[0]
+    else:
+        raise ValueError("attentive_scores_shared: give A and C (additive) or W (prod)")
     if not (
         PH.device.type == "cpu"
         and PH.dtype in (torch.float32, torch.bfloat16)

@@ -36,7 +36,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         """Inverse of ``to_dict``; unknown keys are an error naming the field."""
         return config_from_dict(cls, d)
 
@@ -56,7 +56,7 @@ class Batch:
     mask: torch.Tensor  # bool [B, T]
     group: torch.Tensor  # long [B, T]
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return Batch(*(getattr(self, f).to(device) for f in ("users", "items", "labels", "mask", "group")))
 
     @property
@@ -130,9 +130,16 @@ class Recommender(nn.Module):
         self.history = history
 
     @property
+    def train_history(self) -> UserHistory:
+        """The users' training histories, which this model needs here (``history=...``)."""
+        if self.history is None:
+            raise ValueError(f"model {self.name} needs the users' training histories (history=...)")
+        return self.history
+
+    @property
     def device(self) -> torch.device:
         for t in self.parameters():
             return t.device
-        for t in self.buffers():
-            return t.device
+        for b in self.buffers():
+            return b.device
         return torch.device("cpu")

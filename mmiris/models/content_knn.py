@@ -43,7 +43,9 @@ def content_vectors(features: dict, image_weight: float) -> torch.Tensor:
 @register
 class ContentKNN(Recommender):
     name = "content_knn"
+    config: ContentKNNConfig
     config_cls = ContentKNNConfig
+    C: torch.Tensor  # buffer: content vectors per item
     modalities = ("image", "text")
     trainable = False
     needs_history = True
@@ -60,7 +62,7 @@ class ContentKNN(Recommender):
             self.history = split.history()
 
     def _history_sums(self, users: torch.Tensor):
-        hist, mask = self.history.padded(users.detach().cpu())
+        hist, mask = self.train_history.padded(users.detach().cpu())
         hist, mask = hist.to(self.C.device), mask.to(self.C.device)
         sums = (self.C[hist] * mask[..., None]).sum(1)  # Σ_i c_i over the history [B, d]
         return hist, mask, sums

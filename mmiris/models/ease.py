@@ -21,7 +21,9 @@ class EASEConfig(ModelConfig):
 @register
 class EASE(Recommender):
     name = "ease"
+    config: EASEConfig
     config_cls = EASEConfig
+    B: torch.Tensor  # buffer: the item-item weights
     trainable = False
     needs_history = True
 
@@ -34,10 +36,10 @@ class EASE(Recommender):
         """Solve for B from the training histories (``split`` gives them when not set yet)."""
         if split is not None:
             self.history = split.history()
-        self.B.copy_(ease_weights(self.history, self.config.l2).to(self.B))
+        self.B.copy_(ease_weights(self.train_history, self.config.l2).to(self.B))
 
     def _x(self, users: torch.Tensor) -> torch.Tensor:
-        hist, mask = self.history.padded(users.detach().cpu())
+        hist, mask = self.train_history.padded(users.detach().cpu())
         x = torch.zeros(len(users), self.n_items)
         x.scatter_add_(1, hist, mask.float()).clamp_(max=1.0)  # padding adds 0
         return x.to(self.B.device)

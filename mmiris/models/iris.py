@@ -175,7 +175,7 @@ def _image_hidden(config, features) -> int:
 @register
 class ImageIRIS(_IRIS):
     name = "image_iris"
-    modalities = ("image",)
+    modalities: ClassVar[tuple[str, ...]] = ("image",)
 
     def __init__(self, config, n_users, n_items, history=None, features=None):
         super().__init__(config, n_users, n_items, history, features)
@@ -217,6 +217,7 @@ class ImageAddTextIRIS(ImageIRIS):
 @register
 class MultimodalIRIS(ImageAddTextIRIS):
     name = "multimodal_iris"
+    config: MultimodalIRISConfig
     config_cls = MultimodalIRISConfig
 
     def __init__(self, config, n_users, n_items, history=None, features=None):

@@ -48,7 +48,7 @@ class ItemSimilarity(Recommender):
     # -- history -------------------------------------------------------------------------
     def history_of(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(item ids [B, L] padded with 0, lengths [B]) of the users' training histories."""
-        hist, mask = self.history.padded(users.detach().cpu())
+        hist, mask = self.train_history.padded(users.detach().cpu())
         dev = self.device
         return hist.to(dev), mask.sum(1).to(dev)
 
@@ -68,7 +68,7 @@ class ItemSimilarity(Recommender):
         return self.config.reg_emb * (sq(self.P.weight) + sq(self.Q.weight))
 
     @torch.no_grad()
-    def init_from(self, *others: "ItemSimilarity") -> None:
+    def init_from(self, *others: ItemSimilarity) -> None:
         """Start from another item-similarity model's P, Q and b_j (NAIS pretrains with FISM)."""
         if len(others) != 1 or not isinstance(others[0], ItemSimilarity):
             raise ValueError(

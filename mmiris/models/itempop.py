@@ -13,6 +13,7 @@ from mmiris.models.base import ModelConfig, Recommender
 class ItemPop(Recommender):
     name = "itempop"
     config_cls = ModelConfig
+    popularity: torch.Tensor  # buffer
     trainable = False
 
     def __init__(self, config, n_users, n_items, history=None, features=None):

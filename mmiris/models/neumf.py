@@ -25,6 +25,7 @@ class NeuMFConfig(ModelConfig):
 @register
 class NeuMF(Recommender):
     name = "neumf"
+    config: NeuMFConfig
     config_cls = NeuMFConfig
     # score_all builds the MLP's input [p_u; q_j] (4k floats) for every (user, item) pair of a
     # chunk. Full ranking of ML-1M (256 users per batch), measured: 1,024 items per chunk took
@@ -71,7 +72,7 @@ class NeuMF(Recommender):
         return r
 
     @classmethod
-    def from_pretrained(cls, gmf: "NeuMF", mlp: "NeuMF", alpha: float = 0.5) -> "NeuMF":
+    def from_pretrained(cls, gmf: NeuMF, mlp: NeuMF, alpha: float = 0.5) -> NeuMF:
         """NeuMF initialised from a trained GMF and MLP (NCF §3.4.1): embeddings and tower copied,
         output layer = [α·h_GMF ; (1−α)·h_MLP]."""
         if gmf.config.mode != "gmf" or mlp.config.mode != "mlp":
@@ -82,7 +83,7 @@ class NeuMF(Recommender):
         return model
 
     @torch.no_grad()
-    def init_from(self, *others: "NeuMF", alpha: float = 0.5) -> None:
+    def init_from(self, *others: NeuMF, alpha: float = 0.5) -> None:
         """Start a NeuMF from a trained GMF and MLP (``mode`` gmf and mlp, either order), as
         the NCF paper pretrains (``train_model(..., init_from=[gmf, mlp])``)."""
         by_mode = {getattr(getattr(o, "config", None), "mode", None): o for o in others}

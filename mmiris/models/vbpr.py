@@ -23,7 +23,9 @@ class VBPRConfig(ModelConfig):
 @register
 class VBPR(Recommender):
     name = "vbpr"
+    config: VBPRConfig
     config_cls = VBPRConfig
+    image_features: torch.Tensor  # buffer
     modalities = ("image",)
 
     def __init__(self, config, n_users, n_items, history=None, features=None):

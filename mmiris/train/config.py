@@ -68,11 +68,11 @@ class TrainConfig:
         return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         return config_from_dict(cls, d, what="train config")
 
 
-def pick_device(policy: str = "auto", local_rank: int = 0) -> "torch.device":
+def pick_device(policy: str = "auto", local_rank: int = 0) -> torch.device:
     """The one device policy: ``auto`` = this rank's GPU if CUDA is available, else CPU.
     The dtype policy is ``resolve_precision`` below."""
     import torch
@@ -88,7 +88,7 @@ def pick_device(policy: str = "auto", local_rank: int = 0) -> "torch.device":
     raise MmirisError(f"train config: device {policy!r}: expected auto, cpu or cuda")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_bf16() -> bool:
     """Native bf16 dot products on this CPU (AVX512-BF16 or AMX-BF16), where oneDNN's bf16
     GEMM is several times its fp32 GEMM (measured 4.6x on one thread here)."""

@@ -62,7 +62,7 @@ def setup(device_policy: str = "auto", timeout_s: float = 600.0) -> Dist:
             rank=rank,
             world_size=world,
             timeout=timeout,
-            **({"device_id": device} if device.type == "cuda" else {}),
+            device_id=device if device.type == "cuda" else None,
         )
     return Dist(rank, world, local_rank, device)
 

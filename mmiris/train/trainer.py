@@ -103,7 +103,7 @@ def validate(model: Recommender, split: SplitData, dist: D.Dist, cfg: TrainConfi
     """Sampled-protocol metrics on the validation items, users sharded over ranks."""
     if not len(split.valid_users):
         return {}
-    lengths = model.history.lengths(split.valid_users)
+    lengths = model.train_history.lengths(split.valid_users)
     idx = np.argsort(lengths, kind="stable")[dist.rank :: dist.world_size]  # balanced shards
     res = sampled_ranks(
         model,
@@ -153,11 +153,10 @@ def train(
         rows = _rows(1, {**m, "epoch_seconds": secs}, 0, secs)
         return TrainResult({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, rows, 1, m, 1, [secs])
 
-    opt = torch.optim.Adam(
-        model.parameters(), lr=cfg.lr, foreach=True
-    )  # multi-tensor update: one kernel per op for all parameters
+    # foreach: a multi-tensor update, one kernel per op for all parameters
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)
     sampler = TrainSampler(
-        model.history,
+        model.train_history,
         cfg.negatives,
         cfg.batch_size,
         cfg.seed,

@@ -51,7 +51,7 @@ def load(name: str) -> ctypes.CDLL | None:
     if os.environ.get("MMIRIS_FUSED", "1") != "0":
         try:
             lib = _build(name)
-        except Exception as exc:  # no compiler, read-only cache, …: the eager path still works
+        except Exception as exc:  # noqa: BLE001 - no compiler, read-only cache, …: the eager path still works
             log.warning("mmiris: native kernel %s unavailable (%s); using the eager PyTorch path", name, exc)
     _loaded[name] = lib
     return lib
