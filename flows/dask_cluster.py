@@ -1,4 +1,5 @@
-"""Which Dask cluster a Dask-parallel stage runs on: an existing one, or its own local one."""
+"""Which Dask cluster a Dask-parallel stage runs on: an existing one, or its own local one.
+Clients and local clusters come from ``mmiris.cluster``, the project's one factory."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-import dask
+from mmiris import cluster
 
 log = logging.getLogger("mmiris.flows")
 
@@ -14,7 +15,7 @@ log = logging.getLogger("mmiris.flows")
 def scheduler_address(dask_address: str | None) -> str | None:
     """The flow parameter, else Dask's own setting (``DASK_SCHEDULER_ADDRESS`` /
     ``scheduler-address`` in the Dask config), else None."""
-    return dask_address or dask.config.get("scheduler-address", None) or None
+    return cluster.scheduler_address(dask_address)
 
 
 @contextlib.contextmanager
@@ -26,10 +27,8 @@ def existing_cluster(dask_address: str | None) -> Iterator[object | None]:
         log.info("no Dask scheduler address given: the stage starts a local Dask cluster")
         yield None
         return
-    from distributed import Client
-
     log.info("using the Dask cluster at %s", address)
-    with Client(address) as client:
+    with cluster.dask_client(address) as client:
         yield client
 
 
@@ -42,8 +41,6 @@ def feature_cluster(dask_address: str | None, workers: int | None) -> Iterator[s
     if address:
         yield address
         return
-    from mmiris.pipelines.extract import dask_client
-
-    with dask_client(None, workers) as client:
+    with cluster.dask_client(None, workers=workers) as client:
         log.info("local Dask cluster for feature extraction at %s", client.scheduler.address)
         yield client.scheduler.address

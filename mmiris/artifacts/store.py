@@ -53,7 +53,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -373,8 +373,8 @@ class ArtifactStore:
 
         ``columns``: decode only these (the other column chunks are skipped; with
         ``verify=False`` they are not even fetched). ``ids``: only the rows whose first
-        ``sort_by`` column (``item_id``) is one of them; parts whose recorded id range holds
-        none are not read."""
+        ``sort_by`` column (else ``item_id``) is one of them; parts whose recorded id range
+        holds none are not read, nor row groups whose statistics exclude them."""
         m = self.manifest(ref)
         table = table or _only_table(m)
         if table not in m.tables:
@@ -382,9 +382,9 @@ class ArtifactStore:
         contract = load_contract(m.kind)
         tc = contract.table(table)
         wanted = None if ids is None else pa.array(sorted(set(ids)), pa.int64())
-        key = tc.sort_by[0] if tc.sort_by else ""
+        key = tc.sort_by[0] if tc.sort_by else ("item_id" if "item_id" in tc.column_names() else "")
         if wanted is not None and not key:
-            raise MmirisError(f"artifact {m.ref}: table {table!r} has no sort_by key to select ids by")
+            raise MmirisError(f"artifact {m.ref}: table {table!r} has no item_id column to select ids by")
         wanted_np = None if wanted is None else wanted.to_numpy()
         pieces = []
         for path, part in self._parts(m, table):
@@ -392,7 +392,8 @@ class ArtifactStore:
                 if not ((wanted_np >= part["min"]) & (wanted_np <= part["max"])).any():
                     continue
             read_cols = columns if wanted is None or columns is None or key in columns else [*columns, key]
-            t = self._read_part(m, path, part, read_cols, tc)
+            row_filter = None if wanted is None else [(key, "in", wanted)]  # skips row groups by statistics
+            t = self._read_part(m, path, part, read_cols, tc, row_filter)
             if wanted is not None:
                 t = t.filter(pc.is_in(t.column(key), value_set=wanted))
                 if columns is not None and key not in columns:
@@ -402,6 +403,8 @@ class ArtifactStore:
             path, part = self._parts(m, table)[0]
             pieces.append(self._read_part(m, path, part, columns, tc).slice(0, 0))
         t = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+        if len(pieces) > 1 and tc.sort_by and not meta_sorted(m.tables[table]) and key in t.column_names:
+            t = t.sort_by([(c, "ascending") for c in tc.sort_by if c in t.column_names])
         validate(t, contract, table, where=f"artifact {m.ref} ({self.version_dir(m.ref)})", columns=columns)
         return t
 
@@ -412,13 +415,35 @@ class ArtifactStore:
             return [(self._path(m.name, m.version, meta["file"], p["file"]), p) for p in meta["parts"]]
         return [(self._path(m.name, m.version, meta["file"]), meta)]
 
-    def _read_part(self, m: Manifest, path: str, meta: dict, columns: list[str] | None, tc: TableContract) -> pa.Table:
+    def iter_tables(
+        self, ref: ArtifactRef | str, table: str | None = None, columns: list[str] | None = None
+    ) -> Iterator[pa.Table]:
+        """A table part by part (one part file in memory at a time), validated like read_table."""
+        m = self.manifest(ref)
+        table = table or _only_table(m)
+        if table not in m.tables:
+            raise MmirisError(f"artifact {m.ref} has no table {table!r}; it has {sorted(m.tables)}")
+        contract = load_contract(m.kind)
+        for path, part in self._parts(m, table):
+            t = self._read_part(m, path, part, columns, contract.table(table))
+            validate(t, contract, table, where=f"artifact {m.ref} ({path})", columns=columns)
+            yield t
+
+    def _read_part(
+        self,
+        m: Manifest,
+        path: str,
+        meta: dict,
+        columns: list[str] | None,
+        tc: TableContract,
+        filters: list | None = None,
+    ) -> pa.Table:
         try:
             if self.verify and "sha256" in meta:
                 data = self._read_verified(m, path, meta)
-                t = pq.read_table(pa.BufferReader(data), columns=columns)
+                t = pq.read_table(pa.BufferReader(data), columns=columns, filters=filters)
             else:
-                t = pq.read_table(path, filesystem=self.fs, columns=columns)
+                t = pq.read_table(path, filesystem=self.fs, columns=columns, filters=filters)
         except FileNotFoundError:
             raise MmirisError(f"artifact {m.ref}: table file {path} is missing") from None
         except pa.ArrowException as exc:
@@ -882,6 +907,11 @@ def write_parquet(tab: pa.Table, tc: TableContract, presorted: bool = False) -> 
         key = tab.column(tc.sort_by[0])
         meta["min"], meta["max"] = key[0].as_py(), key[-1].as_py()
     return data, meta
+
+
+def meta_sorted(meta: dict) -> bool:
+    """Whether a table's rows are in its sort_by order across files (one file always is)."""
+    return "parts" not in meta or bool(meta.get("sort_by"))
 
 
 def _parts_meta(tname: str, parts: list[dict], tc: TableContract, where: str = "") -> dict:

@@ -1,0 +1,211 @@
+"""Publishing ``item_images`` / ``item_text`` from files a user already has: a folder of
+images (``images_from_folder``) and a JSON-lines file of records (``texts_from_jsonl``).
+
+The crawl stage is the normal producer of these artifacts; these serve existing folders and
+the benchmarks (the ML-1M posters and OMDb plots, keyed by MovieLens movieId). Versions are
+keyed by content: every file's sha256 with its name and item id, or the JSON-lines file's
+sha256, and the id map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
+from mmiris.artifacts.code_version import source_version
+from mmiris.errors import InputError
+
+CODE = ("mmiris.ingest.folders",)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def images_from_folder(
+    store: ArtifactStore,
+    folder: str | Path,
+    *,
+    id_map: dict[str, int] | None = None,
+    limit: int | None = None,
+    name: str = "item_images",
+) -> ArtifactRef:
+    """Publish an ``item_images`` artifact from ``<folder>/<key>.<ext>`` files.
+
+    ``key`` is the file stem; it is the item id (an integer) unless ``id_map`` maps it.
+    Files are stored as fetched; format and size are read by content (posters named .jpg
+    may be PNG or TIFF). Unreadable files stay in the artifact with ``present`` false.
+    The version is keyed by content: every file's sha256 with its name and item id, and the
+    id map, so an edited poster gives a new version and an unchanged folder finds the old one.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"image folder {folder}: not a directory")
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: (len(p.stem), p.stem)
+    )
+    rows = []
+    for p in files:
+        key = p.stem
+        if id_map is not None:
+            if key not in id_map:
+                continue
+            iid = id_map[key]
+        else:
+            try:
+                iid = int(key)
+            except ValueError:
+                raise InputError(
+                    f"image file {p}: name {key!r} is not an integer item id "
+                    f"(pass id_map to map file names to item ids)"
+                ) from None
+        rows.append((iid, p))
+    rows = sorted(rows)[:limit] if limit else sorted(rows)
+    cols: dict[str, list] = {
+        c: [] for c in ("item_id", "image", "present", "reason", "sha256", "width", "height", "format", "source_url")
+    }
+    for iid, p in rows:
+        data = p.read_bytes()
+        w = h = fmt = reason = None
+        try:
+            with Image.open(p) as im:
+                w, h, fmt = im.size[0], im.size[1], im.format
+        except Exception as exc:  # noqa: BLE001 - recorded, extraction reports it too
+            reason = f"unreadable_image: {type(exc).__name__}"
+        for c, v in zip(
+            cols,
+            (
+                iid,
+                data,
+                bool(data),
+                reason if data else "empty_file",
+                hashlib.sha256(data).hexdigest(),
+                w,
+                h,
+                fmt,
+                p.as_uri(),
+            ),
+        ):
+            cols[c].append(v)
+    # An unreadable file keeps present=True: extraction is where it is decoded and reported.
+    table = pa.table({c: pa.array(v) for c, v in cols.items()})
+    content = _digest([(iid, p.name, sha) for (iid, p), sha in zip(rows, cols["sha256"])])
+    return store.publish(
+        name,
+        "item_images",
+        Output({"item_images": table}, info={"source": str(folder)}),
+        params={
+            "folder": str(folder.resolve()),
+            "files": len(rows),
+            "content_sha256": content,
+            "id_map_sha256": _id_map_digest(id_map),
+            "limit": limit,
+        },
+        code_version=source_version(*CODE),
+    )
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _id_map_digest(id_map: dict[str, int] | None) -> str | None:
+    return None if id_map is None else _digest(sorted((str(k), int(v)) for k, v in id_map.items()))
+
+
+def texts_from_jsonl(
+    store: ArtifactStore,
+    path: str | Path,
+    *,
+    id_field: str = "movie_id",
+    text_field: str = "Plot",
+    id_map: dict[str, int] | None = None,
+    limit: int | None = None,
+    name: str = "item_text",
+) -> ArtifactRef:
+    """Publish an ``item_text`` artifact from a JSON-lines file (e.g. OMDb records).
+
+    Lines are read as bytes: a line that is not UTF-8 is decoded as cp1252. A malformed line
+    raises naming file and line. The version is keyed by the file's sha256 and the id map.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"text file {path}: not found")
+    cols: dict[str, list] = {
+        c: []
+        for c in (
+            "item_id",
+            "text",
+            "present",
+            "reason",
+            "title",
+            "genre",
+            "director",
+            "actors",
+            "year",
+            "imdb_id",
+            "match_method",
+            "raw_json",
+        )
+    }
+    file_hash = hashlib.sha256()
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            file_hash.update(raw)
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                line = raw.decode("cp1252", errors="replace")
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not a JSON object ({exc.msg})") from None
+            key = rec.get(id_field)
+            if key is None:
+                raise InputError(f"{path}:{lineno}: field {id_field!r} missing (expected the item id)")
+            if id_map is not None:
+                if str(key) not in id_map:
+                    continue
+                iid = id_map[str(key)]
+            else:
+                iid = int(key)
+            text = rec.get(text_field)
+            ok = isinstance(text, str) and text.strip() not in ("", "N/A")
+            vals = (
+                iid,
+                text if isinstance(text, str) else None,
+                ok,
+                None if ok else f"no_{text_field.lower()}",
+                rec.get("Title"),
+                rec.get("Genre"),
+                rec.get("Director"),
+                rec.get("Actors"),
+                rec.get("Year"),
+                rec.get("imdbID"),
+                "id",
+                line.strip(),
+            )
+            for c, v in zip(cols, vals):
+                cols[c].append(v)
+            if limit and len(cols["item_id"]) >= limit:
+                break
+    table = pa.table({c: pa.array(v) for c, v in cols.items()})
+    return store.publish(
+        name,
+        "item_text",
+        Output({"item_text": table}, info={"source": str(path)}),
+        params={
+            "file": str(path.resolve()),
+            "sha256": file_hash.hexdigest(),
+            "id_field": id_field,
+            "text_field": text_field,
+            "id_map_sha256": _id_map_digest(id_map),
+            "limit": limit,
+        },
+        code_version=source_version(*CODE),
+    )
