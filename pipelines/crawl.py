@@ -33,7 +33,7 @@ from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
 from mmiris.artifacts.code_version import source_version
 from mmiris.crawl.amazon import ImageTask, crawl_image_chunk
 from mmiris.crawl.apikey import DEFAULT_SECRET_BLOCK, ApiKey, resolve_api_key
-from mmiris.crawl.cache import ResponseCache
+from mmiris.crawl.cache import CACHE_ENV, cache_location, open_cache
 from mmiris.crawl.fetcher import Counters, FetchSettings
 from mmiris.crawl.omdb import DEFAULT_BASE_URL, MatchConfig, OmdbTask, crawl_omdb_chunk
 from mmiris.crawl.parallel import CrawlIncomplete, CrawlStopped, default_chunk_size, new_run_id, run_chunks
@@ -45,7 +45,7 @@ log = logging.getLogger("mmiris.crawl")
 CODE = ("mmiris.pipelines.crawl", "mmiris.crawl")  # matching, parsing, the tables written
 
 STRATEGY_VERSION = 1  # bump when the lookup strategy changes what matches
-DEFAULT_CACHE_ENV = "MMIRIS_CRAWL_CACHE"
+DEFAULT_CACHE_ENV = CACHE_ENV
 
 __all__ = [
     "CrawlResult",
@@ -119,13 +119,10 @@ def _read_items(store: ArtifactStore, items_ref: ArtifactRef, links: dict[str, s
     return items
 
 
-def _default_cache_dir(store: ArtifactStore, sub: str) -> Path:
-    base = os.environ.get(DEFAULT_CACHE_ENV)
-    if base:
-        return Path(base).expanduser() / sub
-    if store.is_local:
-        return Path(store.root) / "_crawl_cache" / sub
-    return Path("~/.cache/mmiris/crawl").expanduser() / sub
+def _default_cache_dir(store: ArtifactStore, sub: str) -> str:
+    """``$MMIRIS_CRAWL_CACHE``/sub, else ``<store>/_crawl_cache/<sub>`` on the store's own
+    filesystem (S3 included): every machine that reads the store shares the crawl's cache."""
+    return cache_location(store, sub)
 
 
 def _prefix(items_ref: ArtifactRef) -> str:
@@ -139,16 +136,11 @@ def _executor(client, workers: int, threads_per_worker: int):
     if client is not None or workers <= 0:
         yield client
         return
-    from distributed import Client, LocalCluster
+    from mmiris.cluster import dask_client
 
     # Threads, not processes: the work is waiting on the network, and one process means one
     # rate-limit bucket and one in-process single-flight for identical requests.
-    with (
-        LocalCluster(
-            n_workers=workers, threads_per_worker=threads_per_worker, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with dask_client(None, workers=workers, threads_per_worker=threads_per_worker, processes=False) as c:
         yield c
 
 
@@ -288,7 +280,7 @@ def _crawl_omdb(
 ) -> dict:
     key = resolve_api_key(api_key, secret_block)
     items = _read_items(store, items_ref, links_map)
-    cache_dir = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir(store, "omdb")
+    cache_dir = cache_location(store, "omdb", cache_dir)
     run_id = new_run_id("omdb")
     t0 = time.perf_counter()
     with _executor(client, workers, threads_per_worker) as dask_client:
@@ -483,7 +475,7 @@ def _run_info(counters: Counters, seconds: float, rate_per_s, cache_dir, daily_q
         }
     )
     try:
-        info["api_requests_today"] = ResponseCache(cache_dir).quota_used()
+        info["api_requests_today"] = open_cache(cache_dir).quota_used()
     except Exception:  # noqa: BLE001 (informational only)
         pass
     return info
@@ -513,7 +505,7 @@ def crawl_amazon_images(
 
     def build() -> Output:
         items = _read_items(store, items_ref, None)
-        cdir = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir(store, "images")
+        cdir = cache_location(store, "images", cache_dir)
         run_id = new_run_id("images")
         t0 = time.perf_counter()
         with _executor(client, workers, threads_per_worker) as dask_client:

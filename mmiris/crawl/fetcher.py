@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 import requests
 
 from mmiris.crawl.apikey import ApiKey
-from mmiris.crawl.cache import ResponseCache
+from mmiris.crawl.cache import open_cache
 from mmiris.crawl.ratelimit import DailyQuota, process_limiter, release_limiter
 from mmiris.http import RETRY_STATUSES, HttpConfig, backoff_delay, make_session, redact
 
@@ -137,7 +137,7 @@ class Fetcher:
         self.settings = settings
         self.session = make_session(replace(settings.http, retries=0))
         self.timeout = self.session.request_timeout  # type: ignore[attr-defined]
-        self.cache = ResponseCache(settings.cache_dir)
+        self.cache = open_cache(settings.cache_dir)  # a folder, filesystem URI or redis:// URL
         self.quota = DailyQuota(self.cache, settings.daily_quota)
         self.limiter = process_limiter(settings.run_id, settings.rate_per_s)
         self._key_locks: dict[str, threading.Lock] = {}

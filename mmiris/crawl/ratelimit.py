@@ -9,8 +9,9 @@ Variable would cost a scheduler round trip for every request). The price: a proc
 idles leaves its share unused. With ``LocalCluster(processes=False)`` (the stage's default)
 or the thread executor there is one process and one bucket holding the whole rate.
 
-The daily quota is counted in the response cache's SQLite file (``ResponseCache.take_quota``),
-per UTC day, across processes and runs; see ``DailyQuota``.
+The daily quota is counted by the response cache's backend (``take_quota`` of
+``mmiris.crawl.cache``: SQLite, the store's filesystem or Redis), per UTC day, across
+processes, machines and runs; see ``DailyQuota``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import socket
 import threading
 import time
 
-from mmiris.crawl.cache import ResponseCache
+from mmiris.crawl.cache import Cache
 
 
 class QuotaExhausted(Exception):
@@ -86,7 +87,7 @@ def process_share(rate_per_s: float | None, client=None) -> float | None:
 class DailyQuota:
     """``quota.take()`` before each request sent; raises QuotaExhausted when spent."""
 
-    def __init__(self, cache: ResponseCache, limit: int | None):
+    def __init__(self, cache: Cache, limit: int | None):
         self.cache, self.limit = cache, limit
 
     def take(self) -> None:
