@@ -10,7 +10,6 @@ re-run with the same inputs and parameters reuses every existing version and say
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
@@ -30,8 +29,8 @@ from mmiris.flows.stage_logs import forward_stage_logs
 from mmiris.flows.train import train_flow
 from mmiris.flows.ui_artifacts import show_refs
 from mmiris.models import get_model_class
+from mmiris.pipelines.compare import DEMO_NOTE, best_explainer, modalities_needed, settings_for
 from mmiris.pipelines.demo import DemoOptions, feasible_negatives
-from mmiris.pipelines.evaluate import read_metrics
 
 INGEST_FLOWS: dict[str, Any] = {
     "movielens": ingest_movielens_flow,
@@ -39,39 +38,43 @@ INGEST_FLOWS: dict[str, Any] = {
     "amazon": ingest_amazon_flow,
 }
 DEMO = DemoOptions()
+EXTRACT_FLOWS: dict[str, tuple[Any, str]] = {  # modality: (flow, its source parameter)
+    "image": (extract_image_features_flow, "item_images"),
+    "text": (extract_text_features_flow, "item_text"),
+}
 
 
-def _given(ref: str | None, modality: str) -> str:
-    if ref is None:  # check_models made sure a source or a crawl provides it
-        raise MmirisError(f"no item {modality} artifact to extract {modality} features from")
-    return ref
+def extract_features(
+    needs: set[str],
+    sources: dict[str, str | None],
+    encoders: dict[str, str],
+    prefix: str,
+    dask_address: str | None,
+    workers: int | None,
+    store: str | None,
+) -> dict[str, str]:
+    """``<prefix>image_features`` / ``<prefix>text_features`` for the modalities the models
+    read, from ``sources`` (item_images / item_text refs), on one Dask cluster."""
+    if not needs:
+        return {}
+    features = {}
+    with feature_cluster(dask_address, workers) as address:
+        for m in sorted(needs):  # image, then text
+            source = sources.get(m)
+            if source is None:  # modalities_needed made sure a source or a crawl provides it
+                raise MmirisError(f"no item {m} artifact to extract {m} features from")
+            extract, arg = EXTRACT_FLOWS[m]
+            features[m] = extract(
+                **{arg: source}, encoder=encoders[m], dask_address=address, name=f"{prefix}{m}_features", store=store
+            )
+    return features
 
 
-def check_models(models: list[str], have: set[str]) -> set[str]:
-    """The modalities the models read; fails before any work when one is unavailable or a
-    model name is unknown."""
-    needs = set()
-    for name in models:
-        try:
-            cls = get_model_class(name)
-        except KeyError as exc:
-            raise MmirisError(f"models: {exc.args[0]}") from None
-        missing = [m for m in cls.modalities if m not in have]
-        if missing:
-            raise MmirisError(f"model {name} needs {' and '.join(missing)} features, which this pipeline has none of")
-        needs |= set(cls.modalities)
-    return needs
-
-
-def settings_for(model: str, model_settings: dict | None) -> dict | None:
-    """The fields of ``model_settings`` this model's config has (e.g. ``emb`` for every
-    model, ``beta`` only for attention models)."""
-    fields = {f.name for f in dataclasses.fields(get_model_class(model).config_cls)}
-    kept = {k: v for k, v in (model_settings or {}).items() if k in fields}
-    dropped = sorted(set(model_settings or {}) - set(kept))
+def _settings(model: str, model_settings: dict | None) -> dict | None:
+    kept, dropped = settings_for(model, model_settings)
     if dropped:
         get_run_logger().info("model %s has no setting(s) %s; not passing them", model, dropped)
-    return kept or None
+    return kept
 
 
 def model_stages(
@@ -97,19 +100,15 @@ def model_stages(
         trained[name] = train_flow(
             split=split,
             model=name,
-            model_settings=settings_for(name, model_settings),
+            model_settings=_settings(name, model_settings),
             train_settings=train_settings,
             image_features=reads.get("image"),
             text_features=reads.get("text"),
             store=store,
         )
         metrics[name] = evaluate_flow(model=trained[name], store=store)
-    if recommend_with is None:
-        # As `mmiris demo`: the best attention model (explanations need a_ij) by sampled HR@10.
-        s = ArtifactStore(store)
-        hr10 = {n: read_metrics(s, ref).get("sampled", {}).get("hr10", 0.0) for n, ref in metrics.items()}
-        pool = [n for n in models if get_model_class(n).has_attention] or models
-        recommend_with = max(pool, key=lambda n: hr10[n])
+    if recommend_with is None:  # as `mmiris demo`: the best attention model by sampled HR@10
+        recommend_with, hr10 = best_explainer(ArtifactStore(store), metrics)
         log.info(
             "recommending with %s (sampled HR@10: %s)",
             recommend_with,
@@ -167,31 +166,21 @@ def demo_pipeline_flow(
     each of ``models`` -> recommend (best attention model unless ``recommend_with``) ->
     report. Returns every artifact ref and the report path."""
     forward_stage_logs()
-    needs = check_models(models, {"image", "text"})
+    needs = modalities_needed(models, {"image", "text"})
     data = demo_data_flow(n_users=n_users, n_items=n_items, seed=seed, name="demo", store=store)
     n_neg = feasible_negatives(ArtifactStore(store), data["interactions"], n_items, n_negatives)
     if n_neg < n_negatives:
         get_run_logger().info("small catalogue: %d sampled negatives per user instead of %d", n_neg, n_negatives)
     split = split_flow(interactions=data["interactions"], n_negatives=n_neg, seed=seed, name="demo-split", store=store)
-    features: dict[str, str] = {}
-    if needs:
-        with feature_cluster(dask_address, workers) as address:
-            if "image" in needs:
-                features["image"] = extract_image_features_flow(
-                    item_images=data["item_images"],
-                    encoder=image_encoder,
-                    dask_address=address,
-                    name="demo-image_features",
-                    store=store,
-                )
-            if "text" in needs:
-                features["text"] = extract_text_features_flow(
-                    item_text=data["item_text"],
-                    encoder=text_encoder,
-                    dask_address=address,
-                    name="demo-text_features",
-                    store=store,
-                )
+    features = extract_features(
+        needs,
+        {"image": data["item_images"], "text": data["item_text"]},
+        {"image": image_encoder, "text": text_encoder},
+        "demo-",
+        dask_address,
+        workers,
+        store,
+    )
     train_settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "patience": epochs}
     out = {**data, "split": split, **{f"{m}_features": r for m, r in features.items()}}
     out |= model_stages(
@@ -206,10 +195,7 @@ def demo_pipeline_flow(
         explain_k,
         report_dir,
         "mmiris demo report",
-        notes=[
-            "Data: the embedded demo catalogue — generated posters, plots and users, not "
-            "real data (mmiris/demo/synthetic.py)."
-        ],
+        notes=[DEMO_NOTE],
         cards=cards,
     )
     show_refs(ArtifactStore(store), _flat(out), "pipeline demo")
@@ -254,7 +240,7 @@ def pipeline_flow(
     will_have = {
         m for m, given in (("text", item_text or crawl == "omdb"), ("image", item_images or crawl != "none")) if given
     }
-    needs = check_models(models, will_have)
+    needs = modalities_needed(models, will_have)
     data = INGEST_FLOWS[fmt](**ingest, store=store)
     crawled: dict[str, str] = {}
     if crawl == "omdb" and not ((item_text or "text" not in needs) and (item_images or "image" not in needs)):
@@ -264,26 +250,10 @@ def pipeline_flow(
             items=data["items"], **(crawl_params or {}), dask_address=dask_address, store=store
         )
     sources = {"image": item_images or crawled.get("item_images"), "text": item_text or crawled.get("item_text")}
-    features: dict[str, str] = {}
     prefix = ingest.get("name_prefix", "")
-    if needs:  # features of the modalities the models read
-        with feature_cluster(dask_address, workers) as address:
-            if "image" in needs:
-                features["image"] = extract_image_features_flow(
-                    item_images=_given(sources["image"], "image"),
-                    encoder=image_encoder,
-                    dask_address=address,
-                    name=f"{prefix}image_features",
-                    store=store,
-                )
-            if "text" in needs:
-                features["text"] = extract_text_features_flow(
-                    item_text=_given(sources["text"], "text"),
-                    encoder=text_encoder,
-                    dask_address=address,
-                    name=f"{prefix}text_features",
-                    store=store,
-                )
+    features = extract_features(
+        needs, sources, {"image": image_encoder, "text": text_encoder}, prefix, dask_address, workers, store
+    )
     split = data.get("split") or split_flow(
         interactions=data["interactions"], **{"name": f"{prefix}split", **(split_params or {})}, store=store
     )

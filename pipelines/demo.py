@@ -15,12 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore
-from mmiris.errors import MmirisError
 
 log = logging.getLogger("mmiris.demo")
 
@@ -55,7 +53,7 @@ class DemoResult:
     models: dict[str, ArtifactRef]
     metrics: dict[str, ArtifactRef]
     recommendations: dict[str, ArtifactRef]
-    table: list[dict]  # per model: hr10, ndcg10 (sampled), hr10_full, ndcg10_full
+    table: list[dict]  # per model: sampled hr5..ndcg20, full ranking hr5_full..ndcg20_full (compare.metrics_row)
     n_negatives: int
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -70,23 +68,15 @@ def run_demo(
     store: ArtifactStore, out_dir: str | Path, options: DemoOptions | None = None, *, say: Callable[[str], None] = print
 ) -> DemoResult:
     """Run every stage on the generated demo data; ``say`` receives one line per step."""
-    from mmiris.models import get_model_class
+    from mmiris.pipelines.compare import DEMO_NOTE, best_explainer, compare_models, modalities_needed
     from mmiris.pipelines.demo_data import generate_demo_dataset
-    from mmiris.pipelines.evaluate import evaluate_model, read_metrics
     from mmiris.pipelines.recommend import recommend
     from mmiris.pipelines.report import build_report
     from mmiris.pipelines.split import split_leave_one_out
-    from mmiris.pipelines.train import train_model
     from mmiris.train.config import TrainConfig
 
     opt = options or DemoOptions()
-    classes = {}
-    for name in opt.models:
-        try:
-            classes[name] = get_model_class(name)
-        except KeyError as exc:
-            raise MmirisError(f"demo: {exc.args[0]}") from None
-    needs = {m for c in classes.values() for m in c.modalities}
+    needs = modalities_needed(opt.models, what="demo")
     seconds: dict[str, float] = {}
     steps = 4 + bool(needs) + len(opt.models) * 2
     step = [0]
@@ -131,55 +121,34 @@ def run_demo(
         timed(f"features ({', '.join(sorted(needs))})", extract)
 
     cfg = TrainConfig(epochs=opt.epochs, batch_size=opt.batch_size, lr=opt.lr, seed=opt.seed, patience=opt.epochs)
-    models, metrics, recs = {}, {}, {}
-    for name, cls in classes.items():
-        mcfg = {"emb": opt.emb} if "emb" in cls.config_cls.__dataclass_fields__ else None
-        models[name] = timed(
-            f"train {name}",
-            lambda n=name, c=cls, m=mcfg: train_model(
-                store,
-                split,
-                n,
-                model_config=m,
-                train_config=cfg,
-                image_features=features.get("image") if "image" in c.modalities else None,
-                text_features=features.get("text") if "text" in c.modalities else None,
-            ),
-        )
-        metrics[name] = timed(f"evaluate {name}", lambda n=name: evaluate_model(store, models[n], split))
-    # Recommendations with explanations from the best attention model (by sampled HR@10).
-    table: list[dict[str, Any]] = []
-    for name in opt.models:
-        m = read_metrics(store, metrics[name])
-        s, f = m.get("sampled", {}), m.get("full", {})
-        table.append(
-            {
-                "model": name,
-                "hr10": s.get("hr10"),
-                "ndcg10": s.get("ndcg10"),
-                "hr10_full": f.get("hr10"),
-                "ndcg10_full": f.get("ndcg10"),
-            }
-        )
-    explainers = [r for r in table if classes[r["model"]].has_attention] or table
-    best = max(explainers, key=lambda r: r["hr10"] or 0.0)["model"]
-    recs[best] = timed(
-        f"recommend top-{opt.top_n} ({best})",
-        lambda: recommend(store, models[best], split, top_n=opt.top_n, explain_k=opt.explain_k),
+    compared = compare_models(
+        store,
+        split,
+        opt.models,
+        model_config={"emb": opt.emb},
+        train_config=cfg,
+        image_features=features.get("image"),
+        text_features=features.get("text"),
+        step=timed,
     )
+    # Recommendations with explanations from the best attention model (by sampled HR@10).
+    best, _ = best_explainer(store, compared.metrics)
+    recs = {
+        best: timed(
+            f"recommend top-{opt.top_n} ({best})",
+            lambda: recommend(store, compared.models[best], split, top_n=opt.top_n, explain_k=opt.explain_k),
+        )
+    }
     report = timed(
         "report",
         lambda: build_report(
             store,
             out_dir,
-            metrics=[str(r) for r in metrics.values()],
+            metrics=[str(r) for r in compared.metrics.values()],
             recommendations=[str(recs[best])],
             n_users=opt.cards,
             title="mmiris demo report",
-            notes=[
-                "Data: the embedded demo catalogue — generated posters, plots and users, not real data "
-                "(mmiris/demo/synthetic.py)."
-            ],
+            notes=[DEMO_NOTE],
         ),
     )
     data_refs = {
@@ -188,7 +157,9 @@ def run_demo(
         "item_images": data.item_images,
         "item_text": data.item_text,
     }
-    return DemoResult(report, data_refs, split, features, models, metrics, recs, table, n_neg, seconds)
+    return DemoResult(
+        report, data_refs, split, features, compared.models, compared.metrics, recs, compared.table, n_neg, seconds
+    )
 
 
 def _short(value) -> str:
