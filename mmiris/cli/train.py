@@ -76,8 +76,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mmiris.pipelines.train import train_on_this_rank
-    from mmiris.train.launch import parse_sets
+    from mmiris.train.launch import parse_sets, train_stage
 
     # Precedence: defaults < --params-from (best trial of a tune artifact) < explicit flags, --emb, --set.
     tuned_model: dict = {}
@@ -106,16 +105,5 @@ def run(args) -> int:
     model_config = {**tuned_model, **parse_sets(args.model_set)}
     if args.emb is not None:
         model_config["emb"] = args.emb
-    train_on_this_rank(
-        ArtifactStore(),
-        args.split,
-        args.model,
-        model_config=model_config or None,
-        train_config=cfg,
-        image_features=args.image_features,
-        text_features=args.text_features,
-        resume=args.resume,
-        checkpoint_dir=args.checkpoint_dir,
-        init_from=args.init_from,
-    )
+    train_stage(args, model_config, cfg)
     return 0

@@ -120,14 +120,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from mmiris.artifacts import ArtifactStore
-    from mmiris.pipelines.train import train_on_this_rank
     from mmiris.train.tuning import best_params
 
-    store = ArtifactStore()
-    tuned = best_params(store, args.params_from, args.model) if args.params_from else ({}, {})
+    tuned = best_params(ArtifactStore(), args.params_from, args.model) if args.params_from else ({}, {})
     model_config, train_config = configs(args, tuned)
+    train_stage(args, model_config, train_config)
+    return 0
+
+
+def train_stage(args: argparse.Namespace, model_config: dict, train_config: TrainConfig) -> None:
+    """The train stage on this rank with the configs and the stage's arguments in ``args``
+    (those of this launcher or of ``mmiris train``)."""
+    from mmiris.artifacts import ArtifactStore
+    from mmiris.pipelines.train import train_on_this_rank
+
     train_on_this_rank(
-        store,
+        ArtifactStore(),
         args.split,
         args.model,
         model_config=model_config or None,
@@ -138,7 +146,6 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir,
         init_from=args.init_from,
     )
-    return 0
 
 
 if __name__ == "__main__":
