@@ -2,7 +2,7 @@
 
     python -m benchmarks.crawl_omdb [--faults] [--kill-halfway] [--limit N] [--data ../shared/data]
 
-Starts ``python -m mmiris.crawl.omdb_server`` (a separate process, so it does not share the
+Starts ``python -m mmiris.testing.omdb_server`` (a separate process, so it does not share the
 crawler's GIL) over ``<data>/ml-1m/omdb/omdb.jsonl`` and ``<data>/ml-1m/posters/`` (imdbIDs
 from ``links.csv``), builds an items artifact of every movie in ``<data>/ml-1m/movies.dat``
 (read with the ingest reader), and crawls it twice: with ``links.csv`` (IMDb ids first) and
@@ -74,7 +74,7 @@ class Server:
         cmd = [
             sys.executable,
             "-m",
-            "mmiris.crawl.omdb_server",
+            "mmiris.testing.omdb_server",
             "--records",
             str(ml / "omdb" / "omdb.jsonl"),
             "--posters",
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             _die(f"{need} not found: point --data at the shared benchmark data (see its README)")
 
     from mmiris.artifacts import ArtifactStore
-    from mmiris.crawl.testing import publish_items
+    from mmiris.testing.crawl import publish_items
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mmiris-crawl-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,12 @@ class HttpConfig:
     user_agent: str = f"mmiris/{__version__}"
     max_backoff_s: float = 30.0  # cap of one wait between attempts (Retry-After included)
 
+    @classmethod
+    def for_crawling(cls, timeout_s: float = 10.0) -> HttpConfig:
+        """The crawlers' settings: a shorter timeout and backoff than an API client's, since
+        the fetcher retries a request up to ``max_attempts`` times itself (crawl/fetcher.py)."""
+        return cls(timeout_s=timeout_s, backoff_s=0.2, backoff_jitter_s=0.2, max_backoff_s=10.0)
+
 
 def make_session(config: HttpConfig | None = None) -> requests.Session:
     config = config or HttpConfig()

@@ -147,7 +147,7 @@ _SLOW_PUBLISH = textwrap.dedent("""
     from pathlib import Path
     from mmiris.artifacts import ArtifactStore
     from mmiris.artifacts.store import ArtifactStore as S
-    from mmiris.crawl.testing import publish_items
+    from mmiris.testing.crawl import publish_items
 
     root, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     real = S._write_version

@@ -6,10 +6,10 @@ import pytest
 
 from mmiris.artifacts import ArtifactStore
 from mmiris.crawl.images import CorruptImage, inspect_image
-from mmiris.crawl.omdb_server import Catalogue, Faults, OmdbServer
-from mmiris.crawl.testing import image_bytes, publish_items, write_posters
 from mmiris.http import HttpConfig
 from mmiris.pipelines.crawl import crawl_amazon_images
+from mmiris.testing.crawl import image_bytes, publish_items, write_posters
+from mmiris.testing.omdb_server import Catalogue, Faults, OmdbServer
 
 FAST = HttpConfig(timeout_s=1.0, backoff_s=0.01, backoff_jitter_s=0.01, max_backoff_s=0.05)
 

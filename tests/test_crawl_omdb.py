@@ -9,11 +9,11 @@ import pytest
 
 from mmiris.artifacts import ArtifactStore
 from mmiris.crawl.apikey import ApiKey, resolve_api_key
-from mmiris.crawl.omdb_server import Catalogue, Faults, OmdbServer
-from mmiris.crawl.testing import publish_items, record, write_posters
 from mmiris.errors import MmirisError
 from mmiris.http import HttpConfig
 from mmiris.pipelines.crawl import CrawlIncomplete, CrawlStopped, crawl_omdb
+from mmiris.testing.crawl import publish_items, record, write_posters
+from mmiris.testing.omdb_server import Catalogue, Faults, OmdbServer
 
 KEY = "omdb-test-KEY-5c1e9b"
 # A read timeout well above a loaded 2-core machine's answer time: a correct answer that came
@@ -370,14 +370,14 @@ def test_worker_processes_share_the_rate_and_stop_together(world):
 
 def test_links_file_errors_name_file_and_line(tmp_path):
     from mmiris.errors import InputError
-    from mmiris.pipelines.crawl import read_links
+    from mmiris.ingest.movielens import read_links_file as read_links
 
     good = tmp_path / "links.csv"
     good.write_text("movieId,imdbId,tmdbId\n1,0114709,862\n2,113497,\n3,,\n")
     assert read_links(good) == {"1": "tt0114709", "2": "tt0113497"}
     bad = tmp_path / "bad.csv"
     bad.write_text("movieId,imdbId,tmdbId\n1,0114709,862\n2,tt-x,1\n")
-    with pytest.raises(InputError, match=r"bad.csv:3: field imdbId"):
+    with pytest.raises(InputError, match=r"bad.csv:3: field 'imdb_id'"):
         read_links(bad)
     bad.write_text("id,imdb\n1,2\n")
     with pytest.raises(InputError, match=r"bad.csv:1: expected a header"):

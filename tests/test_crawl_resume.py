@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 
 from mmiris.artifacts import ArtifactStore
 from mmiris.crawl.cache import ResponseCache
-from mmiris.crawl.omdb_server import Catalogue, Faults, OmdbServer
-from mmiris.crawl.testing import publish_items, record, write_posters
 from mmiris.http import HttpConfig
 from mmiris.pipelines.crawl import crawl_omdb
+from mmiris.testing.crawl import publish_items, record, write_posters
+from mmiris.testing.omdb_server import Catalogue, Faults, OmdbServer
 
 KEY = "resume-test-key-77"
 N = 48

@@ -6,8 +6,8 @@ import logging
 import pytest
 import requests
 
-from mmiris.crawl.omdb_server import Catalogue, Faults, OmdbServer
-from mmiris.crawl.testing import record, write_posters
+from mmiris.testing.crawl import record, write_posters
+from mmiris.testing.omdb_server import Catalogue, Faults, OmdbServer
 
 KEY = "server-test-key-93a1"
 
@@ -118,6 +118,6 @@ def test_server_log_lines_hide_the_key(catalogue, caplog):
     caplog.set_level(logging.DEBUG)
     with OmdbServer(catalogue, {KEY}) as srv:
         get(srv, apikey=KEY, i="tt0111161")
-    server_lines = [r.getMessage() for r in caplog.records if r.name == "mmiris.crawl.omdb_server"]
+    server_lines = [r.getMessage() for r in caplog.records if r.name == "mmiris.testing.omdb_server"]
     assert any("i=tt0111161" in line for line in server_lines)
     assert not any(KEY in line for line in server_lines)

@@ -12,8 +12,8 @@ import time
 
 from mmiris.artifacts import ArtifactStore
 from mmiris.crawl.cache import ObjectStoreCache, ResponseCache, cache_location, open_cache
-from mmiris.crawl.omdb_server import Catalogue, Faults, OmdbServer
-from mmiris.crawl.testing import publish_items, record, write_posters
+from mmiris.testing.crawl import publish_items, record, write_posters
+from mmiris.testing.omdb_server import Catalogue, Faults, OmdbServer
 from tests.test_crawl_resume import KEY, _ok_counts, _server_key
 from tests.test_store_s3 import s3  # noqa: F401 - the moto server fixture
 

@@ -387,9 +387,9 @@ def test_crawl_omdb_flow_against_a_local_omdb_server(api, tmp_path, monkeypatch)
     """The crawl flow over real HTTP (the OMDb-compatible server of mmiris.crawl): an invalid
     key stops the run at once without a retry; the key from the worker's environment works
     and never shows in the run's logs."""
-    from mmiris.crawl.omdb_server import Catalogue, OmdbServer
-    from mmiris.crawl.testing import publish_items, record, write_posters
     from mmiris.flows.crawl import crawl_omdb_flow
+    from mmiris.testing.crawl import publish_items, record, write_posters
+    from mmiris.testing.omdb_server import Catalogue, OmdbServer
 
     key = "flow-test-KEY-7f3a1c"
     write_posters(tmp_path / "posters")
@@ -435,9 +435,9 @@ def test_crawl_omdb_flow_against_a_local_omdb_server(api, tmp_path, monkeypatch)
 def test_pipeline_flow_on_real_format_files_with_crawl(api, dask_address, tmp_path, monkeypatch):
     """The real-data pipeline: MovieLens CSV files -> ingest -> OMDb crawl (local server) ->
     image features -> split -> train/evaluate -> recommend -> report."""
-    from mmiris.crawl.omdb_server import Catalogue, OmdbServer
-    from mmiris.crawl.testing import record, write_posters
     from mmiris.flows.pipeline import pipeline_flow
+    from mmiris.testing.crawl import record, write_posters
+    from mmiris.testing.omdb_server import Catalogue, OmdbServer
 
     src = tmp_path / "ml"
     src.mkdir()

@@ -64,7 +64,7 @@ def _common(p) -> None:
 def _http(args):
     from mmiris.http import HttpConfig
 
-    return HttpConfig(timeout_s=args.timeout, backoff_s=0.2, backoff_jitter_s=0.2, max_backoff_s=10.0)
+    return HttpConfig.for_crawling(args.timeout)
 
 
 def _client(args):

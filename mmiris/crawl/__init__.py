@@ -4,6 +4,7 @@
 (cache, quota, rate limit, retries for every request), ``cache`` (persistent responses),
 ``ratelimit`` (rate shared across Dask workers, daily quota), ``images`` (downloads with
 content checks), ``amazon`` (product images), ``parallel`` (chunked Dask/thread execution),
-``apikey`` (the key, never printed), ``omdb_server`` (a local OMDb-compatible server).
-The stages are in ``pipelines/crawl.py``; see ``docs/crawling.md``.
+``apikey`` (the key, never printed), ``tables`` (the tables a crawl publishes). The stages
+are in ``pipelines/crawl.py``; see ``docs/crawling.md``. The local OMDb server and crawl
+test helpers are test doubles, in ``mmiris.testing``.
 """

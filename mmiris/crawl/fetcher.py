@@ -64,9 +64,7 @@ class FetchSettings:
     cache_dir: str
     rate_per_s: float | None = None  # this process's share of the global rate
     daily_quota: int | None = None
-    http: HttpConfig = field(
-        default_factory=lambda: HttpConfig(timeout_s=10.0, backoff_s=0.2, backoff_jitter_s=0.2, max_backoff_s=10.0)
-    )
+    http: HttpConfig = field(default_factory=HttpConfig.for_crawling)
     max_attempts: int = 10
 
 

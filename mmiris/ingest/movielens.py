@@ -11,6 +11,7 @@ read.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,7 +239,11 @@ def read_u_item(
 
 
 def read_links_csv(data: bytes, source: str, on_bad_lines: str = "error", stats: dict | None = None) -> dict[str, str]:
-    """``movieId,imdbId,tmdbId`` -> {movieId: "tt#######"}."""
+    """MovieLens ``links.csv`` (``movieId,imdbId,tmdbId``) -> {movieId: "tt#######"}; movies
+    without an IMDb id are left out. The one parser of this file (ingest, crawl, test server)."""
+    header = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip().lstrip("\ufeff")
+    if not header.startswith("movieId,imdbId"):
+        raise InputError(f"{source}:1: expected a header with movieId,imdbId[,tmdbId], got {header[:80]!r}")
     t = _count(
         read_delimited(
             data,
@@ -247,7 +252,7 @@ def read_links_csv(data: bytes, source: str, on_bad_lines: str = "error", stats:
             header=True,
             quoted=True,
             on_bad_lines=on_bad_lines,
-            fields=[Field("movie_id"), Field("imdb_id", "str"), Field("tmdb_id", "str")],
+            fields=[Field("movie_id"), Field("imdb_id", optional=True), Field("tmdb_id", "str", optional=True)],
         ),
         stats,
     )
@@ -256,6 +261,15 @@ def read_links_csv(data: bytes, source: str, on_bad_lines: str = "error", stats:
         for m, i in zip(t.column("movie_id").to_pylist(), t.column("imdb_id").to_pylist())
         if (tt := imdb_tt(i))
     }
+
+
+def read_links_file(path: str | os.PathLike) -> dict[str, str]:
+    """``read_links_csv`` of the file at ``path``; an unreadable file is an InputError naming it."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read links file ({exc.strerror})") from None
+    return read_links_csv(data, str(path))
 
 
 def add_links(meta: dict[str, dict], links: dict[str, str]) -> None:

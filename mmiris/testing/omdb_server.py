@@ -1,9 +1,9 @@
-"""A local OMDb-compatible server: test fixture and benchmark tool.
+"""A local OMDb-compatible server: a test double (and benchmark tool), not for production.
 
 Speaks the part of the OMDb API (https://www.omdbapi.com/) the crawler uses, from a JSONL of
 records and a folder of posters, on 127.0.0.1::
 
-    python -m mmiris.crawl.omdb_server --records omdb.jsonl --posters posters/ \\
+    python -m mmiris.testing.omdb_server --records omdb.jsonl --posters posters/ \\
         [--links links.csv] [--port 8765] [--api-key KEY ...] [--daily-limit N] \\
         [--fault-5xx 0.1 --fault-timeout 0.05 --fault-invalid 0.02 ...] [--seed 0]
 
@@ -34,7 +34,6 @@ the number of ok answers beyond the first per key.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import logging
@@ -53,8 +52,9 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from mmiris.crawl.titles import title_key
 from mmiris.http import redact
+from mmiris.ingest.movielens import read_links_file
 
-log = logging.getLogger("mmiris.crawl.omdb_server")
+log = logging.getLogger("mmiris.testing.omdb_server")
 
 STRIPPED_FIELDS = ("movie_id", "poster_file")
 PAGE_SIZE = 10
@@ -80,13 +80,8 @@ class Faults:
 
 
 def read_links(path: str | os.PathLike) -> dict[int, str]:
-    """links.csv (movieId,imdbId,tmdbId) -> {movieId: 'tt0114709'}."""
-    out = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("imdbId"):
-                out[int(row["movieId"])] = f"tt{int(row['imdbId']):07d}"
-    return out
+    """links.csv (movieId,imdbId,tmdbId) -> {movieId: 'tt0114709'} (the ingest parser's answer)."""
+    return {int(movie): tt for movie, tt in read_links_file(path).items()}
 
 
 class Catalogue:
@@ -453,7 +448,7 @@ def fetch_stats(base_url: str, timeout_s: float = 5.0) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m mmiris.crawl.omdb_server",
+        prog="python -m mmiris.testing.omdb_server",
         description="Local OMDb-compatible server (test fixture, benchmarks).",
     )
     p.add_argument("--records", required=True, help="JSONL of OMDb records")

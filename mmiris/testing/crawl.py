@@ -1,4 +1,4 @@
-"""Small builders for crawl tests and demos: posters, OMDb-shaped records, items artifacts.
+"""Crawl test doubles: posters, OMDb-shaped records, items artifacts (not for production).
 
 Everything here is generated (no real data): tests start ``OmdbServer`` over these records.
 """
