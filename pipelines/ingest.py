@@ -112,8 +112,8 @@ def ingest_movielens(
 def ingest_ncf(
     store: ArtifactStore,
     train: str | Path,
-    test: str | Path,
-    negatives: str | Path,
+    test: str | Path | None = None,
+    negatives: str | Path | None = None,
     *,
     item_map: str | Path | None = None,
     movies: str | Path | None = None,
@@ -128,8 +128,10 @@ def ingest_ncf(
 
     ``item_map`` (``ncf_item, movie_id, exact``) joins ``movies`` (movies.dat or movies.csv)
     and ``links`` (links.csv) to the NCF item ids; see :func:`mmiris.ingest.ncf.ncf_split`
-    for how the validation rows are made.
+    for how the validation rows are made. ``train`` alone may be the folder holding the three
+    files (``mmiris.ingest.ncf.ncf_sources``).
     """
+    train, test, negatives = ncf.ncf_sources([s for s in (train, test, negatives) if s is not None])
     if (movies or links) and not item_map:
         raise InputError("--movies/--links need --item-map: NCF item ids are not MovieLens movieIds")
     names = _names(name_prefix, ("interactions", "items", "split"))

@@ -5,14 +5,8 @@ Prints one line per published (or already present) artifact: ``<role> <name@vers
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from mmiris.artifacts import ArtifactStore
-from mmiris.errors import InputError
-from mmiris.ingest.download import is_url
-from mmiris.ingest.ncf import find_files
-
-_NCF_SUFFIXES = (".train.rating", ".test.rating", ".test.negative")
+from mmiris.ingest.ncf import ncf_sources
 
 
 def register(sub) -> None:
@@ -86,27 +80,10 @@ def _movielens(args) -> int:
     )
 
 
-def ncf_sources(sources: list[str]) -> tuple[str, str, str]:
-    if len(sources) == 1 and not is_url(sources[0]):
-        return tuple(str(p) for p in find_files(sources[0]))  # type: ignore[return-value]
-    if len(sources) != 3:
-        raise InputError(
-            f"ncf: got {len(sources)} source(s); expected a folder or the three files "
-            f"*.train.rating, *.test.rating, *.test.negative"
-        )
-    by_suffix = {}
-    for s in sources:
-        suffix = next((x for x in _NCF_SUFFIXES if Path(s).name.endswith(x)), None)
-        by_suffix[suffix] = s
-    if set(by_suffix) == set(_NCF_SUFFIXES):
-        return tuple(by_suffix[x] for x in _NCF_SUFFIXES)  # type: ignore[return-value]
-    return sources[0], sources[1], sources[2]  # given in train, test, negatives order
-
-
 def _ncf(args) -> int:
     from mmiris.pipelines.ingest import ingest_ncf
 
-    train, test, negatives = ncf_sources(args.sources)
+    train, test, negatives = ncf_sources(args.sources)  # a folder, or the three files
     return _print(
         ingest_ncf(
             ArtifactStore(),

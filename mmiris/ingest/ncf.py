@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import pyarrow.csv as pacsv
 
 from mmiris.errors import InputError
 from mmiris.ingest.delimited import Field, decode, read_delimited
+from mmiris.ingest.download import is_url
 from mmiris.ingest.interactions import Interactions, dedupe_mask
 from mmiris.splits.leave_one_out import Held, LeaveOneOut, hold_out_last, sample_negatives
 
@@ -47,11 +49,33 @@ class NcfData:
     stats: dict = field(default_factory=dict)
 
 
+NCF_SUFFIXES = (".train.rating", ".test.rating", ".test.negative")
+
+
+def ncf_sources(sources: str | Path | Sequence[str | Path]) -> tuple[str, str, str]:
+    """(train, test, negatives) of an NCF data set: from a folder holding one file of each
+    suffix, or from the three files (paths or URLs) — placed by their suffixes when they
+    have them, else taken in train, test, negatives order."""
+    given = [str(sources)] if isinstance(sources, (str, Path)) else [str(s) for s in sources]
+    if len(given) == 1 and not is_url(given[0]):
+        train, test, negatives = find_files(given[0])
+        return str(train), str(test), str(negatives)
+    if len(given) != 3:
+        raise InputError(
+            f"ncf: got {len(given)} source(s); expected a folder or the three files "
+            f"*.train.rating, *.test.rating, *.test.negative"
+        )
+    by_suffix = {next((x for x in NCF_SUFFIXES if Path(s).name.endswith(x)), None): s for s in given}
+    if set(by_suffix) == set(NCF_SUFFIXES):
+        return by_suffix[NCF_SUFFIXES[0]], by_suffix[NCF_SUFFIXES[1]], by_suffix[NCF_SUFFIXES[2]]
+    return given[0], given[1], given[2]
+
+
 def find_files(folder: str | Path) -> tuple[Path, Path, Path]:
     """The ``*.train.rating``, ``*.test.rating`` and ``*.test.negative`` of a folder."""
     folder = Path(folder)
     found = []
-    for suffix in (".train.rating", ".test.rating", ".test.negative"):
+    for suffix in NCF_SUFFIXES:
         hits = sorted(folder.glob(f"*{suffix}"))
         if len(hits) != 1:
             raise InputError(f"{folder}: expected exactly one *{suffix} file, found {[h.name for h in hits] or 'none'}")
