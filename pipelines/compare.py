@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore
 from mmiris.errors import MmirisError
@@ -24,6 +24,9 @@ from mmiris.models import get_model_class
 from mmiris.pipelines.evaluate import evaluate_model, read_metrics
 from mmiris.pipelines.train import train_model
 from mmiris.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("mmiris.compare")
 
@@ -123,3 +126,37 @@ def compare_models(
         trained[name] = run(f"train {name}", train)
         metrics[name] = run(f"evaluate {name}", evaluate)
     return Comparison(trained, metrics, [metrics_row(store, n, ref) for n, ref in metrics.items()])
+
+
+def compare(
+    split: ArtifactRef | str,
+    models: Iterable[str],
+    *,
+    store: ArtifactStore | str | None = None,
+    model_config: dict | None = None,
+    train_config: TrainConfig | dict | None = None,
+    image_features: ArtifactRef | str | None = None,
+    text_features: ArtifactRef | str | None = None,
+) -> pd.DataFrame:
+    """``mmiris.compare``: train and evaluate each model on ``split``, one row per model
+    (index ``model``; columns sampled ``hr5``..``ndcg20`` and full-ranking ``hr5_full``..).
+    ``store``: an ArtifactStore, a path or URI (default: $MMIRIS_STORE or ./mmiris-store);
+    ``train_config``: a TrainConfig or its fields as a dict. The artifacts are in
+    ``df.attrs["models"]`` and ``df.attrs["metrics"]`` (model name -> ``name@version``)."""
+    import pandas as pd
+
+    s = store if isinstance(store, ArtifactStore) else ArtifactStore(store)
+    cfg = TrainConfig.from_dict(train_config) if isinstance(train_config, dict) else train_config
+    res = compare_models(
+        s,
+        split,
+        models,
+        model_config=model_config,
+        train_config=cfg,
+        image_features=image_features,
+        text_features=text_features,
+    )
+    df = pd.DataFrame(res.table).set_index("model")
+    df.attrs["models"] = {n: str(r) for n, r in res.models.items()}
+    df.attrs["metrics"] = {n: str(r) for n, r in res.metrics.items()}
+    return df
