@@ -53,6 +53,7 @@ _API = {
 
 __all__ = ["__version__", "open_store", *_API]
 
+
 def open_store(uri: str | None = None) -> ArtifactStore:
     """The artifact store at a path or URI (``s3://bucket/prefix``); default: $MMIRIS_STORE,
     else ./mmiris-store."""
