@@ -14,6 +14,7 @@ from collections import Counter
 import pyarrow as pa
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore
+from mmiris.artifacts.schema import load_contract
 from mmiris.crawl.cache import open_cache
 from mmiris.crawl.fetcher import Counters
 from mmiris.crawl.parallel import CrawlIncomplete
@@ -54,23 +55,7 @@ def _na(v):
 
 def omdb_tables(rows: list[dict], posters: bool) -> tuple[pa.Table, pa.Table, dict]:
     """(item_text, item_images, stats) from the OMDb chunk rows."""
-    text_cols: dict[str, list] = {
-        k: []
-        for k in (
-            "item_id",
-            "text",
-            "present",
-            "reason",
-            "title",
-            "genre",
-            "director",
-            "actors",
-            "year",
-            "imdb_id",
-            "match_method",
-            "raw_json",
-        )
-    }
+    text_cols: dict[str, list] = {k: [] for k in load_contract("item_text").table("item_text").column_names()}
     matched_by: Counter = Counter()
     unmatched: Counter = Counter()
     for r in rows:

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
 from mmiris.artifacts.code_version import source_version
+from mmiris.artifacts.schema import load_contract
 from mmiris.errors import InputError
 
 CODE = ("mmiris.ingest.folders",)
@@ -134,23 +135,7 @@ def texts_from_jsonl(
     path = Path(path)
     if not path.is_file():
         raise InputError(f"text file {path}: not found")
-    cols: dict[str, list] = {
-        c: []
-        for c in (
-            "item_id",
-            "text",
-            "present",
-            "reason",
-            "title",
-            "genre",
-            "director",
-            "actors",
-            "year",
-            "imdb_id",
-            "match_method",
-            "raw_json",
-        )
-    }
+    cols: dict[str, list] = {c: [] for c in load_contract("item_text").table("item_text").column_names()}
     file_hash = hashlib.sha256()
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
