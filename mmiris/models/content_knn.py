@@ -64,8 +64,9 @@ class ContentKNN(Recommender):
     def _history_sums(self, users: torch.Tensor):
         hist, mask = self.train_history.padded(users.detach().cpu())
         hist, mask = hist.to(self.C.device), mask.to(self.C.device)
-        sums = (self.C[hist] * mask[..., None]).sum(1)  # Σ_i c_i over the history [B, d]
-        return hist, mask, sums
+        # Σ_i c_i over the history [B, d] as (user × item counts) @ C: never builds [B, L, d]
+        x = torch.zeros(len(users), self.n_items, device=self.C.device).scatter_add_(1, hist, mask.float())
+        return hist, mask, x @ self.C
 
     def scores(self, users, items):
         items = items.to(self.C.device)
