@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,26 +18,9 @@ from PIL import Image, ImageOps
 from torch import nn
 from torchvision.transforms import functional as TF
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from mmiris.encoders.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessing
 
-
-@dataclass(frozen=True)
-class ImagePreprocessing:
-    """Standard ImageNet evaluation preprocessing: shorter side to ``resize``, centre crop."""
-
-    resize: int = 256
-    crop: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"
-    # Images with a side below this carry no content (1x1 "no image" placeholders): missing.
-    min_side: int = 16
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImagePreprocessing", "decode_image"]
 
 
 @dataclass

@@ -174,7 +174,7 @@ def _sniff_architecture(path: str) -> str:
 
 def image_preprocessing(spec: EncoderSpec):
     """The preprocessing an image encoder expects (recorded in the feature manifest)."""
-    from mmiris.encoders.image import ImagePreprocessing
+    from mmiris.encoders.preprocess import ImagePreprocessing
 
     if spec.family == "tiny-random-cnn":
         return ImagePreprocessing(resize=40, crop=32)
@@ -222,7 +222,7 @@ def text_encoder_spec(
     """``doc2vec`` takes a ``Doc2VecConfig``; its weights hash is known only after training."""
     if isinstance(name_or_path, EncoderSpec):
         return name_or_path
-    from mmiris.encoders.text import weights_file
+    from mmiris.encoders.preprocess import weights_file
 
     text = str(name_or_path)
     name = _ALIASES.get(text.lower(), text.lower())

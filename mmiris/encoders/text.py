@@ -16,58 +16,14 @@ of whitespace collapse, and empty or placeholder text ("N/A") is reported missin
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-# OMDb writes "N/A" for unknown fields; other sources use similar placeholders.
-PLACEHOLDERS = {"n/a", "na", "none", "null", "nan", "-", "--", "?"}
-MAX_CHARS = 100_000  # longer texts are cut before tokenising (the encoder reads far less)
+from mmiris.encoders.preprocess import MAX_CHARS, PLACEHOLDERS, NormalizedText, normalize_text, weights_file
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
-_SPACE = re.compile(r"\s+")
-
-
-@dataclass
-class NormalizedText:
-    text: str | None
-    reason: str | None = None
-    treatments: tuple[str, ...] = ()
-
-
-def normalize_text(value: bytes | str | None, max_chars: int = MAX_CHARS) -> NormalizedText:
-    """Decode and clean one text; never raises."""
-    if value is None:
-        return NormalizedText(None, "no_text")
-    treatments: list[str] = []
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
-        try:
-            value = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            try:
-                value = raw.decode("cp1252")
-                treatments.append("decoded_cp1252")
-            except UnicodeDecodeError:
-                value = raw.decode("latin-1")  # total: every byte is a character
-                treatments.append("decoded_latin1")
-    elif any("\udc80" <= ch <= "\udcff" for ch in value):
-        # surrogateescape'd bytes from a non-UTF-8 file read as str: recover the bytes.
-        return normalize_text(value.encode("utf-8", "surrogateescape"), max_chars)
-    text = unicodedata.normalize("NFC", value)
-    if "\ufffd" in text:
-        treatments.append("replacement_chars")
-    text = _SPACE.sub(" ", _CONTROL.sub(" ", text)).strip()
-    if not text or text.lower() in PLACEHOLDERS:
-        return NormalizedText(None, "empty_text", tuple(treatments))
-    if len(text) > max_chars:
-        text = text[:max_chars]
-        treatments.append("truncated_chars")
-    return NormalizedText(text, None, tuple(treatments))
+__all__ = ["MAX_CHARS", "PLACEHOLDERS", "NormalizedText", "normalize_text", "weights_file"]
 
 
 class HFTextEncoder:
@@ -195,13 +151,6 @@ def sentence_transformers_config(folder: Path) -> dict:
         if length:
             out["max_length"] = int(length)
     return out
-
-
-def weights_file(folder: Path) -> Path | None:
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).exists():
-            return folder / name
-    return None
 
 
 def tiny_random_bert(tokenizer_folder: str | Path, seed: int = 0, hidden: int = 32):

@@ -77,7 +77,7 @@ def image_index(store: ArtifactStore, ref: ArtifactRef) -> InputIndex:
 def text_index(store: ArtifactStore, ref: ArtifactRef) -> InputIndex:
     """Texts are normalised (``normalize_text``) to hash them and to count their treatments;
     empty or placeholder texts are missing."""
-    from mmiris.encoders.text import normalize_text
+    from mmiris.encoders.preprocess import normalize_text
 
     ids: list[int] = []
     shas: list[str] = []
@@ -124,7 +124,7 @@ def _sorted_index(
 def texts_in_table_order(store: ArtifactStore, ref: ArtifactRef) -> list[str]:
     """Normalised texts in the artifact's row order (first row of a duplicated id): what
     Doc2Vec trains on, in the order that makes its model reproducible."""
-    from mmiris.encoders.text import normalize_text
+    from mmiris.encoders.preprocess import normalize_text
 
     out: list[str] = []
     seen: set[int] = set()
@@ -152,7 +152,7 @@ def read_payloads(store: ArtifactStore, ref: ArtifactRef, modality: str, ids: li
     for iid, data in zip(t.column("item_id").to_pylist(), values):
         first.setdefault(iid, data)
     if modality == "text":
-        from mmiris.encoders.text import normalize_text
+        from mmiris.encoders.preprocess import normalize_text
 
         first = {iid: normalize_text(data).text for iid, data in first.items()}  # type: ignore[arg-type]
     return [(iid, first[iid]) for iid in sorted(first)]
