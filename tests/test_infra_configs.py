@@ -149,19 +149,75 @@ def test_torchrun_job_rendezvous_is_consistent_and_uses_the_s3_store():
     assert argv[0] == "torchrun"
     opts = _torchrun_args(argv)
     assert opts["rdzv-backend"] == "c10d"
-    assert int(opts["nnodes"]) == spec["completions"]
+    lo, _, hi = opts["nnodes"].partition(":")  # elastic MIN:MAX; MAX = the Job's pods
+    assert 1 <= int(lo) <= int(hi) == spec["completions"]
     host, port = opts["rdzv-endpoint"].rsplit(":", 1)
     assert host == f"{job['metadata']['name']}-0.{svc['metadata']['name']}"
     assert int(port) in {p["port"] for p in svc["spec"]["ports"]}
     module = argv[argv.index("-m") + 1]
     assert importlib.util.find_spec(module) is not None, f"{module} is not an importable module"
     assert {"secretRef": {"name": "mmiris-store"}} in c["envFrom"]
-    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
-    pvc = _by_kind(docs, "PersistentVolumeClaim")[0]
-    assert pvc["metadata"]["name"] in claims and "ReadWriteMany" in pvc["spec"]["accessModes"]
-    ckpt = opts["checkpoint-dir"]
-    assert any(m["mountPath"] == ckpt for m in c["volumeMounts"])
+    # checkpoints go to the store (S3), not to a volume: no pod shares a disk with another
+    assert "checkpoint-dir" not in opts and not _by_kind(docs, "PersistentVolumeClaim")
     assert c["resources"]["limits"]["nvidia.com/gpu"] == int(opts["nproc-per-node"])
+
+
+def test_multinode_flow_builds_the_job_of_the_infra_file():
+    """flows/train_multinode.py creates, per run, the objects infra/training/torchrun-job.yaml
+    describes: the same rendezvous wiring, elastic node counts, GPUs and trainer module."""
+    from mmiris.flows.train_multinode import job_manifests, parse_nnodes
+
+    docs = _docs(INFRA / "training" / "torchrun-job.yaml")
+    want_job = _by_kind(docs, "Job")[0]
+    want_c = want_job["spec"]["template"]["spec"]["containers"][0]
+    svc, job = job_manifests(
+        "mmiris-train-x1", ["--split", "s"], min_nodes=1, max_nodes=4, nproc_per_node=1, image="img", namespace="ns"
+    )
+    assert svc["spec"]["selector"] == {"job-name": "mmiris-train-x1"} and svc["spec"]["clusterIP"] == "None"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == svc["metadata"]["name"]
+    c = pod["containers"][0]
+    got, want = _torchrun_args(_argv(c)), _torchrun_args(_argv(want_c))
+    assert got["rdzv-endpoint"] == f"mmiris-train-x1-0.mmiris-train-x1:{svc['spec']['ports'][0]['port']}"
+    assert {k: got[k] for k in ("nnodes", "nproc-per-node", "rdzv-backend", "max-restarts")} == {
+        k: want[k] for k in ("nnodes", "nproc-per-node", "rdzv-backend", "max-restarts")
+    }
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == want_job["spec"]["completions"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == want_c["resources"]["limits"]["nvidia.com/gpu"]
+    assert c["envFrom"] == want_c["envFrom"] and _argv(c)[_argv(c).index("-m") + 1] == "mmiris.train.launch"
+    assert parse_nnodes("2:8") == (2, 8) and parse_nnodes(3) == (3, 3)
+
+
+def test_multinode_flow_applies_the_job_and_waits_with_kubectl(tmp_path, monkeypatch):
+    """A fake kubectl on PATH: the flow's task applies the manifests and polls the Job until
+    it reports Complete."""
+    import json
+    import logging
+    import os
+
+    from mmiris.flows.train_multinode import apply_and_wait, job_manifests
+
+    log, applied = tmp_path / "kubectl.log", tmp_path / "applied.json"
+    fake = tmp_path / "bin" / "kubectl"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$@" >> {log}\n'
+        f'if [ "$1" = apply ]; then cat > {applied}; exit 0; fi\n'
+        """echo '{"status": {"conditions": [{"type": "Complete", "status": "True"}]}}'\n"""
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    manifests = job_manifests(
+        "mmiris-train-y", ["--split", "s"], min_nodes=1, max_nodes=3, nproc_per_node=2, image="i", namespace="ns"
+    )
+    apply_and_wait(manifests, "ns", 0.01, 30, logging.getLogger("test"))
+    calls = log.read_text().splitlines()
+    assert calls == ["apply -f -", "get job mmiris-train-y -n ns -o json"]
+    job = json.loads(applied.read_text().split("\n---\n")[1])
+    assert job["kind"] == "Job" and job["spec"]["completions"] == 3
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--nnodes=1:3" in args and "--nproc-per-node=2" in args
 
 
 def test_trainer_module_accepts_the_options_the_launchers_pass():
@@ -189,7 +245,7 @@ def test_slurm_script_is_valid_bash_with_c10d_rendezvous():
     assert re.search(r"^#SBATCH --nodes=\d+", text, re.M)
     assert re.search(r"^#SBATCH --ntasks-per-node=1$", text, re.M)  # one torchrun per node
     for opt in (
-        '--nnodes="$SLURM_NNODES"',
+        '--nnodes="${MIN_NODES:-1}:$SLURM_NNODES"',
         "--rdzv-backend=c10d",
         '--rdzv-endpoint="$HEAD_NODE:',
         "--rdzv-id=",
@@ -265,3 +321,48 @@ def test_commands_the_configs_run_exist_in_the_environment(path):
         assert (BIN / exe).exists() or shutil.which(exe), f"{path}: {exe} is not installed"
         if exe == "prefect" and "worker" in argv:
             assert argv[argv.index("worker") + 1] == "start"
+
+
+def test_kubernetes_work_pool_template_and_deployments_agree():
+    """infra/prefect: the Kubernetes pool's base job template declares every job variable the
+    deployments set and uses each in the Job manifest; extract and train ask for GPUs; every
+    entry point exists with the parameters given; the pod gets the store Secret."""
+    import inspect
+    import json
+
+    template = json.loads((INFRA / "prefect" / "k8s-base-job-template.json").read_text())
+    declared = template["variables"]["properties"]
+    text = json.dumps(template["job_configuration"])
+    for name in declared:
+        assert "{{ " + name + " }}" in text, f"variable {name} is declared but not used"
+    manifest = template["job_configuration"]["job_manifest"]
+    c = manifest["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "mmiris-store"}} in c["envFrom"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu }}"
+    sa = manifest["spec"]["template"]["spec"]["serviceAccountName"]
+    assert sa == "{{ service_account_name }}"
+    rbac = _docs(INFRA / "prefect" / "k8s-rbac.yaml")
+    assert declared["service_account_name"]["default"] == _by_kind(rbac, "ServiceAccount")[0]["metadata"]["name"]
+    verbs = {r: set(rule["verbs"]) for rule in _by_kind(rbac, "Role")[0]["rules"] for r in rule["resources"]}
+    assert {"create", "get"} <= verbs["jobs"] and "create" in verbs["services"]
+
+    conf = yaml.safe_load((INFRA / "prefect" / "prefect-k8s.yaml").read_text())
+    assert conf["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/mmiris"
+    docker = (INFRA / "docker" / "Dockerfile").read_text()
+    assert "WORKDIR /opt/mmiris" in docker and "kubectl" in docker
+    gpus = {}
+    for d in conf["deployments"]:
+        pool = d["work_pool"]
+        assert pool["name"] == conf["name"] == "mmiris-k8s"
+        assert set(pool["job_variables"]) <= set(declared), d["name"]
+        path, func = d["entrypoint"].split(":")
+        spec = importlib.util.spec_from_file_location(f"_k8s_{func}", ROOT / path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        params = inspect.signature(getattr(mod, func).fn).parameters
+        assert set(d.get("parameters", {})) <= set(params), f"{d['entrypoint']}: unknown parameters"
+        gpus[func] = pool["job_variables"]["gpu"]
+    assert gpus["extract_image_features_flow"] >= 1 and gpus["extract_text_features_flow"] >= 1
+    assert gpus["train_flow"] >= 1
+    assert gpus["train_multinode_flow"] == 0  # the launcher pod; the Job's pods hold the GPUs
