@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from mmiris.models import get_model_class
 from mmiris.models.base import Recommender
 from mmiris.models.build import build_config, build_model, load_features, load_model, model_bytes
 from mmiris.train import distributed as D
+from mmiris.train.checkpoint import checkpoint_exists, remove_checkpoint
 from mmiris.train.config import TrainConfig, resolve_precision
 from mmiris.train.trainer import train
 
@@ -58,10 +58,19 @@ def model_artifact_name(model_name: str) -> str:
     return f"model-{model_name}"
 
 
-def default_checkpoint_dir(store: ArtifactStore, ref: ArtifactRef) -> Path:
-    """``<store>/_checkpoints/<name>-<version>`` for a local store, else ``./mmiris-checkpoints/...``."""
-    base = Path(store.root) / "_checkpoints" if store.is_local else Path("mmiris-checkpoints")
-    return base / f"{ref.name}-{ref.version}"
+def checkpoint_location(given: str | os.PathLike) -> Path | str:
+    """A checkpoint directory given by the user: a filesystem URI as is, else a local path."""
+    text = str(given)
+    return text if "://" in text and not text.startswith("file://") else Path(text).expanduser()
+
+
+def default_checkpoint_dir(store: ArtifactStore, ref: ArtifactRef) -> Path | str:
+    """``<store>/_checkpoints/<name>-<version>``, on the store's own filesystem: a local folder,
+    or a URI on S3 (any pyarrow filesystem), which every node of a torchrun group can reach."""
+    if store.is_local:
+        return Path(store.root) / "_checkpoints" / f"{ref.name}-{ref.version}"
+    base, sep, query = store.uri.partition("?")
+    return f"{base.rstrip('/')}/_checkpoints/{ref.name}-{ref.version}{sep}{query}"
 
 
 def model_inputs(
@@ -145,11 +154,11 @@ def train_model(
         except ValueError as exc:
             raise MmirisError(f"--init-from {' '.join(map(str, init_refs))}: {exc}") from None
         log.info("initialised %s from %s", model_name, ", ".join(map(str, init_refs)))
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(store, ref)
+    ckpt = checkpoint_location(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(store, ref)
     if D.restarted():
         log.info("torchrun restarted this worker group: resuming from %s", ckpt)
         resume = True
-    if not resume and dist.is_main and (ckpt / "last.pt").exists():
+    if not resume and dist.is_main and checkpoint_exists(ckpt):
         log.warning("%s holds a checkpoint of an earlier run; starting over (pass --resume to continue it)", ckpt)
     res = train(
         model,
@@ -186,7 +195,7 @@ def train_model(
         published = store.publish(name, "model", out, parents=parents, params=params, code_version=code)
         if published != ref:  # the same ref_for on every rank; a mismatch is a bug
             raise MmirisError(f"published {published} but every rank expected {ref}")
-        shutil.rmtree(ckpt, ignore_errors=True)
+        remove_checkpoint(ckpt)
     D.barrier(dist, "waiting for rank 0 to publish")
     return ref
 
