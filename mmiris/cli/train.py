@@ -15,22 +15,18 @@ from mmiris.train.config import LOSSES, PRECISIONS, TrainConfig
 _T = TrainConfig()
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a model on a split (also under torchrun: see docs/training.md)",
-        description="Train or fit a registry model on a split artifact; publishes a model artifact.",
-    )
-    p.add_argument("--split", required=True, help="split artifact (split, split@latest, split@VERSION)")
+def add_model_arguments(p, each: str) -> None:
+    """The model's options, shared by ``mmiris train`` and ``mmiris tune`` (``each``: " of
+    every trial" for tune): --model, --emb, --set, the feature artifacts, --init-from."""
     p.add_argument("--model", required=True, help="registry model name (itempop, mf, ease, fism, nais_prod, ...)")
-    p.add_argument("--emb", type=int, default=None, help="embedding size k (model default: 16)")
+    p.add_argument("--emb", type=int, default=None, help=f"embedding size k{each} (model default: 16)")
     p.add_argument(
         "--set",
         dest="model_set",
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="model config field (JSON value, e.g. --set beta=0.5); repeatable",
+        help=f"model config field{each} (JSON value, e.g. --set beta=0.5); repeatable",
     )
     p.add_argument("--image-features", default=None, help="image_features artifact (image IRIS models, VBPR)")
     p.add_argument("--text-features", default=None, help="text_features artifact (text IRIS models)")
@@ -39,9 +35,29 @@ def register(sub) -> None:
         action="append",
         default=None,
         metavar="MODEL",
-        help="published model to start from (NAIS or IRIS from a model-fism); repeat for "
+        help=f"published model{each} to start from (NAIS or IRIS from a model-fism); repeat for "
         "NeuMF: --init-from <gmf model> --init-from <mlp model>",
     )
+
+
+def model_config_from(args, tuned: dict | None = None) -> dict:
+    """Model config overrides from --set and --emb (over ``tuned``, a tune artifact's best)."""
+    from mmiris.train.launch import parse_sets
+
+    config = {**(tuned or {}), **parse_sets(args.model_set)}
+    if args.emb is not None:
+        config["emb"] = args.emb
+    return config
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model on a split (also under torchrun: see docs/training.md)",
+        description="Train or fit a registry model on a split artifact; publishes a model artifact.",
+    )
+    p.add_argument("--split", required=True, help="split artifact (split, split@latest, split@VERSION)")
+    add_model_arguments(p, "")
     p.add_argument(
         "--params-from",
         default=None,
@@ -76,7 +92,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mmiris.train.launch import parse_sets, train_stage
+    from mmiris.train.launch import train_stage
 
     # Precedence: defaults < --params-from (best trial of a tune artifact) < explicit flags, --emb, --set.
     tuned_model: dict = {}
@@ -102,8 +118,5 @@ def run(args) -> int:
         checkpoint_steps=args.checkpoint_steps,
         precision=args.precision,
     )
-    model_config = {**tuned_model, **parse_sets(args.model_set)}
-    if args.emb is not None:
-        model_config["emb"] = args.emb
-    train_stage(args, model_config, cfg)
+    train_stage(args, model_config_from(args, tuned_model), cfg)
     return 0

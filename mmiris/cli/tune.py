@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 from mmiris.artifacts import ArtifactStore
+from mmiris.cli.train import add_model_arguments, model_config_from
 from mmiris.errors import MmirisError
 from mmiris.train.config import PRECISIONS, TrainConfig
 
@@ -29,7 +30,6 @@ def register(sub) -> None:
         "items; resumable; publishes the trials table as tune-<model>.",
     )
     p.add_argument("--split", default=None, help="split artifact (split, split@latest, split@VERSION)")
-    p.add_argument("--model", required=True, help="registry model name (fism, nais_prod, multimodal_iris, ...)")
     p.add_argument(
         "--trials", type=int, default=20, help="finished (complete or pruned) trials the study should hold (default 20)"
     )
@@ -50,24 +50,7 @@ def register(sub) -> None:
     )
     p.add_argument("--only", default=None, metavar="NAME,...", help="search only these fields")
     p.add_argument("--show-space", action="store_true", help="print the resolved search space as JSON and exit")
-    p.add_argument("--emb", type=int, default=None, help="embedding size k of every trial (model default: 16)")
-    p.add_argument(
-        "--set",
-        dest="model_set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="fixed model config field for every trial (JSON value); repeatable",
-    )
-    p.add_argument("--image-features", default=None, help="image_features artifact (image IRIS models, VBPR)")
-    p.add_argument("--text-features", default=None, help="text_features artifact (text IRIS models)")
-    p.add_argument(
-        "--init-from",
-        action="append",
-        default=None,
-        metavar="MODEL",
-        help="published model every trial starts from (e.g. a model-fism for NAIS / IRIS)",
-    )
+    add_model_arguments(p, " of every trial")
     p.add_argument("--epochs", type=int, default=_T.epochs, help="epoch cap per trial")
     p.add_argument("--patience", type=int, default=_T.patience, help="early stopping per trial")
     p.add_argument("--lr", type=float, default=_T.lr, help="when lr is not searched (and the baseline trial's)")
@@ -137,14 +120,11 @@ def parse_space(items: list[str], path: str | None) -> dict:
 
 def run(args) -> int:
     from mmiris.pipelines.tune import tune_model
-    from mmiris.train.launch import parse_sets
     from mmiris.train.search_space import search_space
 
     space = parse_space(args.space, args.space_file)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    model_config = parse_sets(args.model_set)
-    if args.emb is not None:
-        model_config["emb"] = args.emb
+    model_config = model_config_from(args)
     cfg = TrainConfig(
         lr=args.lr,
         batch_size=args.batch_size,
