@@ -12,11 +12,11 @@ from mmiris.models.base import Recommender
 
 
 def load_trained_model(store: ArtifactStore, model_ref: ArtifactRef | str) -> Recommender:
-    """The training stage's loader (mmiris/train/checkpoint.py), imported when needed."""
+    """The model loader (mmiris/models/build.py), imported when needed."""
     try:
         from mmiris.models.build import load_model
     except ImportError as exc:  # the training package is missing from this install
-        raise MmirisError(f"cannot load model {model_ref}: mmiris.train.checkpoint is unavailable ({exc})") from None
+        raise MmirisError(f"cannot load model {model_ref}: mmiris.models.build is unavailable ({exc})") from None
     return load_model(store, model_ref)
 
 
