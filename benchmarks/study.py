@@ -179,9 +179,23 @@ def tuned_params(store, split_ref: str, model: str, emb: int) -> tuple[dict, str
     split = ArtifactRef.parse(split_ref) if isinstance(split_ref, str) else split_ref
     for m in sorted(store.versions(name), key=lambda m: m.created_at, reverse=True):
         emb_of = (m.params.get("model_config") or {}).get("emb", m.params.get("emb"))
-        if str(split) in m.parents and (emb_of is None or int(emb_of) == emb) and m.stats.get("best_params"):
+        same_split = any(_same_split(store, split, p) for p in m.parents)
+        if same_split and (emb_of is None or int(emb_of) == emb) and m.stats.get("best_params"):
             return dict(m.stats["best_params"]), str(m.ref)
     return {}, None
+
+
+def _same_split(store, split, other: str) -> bool:
+    """The same split, or one made from the same inputs with the same parameters by another
+    code version (a code change gives a new version id to the same data)."""
+    if str(split) == str(other):
+        return True
+    try:
+        a, b = store.manifest(split), store.manifest(other)
+    except Exception:  # noqa: BLE001 - a parent that is not a readable artifact is not this split
+        return False
+    keys = ("n_users", "n_items", "n_train", "n_valid", "n_test", "setting")
+    return a.kind == b.kind == "split" and a.params == b.params and all(a.stats.get(k) == b.stats.get(k) for k in keys)
 
 
 def split_params(params: dict, model: str) -> tuple[dict, dict]:
