@@ -136,7 +136,9 @@ def test_report_has_tables_curves_and_cards(report_store, tmp_path):
     assert "like Table II" in page and "Embedding size 16" in page
     assert "0.8000" in page  # sampled HR@20 of the first model: 0.8 · 1 · 1
     assert "Training loss" in page and (tmp_path / "report/figures/loss-0.png").exists()
-    assert "User 3" in page and "User 7" in page and "User 0" not in page
+    # cards name the user by the source id users know, with the dense id beside it
+    assert "User demo-user-00003 <span class='muted'>(user_id 3)</span>" in page
+    assert "User demo-user-00007" in page and "demo-user-00000" not in page
     assert (tmp_path / "report/figures/relevance-0-3.png").exists()
     # recommendation and explanation titles come from the catalogue
     recs = store.read_table(rec_ref).to_pylist()
@@ -188,5 +190,5 @@ def test_report_renders_in_headless_chromium(report_store, tmp_path):
     dom = subprocess.run(
         base + ["--dump-dom", path.as_uri()], check=True, capture_output=True, text=True, timeout=60
     ).stdout
-    assert "mmiris report" in dom and "User 3" in dom and "Comparison of methods" in dom
+    assert "mmiris report" in dom and "User demo-user-00003" in dom and "Comparison of methods" in dom
     assert dom.count("<img") >= 10

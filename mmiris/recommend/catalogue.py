@@ -69,6 +69,31 @@ def _key(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
+def user_source_ids(store: ArtifactStore, split_ref: ArtifactRef) -> tuple[ArtifactRef | None, list[str | None]]:
+    """(the split's interactions artifact, source id of each dense user_id, None where unknown).
+
+    Source ids come from the ``users`` table of the interactions the split was made from
+    (for a derived split, of its source split's)."""
+    seen: set[str] = set()
+    todo = [split_ref]
+    while todo:
+        m = store.manifest(todo.pop())
+        if str(m.ref) in seen:
+            continue
+        seen.add(str(m.ref))
+        for p in (ArtifactRef.parse(x) for x in m.parents):
+            kind = store.manifest(p).kind
+            if kind == "interactions":
+                t = store.read_table(p, "users").to_pydict()
+                sources: list[str | None] = [None] * (max(t["user_id"], default=-1) + 1)
+                for uid, sid in zip(t["user_id"], t["source_id"]):
+                    sources[uid] = sid
+                return p, sources
+            if kind == "split":
+                todo.append(p)
+    return None, []
+
+
 def find_user(
     store: ArtifactStore, split_ref: ArtifactRef, source: str | None, index: int | None
 ) -> tuple[int, str | None]:
@@ -79,14 +104,7 @@ def find_user(
     """
     split_m = store.manifest(split_ref)
     n_users = int(split_m.stats.get("n_users", 0))
-    parents = [ArtifactRef.parse(p) for p in split_m.parents]
-    inter = next((p for p in parents if store.manifest(p).kind == "interactions"), None)
-    sources: list[str | None] = []
-    if inter is not None:
-        t = store.read_table(inter, "users").to_pydict()
-        sources = [None] * (max(t["user_id"], default=-1) + 1)
-        for uid, sid in zip(t["user_id"], t["source_id"]):
-            sources[uid] = sid
+    inter, sources = user_source_ids(store, split_ref)
     if index is not None:
         if not 0 <= index < n_users:
             raise MmirisError(f"--user-index {index}: expected a dense user_id in 0..{n_users - 1} of {split_ref}")

@@ -13,7 +13,7 @@ import torch
 from mmiris.artifacts import ArtifactRef, ArtifactStore
 from mmiris.artifacts.store import Manifest
 from mmiris.errors import MmirisError
-from mmiris.recommend.catalogue import Catalogue, load_catalogue
+from mmiris.recommend.catalogue import Catalogue, load_catalogue, user_source_ids
 
 log = logging.getLogger("mmiris.report")
 
@@ -112,10 +112,11 @@ class CardRow:
 
 @dataclass
 class Card:
-    user: int
+    user: int  # dense user_id
     history_size: int
     rows: list[CardRow]
     chart: tuple[list[str], list[str], np.ndarray] | None  # history labels, target labels, [T, H]
+    source_id: str | None = None  # the user's id in the source data (e.g. MovieLens UserID)
 
 
 @dataclass
@@ -306,6 +307,8 @@ def collect_cards(
             history[u] = (h[keep], w[:, keep])
             wanted |= set(h[keep].tolist())
     cat = load_catalogue(store, list(recs.parents), 0, image_ids=wanted, **(catalogue or {}))
+    split_ref = next((p for p in recs.parents if store.manifest(ArtifactRef.parse(p)).kind == "split"), None)
+    sources = user_source_ids(store, ArtifactRef.parse(split_ref))[1] if split_ref else []
     cards = []
     hist_len = model.history.lengths() if model is not None and model.history is not None else None
     for u in chosen:
@@ -330,7 +333,15 @@ def collect_cards(
         if u in history:
             h, w = history[u]
             chart = ([cat.title(i) for i in h], [f"#{r.rank} {r.title}" for r in crow], w)
-        cards.append(Card(u, int(hist_len[u]) if hist_len is not None else 0, crow, chart))
+        cards.append(
+            Card(
+                u,
+                int(hist_len[u]) if hist_len is not None else 0,
+                crow,
+                chart,
+                sources[u] if u < len(sources) else None,
+            )
+        )
     return cards, cat
 
 

@@ -189,7 +189,12 @@ def _img(poster: bytes | None, alt: str, posters: bool = True) -> str:
 
 
 def _card(card: Card, chart: bytes | None, posters: bool = True) -> str:
-    out = [f"<div class='card' id='user-{card.user}'><h3>User {card.user}</h3>"]
+    who = (
+        f"User {e(card.source_id)} <span class='muted'>(user_id {card.user})</span>"
+        if card.source_id is not None and str(card.source_id) != str(card.user)
+        else f"User {card.user}"
+    )  # the source id users know (e.g. MovieLens UserID), and the dense id of the artifacts
+    out = [f"<div class='card' id='user-{card.user}'><h3>{who}</h3>"]
     if card.history_size:
         out.append(f"<p class='muted'>{card.history_size} items in the training history.</p>")
     for r in card.rows:
