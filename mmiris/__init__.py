@@ -43,7 +43,8 @@ _API = {
     "tune_model": "mmiris.pipelines.tune",
     "evaluate_model": "mmiris.pipelines.evaluate",
     "read_metrics": "mmiris.pipelines.evaluate",
-    "recommend": "mmiris.pipelines.recommend",
+    # not "recommend": that name is the subpackage mmiris.recommend, which importing it rebinds
+    "recommend_items": "mmiris.pipelines.recommend:recommend",
     "build_report": "mmiris.pipelines.report",
     "compare": "mmiris.pipelines.compare",
     "run_demo": "mmiris.pipelines.demo",
@@ -65,7 +66,8 @@ def __getattr__(name: str) -> Any:
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'mmiris' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attr = module.partition(":")
+    value = getattr(importlib.import_module(module), attr or name)
     globals()[name] = value  # next time: a plain attribute
     return value
 

@@ -50,3 +50,17 @@ def test_the_public_names_resolve_and_import_mmiris_stays_cheap():
     code = "import sys, mmiris; print(sorted(m for m in ('torch', 'pandas', 'pyarrow', 'prefect') if m in sys.modules))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]"
+
+
+def test_api_names_survive_importing_the_subpackages():
+    """An API function must not share its name with a subpackage of mmiris: importing the
+    subpackage rebinds the attribute (``mmiris.recommend`` would become a module)."""
+    import importlib
+    import pkgutil
+
+    import mmiris
+
+    subpackages = {m.name for m in pkgutil.iter_modules(mmiris.__path__)}
+    assert not subpackages & set(mmiris._API), subpackages & set(mmiris._API)
+    importlib.import_module("mmiris.recommend.topn")
+    assert callable(mmiris.recommend_items)
