@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     fields = p.add_argument_group("TrainConfig fields (mmiris/train/config.py)")
     for f in dataclasses.fields(TrainConfig):
         kind = type(f.default)
-        fields.add_argument(f"--{f.name.replace('_', '-')}", dest=f"train_{f.name}", type=kind, default=None)
+        fields.add_argument(
+            f"--{f.name.replace('_', '-')}", dest=f"train_{f.name}", metavar=f.name.upper(), type=kind, default=None
+        )
     return p
 
 
