@@ -140,7 +140,8 @@ def test_demo_runs_end_to_end_and_its_artifacts_serve_recommend_and_report(tmp_p
     rep = mmiris("--store", str(store_dir), "report", "--out", str(tmp_path / "r2"), "--users", "1,2", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr
     page2 = Path(tmp_path / "r2" / "report.html").read_text()
-    assert "User 1" in page2 and "User 2" in page2 and "User 0" not in page2
+    # cards name users by their source id, with the dense user_id beside it
+    assert "(user_id 1)" in page2 and "(user_id 2)" in page2 and "(user_id 0)" not in page2
 
 
 def test_demo_rejects_an_unknown_model(tmp_path, capsys):
