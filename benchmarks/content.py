@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from benchmarks import study
-from benchmarks.ml1m import prepare
+from benchmarks.ml1m import missing_data, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "content.json"
@@ -110,12 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks.content: unknown setting(s) {bad}; expected some of {SETTINGS}", file=sys.stderr)
         return 2
     data = Path(args.data)
-    if not (data / "ml-1m-ncf" / "ml-1m.train.rating").exists():
-        print(
-            f"benchmarks.content: benchmark data not found under {data} (pass --data pointing at the "
-            f"folder that holds ml-1m-ncf/ and ml-1m/)",
-            file=sys.stderr,
-        )
+    if missing_data(data, "benchmarks.content"):
         return 2
     models = [m for m in args.models.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]

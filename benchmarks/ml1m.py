@@ -194,7 +194,8 @@ def run_row(store_uri: str, refs: dict, model: str, emb: int, seed: int, train_k
         queue.put({"model": model, "emb": emb, "seed": seed, "error": f"{type(exc).__name__}: {exc}"})
 
 
-def _wait(proc, q, model, emb, seed) -> dict:
+def wait_row(proc, q, fallback: dict) -> dict:
+    """The row a child process puts on ``q``, or ``fallback`` + an error if it died first."""
     import queue
 
     while True:
@@ -204,12 +205,22 @@ def _wait(proc, q, model, emb, seed) -> dict:
             return row
         except queue.Empty:
             if not proc.is_alive():
-                return {
-                    "model": model,
-                    "emb": emb,
-                    "seed": seed,
-                    "error": f"row process died with exit code {proc.exitcode}",
-                }
+                return {**fallback, "error": f"row process died with exit code {proc.exitcode}"}
+
+
+def missing_data(data: Path, prog: str) -> bool:
+    """Say which ML-1M benchmark files are absent under ``data`` (stderr); True if any is."""
+    needed = [
+        data / "ml-1m-ncf" / f for f in ("ml-1m.train.rating", "ml-1m.test.rating", "ml-1m.test.negative", "items.tsv")
+    ] + [data / "ml-1m" / "movies.dat"]
+    absent = [str(f) for f in needed if not f.exists()]
+    if absent:
+        print(
+            f"{prog}: benchmark data not found: {', '.join(absent)} "
+            f"(pass --data pointing at the folder that holds ml-1m-ncf/ and ml-1m/)",
+            file=sys.stderr,
+        )
+    return bool(absent)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,16 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     data = Path(args.data)
-    needed = [
-        data / "ml-1m-ncf" / f for f in ("ml-1m.train.rating", "ml-1m.test.rating", "ml-1m.test.negative", "items.tsv")
-    ] + [data / "ml-1m" / "movies.dat"]
-    absent = [str(f) for f in needed if not f.exists()]
-    if absent:
-        print(
-            f"benchmarks.ml1m: benchmark data not found: {', '.join(absent)} "
-            f"(pass --data pointing at the folder that holds ml-1m-ncf/ and ml-1m/)",
-            file=sys.stderr,
-        )
+    if missing_data(data, "benchmarks.ml1m"):
         return 2
     models = _list(args.models)
     unknown = [m for m in models if m not in ALL_MODELS]
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                     target=run_row, args=(args.store, refs, model, emb, seed, train_kw, args.pretrain, q)
                 )
                 proc.start()
-                row = _wait(proc, q, model, emb, seed)
+                row = wait_row(proc, q, {"model": model, "emb": emb, "seed": seed})
                 rows.append(row)
                 log.info("row: %s", json.dumps(row))
     print(

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.ml1m import PUBLISHED, prepare
+from benchmarks.ml1m import PUBLISHED, missing_data, prepare, wait_row
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "study.json"
@@ -429,24 +429,8 @@ def _alive(pid: int) -> bool:
 
 
 def _wait(proc, q, key: str) -> dict:
-    import queue
-
-    while True:
-        try:
-            row = q.get(timeout=5)
-            proc.join()
-            return row
-        except queue.Empty:
-            if not proc.is_alive():
-                model, emb, seed, variant = parse_key(key)
-                return {
-                    "key": key,
-                    "model": model,
-                    "emb": emb,
-                    "seed": seed,
-                    "variant": variant,
-                    "error": f"row process died with exit code {proc.exitcode}",
-                }
+    model, emb, seed, variant = parse_key(key)
+    return wait_row(proc, q, {"key": key, "model": model, "emb": emb, "seed": seed, "variant": variant})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -521,16 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     data = Path(args.data)
-    needed = [
-        data / "ml-1m-ncf" / f for f in ("ml-1m.train.rating", "ml-1m.test.rating", "ml-1m.test.negative", "items.tsv")
-    ] + [data / "ml-1m" / "movies.dat"]
-    absent = [str(f) for f in needed if not f.exists()]
-    if absent:
-        print(
-            f"benchmarks.study: benchmark data not found: {', '.join(absent)} "
-            f"(pass --data pointing at the folder that holds ml-1m-ncf/ and ml-1m/)",
-            file=sys.stderr,
-        )
+    if missing_data(data, "benchmarks.study"):
         return 2
     models = sorted({r[0] for r in plan})
     refs = prepare(args.store, data, models, (args.image_encoder, args.text_encoder))
