@@ -35,6 +35,7 @@ from benchmarks.ml1m import missing_data, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "content.json"
+STUDY_RESULTS = ROOT / "benchmarks" / "results" / "study.json"
 SETTINGS = ("full", "sparse", "cold")
 MODELS = ["itempop", "ease", "content_knn", "nais_concat", "vbpr", "multimodal_iris", "hybrid_iris"]
 
@@ -53,6 +54,18 @@ def derived_splits(store, split_ref: str, keep: float, cold: float, seed: int) -
         "sparse": str(derive_split(store, split_ref, keep=keep, seed=seed, name="split_sparse")),
         "cold": str(derive_split(store, split_ref, cold_items=cold, seed=seed, name="split_cold")),
     }
+
+
+def study_row(study_rows: dict[str, dict], model: str, emb: int, seed: int, epochs: int, patience: int) -> dict | None:
+    """The study's finished row for the same model, emb and seed on the full split, trained
+    under the same epoch cap and patience: the full setting's row is that row, not a retraining."""
+    r = study_rows.get(study.row_key(model, emb, seed))
+    if r is None or "error" in r or r.get("variant"):
+        return None
+    cmd = r.get("command") or {}
+    if cmd.get("epochs") != epochs or cmd.get("patience") != patience:
+        return None
+    return {**r, "from_study": True}
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -95,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=float, default=0.2, help="sparse setting: share of training interactions kept")
     p.add_argument("--cold-items", type=float, default=0.1, help="cold setting: share of items held out")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the sparse/cold derivation")
+    p.add_argument(
+        "--study-results",
+        default=str(STUDY_RESULTS),
+        help="the study's rows file: a full-setting row it already has is taken from it, not retrained",
+    )
     p.add_argument("--rerun", action="store_true")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--patience", type=int, default=3)
@@ -123,11 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     done = {r["key"]: r for r in (json.loads(results.read_text())["rows"] if results.exists() else [])}
     from mmiris.models import get_model_class
 
+    study_path = Path(args.study_results)
+    study_rows = {r["key"]: r for r in json.loads(study_path.read_text())["rows"]} if study_path.exists() else {}
     todo = []
     for setting in settings:
         for model in models:
             for seed in seeds[:1] if not get_model_class(model).trainable else seeds:
                 key = content_key(setting, model, args.emb, seed)
+                if not args.rerun and (key not in done or "error" in done[key]) and setting == "full":
+                    same = study_row(study_rows, model, args.emb, seed, args.epochs, args.patience)
+                    if same is not None:
+                        done[key] = {**same, "key": key, "setting": "full"}
+                        log.info("content: %s taken from the study's row (%s)", key, study_path)
+                        save(results, done)
+                        continue
                 if args.rerun or key not in done or "error" in done[key]:
                     todo.append((setting, model, seed, key))
     log.info("content: %d rows to run", len(todo))

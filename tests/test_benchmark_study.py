@@ -95,3 +95,18 @@ def test_a_row_is_claimed_by_one_live_process_and_stale_claims_are_taken_over(tm
     lock.write_text("999999999")  # a process that is gone
     again = study.claim_row(results, "multimodal_iris+shuffled:16:0")
     assert again == lock
+
+
+def test_content_full_setting_takes_the_studys_row_only_when_it_is_the_same_row():
+    from benchmarks import content
+
+    row = {"key": "nais_concat:16:0", "model": "nais_concat", "hr10": 0.71, "command": {"epochs": 50, "patience": 3}}
+    rows = {row["key"]: row, "fism:16:0": {**row, "key": "fism:16:0", "error": "boom"}}
+    same = content.study_row(rows, "nais_concat", 16, 0, epochs=50, patience=3)
+    assert same is not None and same["hr10"] == 0.71 and same["from_study"] is True
+    assert content.study_row(rows, "nais_concat", 16, 1, epochs=50, patience=3) is None  # another seed
+    assert content.study_row(rows, "nais_concat", 16, 0, epochs=20, patience=3) is None  # another cap
+    assert content.study_row(rows, "nais_concat", 16, 0, epochs=50, patience=5) is None
+    assert content.study_row(rows, "fism", 16, 0, epochs=50, patience=3) is None  # a failed row
+    shuffled = {"nais_concat:16:0": {**row, "variant": "shuffled"}}
+    assert content.study_row(shuffled, "nais_concat", 16, 0, epochs=50, patience=3) is None
