@@ -41,3 +41,32 @@ def explanation_overlap(explain_items: np.ndarray) -> float:
         return float("nan")
     per_user = jac.sum((1, 2))[has] / n_pairs[has]
     return float(per_user.mean())
+
+
+def attention_target_share(log_weights: np.ndarray, mask: np.ndarray) -> float:
+    """How much of the attention depends on the target: the share of the variance of
+    log a_ij that is neither a per-target constant nor a per-history-item constant.
+
+    ``log_weights``: [U, T, L] log a_ij of each user's history slots (L) for T targets;
+    ``mask``: bool [U, L], the real history slots. Per user, over the valid slots: centre each
+    target's column over the history (softmax normalisation and target-only terms cancel
+    there), split the centred matrix M into a per-history-item mean α_i and the rest ε_ij, and
+    take Σε² / ΣM². 0: every target ranks the history the same way (the explanations cannot
+    depend on the target); 1: nothing is shared across targets. Mean over users with at least
+    two history items and two targets; NaN when there is none.
+    """
+    lw = np.asarray(log_weights, dtype=np.float64)
+    m = np.asarray(mask, dtype=bool)
+    if lw.ndim != 3 or m.shape != (lw.shape[0], lw.shape[2]):
+        raise ValueError(f"log_weights [U, T, L] and mask [U, L] expected, got {lw.shape} and {m.shape}")
+    shares = []
+    for u in range(lw.shape[0]):
+        x = lw[u][:, m[u]]  # [T, H]
+        if x.shape[0] < 2 or x.shape[1] < 2:
+            continue
+        centred = x - x.mean(axis=1, keepdims=True)  # per target, over the history
+        rest = centred - centred.mean(axis=0, keepdims=True)  # minus the per-history-item mean
+        total = float((centred**2).sum())
+        if total > 0:
+            shares.append(float((rest**2).sum()) / total)
+    return float(np.mean(shares)) if shares else float("nan")
