@@ -9,13 +9,22 @@ from prefect.cache_policies import NO_CACHE
 from mmiris.artifacts import ArtifactStore
 from mmiris.flows.stage_logs import forward_stage_logs, now
 from mmiris.flows.ui_artifacts import artifact_key, finish_stage
-from mmiris.pipelines.recommend import recommend
+from mmiris.pipelines.recommend import recommend, recommend_new_items
 
 
 @task(name="recommend", cache_policy=NO_CACHE)
 def recommend_task(
-    store: str | None, model: str, split: str | None, top_n: int, explain_k: int, users: list[int] | None
+    store: str | None,
+    model: str,
+    split: str | None,
+    top_n: int,
+    explain_k: int,
+    users: list[int] | None,
+    new_items: list[str] | None = None,
 ) -> str:
+    if new_items is not None:  # the top-N among items that arrived after training
+        s = ArtifactStore(store)
+        return str(recommend_new_items(s, model, new_items, split, top_n=top_n, explain_k=explain_k, users=users))
     return str(recommend(ArtifactStore(store), model, split, top_n=top_n, explain_k=explain_k, users=users))
 
 
@@ -27,14 +36,17 @@ def recommend_flow(
     explain_k: int = 3,
     users: list[int] | None = None,
     preview_users: int = 3,
+    new_items: list[str] | None = None,
     store: str | None = None,
 ) -> str:
     """Top ``top_n`` unseen items for every user (or ``users``), each with the user's
     ``explain_k`` historical items of highest relevance a_ij. Returns
-    ``recommendations-<model>@…``; the first ``preview_users`` users are shown in the UI."""
+    ``recommendations-<model>@…``; the first ``preview_users`` users are shown in the UI.
+    ``new_items`` (item_text / item_images refs): rank those items, which arrived after
+    training, instead (``new-recommendations-<model>@…``; content-aware models only)."""
     forward_stage_logs()
     started = now()
-    ref = recommend_task(store, model, split, top_n, explain_k, users)
+    ref = recommend_task(store, model, split, top_n, explain_k, users, new_items)
     s = ArtifactStore(store)
     finish_stage(s, {"recommendations": ref}, f"recommend {model.split('@')[0]}", started)
     rows = s.read_table(ref, "recommendations").to_pylist()

@@ -45,6 +45,7 @@ _API = {
     "read_metrics": "mmiris.pipelines.evaluate",
     # not "recommend": that name is the subpackage mmiris.recommend, which importing it rebinds
     "recommend_items": "mmiris.pipelines.recommend:recommend",
+    "recommend_new_items": "mmiris.pipelines.recommend",
     "build_report": "mmiris.pipelines.report",
     "compare": "mmiris.pipelines.compare",
     "run_demo": "mmiris.pipelines.demo",

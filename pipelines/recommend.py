@@ -7,23 +7,38 @@ rank) with the item, its predicted probability σ(r̂_uj) and, for attention mod
 user's ``explain_k`` historical items of highest interest relevance a_ij (null otherwise).
 Items the user is known to have consumed anywhere in the split (train, validation and
 test) are never recommended; the model scores with the history it was trained with.
+
+    ref = recommend_new_items(store, model_ref, ["new_item_text", "new_item_images"], top_n=10)
+
+Items that arrived after training (``item_text`` / ``item_images`` artifacts of items the
+catalogue does not have): their features are extracted by the feature stage with the encoders
+of the model's own feature artifacts (an existing extraction is found, not redone), the
+model's catalogue is extended in memory (``mmiris.recommend.new_items``) and each user gets
+the top-N among the new items, with explanations, in a ``new_item_recommendations`` artifact
+(schemas/new_item_recommendations.json). Only models that score an item from its content
+can (``scores_new_items`` on the model class); the others are refused by name.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
 from mmiris.artifacts.code_version import source_version
+from mmiris.artifacts.store import Manifest
 from mmiris.data.split import load_split
-from mmiris.errors import MmirisError
+from mmiris.errors import InputError, MmirisError
 from mmiris.eval.explanations import explanation_overlap
-from mmiris.models.base import Recommender
+from mmiris.models import get_model_class
+from mmiris.models.base import ModelConfig, Recommender
+from mmiris.recommend import new_items as N
 from mmiris.recommend.loader import load_trained_model, model_split
-from mmiris.recommend.topn import consumed_history, recommend_top_n
+from mmiris.recommend.topn import TopN, consumed_history, recommend_among, recommend_top_n
 
 log = logging.getLogger("mmiris.recommend")
 
@@ -155,6 +170,254 @@ def recommend_output(
         stats["explanation_overlap"] = None if np.isnan(overlap) else round(overlap, 4)
     return Output(
         {"recommendations": table},
+        stats=stats,
+        info={"seconds": round(seconds, 3), "users_per_s": round(n_users / seconds, 1) if seconds else None},
+    )
+
+
+# -- new items: scored by a content-aware model with its catalogue extended ------------------
+NEW_ITEMS_KIND = "new_item_recommendations"
+NewItemRefs = ArtifactRef | str | Sequence[ArtifactRef | str]
+
+
+def new_recommendations_name(model_ref: ArtifactRef) -> str:
+    return f"new-recommendations-{model_ref.name.removeprefix('model-')}"
+
+
+def new_features_name(modality: str) -> str:
+    """Where the new items' features go (not ``image_features``: ``@latest`` of the training
+    features must stay the catalogue's)."""
+    return f"new_items-{N.FEATURE_KIND[modality]}"
+
+
+@dataclass
+class NewItemsPlan:
+    model_ref: ArtifactRef
+    split_ref: ArtifactRef
+    cls: type[Recommender]
+    params: dict
+    name: str
+    features: dict[str, ArtifactRef]  # modality -> the new items' features (model's encoder)
+    contents: dict[str, ArtifactRef]  # modality -> their item_text / item_images
+
+    @property
+    def parents(self) -> list[ArtifactRef]:
+        refs = [self.model_ref, self.split_ref, *self.contents.values(), *self.features.values()]
+        return list({str(r): r for r in refs}.values())
+
+
+def _model_class(store: ArtifactStore, m: Manifest) -> tuple[type[Recommender], ModelConfig | None]:
+    """The registry class and typed config of model artifact ``m`` (from its params, else its file)."""
+    if m.kind != "model":
+        raise MmirisError(f"--model {m.ref} is a {m.kind!r} artifact, expected a model")
+    name, config = m.params.get("model"), m.params.get("model_config")
+    if not name:
+        from mmiris.models.build import read_model_file
+
+        blob = read_model_file(store, m.ref)
+        name, config = blob["model"], blob["config"]
+    try:
+        cls = get_model_class(str(name))
+    except KeyError as exc:
+        raise MmirisError(f"model {m.ref}: {str(exc).strip(chr(34) + chr(39))}") from None
+    try:
+        return cls, cls.config_cls.from_dict(dict(config or {}))
+    except (TypeError, ValueError):  # checked again on the loaded model
+        return cls, None
+
+
+def _new_item_ids(store: ArtifactStore, m: Manifest) -> np.ndarray:
+    table = {"item_text": "item_text", "item_images": "item_images"}.get(m.kind, "features")
+    return store.read_table(m.ref, table, columns=["item_id"]).column("item_id").to_numpy()
+
+
+def plan_new_items(
+    store: ArtifactStore,
+    model_ref: ArtifactRef | str,
+    new_items: NewItemRefs,
+    split_ref: ArtifactRef | str | None = None,
+    *,
+    top_n: int = 10,
+    explain_k: int = 3,
+    users: list[int] | None = None,
+    name: str | None = None,
+    client=None,
+    workers: int | None = None,
+) -> NewItemsPlan:
+    """Check the model and the new items, and extract their features (or find them)."""
+    model_ref, split_ref, params, _ = _plan(store, model_ref, split_ref, top_n, explain_k, users, None)
+    name = name or new_recommendations_name(model_ref)
+    cls, config = _model_class(store, store.manifest(model_ref))
+    N.check_can_score_new_items(cls, config, str(model_ref))
+    refs = [new_items] if isinstance(new_items, (str, ArtifactRef)) else list(new_items)
+    if not refs:
+        raise InputError("--new-items: expected an item_text and/or an item_images artifact of the new items")
+    given: dict[str, Manifest] = {}
+    for r in refs:
+        gm = store.manifest(store.resolve(r))
+        mod = N.MODALITY_OF.get(gm.kind)
+        if mod is None:
+            raise InputError(
+                f"--new-items {gm.ref}: a {gm.kind!r} artifact, expected item_text or item_images "
+                f"(or their text_features / image_features)"
+            )
+        if mod in given:
+            raise InputError(f"--new-items: two {mod} artifacts, {given[mod].ref} and {gm.ref}; give one of each kind")
+        given[mod] = gm
+    read = [mod for mod in cls.modalities if mod in given]
+    if not read:
+        raise InputError(
+            f"--new-items: model {cls.name} reads {' and '.join(cls.modalities)} content, the new items "
+            f"have only {' and '.join(given)} ({', '.join(str(g.ref) for g in given.values())})"
+        )
+    for mod in given:
+        if mod not in cls.modalities:
+            log.info("model %s reads no %s features: %s serves titles only", cls.name, mod, given[mod].ref)
+    contents: dict[str, ArtifactRef] = {}
+    for mod, gm in given.items():
+        if gm.kind == N.CONTENT_KIND[mod]:
+            contents[mod] = gm.ref
+        else:  # features given: their item_text / item_images parent has the titles
+            up = [ArtifactRef.parse(p) for p in gm.parents]
+            src = [p for p in up if store.manifest(p).kind == N.CONTENT_KIND[mod]]
+            if src:
+                contents[mod] = src[0]
+    model_m = store.manifest(model_ref)
+    n_items = int(store.manifest(split_ref).stats.get("n_items", 0))
+    ids = np.unique(np.concatenate([_new_item_ids(store, given[mod]) for mod in read]))
+    if not len(ids):
+        raise InputError(
+            f"--new-items {', '.join(str(given[mod].ref) for mod in read)}: no items in them; expected at least one"
+        )
+    N.check_not_in_catalogue(
+        store, model_m.ref, n_items, ids, [g.ref for g in given.values()] + list(contents.values())
+    )
+    model_feats = N.feature_parents(store, model_m.ref)
+    features: dict[str, ArtifactRef] = {}
+    for mod in read:
+        gm, mf = given[mod], model_feats.get(mod)
+        if mf is None:
+            raise MmirisError(f"model {model_m.ref} reads {mod} features but has no {N.FEATURE_KIND[mod]} parent")
+        if gm.kind == N.FEATURE_KIND[mod]:
+            N.same_encoder(gm, mf)
+            features[mod] = gm.ref
+            continue
+        found = N.find_features(store, gm.ref, N.FEATURE_KIND[mod], mf.params)
+        if found is None:
+            from mmiris.pipelines.extract import extract_image_features, extract_text_features
+
+            extract = extract_image_features if mod == "image" else extract_text_features
+            spec = N.encoder_of(mf)
+            log.info("extracting %s features of %s with %s (the model's encoder)", mod, gm.ref, spec.id)
+            found = extract(store, gm.ref, spec, client=client, workers=workers, name=new_features_name(mod))
+            N.same_encoder(store.manifest(found), mf)
+        features[mod] = found
+    return NewItemsPlan(model_m.ref, split_ref, cls, params, name, features, contents)
+
+
+def planned_new_items_ref(
+    store: ArtifactStore,
+    model_ref: ArtifactRef | str,
+    new_items: NewItemRefs,
+    split_ref: ArtifactRef | str | None = None,
+    **kw,
+) -> ArtifactRef:
+    """The ref ``recommend_new_items`` gives these arguments (features are extracted or found)."""
+    plan = plan_new_items(store, model_ref, new_items, split_ref, **kw)
+    return store.ref_for(plan.name, NEW_ITEMS_KIND, plan.parents, plan.params, source_version(*CODE))
+
+
+def recommend_new_items(
+    store: ArtifactStore,
+    model_ref: ArtifactRef | str,
+    new_items: NewItemRefs,
+    split_ref: ArtifactRef | str | None = None,
+    *,
+    top_n: int = 10,
+    explain_k: int = 3,
+    users: list[int] | None = None,
+    batch_users: int = 256,
+    name: str | None = None,
+    client=None,
+    workers: int | None = None,
+) -> ArtifactRef:
+    """Publish (or find) ``new-recommendations-<model>``: for every user (or ``users``) the
+    top ``top_n`` among the items of ``new_items`` (item_text / item_images refs), with
+    explanations. ``client``/``workers``: the Dask cluster of the feature extraction
+    (``extract_image_features``), used only when the features are not in the store yet."""
+    plan = plan_new_items(
+        store,
+        model_ref,
+        new_items,
+        split_ref,
+        top_n=top_n,
+        explain_k=explain_k,
+        users=users,
+        name=name,
+        client=client,
+        workers=workers,
+    )
+
+    def build() -> Output:
+        new = N.load_new_items(store, plan.features, plan.contents, plan.cls.modalities)
+        return new_items_output(
+            load_trained_model(store, plan.model_ref),
+            load_split(store, plan.split_ref),
+            new,
+            top_n=top_n,
+            explain_k=explain_k,
+            users=plan.params["users"],
+            batch_users=batch_users,
+            model_label=str(plan.model_ref),
+        )
+
+    return store.get_or_create(plan.name, NEW_ITEMS_KIND, plan.parents, plan.params, build, source_version(*CODE))
+
+
+def new_items_output(
+    model: Recommender,
+    split,
+    new: N.NewItems,
+    *,
+    top_n: int,
+    explain_k: int,
+    users: list[int] | None = None,
+    batch_users: int = 256,
+    model_label: str = "",
+) -> Output:
+    """The work of ``recommend_new_items`` on an in-memory model, split and new items."""
+    if (model.n_users, model.n_items) != (split.n_users, split.n_items):
+        raise MmirisError(
+            f"model {model_label or model.name} has {model.n_users} users × {model.n_items} items but split "
+            f"{split.ref} has {split.n_users} × {split.n_items}: they do not belong together"
+        )
+    arr = None if users is None else np.asarray(users, dtype=np.int64)
+    if arr is not None and len(bad := arr[(arr < 0) | (arr >= split.n_users)]):
+        raise MmirisError(f"--users: user {int(bad[0])} is outside 0..{split.n_users - 1} of split {split.ref}")
+    if model.history is None:
+        model.set_history(split.history())
+    ext = N.extend_catalogue(model, new.features)
+    t0 = time.perf_counter()
+    candidates = model.n_items + np.arange(len(new), dtype=np.int64)
+    recs: TopN = recommend_among(ext, candidates, arr, top_n=top_n, explain_k=explain_k, batch_users=batch_users)
+    seconds = time.perf_counter() - t0
+    table = recs.to_table()
+    n_users = len(recs.users)
+    log.info("top-%d of %d new items for %d users in %.1fs", top_n, len(new), n_users, seconds)
+    stats = {
+        "users": n_users,
+        "rows": table.num_rows,
+        "top_n": top_n,
+        "explain_k": explain_k,
+        "explained": recs.explain_items is not None,
+        "model": model.name,
+        "n_items": model.n_items,
+        "new_items": len(new),
+        "new_with_image": int(new.present("image").sum()),
+        "new_with_text": int(new.present("text").sum()),
+    }
+    return Output(
+        {"recommendations": table, "new_items": N.new_items_table(model.n_items, new)},
         stats=stats,
         info={"seconds": round(seconds, 3), "users_per_s": round(n_users / seconds, 1) if seconds else None},
     )

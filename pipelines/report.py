@@ -6,7 +6,8 @@ Per split: metrics tables like the paper's Tables II, IV and V (from ``metrics``
 artifacts), training-loss curves like Fig. 6 (from the models' ``training_log``), and
 explanation cards like Tables VII–IX with a relevance chart like Fig. 1 (from a
 ``recommendations`` artifact, posters from ``item_images``, titles from ``item_text`` /
-``items``). The page embeds every picture as a data: URI, so it opens without a server;
+``items``), and "new this week" cards: the top items among those that arrived after
+training (from a ``new_item_recommendations`` artifact, ``mmiris recommend --new-items``). The page embeds every picture as a data: URI, so it opens without a server;
 the PNG figures are also written next to it.
 """
 
@@ -19,13 +20,16 @@ from mmiris.artifacts import ArtifactRef, ArtifactStore
 from mmiris.errors import MmirisError
 from mmiris.report import figures as F
 from mmiris.report.collect import (
+    NEW_ITEMS_KIND,
     SplitSection,
     collect_cards,
     collect_curves,
     collect_metrics,
+    collect_new_cards,
     collect_tunes,
     describe_dataset,
     model_info,
+    pick_new_item_recommendations,
     pick_recommendations,
 )
 from mmiris.report.html import render
@@ -63,15 +67,17 @@ def build_report(
     by_split = collect_metrics(store, metrics)
     rec_manifests = [store.manifest(store.resolve(r)) for r in recommendations or []]
     for m in rec_manifests:
-        if m.kind != "recommendations":
-            raise MmirisError(f"--recommendations {m.ref}: a {m.kind!r} artifact, expected recommendations")
+        if m.kind not in ("recommendations", NEW_ITEMS_KIND):
+            raise MmirisError(
+                f"--recommendations {m.ref}: a {m.kind!r} artifact, expected recommendations or {NEW_ITEMS_KIND}"
+            )
     splits = list(by_split)
     for m in rec_manifests:
         splits += [p for p in m.parents if _kind(store, p) == "split" and p not in splits]
     if not splits and recommendations is None:  # no metrics yet: any recommendations
         for name in store.names():
             for m in store.versions(name):
-                if m.kind == "recommendations":
+                if m.kind in ("recommendations", NEW_ITEMS_KIND):
                     splits += [p for p in m.parents if _kind(store, p) == "split" and p not in splits]
 
     sections, figs, extra = [], {}, []
@@ -88,9 +94,12 @@ def build_report(
         sec = SplitSection(
             split, dataset, n_users_split, n_items, metrics=by_split.get(split, []), tunes=collect_tunes(store, split)
         )
-        recs = next((m for m in rec_manifests if split in m.parents), None)
+        recs = next((m for m in rec_manifests if split in m.parents and m.kind == "recommendations"), None)
         if recs is None and recommendations is None:
             recs = pick_recommendations(store, split)
+        new_recs = next((m for m in rec_manifests if split in m.parents and m.kind == NEW_ITEMS_KIND), None)
+        if new_recs is None and recommendations is None:
+            new_recs = pick_new_item_recommendations(store, split)
         infos = {r.model.ref: r.model for r in sec.metrics}
         if recs is not None:
             model_ref = next((p for p in recs.parents if _kind(store, p) == "model"), None)
@@ -117,6 +126,16 @@ def build_report(
             for card in sec.cards:
                 if card.chart is not None:
                     figs[f"relevance-{s_idx}-{card.user}"] = F.relevance_chart(*card.chart)
+        if new_recs is not None:  # the same users as the cards above, where they have some
+            sec.new = collect_new_cards(
+                store,
+                new_recs,
+                users,
+                n_users,
+                top,
+                catalogue=dict(items=items, item_text=item_text, item_images=item_images),
+                prefer=[c.user for c in sec.cards],
+            )
         sections.append(sec)
 
     for old in [*fig_dir.glob("loss-*.png"), *fig_dir.glob("relevance-*.png"), *fig_dir.glob("study-*.png")]:

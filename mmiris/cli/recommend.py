@@ -3,6 +3,13 @@
     mmiris recommend --model model-multimodal_iris                 # every user → artifact
     mmiris recommend --model model-multimodal_iris --users 1,2,3   # some users → artifact
     mmiris recommend --model model-multimodal_iris --user 10       # print a readable table
+    mmiris recommend --model model-hybrid_iris --new-items new_item_text new_item_images [--user 10]
+
+``--new-items``: items that arrived after training (item_text / item_images artifacts; their
+item_id is the item's own id, which the catalogue must not have). Their features are
+extracted with the model's encoders (or found), and each user gets the top-N among them
+(``new-recommendations-<model>``). Models that score an item from its content only:
+hybrid_iris, vbpr, content_knn; the others are refused.
 
 User ids: ``--user`` takes the user's id in the source data (MovieLens ``UserID``, the
 ``source_id`` column of the interactions' ``users`` table); ``--user-index`` and ``--users``
@@ -47,6 +54,27 @@ def register(sub) -> None:
         default=None,
         help="items artifact for titles (default: found through lineage); must have the model's item count",
     )
+    p.add_argument(
+        "--new-items",
+        nargs="+",
+        default=None,
+        metavar="REF",
+        help="rank items that arrived after training instead of the catalogue: their item_text and/or "
+        "item_images artifacts (or text_features/image_features made with the model's encoders); "
+        "features are extracted with the model's encoders; content-aware models only (hybrid_iris, vbpr, "
+        "content_knn)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="--new-items: Dask scheduler address for the feature extraction (default: a LocalCluster)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="--new-items: LocalCluster worker processes for the feature extraction (default: one per core)",
+    )
     p.set_defaults(func=run)
 
 
@@ -68,6 +96,8 @@ def run(args) -> int:
     if args.batch_users < 1:
         raise MmirisError(f"--batch-users {args.batch_users}: expected at least 1")
     kw = dict(top_n=args.top_n, explain_k=args.explain_k)
+    if args.new_items is not None:
+        return _run_new_items(store, args, kw)
     if args.user is not None or args.user_index is not None:
         split_ref = store.resolve(args.split) if args.split else model_split(store, store.resolve(args.model))
         split_m = store.manifest(split_ref)
@@ -124,3 +154,63 @@ def _check_items(store: ArtifactStore, items: str, n_items: int | None):
 def _n_items(table) -> int:
     col = table.column("item_id")
     return int(max(col.to_pylist(), default=-1)) + 1
+
+
+def _run_new_items(store: ArtifactStore, args, kw: dict) -> int:
+    """``--new-items``: the top-N among the new items, as an artifact or one user's table."""
+    from mmiris.pipelines.recommend import model_split, planned_new_items_ref, recommend_new_items
+    from mmiris.recommend.catalogue import find_user, load_catalogue
+    from mmiris.recommend.render import format_user
+
+    if args.workers is not None and args.workers < 1:
+        raise MmirisError(f"--workers {args.workers}: expected at least 1")
+    if args.items:
+        raise MmirisError("--items names the catalogue's titles; with --new-items titles come from their item_text")
+    extract = dict(client=args.scheduler, workers=args.workers)
+    if args.user is None and args.user_index is None:
+        ref = recommend_new_items(
+            store,
+            args.model,
+            args.new_items,
+            args.split,
+            users=parse_users(args.users),
+            batch_users=args.batch_users,
+            **extract,
+            **kw,
+        )
+        m = store.manifest(ref)
+        print(f"new-item recommendations: {ref}")
+        print(
+            f"  {m.stats['users']} users × top-{m.stats['top_n']} of {m.stats['new_items']} new items "
+            f"({m.stats['new_with_image']} with an image, {m.stats['new_with_text']} with a text)"
+            + (f", {m.stats['explain_k']} explanation items each" if m.stats["explained"] else ", no explanations")
+        )
+        print(
+            f"  one user as a table: mmiris recommend --model {args.model} --new-items {' '.join(args.new_items)} --user <id>"
+        )
+        return 0
+    model_ref = store.resolve(args.model)
+    split_ref = store.resolve(args.split) if args.split else model_split(store, model_ref)
+    dense, source = find_user(store, split_ref, args.user, args.user_index)
+    full = planned_new_items_ref(store, model_ref, args.new_items, split_ref, **extract, **kw)
+    ref = (
+        full
+        if store.exists(full)
+        else recommend_new_items(
+            store, model_ref, args.new_items, split_ref, users=[dense], batch_users=args.batch_users, **extract, **kw
+        )
+    )
+    table = store.read_table(ref, "recommendations")
+    new = store.read_table(ref, "new_items").to_pydict()
+    m = store.manifest(ref)
+    n_items = int(m.stats["n_items"])
+    cat = load_catalogue(store, [model_ref, split_ref], n_items)
+    for item, new_id, title in zip(new["item_id"], new["new_item_id"], new["title"]):
+        cat.titles[item] = title or f"new item {new_id}"
+        cat.years.pop(item, None)
+    who = f"user {source} (source id; dense user_id {dense})" if source is not None else f"user_id {dense}"
+    print(
+        f"New this week for {who}: top-{args.top_n} of {m.stats['new_items']} new items  (model {model_ref}, from {ref})"
+    )
+    print(format_user(table, dense, cat, ids=dict(zip(new["item_id"], new["new_item_id"]))))
+    return 0

@@ -14,6 +14,7 @@ model must beat to show it adds something to plain content similarity.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,10 @@ class ContentKNN(Recommender):
     modalities = ("image", "text")
     trainable = False
     needs_history = True
+    # New items (mmiris/recommend/new_items.py) are scored from their content vectors; the
+    # model is rebuilt over the extended catalogue, so the centring covers the new items too.
+    scores_new_items: ClassVar[bool] = True
+    item_rows: ClassVar[tuple[str, ...]] = ()  # nothing learned per item
 
     def __init__(self, config, n_users, n_items, history=None, features=None):
         super().__init__(config, n_users, n_items, history, features)

@@ -20,6 +20,7 @@ With g_i = [v_i; t_i] the outputs of Multimodal IRIS's towers (eq. 7–8) for it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -39,6 +40,16 @@ class HybridIRISConfig(MultimodalIRISConfig):
 class HybridIRIS(MultimodalIRIS):
     name = "hybrid_iris"
     config_cls = HybridIRISConfig
+    # Items that arrive after training (mmiris/recommend/new_items.py): zero P, Q rows and b_j,
+    # so a new item's q_j = U_q g_j comes from its poster and plot alone.
+    scores_new_items: ClassVar[bool] = True
+    item_rows: ClassVar[tuple[str, ...]] = ("P.weight", "Q.weight", "item_bias")  # one row per item
+
+    @classmethod
+    def new_items_refusal(cls, config: HybridIRISConfig) -> str | None:
+        if not config.content_embeddings:
+            return "content_embeddings is off, so q_j = Q_j, a learned row that is zero for a new item"
+        return None
 
     def __init__(self, config, n_users, n_items, history=None, features=None):
         super().__init__(config, n_users, n_items, history, features)

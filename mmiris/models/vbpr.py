@@ -5,6 +5,7 @@ r̂_uj = b + b_u + b_j + γ_u·γ_j + θ_u·(E f_j) + β'·f_j, f_j the pretrain
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -27,6 +28,9 @@ class VBPR(Recommender):
     config_cls = VBPRConfig
     image_features: torch.Tensor  # buffer
     modalities = ("image",)
+    # A new item (mmiris/recommend/new_items.py): γ_j = 0, b_j = 0; θ_u·(E f_j) + β'·f_j score it.
+    scores_new_items: ClassVar[bool] = True
+    item_rows: ClassVar[tuple[str, ...]] = ("gamma_item.weight", "item_bias")  # one row per item
 
     def __init__(self, config, n_users, n_items, history=None, features=None):
         super().__init__(config, n_users, n_items, history, features)

@@ -14,9 +14,11 @@ def _label(cat: Catalogue, item: int, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_user(table: pa.Table, user: int, cat: Catalogue, width: int = 56) -> str:
+def format_user(table: pa.Table, user: int, cat: Catalogue, width: int = 56, ids: dict | None = None) -> str:
     """Rank, probability and title of each recommendation for ``user``, each followed by its
-    explanation items (paper Tables VII–IX) and their interest relevance a_ij."""
+    explanation items (paper Tables VII–IX) and their interest relevance a_ij. ``ids``: the
+    id to show for an item (new items: their own id), default the item id itself."""
+    ids = ids or {}
     rows = [r for r in table.to_pylist() if r["user_id"] == user]
     rows.sort(key=lambda r: r["rank"])
     if not rows:
@@ -24,7 +26,8 @@ def format_user(table: pa.Table, user: int, cat: Catalogue, width: int = 56) -> 
     lines = [f"{'rank':>4}  {'score':>6}  {'item':<{width}}  {'id':>6}"]
     for r in rows:
         lines.append(
-            f"{r['rank']:>4}  {r['score']:>6.3f}  {_label(cat, r['item_id'], width):<{width}}  {r['item_id']:>6}"
+            f"{r['rank']:>4}  {r['score']:>6.3f}  {_label(cat, r['item_id'], width):<{width}}  "
+            f"{ids.get(r['item_id'], r['item_id']):>6}"
         )
         for e in r["explanations"] or []:
             lines.append(f"{'':>4}  {'':>6}    ↳ {e['relevance']:.3f}  {_label(cat, e['item_id'], width - 10)}")

@@ -120,6 +120,53 @@ def recommend_top_n(
     return TopN(users, out_items, out_scores, ex_items if with_expl else None, ex_rel if with_expl else None)
 
 
+@torch.inference_mode()
+def recommend_among(
+    model: Recommender,
+    candidates: np.ndarray,
+    users: np.ndarray | None = None,
+    top_n: int = 10,
+    explain_k: int = 3,
+    batch_users: int = 256,
+) -> TopN:
+    """Top-``top_n`` of ``candidates`` (item ids of ``model``, e.g. the new items of an extended
+    catalogue, which no user has consumed) for each of ``users`` (default: all), scored with
+    ``model.scores`` on ``score_chunk_items`` candidates at a time, with the top ``explain_k``
+    historical items per recommendation for attention models."""
+    model.eval()
+    users = np.arange(model.n_users, dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
+    cands = torch.as_tensor(np.asarray(candidates, dtype=np.int64))
+    N = min(top_n, len(cands))
+    with_expl = bool(model.has_attention) and explain_k > 0
+    k = explain_k if with_expl else 0
+    out_items = np.full((len(users), N), -1, dtype=np.int64)
+    out_scores = np.zeros((len(users), N), dtype=np.float32)
+    ex_items = np.full((len(users), N, k), -1, dtype=np.int64)
+    ex_rel = np.full((len(users), N, k), np.nan, dtype=np.float32)
+    hist = model.history
+    order = np.argsort(hist.lengths(users), kind="stable") if hist is not None else np.arange(len(users))
+    device, step = model.device, model.score_chunk_items
+    cands = cands.to(device)
+    with Progress(len(users), "recommend new items", log, unit="users") as progress:
+        for start in range(0, len(users), batch_users):
+            rows = order[start : start + batch_users]
+            u = torch.from_numpy(users[rows]).to(device)
+            logits = torch.cat(
+                [model.scores(u, cands[c : c + step].expand(len(u), -1)).float() for c in range(0, len(cands), step)],
+                dim=1,
+            )
+            top, pos = logits.topk(N, dim=1)
+            idx = cands[pos]
+            out_items[rows] = idx.cpu().numpy()
+            out_scores[rows] = torch.sigmoid(top).cpu().numpy()
+            if with_expl:
+                e_items, e_rel = explain(model, u, idx, explain_k)
+                ex_items[rows] = e_items.cpu().numpy()
+                ex_rel[rows] = e_rel.cpu().numpy()
+            progress.update(len(rows))
+    return TopN(users, out_items, out_scores, ex_items if with_expl else None, ex_rel if with_expl else None)
+
+
 def _seen_mask(consumed: UserHistory, users: np.ndarray, n_items: int) -> torch.Tensor:
     starts, lens = consumed.indptr[users], consumed.lengths(users)
     rows = np.repeat(np.arange(len(users)), lens)

@@ -143,6 +143,18 @@ class SplitSection:
     recommender: ModelInfo | None = None
     catalogue_sources: dict = field(default_factory=dict)
     tunes: list[TuneRow] = field(default_factory=list)
+    new: NewCards | None = None  # "new this week": top-N among items that arrived after training
+
+
+@dataclass
+class NewCards:
+    """Cards of a ``new_item_recommendations`` artifact (``mmiris recommend --new-items``)."""
+
+    ref: str
+    recommender: ModelInfo
+    n_new: int  # new items ranked
+    cards: list[Card]
+    posters: bool  # an item_images artifact for the new items or the catalogue
 
 
 def model_info(store: ArtifactStore, ref: str) -> ModelInfo:
@@ -355,3 +367,85 @@ def _try_load(store: ArtifactStore, model_ref: str | None):
     except Exception as exc:  # noqa: BLE001 - the cards still show the stored explanations
         log.warning("cannot load %s for the relevance charts: %s", model_ref, exc)
         return None
+
+
+NEW_ITEMS_KIND = "new_item_recommendations"
+
+
+def pick_new_item_recommendations(store: ArtifactStore, split: str) -> Manifest | None:
+    """The newest ``new_item_recommendations`` for ``split`` made for every user (else the
+    newest made for some users, e.g. a ``--user`` query)."""
+    cands = [m for m in _all(store, NEW_ITEMS_KIND) if split in m.parents]
+    if not cands:
+        return None
+    return max(cands, key=lambda m: (m.params.get("users") is None, m.created_at))
+
+
+def collect_new_cards(
+    store: ArtifactStore,
+    recs: Manifest,
+    users: list[int] | None,
+    n_users: int,
+    top: int,
+    catalogue: dict | None = None,
+    prefer: list[int] | None = None,
+) -> NewCards:
+    """ "New this week" cards: per user the top ``top`` new items (title from their item_text,
+    poster from their item_images: the artifact's direct parents) with the explanation items
+    (titles and posters from the model's catalogue). ``users``: whose cards (default: the
+    ``prefer`` that have rows, e.g. the users of the other cards, else the first ``n_users``)."""
+    table = store.read_table(recs.ref, "recommendations")
+    new = store.read_table(recs.ref, "new_items").to_pydict()
+    own_id = dict(zip(new["item_id"], new["new_item_id"]))
+    titles = {i: t or f"new item {n}" for i, n, t in zip(new["item_id"], new["new_item_id"], new["title"])}
+    present = set(table.column("user_id").to_pylist())
+    if users:
+        chosen = [u for u in users if u in present]
+    else:
+        chosen = [u for u in prefer or [] if u in present][:n_users] or sorted(present)[:n_users]
+    rows = [r for r in table.to_pylist() if r["user_id"] in set(chosen) and r["rank"] <= top]
+    kinds = {p: store.manifest(ArtifactRef.parse(p)).kind for p in recs.parents}
+    model_ref = next((p for p, k in kinds.items() if k == "model"), None)
+    split_ref = next((p for p, k in kinds.items() if k == "split"), None)
+    lineage = [p for p in (model_ref, split_ref) if p]  # not the new items' own item_text
+    hist_ids = {e["item_id"] for r in rows for e in (r["explanations"] or [])}
+    cat = load_catalogue(store, list(lineage), 0, image_ids=hist_ids, **(catalogue or {}))
+    posters: dict[int, bytes] = {}
+    img_ref = next((p for p, k in kinds.items() if k == "item_images"), None)
+    if img_ref is not None:
+        wanted = {own_id[r["item_id"]] for r in rows}
+        t = store.read_table(ArtifactRef.parse(img_ref), "item_images", columns=["item_id", "image", "present"])
+        by_own = {
+            i: b for i, b, p in zip(*(t.column(c).to_pylist() for c in ("item_id", "image", "present"))) if p and b
+        }
+        back = {n: i for i, n in own_id.items()}
+        posters = {back[n]: b for n, b in by_own.items() if n in wanted}
+    sources = user_source_ids(store, ArtifactRef.parse(split_ref))[1] if split_ref else []
+    cards = []
+    for u in chosen:
+        urows = sorted((r for r in rows if r["user_id"] == u), key=lambda r: r["rank"])
+        crow = [
+            CardRow(
+                r["rank"],
+                r["item_id"],
+                titles.get(r["item_id"], f"item {r['item_id']}"),
+                float(r["score"]),
+                posters.get(r["item_id"]),
+                [
+                    Explanation(
+                        e["item_id"], cat.title(e["item_id"]), float(e["relevance"]), cat.images.get(e["item_id"])
+                    )
+                    for e in (r["explanations"] or [])
+                ],
+            )
+            for r in urows
+        ]
+        cards.append(Card(u, 0, crow, None, sources[u] if u < len(sources) else None))
+    info = model_info(store, model_ref) if model_ref else ModelInfo(str(recs.ref), "?", None, "the model")
+    return NewCards(
+        str(recs.ref),
+        info,
+        int(recs.stats.get("new_items", len(own_id))),
+        cards,
+        img_ref is not None or "item_images" in cat.sources,
+    )

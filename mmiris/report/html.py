@@ -99,6 +99,18 @@ def render(
                         posters="item_images" in s.catalogue_sources,
                     )
                 )
+        if s.new is not None and s.new.cards:
+            out.append(
+                f"<h3>New this week: {e(s.new.recommender.label)} on {s.new.n_new:,} items that arrived after training</h3>"
+            )
+            out.append(
+                f"<p class='muted'>From <code>{e(s.new.ref)}</code>. The best of the new items for each user, "
+                "scored from their poster and plot through the model's content path (no retraining: they have "
+                "no interactions yet), with the user's historical items of highest interest relevance "
+                "a<sub>ij</sub> to each.</p>"
+            )
+            for card in s.new.cards:
+                out.append(_card(card, None, posters=s.new.posters, new=True))
     out.append("</body></html>")
     return "\n".join(out)
 
@@ -188,13 +200,16 @@ def _img(poster: bytes | None, alt: str, posters: bool = True) -> str:
     return f"<img alt='{e(alt)}' src='{data_uri(*thumb)}'>"
 
 
-def _card(card: Card, chart: bytes | None, posters: bool = True) -> str:
+def _card(card: Card, chart: bytes | None, posters: bool = True, new: bool = False) -> str:
     who = (
         f"User {e(card.source_id)} <span class='muted'>(user_id {card.user})</span>"
         if card.source_id is not None and str(card.source_id) != str(card.user)
         else f"User {card.user}"
     )  # the source id users know (e.g. MovieLens UserID), and the dense id of the artifacts
-    out = [f"<div class='card' id='user-{card.user}'><h3>{who}</h3>"]
+    if new:  # "new this week": items that arrived after training
+        out = [f"<div class='card new' id='new-user-{card.user}'><h3>New this week for {who[0].lower()}{who[1:]}</h3>"]
+    else:
+        out = [f"<div class='card' id='user-{card.user}'><h3>{who}</h3>"]
     if card.history_size:
         out.append(f"<p class='muted'>{card.history_size} items in the training history.</p>")
     for r in card.rows:
