@@ -96,17 +96,13 @@ def dask_rate(
     repeats: int = 1,
 ) -> dict:
     """items/s of the stage on a warm LocalCluster; optionally the full extraction after."""
-    from distributed import Client, LocalCluster
-
+    from mmiris.cluster import dask_client
     from mmiris.pipelines.extract import extract_image_features, extract_text_features
 
     extract = extract_image_features if modality == "image" else extract_text_features
     out: dict = {}
     t0 = time.perf_counter()
-    with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
+    with dask_client(None, workers=workers, gpu=False) as client:  # CPU worker processes, one thread each
         client.wait_for_workers(workers)
         # warm-up: small chunks so every worker loads the model once
         extract(

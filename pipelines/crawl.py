@@ -135,15 +135,16 @@ def _prefix(items_ref: ArtifactRef) -> str:
 
 @contextmanager
 def _executor(client, workers: int, threads_per_worker: int):
-    """The given Dask client, an in-process LocalCluster (``workers`` > 0), or none (threads)."""
-    if client is not None or workers <= 0:
-        yield client
+    """A Dask client from ``mmiris.cluster``: the given one, one connected to the given
+    scheduler address, or an in-process LocalCluster (``workers`` > 0); else none (threads)."""
+    if client is None and workers <= 0:
+        yield None
         return
     from mmiris.cluster import dask_client
 
     # Threads, not processes: the work is waiting on the network, and one process means one
     # rate-limit bucket and one in-process single-flight for identical requests.
-    with dask_client(None, workers=workers, threads_per_worker=threads_per_worker, processes=False) as c:
+    with dask_client(client, workers=workers, threads_per_worker=threads_per_worker, processes=False) as c:
         yield c
 
 
@@ -178,8 +179,9 @@ def crawl_omdb(
 
     ``rate_per_s``: global requests/s over all workers (None or 0: unlimited);
     ``daily_quota``: API requests per UTC day counted across runs (None: only OMDb's own
-    limit); ``workers``: Dask workers of an in-process LocalCluster when no ``client`` is
-    given (0: a plain thread pool); ``concurrency``: chunk tasks in flight (default: all
+    limit); ``client``: a ``distributed.Client`` or a scheduler address (``tcp://host:8786``);
+    ``workers``: Dask workers of an in-process LocalCluster when no ``client`` is given (0: a
+    plain thread pool); ``concurrency``: chunk tasks in flight (default: all
     worker threads). Raises CrawlStopped / CrawlIncomplete without publishing (see module doc).
     """
     items_ref = store.resolve(items_ref)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +74,25 @@ def test_scheduler_address_comes_from_the_argument_then_dask_config(monkeypatch)
     assert cluster.scheduler_address("tcp://a:1") == "tcp://a:1"
     with dask.config.set({"scheduler-address": "tcp://b:2"}):
         assert cluster.scheduler_address(None) == "tcp://b:2"
+
+
+def test_no_other_module_makes_a_dask_client_or_cluster():
+    """mmiris.cluster is the one factory: no other source file (stages, CLIs, flows,
+    benchmarks, tests) calls ``Client(...)``, ``LocalCluster(...)`` or ``LocalCUDACluster(...)``."""
+    root = Path(__file__).resolve().parents[1]
+    factory = root / "mmiris" / "cluster.py"
+    files = {
+        p.resolve()
+        for folder in ("mmiris", "pipelines", "flows", "benchmarks", "tests")
+        for p in (root / folder).rglob("*.py")
+    }
+    assert factory in files and len(files) > 100
+    made = []
+    for path in sorted(files - {factory}):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+                if name in {"Client", "LocalCluster", "LocalCUDACluster"}:
+                    made.append(f"{path.relative_to(root)}:{node.lineno} {name}(...)")
+    assert not made, "use mmiris.cluster.dask_client / local_cluster instead:\n" + "\n".join(made)

@@ -344,16 +344,34 @@ def test_cli(world, monkeypatch, capsys):
     assert err.count("\n") == 1 and "Invalid API key!" in err and "wrong-key" not in err
 
 
-def test_worker_processes_share_the_rate_and_stop_together(world):
-    from distributed import Client, LocalCluster
+def test_cli_runs_on_the_dask_scheduler_it_is_given(world, monkeypatch, capsys):
+    """``--scheduler ADDRESS``: the crawl's tasks run on that cluster (the client comes from
+    ``mmiris.cluster``), and the CLI's connection to it is closed when the crawl ends."""
+    from mmiris.cli import main
+    from mmiris.cluster import local_cluster
+    from tests.waiting import wait_until
 
     srv, links, tmp = world
     store = ArtifactStore(tmp / "store")
     items = publish_items(store, ITEMS)
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
+    monkeypatch.setenv("OMDB_API_KEY", KEY)
+    with local_cluster(workers=1, threads_per_worker=2, processes=False) as cluster:
+        scheduler = cluster.scheduler  # in this process: what it ran and who is connected
+        args = ["--store", str(tmp / "store"), "crawl", "omdb", "--items", str(items), "--base-url", srv.url]
+        args += ["--links", str(links), "--cache-dir", str(tmp / "cache"), "--rate", "0", "--timeout", "1"]
+        assert main([*args, "--workers", "0", "--scheduler", cluster.scheduler_address]) == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["matched"] == 6
+        assert "crawl_omdb_chunk" in scheduler.task_prefixes  # on the cluster, not in local threads
+        wait_until(lambda: set(scheduler.clients) == {"fire-and-forget"}, "the CLI's client closing", timeout_s=300)
+
+
+def test_worker_processes_share_the_rate_and_stop_together(world):
+    from mmiris.cluster import dask_client
+
+    srv, links, tmp = world
+    store = ArtifactStore(tmp / "store")
+    items = publish_items(store, ITEMS)
+    with dask_client(None, workers=2, processes=True, gpu=False) as client:  # 2 worker processes, 1 thread each
         srv.set_limit(5)
         with pytest.raises(CrawlStopped) as exc:
             run(store, items, srv, tmp / "cache", links=links, client=client, rate_per_s=40)

@@ -12,9 +12,9 @@ from mmiris.cli import main
 
 @pytest.fixture(scope="module")
 def scheduler():
-    from distributed import LocalCluster
+    from mmiris.cluster import local_cluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+    with local_cluster(workers=1, processes=False) as cluster:
         yield cluster.scheduler_address
 
 

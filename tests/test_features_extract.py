@@ -22,12 +22,9 @@ TEXT_COLUMNS = ["title", "genre", "director", "actors", "year", "imdb_id", "matc
 
 @pytest.fixture(scope="module")
 def client():
-    from distributed import Client, LocalCluster
+    from mmiris.cluster import dask_client
 
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster,
-        Client(cluster) as c,
-    ):
+    with dask_client(None, workers=2, processes=False) as c:  # in-process workers: quick to start
         yield c
 
 

@@ -236,9 +236,9 @@ def api(server):
 @pytest.fixture(scope="module")
 def dask_address():
     """An existing Dask cluster the flows are pointed at (threads: quick to start here)."""
-    from distributed import LocalCluster
+    from mmiris.cluster import local_cluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+    with local_cluster(workers=1, processes=False) as cluster:
         yield cluster.scheduler_address
 
 

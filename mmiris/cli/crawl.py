@@ -67,14 +67,6 @@ def _http(args):
     return HttpConfig.for_crawling(args.timeout)
 
 
-def _client(args):
-    if not args.scheduler:
-        return None
-    from distributed import Client
-
-    return Client(args.scheduler)
-
-
 def _run(fn, base_url: str | None = None) -> int:
     import re
 
@@ -118,7 +110,7 @@ def _omdb(args) -> int:
             cache_dir=args.cache_dir,
             workers=args.workers,
             threads_per_worker=args.threads,
-            client=_client(args),
+            client=args.scheduler,
             posters=not args.no_posters,
             http=_http(args),
             max_attempts=args.max_attempts,
@@ -155,7 +147,7 @@ def _amazon(args) -> int:
             cache_dir=args.cache_dir,
             workers=args.workers,
             threads_per_worker=args.threads,
-            client=_client(args),
+            client=args.scheduler,
             http=_http(args),
             max_attempts=args.max_attempts,
         )
