@@ -8,14 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
+
+import pytest
 
 from mmiris.artifacts import ArtifactStore
 from mmiris.crawl.cache import ObjectStoreCache, ResponseCache, cache_location, open_cache
 from mmiris.testing.crawl import publish_items, record, write_posters
 from mmiris.testing.omdb_server import Catalogue, Faults, OmdbServer
-from tests.test_crawl_resume import KEY, _ok_counts, _server_key
+from tests.test_crawl_resume import KEY, _ok_counts, _server_key, wait_for_quiet
 from tests.test_store_s3 import s3  # noqa: F401 - the moto server fixture
+from tests.waiting import PATIENCE_S, output_tail, wait_until
 
 N = 40
 
@@ -50,6 +52,7 @@ def test_object_store_cache_answers_and_quota_are_shared(s3):  # noqa: F811
     assert a.quota_used("2026-01-01") == 3 and b.quota_used("2026-01-02") == 0
 
 
+@pytest.mark.timeout(3 * PATIENCE_S)  # waits are on the server's log and the store, not the clock
 def test_crawl_killed_resumes_in_another_process_and_directory_on_s3(tmp_path, s3):  # noqa: F811
     posters = tmp_path / "posters"
     write_posters(posters)
@@ -95,18 +98,18 @@ def test_crawl_killed_resumes_in_another_process_and_directory_on_s3(tmp_path, s
         first, second = tmp_path / "machine-a", tmp_path / "machine-b"
         for d in (first, second):
             (d / "home").mkdir(parents=True)
-        proc = subprocess.Popen(
-            cmd, cwd=first, env={**env, "HOME": str(first / "home")}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        deadline = time.time() + 90
-        while srv.log.stats()["requests"] < N // 2:
-            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]  # type: ignore[union-attr]
-            assert time.time() < deadline
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        log = tmp_path / "first.log"  # a file, not a pipe nobody reads while the crawl runs
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, cwd=first, env={**env, "HOME": str(first / "home")}, stdout=out, stderr=out)
+        try:
+            wait_until(lambda: srv.log.stats()["requests"] >= N // 2, "half the requests", proc=proc, log=log)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == -signal.SIGKILL, output_tail(proc, log)
         assert "item_text" not in store.names()
-        time.sleep(0.5)  # let the server finish answering what the killed process asked
+        wait_for_quiet(srv)
 
         cache = ObjectStoreCache(s3_uri(s3, "crawl-resume/_crawl_cache/omdb"))
         cached_at_kill = {_server_key(k) for k in cache.keys()}
@@ -115,7 +118,7 @@ def test_crawl_killed_resumes_in_another_process_and_directory_on_s3(tmp_path, s
         before = _ok_counts(srv)
 
         done = subprocess.run(
-            cmd, cwd=second, env={**env, "HOME": str(second / "home")}, capture_output=True, timeout=180
+            cmd, cwd=second, env={**env, "HOME": str(second / "home")}, capture_output=True, timeout=PATIENCE_S
         )
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         after = _ok_counts(srv)

@@ -1,8 +1,6 @@
 """The artifact store and an ingest against a real S3-compatible server (moto's server mode
 on 127.0.0.1), through a store URI and through a pyarrow S3FileSystem."""
 
-import socket
-
 import pyarrow.fs as pafs
 import pytest
 
@@ -16,8 +14,14 @@ from tests.test_store import _interactions
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A moto S3 server on a free local port with fake credentials and a bucket ``mmiris``."""
+def s3():
+    """A moto S3 server on a free local port with fake credentials and a bucket ``mmiris``.
+
+    The server binds port 0 itself: a port found free first and bound later can be taken in
+    between by another test process (the server thread then fails, and its start never
+    returns). The bucket is made with a patient client: on a loaded machine the in-process
+    server can take longer than the AWS SDK's 3 s request timeout to answer, which failed
+    this fixture, and every test using it, at setup."""
     from moto.server import ThreadedMotoServer
 
     mp = pytest.MonkeyPatch()
@@ -29,18 +33,27 @@ def s3(tmp_path_factory):
         "AWS_EC2_METADATA_DISABLED": "true",
     }.items():
         mp.setenv(key, value)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    port = server.get_host_and_port()[1]
     endpoint = f"127.0.0.1:{port}"
-    pafs.S3FileSystem(
-        endpoint_override=endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True
-    ).create_dir("mmiris")
+    patient_s3(endpoint, allow_bucket_creation=True).create_dir("mmiris")
     yield endpoint
     server.stop()
     mp.undo()
+
+
+def patient_s3(endpoint: str, **kwargs) -> pafs.S3FileSystem:
+    """A client of the moto server that waits as long as a loaded machine needs."""
+    return pafs.S3FileSystem(
+        endpoint_override=endpoint,
+        scheme="http",
+        region="us-east-1",
+        connect_timeout=60,
+        request_timeout=120,
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=5),
+        **kwargs,
+    )
 
 
 def test_store_publish_read_latest_lineage_on_s3(s3):
@@ -57,14 +70,14 @@ def test_store_publish_read_latest_lineage_on_s3(s3):
     assert store.names() == ["interactions"]
     assert store.lineage(b)["parents"][0]["ref"] == str(a)
     # the objects are where the documented layout says
-    fs = pafs.S3FileSystem(endpoint_override=s3, scheme="http", region="us-east-1")
+    fs = patient_s3(s3)
     with fs.open_input_stream("mmiris/store-a/interactions/LATEST") as f:
         assert f.read().decode().strip() == b.version
     assert fs.get_file_info(f"mmiris/store-a/interactions/{a.version}/manifest.json").size > 0
 
 
 def test_ingest_and_split_into_s3_with_a_filesystem_object(s3, tmp_path):
-    fs = pafs.S3FileSystem(endpoint_override=s3, scheme="http", region="us-east-1")
+    fs = patient_s3(s3)
     store = ArtifactStore("mmiris/store-b", filesystem=fs)
     res = ingest_movielens(store, write_ml1m(tmp_path / "ml-1m"))
     assert ingest_movielens(store, tmp_path / "ml-1m") == res  # found again, not re-published

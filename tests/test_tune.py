@@ -18,6 +18,7 @@ import pytest
 from mmiris.artifacts import ArtifactStore
 from mmiris.artifacts.schema import load_contract, validate
 from mmiris.train.config import TrainConfig
+from tests.waiting import PATIENCE_S, output_tail, wait_until
 
 ENV = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MMIRIS_KERNEL_THREADS": "1"}
 FAST = ["--batch-size", "256", "--threads", "1", "--emb", "8"]  # CLI options shared by the tests
@@ -198,6 +199,7 @@ def _trials(db: str) -> list[tuple[int, str, int]]:
         return []
 
 
+@pytest.mark.timeout(3 * PATIENCE_S)  # waits are on the study's own database, not the clock
 def test_sigkill_mid_trial_then_rerun_finishes_the_study(tmp_path):
     store = ArtifactStore(tmp_path / "store")
     split = _demo_split(store)
@@ -232,25 +234,26 @@ def test_sigkill_mid_trial_then_rerun_finishes_the_study(tmp_path):
         "8",
     ]
     db = f"{store.root}/_tune/killed.db"
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+
+    def trial_1_mid_way() -> bool:  # trial 0 complete, trial 1 has validated an epoch of its 6
+        states = {n: (s, epochs) for n, s, epochs in _trials(db)}
+        return states.get(0, ("",))[0] == "COMPLETE" and states.get(1, ("",))[0] == "RUNNING" and states[1][1] > 0
+
+    log = tmp_path / "first.log"  # a file, not a pipe nobody reads while the study runs
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=ENV, stdout=out, stderr=subprocess.STDOUT)
     try:
-        while True:  # kill once trial 0 is complete and trial 1 has validated an epoch of its 6
-            states = {n: (s, epochs) for n, s, epochs in _trials(db)}
-            if states.get(0, ("",))[0] == "COMPLETE" and states.get(1, ("",))[0] == "RUNNING" and states[1][1]:
-                break
-            assert proc.poll() is None, f"tune ended before it could be killed:\n{proc.communicate()[1][-3000:]}"
-            assert time.time() < deadline, f"no running second trial in 120 s: {states}"
-            time.sleep(0.02)
+        wait_until(trial_1_mid_way, "trial 1 running after trial 0 completed", proc=proc, log=log)
         proc.send_signal(signal.SIGKILL)
     finally:
+        proc.kill()
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, output_tail(proc, log)
     assert not store.versions("tune-fism")  # nothing published by the killed run
     before = {n: s for n, s, _ in _trials(db)}
     assert before[0] == "COMPLETE" and before[1] == "RUNNING"
 
-    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=PATIENCE_S)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "trial 1 was left running by" in res.stderr and "marked fail" in res.stderr
     assert "1 of 3 trials finished, 2 to run" in res.stderr

@@ -40,7 +40,9 @@ import logging
 import os
 import random
 import re
+import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -208,6 +210,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # never print the apikey
         log.debug("%s - %s", self.address_string(), redact(fmt % args))
 
+    def parse_request(self) -> bool:  # a request line was read: answering from here on
+        self.server.answering(+1)
+        self._answering = True
+        return super().parse_request()
+
+    def handle_one_request(self) -> None:
+        self._answering = False
+        try:
+            super().handle_one_request()
+        finally:
+            if self._answering:
+                self.server.answering(-1)
+
     def do_GET(self):
         try:
             self._get()
@@ -295,6 +310,41 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     omdb: OmdbServer
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._count_lock = threading.Lock()
+        self._answering = 0
+        self.connections: set[socket.socket] = set()  # accepted, not yet closed
+
+    def answering(self, delta: int = 0) -> int:
+        with self._count_lock:
+            self._answering += delta
+            return self._answering
+
+    def get_request(self):
+        conn, addr = super().get_request()
+        with self._count_lock:
+            self.connections.add(conn)
+        return conn, addr
+
+    def shutdown_request(self, request) -> None:
+        with self._count_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def busy(self) -> bool:
+        """A request being answered, or bytes not read yet: a connection waiting to be
+        accepted, a request (or the close) sent on an open one."""
+        with self._count_lock:
+            if self._answering:
+                return True
+            sockets = [self.socket, *self.connections]
+        try:
+            readable, _, _ = select.select(sockets, [], [], 0)
+        except (OSError, ValueError):  # a connection closed meanwhile: look again
+            return True
+        return bool(readable)
+
 
 class OmdbServer:
     """``with OmdbServer(catalogue, api_keys={"k"}) as srv: requests.get(srv.url, ...)``."""
@@ -348,6 +398,12 @@ class OmdbServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def busy(self) -> bool:
+        """Whether the server still has something to answer. A client killed mid-request
+        leaves what it sent to be answered after it is gone; a test waits for ``not busy()``
+        (held a moment: a handler may be between reading and answering) before it counts."""
+        return self._httpd.busy()
 
     # ----------------------------------------------------------------- behaviour
     def set_limit(self, daily_limit: int | None) -> None:
