@@ -12,6 +12,12 @@ progress lives in the response cache, and the next run with the same arguments c
 from there without repeating a request that succeeded. Artifacts therefore never look
 complete when they are not, and an interrupted-then-resumed crawl publishes the same content
 as an uninterrupted one.
+
+The OMDb crawl's two artifacts are published as one group (``ArtifactStore.publish_group``,
+as ingest does): a reader sees both or neither. A publish that fails between the two takes
+the first out again; a process killed there leaves a version no listing or ``latest`` shows
+(the next run completes the group from the cache); the versions published before stay as
+they were.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmiris.artifacts import ArtifactRef, ArtifactStore, Output, file_sha256
+from mmiris.artifacts import ArtifactRef, ArtifactStore, Output, Pending, file_sha256
 from mmiris.artifacts.code_version import source_version
 from mmiris.crawl.amazon import ImageTask, crawl_image_chunk
 from mmiris.crawl.apikey import DEFAULT_SECRET_BLOCK, ApiKey, resolve_api_key
@@ -198,11 +204,8 @@ def crawl_omdb(
     run = _Run(
         rate_per_s, daily_quota, workers, threads_per_worker, concurrency, client, http, max_attempts, chunk_size
     )
-    built: dict[str, Output] = {}
 
-    def crawl_once() -> dict[str, Output]:
-        if built:
-            return built
+    def crawl() -> dict[str, Output]:
         key = resolve_api_key(api_key, secret_block)
         items = read_items(store, items_ref, links_map)
         cache = cache_location(store, "omdb", cache_dir)
@@ -213,22 +216,27 @@ def crawl_omdb(
         rows, info = run.rows(crawl_omdb_chunk, items, task, cache, "omdb", f"OMDb at {redact(base_url)}")
         info["base_url"] = redact(base_url)
         text, images, stats = omdb_tables(rows, posters)
-        built["text"] = Output(
-            {"item_text": text}, files={"matches.jsonl": matches_jsonl(rows)}, stats=stats, info=info
-        )
-        built["images"] = Output({"item_images": images}, stats=image_stats(images), info=info)
-        return built
+        return {
+            "item_text": Output(
+                {"item_text": text}, files={"matches.jsonl": matches_jsonl(rows)}, stats=stats, info=info
+            ),
+            "item_images": Output({"item_images": images}, stats=image_stats(images), info=info),
+        }
 
     prefix, code = _prefix(items_ref), source_version(*CODE)
-    text_ref = store.get_or_create(
-        f"{prefix}item_text", "item_text", [items_ref], params, lambda: crawl_once()["text"], code
-    )
-    images_ref = store.get_or_create(
-        f"{prefix}item_images", "item_images", [items_ref], params, lambda: crawl_once()["images"], code
-    )
-    m = store.manifest(text_ref)
-    stats = {**m.stats, **m.info, "reused_existing": not built}
-    return CrawlResult(text_ref, images_ref, stats)
+    kinds = ("item_text", "item_images")
+    refs = [store.ref_for(f"{prefix}{kind}", kind, [items_ref], params, code) for kind in kinds]
+    reused = all(store.exists(r) for r in refs)
+    if reused:
+        log.info("found existing %s (same inputs and parameters); not crawling", ", ".join(map(str, refs)))
+    else:
+        outputs = crawl()
+        refs = store.publish_group(
+            [Pending(f"{prefix}{kind}", kind, outputs[kind], [items_ref], params, code) for kind in kinds]
+        )
+    m = store.manifest(refs[0])
+    stats = {**m.stats, **m.info, "reused_existing": reused}
+    return CrawlResult(refs[0], refs[1], stats)
 
 
 # ------------------------------------------------------------------ Amazon

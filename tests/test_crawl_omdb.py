@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import signal
 import time
 
 import pytest
@@ -400,3 +401,81 @@ def test_links_file_errors_name_file_and_line(tmp_path):
     bad.write_text("id,imdb\n1,2\n")
     with pytest.raises(InputError, match=r"bad.csv:1: expected a header"):
         read_links(bad)
+
+
+def _visible(store, name):
+    return [m.ref for m in store.versions(name)]
+
+
+def test_failed_second_publish_leaves_neither_and_keeps_the_good_versions(world):
+    """item_text and item_images are one group: a real fault while moving item_images into
+    place (its version folder is occupied by a stray, non-empty folder) takes the already
+    moved item_text out again, and the versions published before stay the latest."""
+    srv, links, tmp = world
+    clean = ArtifactStore(tmp / "clean")  # the same inputs elsewhere: the version ids to expect
+    want = run(clean, publish_items(clean, ITEMS), srv, tmp / "c0", links=links)
+    store = ArtifactStore(tmp / "store")
+    items = publish_items(store, ITEMS)
+    good = run(store, items, srv, tmp / "cache", links=links, posters=False)
+    stray = tmp / "store" / "item_images" / want.item_images.version / "part-00000.parquet"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"left by someone else")
+    with pytest.raises(OSError):
+        run(store, items, srv, tmp / "cache", links=links)
+    assert _visible(store, "item_text") == [good.item_text] and _visible(store, "item_images") == [good.item_images]
+    assert (store.latest("item_text"), store.latest("item_images")) == (good.item_text, good.item_images)
+    assert not store.exists(want.item_text)  # moved in, then taken out again
+    assert not list((tmp / "store" / "_staging").glob("*"))
+
+    stray.unlink()
+    stray.parent.rmdir()
+    res = run(store, items, srv, tmp / "cache", links=links)  # answers come from the cache
+    assert (res.item_text, res.item_images) == (want.item_text, want.item_images)
+    assert res.stats["requests_sent"] == 0 and content(store, res) == content(clean, want)
+    assert store.manifest(res.item_images).info["group"] == [str(res.item_text), str(res.item_images)]
+
+
+def _crawl_killed_between_renames(store_root, items, srv, cache):
+    """A crawl whose process dies (SIGKILL) between moving item_text and item_images into place."""
+    real_rename, moved = os.rename, []
+
+    def rename(src, dst):
+        if "/_staging/" in str(src):
+            moved.append(dst)
+            if len(moved) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real_rename(src, dst)
+
+    os.rename = rename  # in the forked child only
+    run(ArtifactStore(store_root), items, srv, cache)
+
+
+def test_crawl_killed_between_the_two_publishes_shows_neither(world):
+    """SIGKILL after item_text is in place and before item_images is: no listing and no
+    ``latest`` shows the half group, the good versions stay, and the next run completes the
+    group from the cache."""
+    import multiprocessing
+
+    srv, links, tmp = world
+    store = ArtifactStore(tmp / "store")
+    items = publish_items(store, ITEMS)
+    good = run(store, items, srv, tmp / "cache", posters=False)
+    warm = ArtifactStore(tmp / "warm")  # fills the cache: the killed run only publishes
+    want = run(warm, publish_items(warm, ITEMS), srv, tmp / "cache")
+    # Forked (nothing pickled, nothing imported again): it reads every answer from the cache and publishes.
+    proc = multiprocessing.get_context("fork").Process(
+        target=_crawl_killed_between_renames, args=(str(tmp / "store"), items, srv, str(tmp / "cache"))
+    )
+    proc.start()
+    proc.join(timeout=300)
+    assert proc.exitcode == -signal.SIGKILL
+    assert store.exists(want.item_text) and not store.exists(want.item_images)  # the half group, on disk
+    assert store.manifest(want.item_text).info["group"] == [str(want.item_text), str(want.item_images)]
+    assert _visible(store, "item_text") == [good.item_text] and _visible(store, "item_images") == [good.item_images]
+    assert (store.latest("item_text"), store.latest("item_images")) == (good.item_text, good.item_images)
+
+    assert store.gc_staging() == 1  # the killed process's staged item_images; the orphan is young
+    res = run(store, items, srv, tmp / "cache")
+    assert (res.item_text, res.item_images) == (want.item_text, want.item_images) and res.stats["requests_sent"] == 0
+    assert (store.latest("item_text"), store.latest("item_images")) == (res.item_text, res.item_images)
+    assert set(_visible(store, "item_images")) == {good.item_images, res.item_images}

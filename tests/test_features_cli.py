@@ -93,6 +93,52 @@ def test_features_text_from_jsonl(tmp_path, scheduler, capsys):
     assert "items=3 present=2" in out and '"no_plot": 1' in out
 
 
+def test_skipped_unmatched_ids_are_counted_in_the_manifests(tmp_path, scheduler, capsys):
+    """--skip-unmatched drops records and files whose source id names no item; how many (and
+    which) is stored in the loaded artifact's stats and in the features built from it."""
+    from mmiris.artifacts import ArtifactStore
+    from mmiris.testing.crawl import publish_items
+
+    store = ArtifactStore(tmp_path / "store")
+    publish_items(store, [{"item_id": i, "source_id": str(i + 1), "title": f"M{i}", "year": 1990} for i in range(3)])
+    path = tmp_path / "omdb.jsonl"
+    recs = [(1, "One."), (999, "Gone."), (3, "Three."), (999, "Gone again."), (1234, "Also gone.")]
+    path.write_text("".join(json.dumps({"movie_id": m, "Plot": p}) + "\n" for m, p in recs))
+    args = ["--store", str(tmp_path / "store"), "features", "text", "--jsonl", str(path)]
+    args += ["--encoder", "tiny-random-bert", "--scheduler", scheduler]
+    rc = main(args)
+    assert rc == 2 and "3 of 5 record(s)" in capsys.readouterr().err
+    assert "item_text" not in store.names() and "text_features" not in store.names()
+    rc = main([*args, "--skip-unmatched"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "skipped 3 of 5 record(s)" in out
+    assert "items=2 present=2" in out and "unmatched=3 (e.g. '999', '1234')" in out
+    text = store.manifest("item_text")
+    assert (text.stats["unmatched_ids"], text.stats["unmatched_examples"]) == (3, ["999", "1234"])
+    assert store.read_table(text.ref, columns=["item_id"]).column("item_id").to_pylist() == [0, 2]
+    feats = store.manifest(out.splitlines()[-1].split()[0])
+    assert (feats.stats["unmatched_ids"], feats.stats["unmatched_examples"]) == (3, ["999", "1234"])
+
+    folder = tmp_path / "posters"
+    folder.mkdir()
+    for stem in ("1", "2", "999"):
+        Image.new("RGB", (40, 60), (9, 9, 9)).save(folder / f"{stem}.jpg", "JPEG")
+    args = ["--store", str(tmp_path / "store"), "features", "image", "--images-dir", str(folder), "--skip-unmatched"]
+    assert main([*args, "--encoder", "tiny-random-cnn", "--scheduler", scheduler]) == 0
+    out = capsys.readouterr().out
+    assert "items=2 present=2" in out and "unmatched=1 (e.g. '999')" in out
+    first = store.manifest("item_images")
+    assert (first.stats["unmatched_ids"], first.stats["unmatched_examples"]) == (1, ["999"])
+    # Another file that matches nothing: the same rows, but a new input and a new count.
+    Image.new("RGB", (40, 60), (9, 9, 9)).save(folder / "abc.jpg", "JPEG")
+    assert main([*args, "--encoder", "tiny-random-cnn", "--scheduler", scheduler]) == 0
+    out = capsys.readouterr().out
+    assert "unmatched=2 (e.g. '999', 'abc')" in out
+    second = store.manifest("item_images")
+    assert second.ref != first.ref and second.stats["unmatched_ids"] == 2
+    assert store.manifest(out.splitlines()[-1].split()[0]).stats["unmatched_ids"] == 2
+
+
 def test_features_errors_are_one_line(tmp_path, capsys):
     rc = main(
         ["--store", str(tmp_path), "features", "image", "--images", "nothing@latest", "--encoder", "tiny-random-cnn"]

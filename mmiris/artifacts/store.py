@@ -543,7 +543,9 @@ class ArtifactStore:
         place and LATEST pointers updated last. With more than one member, each manifest's
         ``info.group`` lists all of them and a version whose group is incomplete stays
         invisible (:meth:`versions`, :meth:`latest`). A failure removes what it had moved in.
-        Members that already exist are kept as they are.
+        Members that already exist are kept as they are; when some member was published, every
+        member's LATEST is written (a rerun that completes a group a killed publish left half
+        in place makes the whole group the latest, not only the members it wrote).
         """
         plans = []
         for mb in members:
@@ -607,8 +609,10 @@ class ArtifactStore:
                 shutil.rmtree(final, ignore_errors=True)
             raise
         for ref, _, _, table_meta in staged:
-            self._write_latest(ref)
             log.info("published %s (%s)", ref, ", ".join(f"{t}: {m['rows']} rows" for t, m in table_meta.items()))
+        if staged:  # the whole group becomes the latest, members that already existed too
+            for _, _, ref in plans:
+                self._write_latest(ref)
         return [ref for _, _, ref in plans]
 
     def _write_version(

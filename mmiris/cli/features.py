@@ -238,7 +238,8 @@ def _report(store, ref) -> int:
     print(
         f"{ref}  encoder={m.params.get('encoder')} dim={s.get('dim')} items={s.get('items')} "
         f"present={s.get('present')} missing={json.dumps(s.get('missing_by_reason', {}))} "
-        f"computed={s.get('computed')} reused={s.get('reused')}"
+        f"computed={s.get('computed')} reused={s.get('reused')} unmatched={s.get('unmatched_ids', 0)}"
+        + (f" (e.g. {', '.join(map(repr, s['unmatched_examples']))})" if s.get("unmatched_examples") else "")
     )
     return 0
 

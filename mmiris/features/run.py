@@ -200,6 +200,9 @@ def _summary(results, run: RunSpec, index, reuse_ids, reused_from, workers_used:
         by_reason.update(r.reasons)
         treatments.update(r.treatments)
     n_computed = sum(r.computed for r in results)
+    # Ids the input's loader dropped because they matched no item (mmiris.ingest.folders): no
+    # row here stands for them, so only the input's manifest can say they existed.
+    source = run.store.manifest(run.input_ref).stats
     stats = {
         "items": items,
         "present": present,
@@ -209,6 +212,8 @@ def _summary(results, run: RunSpec, index, reuse_ids, reused_from, workers_used:
         "computed": n_computed,
         "reused": len(reuse_ids),
         "dim": dim,
+        "unmatched_ids": int(source.get("unmatched_ids", 0)),
+        "unmatched_examples": list(source.get("unmatched_examples", [])),
     }
     computed = [r for r in results if r.computed]
     info = {
@@ -225,7 +230,7 @@ def _summary(results, run: RunSpec, index, reuse_ids, reused_from, workers_used:
         "computed_items_per_s": round(n_computed / seconds, 3) if seconds > 0 else None,
     }
     log.info(
-        "%s features: %d items, %d present, %d missing %s, %d computed, %d reused",
+        "%s features: %d items, %d present, %d missing %s, %d computed, %d reused; %d unmatched ids left out of %s",
         run.modality,
         items,
         present,
@@ -233,5 +238,7 @@ def _summary(results, run: RunSpec, index, reuse_ids, reused_from, workers_used:
         stats["missing_by_reason"],
         n_computed,
         len(reuse_ids),
+        stats["unmatched_ids"],
+        run.input_ref,
     )
     return Output(tables={}, stats=stats, info=info)

@@ -5,6 +5,10 @@ The crawl stage is the normal producer of these artifacts; these serve existing 
 the benchmarks (the ML-1M posters and OMDb plots, keyed by MovieLens movieId). Versions are
 keyed by content: every file's sha256 with its name and item id, or the JSON-lines file's
 sha256, and the id map.
+
+With an ``id_map`` (source id -> dense item id, from the items artifact), files and records
+whose id it does not hold are dropped and counted: the manifest's ``stats.unmatched_ids``
+(files or records dropped) and ``stats.unmatched_examples`` (the first few of their ids).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from mmiris.errors import InputError
 
 CODE = ("mmiris.ingest.folders",)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+UNMATCHED_EXAMPLES = 5  # ids of dropped files/records kept in the manifest, to show what they look like
 
 
 def images_from_folder(
@@ -34,8 +39,8 @@ def images_from_folder(
 ) -> ArtifactRef:
     """Publish an ``item_images`` artifact from ``<folder>/<key>.<ext>`` files.
 
-    ``key`` is the file stem; it is the item id (an integer) unless ``id_map`` maps it.
-    Files are stored as fetched; format and size are read by content (posters named .jpg
+    ``key`` is the file stem; it is the item id (an integer) unless ``id_map`` maps it (files
+    it does not map are dropped and counted in ``stats.unmatched_ids``). Files are stored as fetched; format and size are read by content (posters named .jpg
     may be PNG or TIFF). Unreadable files stay in the artifact with ``present`` false.
     The version is keyed by content: every file's sha256 with its name and item id, and the
     id map, so an edited poster gives a new version and an unchanged folder finds the old one.
@@ -49,10 +54,12 @@ def images_from_folder(
         (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: (len(p.stem), p.stem)
     )
     rows = []
+    unmatched: list[str] = []
     for p in files:
         key = p.stem
         if id_map is not None:
             if key not in id_map:
+                unmatched.append(key)
                 continue
             iid = id_map[key]
         else:
@@ -97,12 +104,14 @@ def images_from_folder(
     return store.publish(
         name,
         "item_images",
-        Output({"item_images": table}, info={"source": str(folder)}),
+        Output({"item_images": table}, stats=_unmatched_stats(unmatched), info={"source": str(folder)}),
         params={
             "folder": str(folder.resolve()),
             "files": len(rows),
             "content_sha256": content,
             "id_map_sha256": _id_map_digest(id_map),
+            # the dropped files are part of the input the stats describe (the content hash is not)
+            "unmatched_sha256": _digest(sorted(unmatched)) if unmatched else None,
             "limit": limit,
         },
         code_version=source_version(*CODE),
@@ -115,6 +124,11 @@ def _digest(value) -> str:
 
 def _id_map_digest(id_map: dict[str, int] | None) -> str | None:
     return None if id_map is None else _digest(sorted((str(k), int(v)) for k, v in id_map.items()))
+
+
+def _unmatched_stats(unmatched: list[str]) -> dict:
+    """How many files/records ``id_map`` dropped, and the first few distinct ids of them."""
+    return {"unmatched_ids": len(unmatched), "unmatched_examples": list(dict.fromkeys(unmatched))[:UNMATCHED_EXAMPLES]}
 
 
 def texts_from_jsonl(
@@ -130,13 +144,15 @@ def texts_from_jsonl(
     """Publish an ``item_text`` artifact from a JSON-lines file (e.g. OMDb records).
 
     Lines are read as bytes: a line that is not UTF-8 is decoded as cp1252. A malformed line
-    raises naming file and line. The version is keyed by the file's sha256 and the id map.
+    raises naming file and line. Records whose id ``id_map`` does not hold are dropped and
+    counted (``stats.unmatched_ids``). The version is keyed by the file's sha256 and the id map.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"text file {path}: not found")
     cols: dict[str, list] = {c: [] for c in load_contract("item_text").table("item_text").column_names()}
     file_hash = hashlib.sha256()
+    unmatched: list[str] = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             file_hash.update(raw)
@@ -155,6 +171,7 @@ def texts_from_jsonl(
                 raise InputError(f"{path}:{lineno}: field {id_field!r} missing (expected the item id)")
             if id_map is not None:
                 if str(key) not in id_map:
+                    unmatched.append(str(key))
                     continue
                 iid = id_map[str(key)]
             else:
@@ -183,7 +200,7 @@ def texts_from_jsonl(
     return store.publish(
         name,
         "item_text",
-        Output({"item_text": table}, info={"source": str(path)}),
+        Output({"item_text": table}, stats=_unmatched_stats(unmatched), info={"source": str(path)}),
         params={
             "file": str(path.resolve()),
             "sha256": file_hash.hexdigest(),
