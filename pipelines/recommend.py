@@ -124,20 +124,7 @@ def recommend_output(
     model_label: str = "",
 ) -> Output:
     """The stage's work on an in-memory model and split (what ``recommend`` publishes)."""
-    if (model.n_users, model.n_items) != (split.n_users, split.n_items):
-        raise MmirisError(
-            f"model {model_label or model.name} has {model.n_users} users × {model.n_items} items but split "
-            f"{split.ref} has {split.n_users} × {split.n_items}: they do not belong together"
-        )
-    if users is not None:
-        arr = np.asarray(users, dtype=np.int64)
-        bad = arr[(arr < 0) | (arr >= split.n_users)]
-        if len(bad):
-            raise MmirisError(f"--users: user {int(bad[0])} is outside 0..{split.n_users - 1} of split {split.ref}")
-    else:
-        arr = None
-    if model.history is None:
-        model.set_history(split.history())
+    arr = _users_of(model, split, users, model_label)
     consumed = consumed_history(
         split.n_users,
         split.n_items,
@@ -157,14 +144,7 @@ def recommend_output(
         seconds,
         n_users / seconds if seconds else float("inf"),
     )
-    stats = {
-        "users": n_users,
-        "rows": table.num_rows,
-        "top_n": top_n,
-        "explain_k": explain_k,
-        "explained": recs.explain_items is not None,
-        "model": model.name,
-    }
+    stats = _stats(recs, table, top_n, explain_k, model)
     if recs.explain_items is not None:  # 1 = the same reasons for every recommendation
         overlap = explanation_overlap(recs.explain_items)
         stats["explanation_overlap"] = None if np.isnan(overlap) else round(overlap, 4)
@@ -173,6 +153,33 @@ def recommend_output(
         stats=stats,
         info={"seconds": round(seconds, 3), "users_per_s": round(n_users / seconds, 1) if seconds else None},
     )
+
+
+def _users_of(model: Recommender, split, users: list[int] | None, model_label: str) -> np.ndarray | None:
+    """Check that model and split belong together and ``users`` are in range; give the model
+    the split's histories if it has none. The users as an array (None: every user)."""
+    if (model.n_users, model.n_items) != (split.n_users, split.n_items):
+        raise MmirisError(
+            f"model {model_label or model.name} has {model.n_users} users × {model.n_items} items but split "
+            f"{split.ref} has {split.n_users} × {split.n_items}: they do not belong together"
+        )
+    arr = None if users is None else np.asarray(users, dtype=np.int64)
+    if arr is not None and len(bad := arr[(arr < 0) | (arr >= split.n_users)]):
+        raise MmirisError(f"--users: user {int(bad[0])} is outside 0..{split.n_users - 1} of split {split.ref}")
+    if model.history is None:
+        model.set_history(split.history())
+    return arr
+
+
+def _stats(recs: TopN, table, top_n: int, explain_k: int, model: Recommender) -> dict:
+    return {
+        "users": len(recs.users),
+        "rows": table.num_rows,
+        "top_n": top_n,
+        "explain_k": explain_k,
+        "explained": recs.explain_items is not None,
+        "model": model.name,
+    }
 
 
 # -- new items: scored by a content-aware model with its catalogue extended ------------------
@@ -386,16 +393,7 @@ def new_items_output(
     model_label: str = "",
 ) -> Output:
     """The work of ``recommend_new_items`` on an in-memory model, split and new items."""
-    if (model.n_users, model.n_items) != (split.n_users, split.n_items):
-        raise MmirisError(
-            f"model {model_label or model.name} has {model.n_users} users × {model.n_items} items but split "
-            f"{split.ref} has {split.n_users} × {split.n_items}: they do not belong together"
-        )
-    arr = None if users is None else np.asarray(users, dtype=np.int64)
-    if arr is not None and len(bad := arr[(arr < 0) | (arr >= split.n_users)]):
-        raise MmirisError(f"--users: user {int(bad[0])} is outside 0..{split.n_users - 1} of split {split.ref}")
-    if model.history is None:
-        model.set_history(split.history())
+    arr = _users_of(model, split, users, model_label)
     ext = N.extend_catalogue(model, new.features)
     t0 = time.perf_counter()
     candidates = model.n_items + np.arange(len(new), dtype=np.int64)
@@ -405,12 +403,7 @@ def new_items_output(
     n_users = len(recs.users)
     log.info("top-%d of %d new items for %d users in %.1fs", top_n, len(new), n_users, seconds)
     stats = {
-        "users": n_users,
-        "rows": table.num_rows,
-        "top_n": top_n,
-        "explain_k": explain_k,
-        "explained": recs.explain_items is not None,
-        "model": model.name,
+        **_stats(recs, table, top_n, explain_k, model),
         "n_items": model.n_items,
         "new_items": len(new),
         "new_with_image": int(new.present("image").sum()),
