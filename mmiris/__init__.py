@@ -34,6 +34,7 @@ _API = {
     "ingest_movielens": "mmiris.pipelines.ingest",
     "ingest_ncf": "mmiris.pipelines.ingest",
     "ingest_amazon": "mmiris.pipelines.ingest",
+    "ingest_new_items": "mmiris.pipelines.new_items",
     "crawl_omdb": "mmiris.pipelines.crawl",
     "crawl_amazon_images": "mmiris.pipelines.crawl",
     "split_leave_one_out": "mmiris.pipelines.split",

@@ -359,6 +359,33 @@ def test_cli_prints_one_users_new_items_and_refuses_in_one_line(world, capsys):
     assert rc == 2 and "cannot score new items" in err and "Traceback" not in err
 
 
+def test_cli_ingest_new_items_then_recommend_them(world, capsys):
+    """``mmiris ingest new-items`` publishes the files the fixture published from Python; the refs
+    it prints, given to ``mmiris recommend --new-items``, rank the same items as the fixture."""
+    store, tmp = world["store"], world["tmp"]
+    rc = main(
+        ["--store", str(store.root), "ingest", "new-items", "--jsonl", str(tmp / "new.jsonl")]
+        + ["--images-dir", str(tmp / "new_posters"), "--name", "week48"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    refs = out.split("--new-items ", 1)[1].split()
+    assert refs == [str(store.latest("week48_item_text")), str(store.latest("week48_item_images"))]
+    argv = ["--store", str(store.root), "recommend", "--model", str(world["hybrid_ref"]), "--new-items", *refs]
+    rc = main([*argv, "--top-n", str(TOP), "--explain-k", str(EXPLAIN), "--scheduler", world["sched"]])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rec = ArtifactRef.parse(out.split("new-item recommendations: ", 1)[1].split()[0])
+    assert rec != world["rec"] and set(map(str, refs)) <= set(store.manifest(rec).parents)
+    for table in ("recommendations", "new_items"):  # same items, same content: the same ranking
+        got, want = store.read_table(rec, table).to_pylist(), store.read_table(world["rec"], table).to_pylist()
+        assert [{k: v for k, v in r.items() if k != "score"} for r in got] == [
+            {k: v for k, v in r.items() if k != "score"} for r in want
+        ]
+        if table == "recommendations":
+            assert np.allclose([r["score"] for r in got], [r["score"] for r in want], atol=1e-6)
+
+
 def test_report_shows_a_new_this_week_card_escaped(world, tmp_path):
     import html
 

@@ -1,4 +1,4 @@
-"""``mmiris ingest movielens | ncf | amazon``: source files or URLs -> artifacts.
+"""``mmiris ingest movielens | ncf | amazon | new-items``: source files or URLs -> artifacts.
 
 Prints one line per published (or already present) artifact: ``<role> <name@version>``.
 """
@@ -10,7 +10,9 @@ from mmiris.ingest.ncf import ncf_sources
 
 
 def register(sub) -> None:
-    p = sub.add_parser("ingest", help="read a dataset (MovieLens, NCF split, Amazon reviews) into the store")
+    p = sub.add_parser(
+        "ingest", help="read a dataset (MovieLens, NCF split, Amazon reviews) or new items' content into the store"
+    )
     isub = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
 
     ml = isub.add_parser("movielens", help="MovieLens 100K / 1M / 10M / CSV release: folder, zip or URL")
@@ -44,6 +46,21 @@ def register(sub) -> None:
     a.add_argument("--kcore", type=int, default=5, help="k of the k-core filter (default 5, the paper)")
     _common(a)
     a.set_defaults(func=_amazon)
+
+    ni = isub.add_parser(
+        "new-items",
+        help="items that arrived after training: records (JSON lines) and/or images -> item_text / item_images",
+        description="Publish the content of items that arrived after training, for `mmiris recommend "
+        "--new-items`: <name>_item_text from --jsonl and/or <name>_item_images from --images-dir, together "
+        "(a bad input publishes neither). An item's id is its own id in the source data (the record's "
+        "--id-field, the image's file name), not one of the catalogue's.",
+    )
+    ni.add_argument("--jsonl", help="JSON-lines file, one record per new item (e.g. OMDb records)")
+    ni.add_argument("--id-field", default="movie_id", help="record field holding the item id (default movie_id)")
+    ni.add_argument("--text-field", default="Plot", help="record field holding the text (default Plot)")
+    ni.add_argument("--images-dir", help="folder of <item id>.<ext> images (.jpg, .png, ...), one per new item")
+    ni.add_argument("--name", default="new", help="artifact names <name>_item_text, <name>_item_images (default new)")
+    ni.set_defaults(func=_new_items)
 
 
 def _common(p) -> None:
@@ -116,3 +133,23 @@ def _amazon(args) -> int:
             cache=args.cache,
         )
     )
+
+
+def _new_items(args) -> int:
+    from mmiris.errors import InputError
+    from mmiris.pipelines.new_items import ingest_new_items
+
+    if args.jsonl is None and args.images_dir is None:
+        raise InputError("ingest new-items: expected --jsonl FILE and/or --images-dir FOLDER")
+    store = ArtifactStore()
+    res = ingest_new_items(
+        store, args.jsonl, args.images_dir, id_field=args.id_field, text_field=args.text_field, name=args.name
+    )
+    for role in ("item_text", "item_images"):
+        ref = getattr(res, role)
+        if ref is not None:
+            m = store.manifest(ref)
+            rows = m.tables[role]["rows"]
+            print(f"{role:<13} {ref}  ({rows} new items)")
+    print(f"score them: mmiris recommend --model MODEL --new-items {' '.join(str(r) for r in res.refs())}")
+    return 0

@@ -94,7 +94,7 @@ def images_from_folder(
                 w,
                 h,
                 fmt,
-                p.as_uri(),
+                p.absolute().as_uri(),  # a relative folder is fine
             ),
         ):
             cols[c].append(v)
@@ -131,6 +131,18 @@ def _unmatched_stats(unmatched: list[str]) -> dict:
     return {"unmatched_ids": len(unmatched), "unmatched_examples": list(dict.fromkeys(unmatched))[:UNMATCHED_EXAMPLES]}
 
 
+def _integer_id(key, where: str) -> int:
+    """``key`` as an item id: an integer, or the decimal text of one (not a float or a bool)."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return key
+    if isinstance(key, str):
+        try:
+            return int(key)
+        except ValueError:
+            pass
+    raise InputError(f"{where} is {key!r}, expected an integer item id")
+
+
 def texts_from_jsonl(
     store: ArtifactStore,
     path: str | Path,
@@ -143,8 +155,9 @@ def texts_from_jsonl(
 ) -> ArtifactRef:
     """Publish an ``item_text`` artifact from a JSON-lines file (e.g. OMDb records).
 
-    Lines are read as bytes: a line that is not UTF-8 is decoded as cp1252. A malformed line
-    raises naming file and line. Records whose id ``id_map`` does not hold are dropped and
+    Lines are read as bytes: a line that is not UTF-8 is decoded as cp1252. A malformed line,
+    one that is not a JSON object, or (without ``id_map``) an id that is not an integer raises
+    naming file and line. Records whose id ``id_map`` does not hold are dropped and
     counted (``stats.unmatched_ids``). The version is keyed by the file's sha256 and the id map.
     """
     path = Path(path)
@@ -166,6 +179,8 @@ def texts_from_jsonl(
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{lineno}: not a JSON object ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise InputError(f"{path}:{lineno}: not a JSON object (found {line.strip()[:40]!r})")
             key = rec.get(id_field)
             if key is None:
                 raise InputError(f"{path}:{lineno}: field {id_field!r} missing (expected the item id)")
@@ -175,7 +190,7 @@ def texts_from_jsonl(
                     continue
                 iid = id_map[str(key)]
             else:
-                iid = int(key)
+                iid = _integer_id(key, f"{path}:{lineno}: field {id_field!r}")
             text = rec.get(text_field)
             ok = isinstance(text, str) and text.strip() not in ("", "N/A")
             vals = (
