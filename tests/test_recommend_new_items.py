@@ -354,7 +354,8 @@ def test_cli_prints_one_users_new_items_and_refuses_in_one_line(world, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and f"new-item recommendations: {world['rec']}" in out
     assert f"{N_USERS} users × top-{TOP} of 4 new items (3 with an image, 3 with a text), {EXPLAIN} explanation" in out
-    rc = main([*argv[:4], "model-nais_prod", "--new-items", str(world["new_text"])])
+    nais_ref, _ = _publish_model(store, world["split"], [], "nais_prod", {"emb": 8})  # found if published already
+    rc = main([*argv[:4], str(nais_ref), "--new-items", str(world["new_text"])])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot score new items" in err and "Traceback" not in err
 
