@@ -15,14 +15,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 from urllib.parse import unquote
 
 import pyarrow as pa
 
-from mmiris.artifacts import ArtifactRef, ArtifactStore, Output, Pending, check_name
+from mmiris.artifacts import ArtifactRef, ArtifactStore, Pending, check_name
 from mmiris.errors import InputError
-from mmiris.ingest.folders import IMAGE_SUFFIXES, images_from_folder, texts_from_jsonl
+from mmiris.ingest.folders import IMAGE_SUFFIXES, read_images_folder, read_texts_jsonl
 
 
 @dataclass(frozen=True)
@@ -33,20 +32,6 @@ class NewItemsResult:
     def refs(self) -> list[ArtifactRef]:
         """What to pass to ``recommend_new_items`` (``--new-items``)."""
         return [r for r in (self.item_text, self.item_images) if r is not None]
-
-
-class _Deferred:
-    """Stands in for the store in a loader's ``store.publish(...)``: keeps the artifact for one
-    ``publish_group`` instead of publishing it, and answers with the ref it will have."""
-
-    def __init__(self, store: ArtifactStore) -> None:
-        self.store = store
-        self.members: list[Pending] = []
-
-    def publish(self, name, kind, output: Output, parents=(), params=None, code_version: str = "") -> ArtifactRef:
-        member = Pending(name, kind, output, list(parents), dict(params or {}), code_version)
-        self.members.append(member)
-        return self.store.ref_for(name, kind, member.parents, member.params, code_version)
 
 
 def ingest_new_items(
@@ -73,26 +58,25 @@ def ingest_new_items(
         for kind, given in (("item_text", jsonl), ("item_images", images_dir))
         if given is not None
     }
-    deferred = _Deferred(store)
-    loader_store = cast(ArtifactStore, deferred)  # the loaders only call store.publish
+    members: list[Pending] = []
     if jsonl is not None:
         path = Path(jsonl).expanduser().resolve()  # the manifests name absolute paths
-        texts_from_jsonl(loader_store, path, id_field=id_field, text_field=text_field, name=names["item_text"])
-        table = deferred.members[-1].output.tables["item_text"]
+        members.append(read_texts_jsonl(path, id_field=id_field, text_field=text_field, name=names["item_text"]))
+        table = members[-1].output.tables["item_text"]
         if table.num_rows == 0:
             raise InputError(f"{path}: no records; expected one JSON object per line, one per new item")
         _no_repeats(table, f"{path}: {id_field}", "records", "one record per new item")
     if images_dir is not None:
         folder = Path(images_dir).expanduser().resolve()
-        images_from_folder(loader_store, folder, name=names["item_images"])
-        table = deferred.members[-1].output.tables["item_images"]
+        members.append(read_images_folder(folder, name=names["item_images"]))
+        table = members[-1].output.tables["item_images"]
         if table.num_rows == 0:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
             raise InputError(
                 f"image folder {folder}: no images; expected <item id>.<ext> ({suffixes}), one per new item"
             )
         _no_repeats(table, f"image folder {folder}: item", "images", "one image per new item", files=True)
-    refs = dict(zip((m.kind for m in deferred.members), store.publish_group(deferred.members)))
+    refs = dict(zip((m.kind for m in members), store.publish_group(members)))
     return NewItemsResult(refs.get("item_text"), refs.get("item_images"))
 
 

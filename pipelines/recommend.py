@@ -234,7 +234,7 @@ def _model_class(store: ArtifactStore, m: Manifest) -> tuple[type[Recommender], 
 
 
 def _new_item_ids(store: ArtifactStore, m: Manifest) -> np.ndarray:
-    table = {"item_text": "item_text", "item_images": "item_images"}.get(m.kind, "features")
+    table = m.kind if m.kind in ("item_text", "item_images") else "features"
     return store.read_table(m.ref, table, columns=["item_id"]).column("item_id").to_numpy()
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
+from mmiris.artifacts import ArtifactRef, ArtifactStore, Output, Pending
 from mmiris.artifacts.code_version import source_version
 from mmiris.artifacts.schema import load_contract
 from mmiris.errors import InputError
@@ -37,7 +37,18 @@ def images_from_folder(
     limit: int | None = None,
     name: str = "item_images",
 ) -> ArtifactRef:
-    """Publish an ``item_images`` artifact from ``<folder>/<key>.<ext>`` files.
+    """Publish ``read_images_folder``'s ``item_images`` artifact."""
+    return _publish(store, read_images_folder(folder, id_map=id_map, limit=limit, name=name))
+
+
+def read_images_folder(
+    folder: str | Path,
+    *,
+    id_map: dict[str, int] | None = None,
+    limit: int | None = None,
+    name: str = "item_images",
+) -> Pending:
+    """An ``item_images`` artifact, read but not published, from ``<folder>/<key>.<ext>`` files.
 
     ``key`` is the file stem; it is the item id (an integer) unless ``id_map`` maps it (files
     it does not map are dropped and counted in ``stats.unmatched_ids``). Files are stored as fetched; format and size are read by content (posters named .jpg
@@ -101,7 +112,7 @@ def images_from_folder(
     # An unreadable file keeps present=True: extraction is where it is decoded and reported.
     table = pa.table({c: pa.array(v) for c, v in cols.items()})
     content = _digest([(iid, p.name, sha) for (iid, p), sha in zip(rows, cols["sha256"])])
-    return store.publish(
+    return Pending(
         name,
         "item_images",
         Output({"item_images": table}, stats=_unmatched_stats(unmatched), info={"source": str(folder)}),
@@ -116,6 +127,10 @@ def images_from_folder(
         },
         code_version=source_version(*CODE),
     )
+
+
+def _publish(store: ArtifactStore, p: Pending) -> ArtifactRef:
+    return store.publish(p.name, p.kind, p.output, p.parents, p.params, p.code_version)
 
 
 def _digest(value) -> str:
@@ -153,7 +168,23 @@ def texts_from_jsonl(
     limit: int | None = None,
     name: str = "item_text",
 ) -> ArtifactRef:
-    """Publish an ``item_text`` artifact from a JSON-lines file (e.g. OMDb records).
+    """Publish ``read_texts_jsonl``'s ``item_text`` artifact."""
+    return _publish(
+        store,
+        read_texts_jsonl(path, id_field=id_field, text_field=text_field, id_map=id_map, limit=limit, name=name),
+    )
+
+
+def read_texts_jsonl(
+    path: str | Path,
+    *,
+    id_field: str = "movie_id",
+    text_field: str = "Plot",
+    id_map: dict[str, int] | None = None,
+    limit: int | None = None,
+    name: str = "item_text",
+) -> Pending:
+    """An ``item_text`` artifact, read but not published, from a JSON-lines file (e.g. OMDb records).
 
     Lines are read as bytes: a line that is not UTF-8 is decoded as cp1252. A malformed line,
     one that is not a JSON object, or (without ``id_map``) an id that is not an integer raises
@@ -212,7 +243,7 @@ def texts_from_jsonl(
             if limit and len(cols["item_id"]) >= limit:
                 break
     table = pa.table({c: pa.array(v) for c, v in cols.items()})
-    return store.publish(
+    return Pending(
         name,
         "item_text",
         Output({"item_text": table}, stats=_unmatched_stats(unmatched), info={"source": str(path)}),
