@@ -165,12 +165,22 @@ def _run_deployment(server: PrefectServer, name: str, params: dict) -> dict:
     return _wait(server, _trigger(server, name, params), name, t0)
 
 
-def _run_logs(server: PrefectServer, run_id: str) -> str:
+def _run_logs(server: PrefectServer, run_id: str, *expect: str, timeout: float = 60) -> str:
+    """The run's log text, once every string in ``expect`` is in it or ``timeout`` has passed.
+
+    Logs reach the server in batches, from this process and from the worker's flow-run
+    process alike, and may arrive after the run is COMPLETED: wait for what the test asserts
+    (the caller's assertion then shows the text if it never came)."""
     from prefect.logging.handlers import APILogHandler
 
     APILogHandler().flush()  # logs of runs in this process are sent in batches
-    logs = server.api("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
-    return "\n".join(entry["message"] for entry in logs)
+    deadline = time.perf_counter() + timeout
+    while True:
+        logs = server.api("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+        text = "\n".join(entry["message"] for entry in logs)
+        if all(s in text for s in expect) or time.perf_counter() > deadline:
+            return text
+        time.sleep(0.5)
 
 
 def _run_artifacts(server: PrefectServer, run_id: str) -> list[dict]:
@@ -340,7 +350,7 @@ def test_train_flow_alone_on_existing_artifacts_then_reuses_the_version(api):
     )
     assert again == ref and len(store.versions("model-mf")) == 1
     run = _flow_runs(api, "train")[0]
-    text = _run_logs(api, run["id"])
+    text = _run_logs(api, run["id"], f"reused existing {ref}", "not retraining")
     assert f"reused existing {ref}" in text and "not retraining" in text, text
 
 
@@ -361,7 +371,7 @@ def test_tune_flow_alone_on_existing_artifacts(api):
     assert m.kind == "tune" and m.parents == [out["split"]] and m.stats["n_complete"] == 2
     run = _flow_runs(api, "tune")[0]
     assert run["state"]["type"] == "COMPLETED"
-    assert f"published {ref}" in _run_logs(api, run["id"])
+    assert f"published {ref}" in _run_logs(api, run["id"], f"published {ref}")
     arts = _run_artifacts(api, run["id"])
     assert any(a["type"] == "table" and a["key"] == "trials-tune-fism" for a in arts)
 
@@ -428,7 +438,7 @@ def test_crawl_omdb_flow_against_a_local_omdb_server(api, tmp_path, monkeypatch)
     assert not text[2]["present"] and text[2]["reason"]  # no match: kept, with the reason
     assert store.manifest(out["item_images"]).parents == [str(items)]
     run = _flow_runs(api, "crawl-omdb")[0]
-    logs = _run_logs(api, run["id"])
+    logs = _run_logs(api, run["id"], f"published {out['item_text']}")
     assert f"published {out['item_text']}" in logs and key not in logs
 
 
@@ -546,7 +556,7 @@ def test_stage_deployments_run_alone_on_the_demo_data(server, deployed):
     assert m.kind == "split" and m.parents == [str(interactions)]
     assert m.params["n_negatives"] == 20
     assert store.read_table(split, "test").num_rows > 0
-    text = _run_logs(server, run["id"])
+    text = _run_logs(server, run["id"], f"published {split}", "704 train, 40 valid, 40 test rows")
     assert f"published {split}" in text, text
     assert "704 train, 40 valid, 40 test rows" in text, text  # the stage's own log line
     arts = _run_artifacts(server, run["id"])
@@ -566,7 +576,7 @@ def test_stage_deployments_run_alone_on_the_demo_data(server, deployed):
     model = store.latest("model-fism")
     m = store.manifest(model)
     assert m.parents == [str(split)] and m.info["world_size"] == 2
-    text = _run_logs(server, run["id"])
+    text = _run_logs(server, run["id"], f"published {model}", "epoch 1")
     assert "torch.distributed.run --standalone --nproc_per_node=2" in text, text
     assert f"published {model}" in text and "epoch 1" in text, text
     arts = _run_artifacts(server, run["id"])

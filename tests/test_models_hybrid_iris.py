@@ -4,6 +4,7 @@ explanations, and the content part that lets it score items with no interactions
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from test_models_reference import N_ITEMS, H, _close, _grads, make, ref_towers, tiny_data
@@ -17,19 +18,23 @@ CFGS = {
 
 
 def _model(history, feats, **cfg):
+    cfg.setdefault("content_dropout", 0.0)  # content dropout has its own reference test below
     return make("hybrid_iris", history, feats, image_hidden=6, attention_size=H, **cfg)
 
 
 def ref_parts(model):
+    """p(i), q(j, dropped) and the attention logit(i, j, dropped) of the docstring's equations;
+    ``dropped``: content dropout took the target's free Q_j away (q_j = U_q g_j)."""
     g = {i: torch.cat([ref_towers(model, i)[m] for m in model.modalities]) for i in range(N_ITEMS)}
 
     def p(i):
         return model.P.weight[i] + (model.content_p.weight @ g[i] if model.content_p is not None else 0.0)
 
-    def q(j):
-        return model.Q.weight[j] + (model.content_q.weight @ g[j] if model.content_q is not None else 0.0)
+    def q(j, dropped=False):
+        free = torch.zeros_like(model.Q.weight[j]) if dropped else model.Q.weight[j]
+        return free + (model.content_q.weight @ g[j] if model.content_q is not None else 0.0)
 
-    def logit(i, j):
+    def logit(i, j, dropped=False):
         k = model.config.emb
         x = model.irn_bias.clone()
         for n, m in enumerate(model.modalities):  # eq. 6 on the towers of eq. 7–8
@@ -39,22 +44,24 @@ def ref_parts(model):
                 + model.irn_target[m].weight @ g[j][n * k : (n + 1) * k]
             )
         if model.irn_p is not None:  # NAIS_concat's W[p_i; q_j] on the hybrid embeddings
-            x = x + model.irn_p.weight @ p(i) + model.irn_q.weight @ q(j)
+            x = x + model.irn_p.weight @ p(i) + model.irn_q.weight @ q(j, dropped)
         return torch.dot(model.h.weight[0], torch.relu(x))
 
     return p, q, logit
 
 
-def ref_score(model, history, u, j, parts):
+def ref_score(model, history, u, j, parts, dropped=False):
+    """r̂_uj; a dropped pair also loses b_j."""
     p, q, logit = parts
     c = model.config
     hist = [int(i) for i in history.items_of(u) if int(i) != j]
     s = torch.zeros(())
     if hist:
-        es = [logit(i, j) for i in hist]
+        es = [logit(i, j, dropped) for i in hist]
         denom = sum(torch.exp(e) for e in es) ** c.beta
-        s = sum(torch.exp(e) / denom * torch.dot(p(i), q(j)) for i, e in zip(hist, es)) * len(hist) ** (-c.alpha)
-    return s + model.item_bias[j]
+        s = sum(torch.exp(e) / denom * torch.dot(p(i), q(j, dropped)) for i, e in zip(hist, es))
+        s = s * len(hist) ** (-c.alpha)
+    return s + (0.0 if dropped else model.item_bias[j])
 
 
 @pytest.mark.parametrize("all_missing", [False, True], ids=["features", "all_features_missing"])
@@ -143,3 +150,86 @@ def test_content_maps_start_at_zero_so_fism_init_is_exact():
     PH, QT, _ = model._parts(torch.tensor([[1, 2]]), torch.tensor([[3]]))
     _close(PH[0], fism.P.weight[[1, 2]], "p = FISM's P at init")
     _close(QT[0], fism.Q.weight[[3]], "q = FISM's Q at init")
+
+
+@pytest.mark.parametrize("case", ["full", "no_collab"])
+def test_content_dropout_equals_reference_in_training_only(case):
+    """Training with ``content_dropout``: each (user, target) pair drawn as dropped is scored
+    with Q_j and b_j removed (q_j = U_q g_j), values and gradients as the loop says, on both
+    backends; evaluation (no gradients, or eval mode) never drops."""
+    history, users, targets, feats = tiny_data(seed=5)
+    model = _model(history, feats, content_dropout=0.5, **CFGS[case])
+    torch.manual_seed(11)
+    dropped = torch.rand(targets.shape) < 0.5
+    assert dropped.any() and not dropped.all()
+
+    def reference():
+        parts = ref_parts(model)
+        return torch.stack(
+            [
+                torch.stack(
+                    [
+                        ref_score(model, history, int(u), int(j), parts, bool(dropped[b, t]))
+                        for t, j in enumerate(targets[b])
+                    ]
+                )
+                for b, u in enumerate(users)
+            ]
+        )
+
+    ref, ref_g = _grads(model, reference)
+    for backend in ["eager", "fused"]:
+        model.backend = backend
+        torch.manual_seed(11)  # the model draws the same pairs
+        got, got_g = _grads(model, lambda: model.scores(users, targets))
+        _close(got, ref, f"dropout/{case}/{backend} scores")
+        for n in ref_g:
+            _close(got_g[n], ref_g[n], f"dropout/{case}/{backend} d/d{n}")
+
+    undropped = torch.stack(
+        [
+            torch.stack([ref_score(model, history, int(u), int(j), ref_parts(model)) for j in targets[b]])
+            for b, u in enumerate(users)
+        ]
+    ).detach()
+    with torch.no_grad():
+        _close(model.scores(users, targets), undropped, "no dropout without gradients")
+    model.eval()
+    _close(model.scores(users, targets).detach(), undropped, "no dropout in eval mode")
+
+
+def test_content_dropout_must_be_a_probability():
+    history, _, _, feats = tiny_data()
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="content_dropout"):
+            _model(history, feats, content_dropout=bad)
+
+
+def test_items_without_training_interactions_have_zero_free_rows():
+    """P_j, Q_j and b_j of an item no training history holds are zero when the model is built
+    and after FISM init, so such an item is scored through its content alone."""
+    from mmiris.data.split import UserHistory
+    from mmiris.models.build import build_model
+
+    history, _, _, feats = tiny_data()
+    seen = set(history.indices.tolist())
+    cold = [j for j in range(N_ITEMS) if j not in seen]
+    if not cold:  # hold one item out of the tiny histories
+        drop = int(history.indices[0])
+        keep = history.indices != drop
+        users = np.repeat(np.arange(history.n_users), history.lengths())[keep]
+        history = UserHistory.from_pairs(users, history.indices[keep], history.n_users, N_ITEMS)
+        cold = [drop]
+    fism = build_model("fism", {"emb": 8}, history.n_users, N_ITEMS, history)
+    with torch.no_grad():
+        fism.item_bias.fill_(0.25)
+    model = build_model("hybrid_iris", {"emb": 8, "image_hidden": 6}, history.n_users, N_ITEMS, history, feats)
+    for stage in ("built", "init_from"):
+        if stage == "init_from":
+            model.init_from(fism)
+        for j in cold:
+            assert not model.P.weight[j].any() and not model.Q.weight[j].any(), stage
+            assert float(model.item_bias[j].detach()) == 0.0, stage
+        warm = next(j for j in range(N_ITEMS) if j in seen and j not in cold)
+        assert model.Q.weight[warm].any(), stage
+    assert float(model.item_bias[warm].detach()) == 0.25

@@ -11,8 +11,17 @@ With g_i = [v_i; t_i] the outputs of Multimodal IRIS's towers (eq. 7–8) for it
   attention can follow the content where interactions are few and the learned factors where
   they are many. It stays additive (history part + target part), so it runs on the same
   fused attention op as NAIS_concat and the IRIS models.
-- A cold item j (no training interactions) has an untrained Q_j near its N(0, 0.01) init and
-  b_j = 0, but q_j = Q_j + U_q g_j carries its poster and plot, so its score is meaningful.
+- A cold item j (no training interaction) has P_j = Q_j = 0 and b_j = 0: those rows are
+  zeroed when the model is built and after ``init_from`` (a cold item is never a training
+  target, and a cold-item split draws no negatives from it, so they stay zero), and
+  q_j = U_q g_j carries its poster and plot alone, exactly as for an item added after training
+  (mmiris/recommend/new_items.py).
+- **Content dropout** (beyond the paper; DropoutNet, Volkovs et al., NeurIPS 2017): in training,
+  each (user, target) pair drops the target's free Q_j and b_j with probability
+  ``content_dropout``, so that pair is scored as a cold item would be, through q_j = U_q g_j.
+  Without it nothing teaches U_q and the towers to stand in for Q_j: they only add a
+  correction to a Q_j that is always there, and a cold item's score is near random
+  (docs/content.md). Evaluation and inference never drop.
 - U_p and U_q start at zero: initialised from a FISM (``init_from``), the model starts with
   exactly the FISM's p and q, and learns how much content to add.
 """
@@ -22,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from mmiris.models import register
@@ -34,6 +44,9 @@ class HybridIRISConfig(MultimodalIRISConfig):
     content_embeddings: bool = True  # p_i = P_i + U_p g_i, q_j = Q_j + U_q g_j
     collaborative_attention: bool = True  # W_p p_i + W_q q_j in the attention logit
     reg_content: float = 1e-7  # L2 on U_p, U_q (the λ1 of eq. 12 applies to P, Q)
+    # training only: share of (user, target) pairs whose target loses its free Q_j and b_j,
+    # so the content part learns to score items that have no interactions (0 turns it off)
+    content_dropout: float = 0.5
 
 
 @register
@@ -63,6 +76,44 @@ class HybridIRIS(MultimodalIRIS):
                 self.content_q.weight.zero_()
         self.irn_p = linear(k, h, bias=False) if config.collaborative_attention else None  # W_p
         self.irn_q = linear(k, h, bias=False) if config.collaborative_attention else None  # W_q
+        if not 0.0 <= config.content_dropout < 1.0:
+            raise ValueError(f"content_dropout must be in [0, 1), got {config.content_dropout}")
+        self._target_keep: torch.Tensor | None = None  # this training batch's content dropout
+        self.zero_untrained_rows()
+
+    @torch.no_grad()
+    def zero_untrained_rows(self) -> None:
+        """P_j = Q_j = 0 and b_j = 0 for every item with no training interaction."""
+        if self.history is None:
+            return
+        seen = np.zeros(self.n_items, dtype=bool)
+        seen[self.history.indices] = True
+        cold = torch.from_numpy(~seen).to(self.P.weight.device)
+        self.P.weight[cold] = 0.0
+        self.Q.weight[cold] = 0.0
+        if self.item_bias is not None:
+            self.item_bias[cold] = 0.0
+
+    @torch.no_grad()
+    def init_from(self, *others) -> None:
+        super().init_from(*others)
+        self.zero_untrained_rows()
+
+    def scores(self, users, items):
+        p = self.config.content_dropout
+        if p == 0.0 or self.content_q is None or not (self.training and torch.is_grad_enabled()):
+            return super().scores(users, items)
+        items = items.to(self.device)
+        hist, hlen = self.history_of(users)
+        keep = (torch.rand(items.shape, device=items.device) >= p).to(self.Q.weight.dtype)
+        self._target_keep = keep
+        try:
+            s = self.similarity(hist, hlen, items)
+        finally:
+            self._target_keep = None
+        if self.item_bias is not None:
+            s = s + self.item_bias[items] * keep
+        return s
 
     def item_tables(self, ids):
         """(A [N, h], C [N, h], content part of p [N, k], of q [N, k]) per item."""
@@ -88,7 +139,10 @@ class HybridIRIS(MultimodalIRIS):
             ih, it = inv[: B * L], inv[B * L :]
             A, C = A_tab[ih].view(B, L, -1), C_tab[it].view(*items.shape, -1)
             Pc, Qc = Pc_tab[ih].view(B, L, -1), Qc_tab[it].view(*items.shape, -1)
-        PH, QT = self.P(hist) + Pc, self.Q(items) + Qc
+        Q = self.Q(items)
+        if self._target_keep is not None:  # content dropout (training): q_j = U_q g_j for dropped pairs
+            Q = Q * self._target_keep[..., None]
+        PH, QT = self.P(hist) + Pc, Q + Qc
         if self.irn_p is not None:
             A = A + self.irn_p(PH)
             C = C + self.irn_q(QT)
