@@ -1,4 +1,5 @@
-"""Flows: ingest MovieLens, the NCF pre-split files, or Amazon reviews (pipelines/ingest.py).
+"""Flows: ingest MovieLens, the NCF pre-split files, or Amazon reviews (pipelines/ingest.py),
+and the content of items that arrived after training (pipelines/new_items.py).
 
 Sources are local paths or http(s) URLs; downloads are the retryable part (network), bad
 files are not (InputError names file, line and field and fails the run at once).
@@ -16,6 +17,7 @@ from mmiris.flows.retry_policy import retry_unless_user_error
 from mmiris.flows.stage_logs import forward_stage_logs, now
 from mmiris.flows.ui_artifacts import finish_stage
 from mmiris.pipelines.ingest import IngestResult, ingest_amazon, ingest_movielens, ingest_ncf
+from mmiris.pipelines.new_items import ingest_new_items
 
 BadLines = Literal["error", "skip"]  # stop at the first bad line, or skip and count them
 
@@ -101,6 +103,29 @@ def ingest_amazon_task(
     )
 
 
+@task(name="ingest-new-items", **_RETRY)
+def ingest_new_items_task(
+    store: str | None,
+    jsonl: str | None,
+    images_dir: str | None,
+    id_field: str,
+    text_field: str,
+    title_field: str,
+    name: str,
+) -> dict[str, str]:
+    res = ingest_new_items(
+        ArtifactStore(store),
+        jsonl,
+        images_dir,
+        id_field=id_field,
+        text_field=text_field,
+        title_field=title_field,
+        name=name,
+    )
+    refs = {"item_text": res.item_text, "item_images": res.item_images}
+    return {kind: str(ref) for kind, ref in refs.items() if ref is not None}
+
+
 @flow(name="ingest-movielens")
 def ingest_movielens_flow(
     source: str,
@@ -156,3 +181,23 @@ def ingest_amazon_flow(
     started = now()
     refs = ingest_amazon_task(store, reviews, meta, kcore, name_prefix, on_bad_lines, cache)
     return finish_stage(ArtifactStore(store), refs, f"ingest amazon {name_prefix}", started)
+
+
+@flow(name="ingest-new-items")
+def ingest_new_items_flow(
+    jsonl: str | None = None,
+    images_dir: str | None = None,
+    id_field: str = "movie_id",
+    text_field: str = "Plot",
+    title_field: str = "Title",
+    name: str = "new",
+    store: str | None = None,
+) -> dict[str, str]:
+    """Items that arrived after training: records (``jsonl``, one JSON object per line: the id
+    in ``id_field``, the text in ``text_field``, the title in ``title_field``) and/or a folder
+    of ``<item id>.<ext>`` images (``images_dir``) -> ``<name>_item_text`` /
+    ``<name>_item_images``, published together; the ``new_items`` of the recommend flow."""
+    forward_stage_logs()
+    started = now()
+    refs = ingest_new_items_task(store, jsonl, images_dir, id_field, text_field, title_field, name)
+    return finish_stage(ArtifactStore(store), refs, f"ingest new items {name}", started)

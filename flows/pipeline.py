@@ -3,9 +3,12 @@
 ``pipeline`` runs on real data (ingest -> crawl -> extract -> split -> train -> evaluate ->
 recommend -> report); ``pipeline-demo`` runs the same chain on the embedded, generated demo
 catalogue with the choices of ``mmiris demo`` (pipelines/demo.py), so both produce the same
-artifact versions and either reuses what the other published. Each stage is the same flow a
-user can run alone, so it shows up in the UI as its own run with its logs and artifacts; a
-re-run with the same inputs and parameters reuses every existing version and says so.
+artifact versions and either reuses what the other published. ``pipeline-new-items`` is the
+weekly "new this week" chain for items that arrived after training (ingest new items ->
+their features -> recommend among them -> report), with no retraining. Each stage is the
+same flow a user can run alone, so it shows up in the UI as its own run with its logs and
+artifacts; a re-run with the same inputs and parameters reuses every existing version and
+says so.
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ from mmiris.flows.crawl import crawl_amazon_images_flow, crawl_omdb_flow
 from mmiris.flows.dask_cluster import feature_cluster
 from mmiris.flows.demo_data import demo_data_flow
 from mmiris.flows.evaluate import evaluate_flow
-from mmiris.flows.extract import extract_image_features_flow, extract_text_features_flow
-from mmiris.flows.ingest import ingest_amazon_flow, ingest_movielens_flow, ingest_ncf_flow
+from mmiris.flows.extract import (
+    extract_image_features_flow,
+    extract_new_item_features_flow,
+    extract_text_features_flow,
+)
+from mmiris.flows.ingest import ingest_amazon_flow, ingest_movielens_flow, ingest_ncf_flow, ingest_new_items_flow
 from mmiris.flows.recommend import recommend_flow
 from mmiris.flows.report import report_flow
 from mmiris.flows.split import split_flow
@@ -272,4 +279,62 @@ def pipeline_flow(
         f"mmiris report ({fmt})",
     )
     show_refs(ArtifactStore(store), _flat(out), f"pipeline {fmt}")
+    return out
+
+
+@flow(name="pipeline-new-items")
+def new_items_pipeline_flow(
+    model: str = "model-hybrid_iris@latest",
+    jsonl: str | None = None,
+    images_dir: str | None = None,
+    id_field: str = "movie_id",
+    text_field: str = "Plot",
+    title_field: str = "Title",
+    name: str = "new",
+    split: str | None = None,
+    top_n: int = 10,
+    explain_k: int = 3,
+    users: list[int] | None = None,
+    workers: int | None = None,
+    dask_address: str | None = None,
+    report_dir: str | None = "mmiris-report/new-items",
+    store: str | None = None,
+) -> dict[str, Any]:
+    """ "New this week": items that arrived after training, ranked for every user by a model
+    that scores an item from its content (hybrid_iris, vbpr, content_knn), with no retraining.
+
+    The new items' records (``jsonl``; ``id_field``, ``text_field``, ``title_field``) and/or
+    posters (``images_dir``) -> ``<name>_item_text`` / ``<name>_item_images`` -> their
+    features with the encoders of ``model``'s own features (Dask) -> for every user (or
+    ``users``) the top ``top_n`` among them, each with ``explain_k`` history items
+    (``new-recommendations-<model>``) -> the report's "New this week" cards in ``report_dir``
+    (None: no report). The same files again reuse every version."""
+    forward_stage_logs()
+    content = ingest_new_items_flow(
+        jsonl=jsonl,
+        images_dir=images_dir,
+        id_field=id_field,
+        text_field=text_field,
+        title_field=title_field,
+        name=name,
+        store=store,
+    )
+    new_items = list(content.values())
+    features = extract_new_item_features_flow(
+        model=model, new_items=new_items, split=split, workers=workers, dask_address=dask_address, store=store
+    )
+    recs = recommend_flow(
+        model=model, split=split, top_n=top_n, explain_k=explain_k, users=users, new_items=new_items, store=store
+    )
+    out: dict[str, Any] = {**content, **features, "recommendations": recs}
+    if report_dir is not None:
+        out["report"] = report_flow(
+            out_dir=report_dir,
+            metrics=[],  # the new items have no metrics: the page is their cards
+            recommendations=[recs],
+            users=users,
+            title="mmiris: new this week",
+            store=store,
+        )
+    show_refs(ArtifactStore(store), _flat(out), f"pipeline new items {name}")
     return out

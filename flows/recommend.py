@@ -51,11 +51,16 @@ def recommend_flow(
     finish_stage(s, {"recommendations": ref}, f"recommend {model.split('@')[0]}", started)
     rows = s.read_table(ref, "recommendations").to_pylist()
     shown = sorted({r["user_id"] for r in rows})[:preview_users]
+    new = _new_items(s, ref) if new_items is not None else {}
+
+    def item(i: int) -> dict:  # a new item by its own id and its title; a catalogue item by its id
+        return {"item": new[i][0], "title": new[i][1]} if i in new else {"item": i}
+
     preview = [
         {
             "user": r["user_id"],
             "rank": r["rank"],
-            "item": r["item_id"],
+            **item(r["item_id"]),
             "score": round(float(r["score"]), 4),
             "because of (item: relevance)": ", ".join(
                 f"{e['item_id']}: {e['relevance']:.3f}" for e in r["explanations"] or []
@@ -64,7 +69,17 @@ def recommend_flow(
         for r in rows
         if r["user_id"] in shown
     ]
+    what = "new this week, " if new else ""
     create_table_artifact(
-        preview, key=artifact_key("recommendations", ref.split("@")[0]), description=f"{ref}: first {len(shown)} users"
+        preview,
+        key=artifact_key("recommendations", ref.split("@")[0]),
+        description=f"{ref}: {what}first {len(shown)} users",
     )
     return ref
+
+
+def _new_items(store: ArtifactStore, ref: str) -> dict[int, tuple[int, str]]:
+    """New-item recommendations: each recommended item's own id and title (from its item_text;
+    an item without one shows as "new item <id>", as in the report and the CLI table)."""
+    t = store.read_table(ref, "new_items").to_pydict()
+    return {i: (n, title or f"new item {n}") for i, n, title in zip(t["item_id"], t["new_item_id"], t["title"])}

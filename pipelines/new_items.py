@@ -41,15 +41,18 @@ def ingest_new_items(
     *,
     id_field: str = "movie_id",
     text_field: str = "Plot",
+    title_field: str = "Title",
     name: str = "new",
 ) -> NewItemsResult:
     """Publish the new items' ``item_text`` (from ``jsonl``: the item id in ``id_field``, the
-    text in ``text_field``, title, genre, ... from OMDb's fields) and/or ``item_images`` (from
-    ``images_dir``: ``<item id>.<ext>``), named ``<name>_item_text`` / ``<name>_item_images``.
+    text in ``text_field``, the title — what the "new this week" table and report show — in
+    ``title_field``, genre, ... from OMDb's fields) and/or ``item_images`` (from ``images_dir``:
+    ``<item id>.<ext>``), named ``<name>_item_text`` / ``<name>_item_images``.
 
     Errors (``InputError``, nothing published): neither input; a missing file or folder; a
-    malformed line or a record without an integer ``id_field`` (file and line named); a file
-    with no record or a folder with no image; an id that two records or two images share.
+    malformed line, a record without an integer ``id_field`` or with a title that is not text
+    (file and line named); a ``title_field`` that no record has; a file with no record or a
+    folder with no image; an id that two records or two images share.
     """
     if jsonl is None and images_dir is None:
         raise InputError("new items: expected a JSON-lines file of records and/or a folder of images")
@@ -61,7 +64,16 @@ def ingest_new_items(
     members: list[Pending] = []
     if jsonl is not None:
         path = Path(jsonl).expanduser().resolve()  # the manifests name absolute paths
-        members.append(read_texts_jsonl(path, id_field=id_field, text_field=text_field, name=names["item_text"]))
+        members.append(
+            read_texts_jsonl(
+                path,
+                id_field=id_field,
+                text_field=text_field,
+                title_field=title_field,
+                require_title=True,  # the field was named for these records: a misspelt one is an error
+                name=names["item_text"],
+            )
+        )
         table = members[-1].output.tables["item_text"]
         if table.num_rows == 0:
             raise InputError(f"{path}: no records; expected one JSON object per line, one per new item")

@@ -75,6 +75,27 @@ def test_publishes_text_and_images_with_the_items_own_ids_and_prints_the_refs(tm
     assert "new_item_images@" in capsys.readouterr().out and "new_item_text" not in s.names()
 
 
+def test_title_field_names_the_field_holding_the_title(tmp_path, capsys):
+    """``--title-field``: the titles the new-this-week table and report show come from the
+    field named; a record without it has no title; another field is another version."""
+    records = [
+        {"id": 201, "name": "Dune: Part Three", "synopsis": "sand, again"},
+        {"id": 202, "name": "Paddington 4", "synopsis": "a bear abroad"},
+        {"id": 203, "synopsis": "no title yet"},
+    ]
+    store = tmp_path / "store"
+    argv = ["--jsonl", _jsonl(tmp_path / "w.jsonl", records), "--id-field", "id", "--text-field", "synopsis"]
+    assert _ingest(store, *argv, "--title-field", "name") == 0, capsys.readouterr().err
+    s = ArtifactStore(store)
+    ref = s.latest("new_item_text")
+    t = s.read_table(ref, "item_text").to_pydict()
+    assert t["item_id"] == [201, 202, 203] and t["title"] == ["Dune: Part Three", "Paddington 4", None]
+    assert t["text"][0] == "sand, again" and s.manifest(ref).params["title_field"] == "name"
+    assert _ingest(store, *argv, "--title-field", "synopsis") == 0
+    other = s.latest("new_item_text")
+    assert other != ref and s.read_table(other, "item_text").column("title").to_pylist()[0] == "sand, again"
+
+
 def _write_bad(tmp_path, case):
     """The arguments of one bad input; every one has a good other input beside it where it can."""
     good_jsonl, good_dir = ["--jsonl", _jsonl(tmp_path / "good.jsonl")], ["--images-dir", _posters(tmp_path / "ok")]
@@ -106,6 +127,10 @@ def _write_bad(tmp_path, case):
         return [*good_jsonl, "--images-dir", _posters(tmp_path / "dup", ("101.png", "102.png", "0102.jpg"))]
     if case == "image_name_not_an_id":
         return [*good_jsonl, "--images-dir", _posters(tmp_path / "named", ("101.png", "poster-a.png"))]
+    if case == "title_field_unknown":  # every record has Title, none has title
+        return [*good_jsonl, "--title-field", "title", *good_dir]
+    if case == "title_not_text":
+        return ["--jsonl", _jsonl(tmp_path / "w.jsonl", [RECORDS[0], {"movie_id": 1917, "Title": 1917}]), *good_dir]
     if case == "no_input":
         return ["--name", "week48"]
     if case == "bad_name":
@@ -125,6 +150,9 @@ BAD = {
     "duplicate_records": r"w\.jsonl: movie_id 102 is on 2 records; expected one record per new item",
     "duplicate_images": r"image folder .*dup: item 102 is on 2 images \(0102\.jpg, 102\.png\); expected one image",
     "image_name_not_an_id": r"image file .*poster-a\.png: name 'poster-a' is not an integer item id",
+    "title_field_unknown": r"good\.jsonl:1: field 'title' missing, and from every other record too \(expected the "
+    r"item's title; this record has 'movie_id', 'Title', 'Plot', 'Genre'\)",
+    "title_not_text": r"w\.jsonl:2: field 'Title' is 1917, expected the item's title as text",
     "no_input": r"expected --jsonl FILE and/or --images-dir FOLDER",
     "bad_name": r"new items name 'week 48'",
 }

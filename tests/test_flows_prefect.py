@@ -9,6 +9,7 @@ artifacts. Flows are also run directly (in-process) against the same server.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -209,6 +210,9 @@ def test_deploy_all_registers_every_deployment_with_its_schedule_and_defaults(se
         "report",
         "pipeline",
         "pipeline-demo",
+        "ingest-new-items",
+        "extract-new-item-features",
+        "pipeline-new-items",
     }
     assert {f for f, _ in got} == expected_flows
     assert len(got) == len(conf["deployments"])
@@ -217,9 +221,20 @@ def test_deploy_all_registers_every_deployment_with_its_schedule_and_defaults(se
         # runs start in the project root (no pull section: deploy records the cwd)
         assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}], key
     scheduled = {k for k, d in got.items() if any(s["active"] for s in d["schedules"])}
-    assert scheduled == {("crawl-omdb", "daily"), ("crawl-amazon-images", "daily"), ("train", "weekly")}
+    assert scheduled == {
+        ("crawl-omdb", "daily"),
+        ("crawl-amazon-images", "daily"),
+        ("train", "weekly"),
+        ("pipeline-new-items", "weekly"),
+    }
     cron = {k: got[k]["schedules"][0]["schedule"]["cron"] for k in scheduled}
     assert cron[("train", "weekly")] == "0 4 * * 0"
+    assert cron[("pipeline-new-items", "weekly")] == "0 6 * * 1"  # Mondays, after the Sunday retrain
+    weekly_new = got[("pipeline-new-items", "weekly")]
+    assert (
+        weekly_new["parameters"]["model"] == "model-hybrid_iris@latest"
+        and weekly_new["global_concurrency_limit"]["limit"] == 1
+    )
     assert got[("split", "default")]["parameters"]["n_negatives"] == 99
     assert got[("pipeline", "ml-1m-ncf")]["parameters"]["ingest"]["format"] == "ncf"
     # parameters are checked against the flows' signatures: no unknown names
@@ -391,6 +406,131 @@ def test_bad_input_fails_the_run_once_without_retries(api):
             break
         time.sleep(0.5)
     assert [t["run_count"] for t in tasks] == [1]  # not retried: the same input fails the same way
+
+
+def _new_item_files(folder: Path) -> tuple[Path, Path]:
+    """A week's new items: records whose title is in "name" (9001, 9002, 9004) and posters
+    (9001, 9002, 9003): 9003 has a poster only, 9004 a plot only."""
+    from PIL import Image
+
+    records = [
+        {"movie_id": 9001, "name": "Dune: Part <Three>", "Plot": "sand and spice and war again"},
+        {"movie_id": 9002, "name": "Paddington 4", "Plot": "a bear abroad, a quiet comedy"},
+        {"movie_id": 9004, "name": "Slow Rivers", "Plot": "nothing happens, slowly"},
+    ]
+    jsonl = folder / "new.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
+    posters = folder / "posters"
+    posters.mkdir()
+    for k, item in enumerate((9001, 9002, 9003)):
+        Image.new("RGB", (24, 32), (60 * k, 120, 200 - 50 * k)).save(posters / f"{item}.png")
+    return jsonl, posters
+
+
+def test_new_items_pipeline_ranks_the_weeks_new_items_with_their_titles(api, dask_address, tmp_path):
+    """The weekly "new this week" chain on the demo store: ingest the week's records and
+    posters (titles from a named field) -> their features with the model's encoders -> the
+    top-N among them for every user -> the report; each stage a subflow; the same files again
+    reuse every version."""
+    from mmiris.flows.pipeline import new_items_pipeline_flow
+    from mmiris.flows.train import train_flow
+
+    out, store_uri = api.demo_out, api.demo_store
+    store = ArtifactStore(store_uri)
+    model = train_flow(
+        split=out["split"],
+        model="hybrid_iris",
+        model_settings={"emb": 8, "attention_size": 8},
+        train_settings={"epochs": 1, "threads": 1},
+        image_features=out["image_features"],
+        text_features=out["text_features"],
+        store=store_uri,
+    )
+    jsonl, posters = _new_item_files(tmp_path)
+    params = dict(
+        model=model,
+        jsonl=str(jsonl),
+        images_dir=str(posters),
+        title_field="name",
+        name="week48",
+        top_n=2,
+        explain_k=2,
+        dask_address=dask_address,
+        report_dir=str(tmp_path / "report"),
+        store=store_uri,
+    )
+    t0 = time.perf_counter()
+    new = new_items_pipeline_flow(**params)
+    print(f"new items pipeline, direct run: {time.perf_counter() - t0:.1f} s")
+    assert new["item_text"].startswith("week48_item_text@") and new["item_images"].startswith("week48_item_images@")
+    assert store.manifest(new["item_text"]).params["title_field"] == "name"
+    # features with the encoders of the model's own features, one artifact per modality
+    for mod, content in (("image", new["item_images"]), ("text", new["item_text"])):
+        feat = store.manifest(new[f"{mod}_features"])
+        assert feat.ref.name == f"new_items-{mod}_features" and feat.parents == [content]
+        assert feat.params == store.manifest(out[f"{mod}_features"]).params
+    recs = store.manifest(new["recommendations"])
+    assert recs.kind == "new_item_recommendations" and recs.ref.name == "new-recommendations-hybrid_iris"
+    assert {
+        model,
+        out["split"],
+        new["item_text"],
+        new["item_images"],
+        new["image_features"],
+        new["text_features"],
+    } == set(recs.parents)
+    n_users = store.manifest(out["split"]).stats["n_users"]
+    table = store.read_table(new["recommendations"], "recommendations").to_pydict()
+    assert len(table["user_id"]) == 2 * n_users and recs.stats["new_items"] == 4
+    items = store.read_table(new["recommendations"], "new_items").to_pydict()
+    assert dict(zip(items["new_item_id"], items["title"])) == {
+        9001: "Dune: Part <Three>",
+        9002: "Paddington 4",
+        9003: None,  # a poster only: no record, no title
+        9004: "Slow Rivers",
+    }
+    # each stage is its own run; the UI's table shows the new items' own ids and titles
+    for flow_name in ("ingest-new-items", "extract-new-item-features", "recommend", "report", "pipeline-new-items"):
+        runs = _flow_runs(api, flow_name)
+        assert runs and runs[0]["state"]["type"] == "COMPLETED", flow_name
+    preview = next(a for a in _run_artifacts(api, _flow_runs(api, "recommend")[0]["id"]) if a["type"] == "table")
+    rows = json.loads(preview["data"])
+    assert {r["item"] for r in rows} <= {9001, 9002, 9003, 9004}
+    assert {r["title"] for r in rows} <= {"Dune: Part <Three>", "Paddington 4", "new item 9003", "Slow Rivers"}
+    # the report's cards: the first users' new items by title (escaped), "new item <id>" without one
+    page = Path(new["report"]).read_text()
+    own = dict(zip(items["item_id"], items["new_item_id"]))
+    label = {i: t or f"new item {own[i]}" for i, t in zip(items["item_id"], items["title"])}
+    first = sorted(set(table["user_id"]))[:3]  # the users of the cards
+    assert "New this week" in page and "<Three>" not in page
+    for u, i, rank in zip(table["user_id"], table["item_id"], table["rank"]):
+        if u in first:
+            assert f"#{rank} {html.escape(label[i])}" in page, (u, rank, label[i])
+    # next week with the same files: every version found again, and the stages say so
+    again = new_items_pipeline_flow(**params)
+    assert {k: v for k, v in again.items() if k != "report"} == {k: v for k, v in new.items() if k != "report"}
+    run = _flow_runs(api, "ingest-new-items")[0]
+    assert f"reused existing {new['item_text']}" in _run_logs(api, run["id"], f"reused existing {new['item_text']}")
+
+
+def test_a_misspelt_title_field_fails_the_ingest_run_once_without_retries(api, tmp_path):
+    from mmiris.errors import InputError
+    from mmiris.flows.ingest import ingest_new_items_flow
+
+    jsonl, posters = _new_item_files(tmp_path)
+    store_uri = str(tmp_path / "store")
+    with pytest.raises(InputError, match=r"new\.jsonl:1: field 'title' missing, and from every other record too"):
+        ingest_new_items_flow(jsonl=str(jsonl), images_dir=str(posters), title_field="title", store=store_uri)
+    run = _flow_runs(api, "ingest-new-items")[0]
+    assert run["state"]["type"] == "FAILED"
+    deadline = time.time() + 30  # task runs reach the server as events: allow for a loaded machine
+    while True:
+        tasks = api.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}})
+        if (tasks and (tasks[0].get("state") or {}).get("type") == "FAILED") or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert [t["run_count"] for t in tasks] == [1]  # not retried: the same file fails the same way
+    assert not Path(store_uri).exists() or ArtifactStore(store_uri).names() == []  # neither artifact
 
 
 def test_crawl_omdb_flow_against_a_local_omdb_server(api, tmp_path, monkeypatch):

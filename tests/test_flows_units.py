@@ -37,11 +37,19 @@ def test_crawls_retry_incomplete_runs_but_not_a_stopped_one():
 
 
 def test_network_tasks_have_retries_and_the_others_none():
-    from mmiris.flows import crawl, evaluate, ingest, recommend, split, train
+    from mmiris.flows import crawl, evaluate, extract, ingest, recommend, split, train
 
     for t in (crawl.crawl_omdb_task, crawl.crawl_amazon_images_task):
         assert t.retries >= 2 and t.retry_condition_fn is retry_crawl
-    for t in (ingest.ingest_movielens_task, ingest.ingest_ncf_task, ingest.ingest_amazon_task):
+    for t in (
+        ingest.ingest_movielens_task,
+        ingest.ingest_ncf_task,
+        ingest.ingest_amazon_task,
+        ingest.ingest_new_items_task,
+        extract.extract_image_task,
+        extract.extract_text_task,
+        extract.extract_new_item_features_task,
+    ):
         assert t.retries >= 1 and t.retry_condition_fn is retry_unless_user_error
     for t in (split.split_task, train.train_task, evaluate.evaluate_task, recommend.recommend_task):
         assert t.retries == 0
@@ -55,10 +63,12 @@ def test_flows_take_refs_and_store_uris_as_strings_never_data():
         ingest.ingest_movielens_flow,
         ingest.ingest_ncf_flow,
         ingest.ingest_amazon_flow,
+        ingest.ingest_new_items_flow,
         crawl.crawl_omdb_flow,
         crawl.crawl_amazon_images_flow,
         extract.extract_image_features_flow,
         extract.extract_text_features_flow,
+        extract.extract_new_item_features_flow,
         split.split_flow,
         train.train_flow,
         evaluate.evaluate_flow,
@@ -66,6 +76,7 @@ def test_flows_take_refs_and_store_uris_as_strings_never_data():
         report.report_flow,
         pipeline.pipeline_flow,
         pipeline.demo_pipeline_flow,
+        pipeline.new_items_pipeline_flow,
     ]
     for f in flows:
         sig = inspect.signature(f.fn)

@@ -58,6 +58,11 @@ def register(sub) -> None:
     ni.add_argument("--jsonl", help="JSON-lines file, one record per new item (e.g. OMDb records)")
     ni.add_argument("--id-field", default="movie_id", help="record field holding the item id (default movie_id)")
     ni.add_argument("--text-field", default="Plot", help="record field holding the text (default Plot)")
+    ni.add_argument(
+        "--title-field",
+        default="Title",
+        help="record field holding the title, shown by the new-this-week table and report (default Title)",
+    )
     ni.add_argument("--images-dir", help="folder of <item id>.<ext> images (.jpg, .png, ...), one per new item")
     ni.add_argument("--name", default="new", help="artifact names <name>_item_text, <name>_item_images (default new)")
     ni.set_defaults(func=_new_items)
@@ -143,7 +148,13 @@ def _new_items(args) -> int:
         raise InputError("ingest new-items: expected --jsonl FILE and/or --images-dir FOLDER")
     store = ArtifactStore()
     res = ingest_new_items(
-        store, args.jsonl, args.images_dir, id_field=args.id_field, text_field=args.text_field, name=args.name
+        store,
+        args.jsonl,
+        args.images_dir,
+        id_field=args.id_field,
+        text_field=args.text_field,
+        title_field=args.title_field,
+        name=args.name,
     )
     for role in ("item_text", "item_images"):
         ref = getattr(res, role)

@@ -164,6 +164,7 @@ def texts_from_jsonl(
     *,
     id_field: str = "movie_id",
     text_field: str = "Plot",
+    title_field: str = "Title",
     id_map: dict[str, int] | None = None,
     limit: int | None = None,
     name: str = "item_text",
@@ -171,7 +172,15 @@ def texts_from_jsonl(
     """Publish ``read_texts_jsonl``'s ``item_text`` artifact."""
     return _publish(
         store,
-        read_texts_jsonl(path, id_field=id_field, text_field=text_field, id_map=id_map, limit=limit, name=name),
+        read_texts_jsonl(
+            path,
+            id_field=id_field,
+            text_field=text_field,
+            title_field=title_field,
+            id_map=id_map,
+            limit=limit,
+            name=name,
+        ),
     )
 
 
@@ -180,16 +189,22 @@ def read_texts_jsonl(
     *,
     id_field: str = "movie_id",
     text_field: str = "Plot",
+    title_field: str = "Title",
+    require_title: bool = False,
     id_map: dict[str, int] | None = None,
     limit: int | None = None,
     name: str = "item_text",
 ) -> Pending:
     """An ``item_text`` artifact, read but not published, from a JSON-lines file (e.g. OMDb records).
 
-    Lines are read as bytes: a line that is not UTF-8 is decoded as cp1252. A malformed line,
-    one that is not a JSON object, or (without ``id_map``) an id that is not an integer raises
-    naming file and line. Records whose id ``id_map`` does not hold are dropped and
-    counted (``stats.unmatched_ids``). The version is keyed by the file's sha256 and the id map.
+    The item id is in ``id_field``, the text in ``text_field``, the title in ``title_field``
+    (a record without it has no title); genre, director, actors, year and IMDb id in OMDb's
+    fields. Lines are read as bytes: a line that is not UTF-8 is decoded as cp1252. A malformed
+    line, one that is not a JSON object, (without ``id_map``) an id that is not an integer, or a
+    title that is not text raises naming file and line; so does, with ``require_title``, a
+    ``title_field`` that no record has (a misspelt field, when the caller named it). Records
+    whose id ``id_map`` does not hold are dropped and counted (``stats.unmatched_ids``). The
+    version is keyed by the file's sha256, the fields read and the id map.
     """
     path = Path(path)
     if not path.is_file():
@@ -197,6 +212,8 @@ def read_texts_jsonl(
     cols: dict[str, list] = {c: [] for c in load_contract("item_text").table("item_text").column_names()}
     file_hash = hashlib.sha256()
     unmatched: list[str] = []
+    first: tuple[int, list[str]] | None = None  # the first record: its line and fields
+    titled = False  # some record has title_field
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             file_hash.update(raw)
@@ -212,6 +229,8 @@ def read_texts_jsonl(
                 raise InputError(f"{path}:{lineno}: not a JSON object ({exc.msg})") from None
             if not isinstance(rec, dict):
                 raise InputError(f"{path}:{lineno}: not a JSON object (found {line.strip()[:40]!r})")
+            first = first or (lineno, list(rec))
+            titled = titled or title_field in rec
             key = rec.get(id_field)
             if key is None:
                 raise InputError(f"{path}:{lineno}: field {id_field!r} missing (expected the item id)")
@@ -224,12 +243,17 @@ def read_texts_jsonl(
                 iid = _integer_id(key, f"{path}:{lineno}: field {id_field!r}")
             text = rec.get(text_field)
             ok = isinstance(text, str) and text.strip() not in ("", "N/A")
+            title = rec.get(title_field)
+            if title is not None and not isinstance(title, str):
+                raise InputError(
+                    f"{path}:{lineno}: field {title_field!r} is {title!r}, expected the item's title as text"
+                )
             vals = (
                 iid,
                 text if isinstance(text, str) else None,
                 ok,
                 None if ok else f"no_{text_field.lower()}",
-                rec.get("Title"),
+                title,
                 rec.get("Genre"),
                 rec.get("Director"),
                 rec.get("Actors"),
@@ -242,6 +266,12 @@ def read_texts_jsonl(
                 cols[c].append(v)
             if limit and len(cols["item_id"]) >= limit:
                 break
+    if require_title and first is not None and not titled:
+        at, fields = first
+        raise InputError(
+            f"{path}:{at}: field {title_field!r} missing, and from every other record too (expected the "
+            f"item's title; this record has {', '.join(map(repr, fields)) or 'no field'})"
+        )
     table = pa.table({c: pa.array(v) for c, v in cols.items()})
     return Pending(
         name,
@@ -252,6 +282,7 @@ def read_texts_jsonl(
             "sha256": file_hash.hexdigest(),
             "id_field": id_field,
             "text_field": text_field,
+            "title_field": title_field,
             "id_map_sha256": _id_map_digest(id_map),
             "limit": limit,
         },
