@@ -167,7 +167,8 @@ def _features(store, ref):
 
 
 def _reference(model, history, new_raw):
-    """{(user, new id): (σ(r̂), {history item: a_ij})} with q_j = U_q g_j (Q_j = 0, b_j = 0)."""
+    """{(user, new id): (σ(r̂), {history item: a_ij})} with q_j = U_q g_j (Q_j = 0, b_j = 0) and
+    the similarity term γ ĉ_i·ĉ_j."""
     with torch.no_grad():
         model = model.double()
         k, c = model.config.emb, model.config
@@ -181,8 +182,22 @@ def _reference(model, history, new_raw):
                 float(model.text_present[i]),
             )
 
+        def chat(img, pv, txt, pt):  # ĉ with the means and directions saved with the model
+            if not c.content_similarity:
+                return torch.zeros(0, dtype=torch.float64)
+            parts = []
+            for x, present, m in ((img, pv, "image"), (txt, pt, "text")):
+                x = x.double() - getattr(model, f"{m}_content_mean")
+                parts.append(x / x.norm() * float(present) * 2**-0.5 if float(present) else torch.zeros_like(x))
+            return torch.cat(parts) @ model.content_basis
+
+        def chat_old(i):
+            return chat(model.image_features[i], model.image_present[i], model.text_features[i], model.text_present[i])
+
+        gamma = model.sim_scale if c.content_similarity else 0.0
         out = {}
         for j, (img, pv, txt, pt) in new_raw.items():
+            cj = chat(img, pv, txt, pt)
             gj = _towers(model, img.double(), pv, txt.double(), pt)
             qj = model.content_q.weight @ gj  # Q_j = 0 for a new item
             for u in range(model.n_users):
@@ -196,10 +211,10 @@ def _reference(model, history, new_raw):
                         x = x + model.irn_hist[m].weight @ gi[n * k : (n + 1) * k]
                         x = x + model.irn_target[m].weight @ gj[n * k : (n + 1) * k]
                     es.append(torch.dot(model.h.weight[0], torch.relu(x)))
-                    ps.append(pi)
+                    ps.append(torch.dot(pi, qj) + gamma * torch.dot(chat_old(i), cj))  # p·q + γ ĉ_i·ĉ_j
                 denom = sum(torch.exp(e) for e in es) ** c.beta
                 a = [torch.exp(e) / denom for e in es]
-                s = sum(ai * torch.dot(pi, qj) for ai, pi in zip(a, ps)) * len(hist) ** (-c.alpha)
+                s = sum(ai * pq for ai, pq in zip(a, ps)) * len(hist) ** (-c.alpha)
                 out[(u, j)] = (float(torch.sigmoid(s)), {i: float(ai) for i, ai in zip(hist, a)})
         model.float()
     return out
@@ -284,9 +299,9 @@ def test_models_without_a_content_path_are_refused_by_name(world):
         split_ref,
         [world["img"], world["txt"]],
         "hybrid_iris",
-        {"emb": 8, "image_hidden": 6, "content_embeddings": False},
+        {"emb": 8, "image_hidden": 6, "content_embeddings": False, "content_similarity": 0},
     )
-    with pytest.raises(MmirisError, match="content_embeddings is off"):
+    with pytest.raises(MmirisError, match="content_embeddings and content_similarity are off"):
         recommend_new_items(store, off_ref, [world["new_text"]])
     with pytest.raises(MmirisError, match="cannot score new items"):  # the library call refuses too
         extend_catalogue(off, {"text": ItemModality("text", torch.zeros(1, 32), torch.ones(1, dtype=torch.bool))})

@@ -8,7 +8,7 @@ one row per item; a new item gets zero rows there (no collaborative signal yet, 
 its feature vectors are appended to the model's, so the model's own equations score it and
 its attention explains it, with no retraining. A class may also define
 ``new_items_refusal(config) -> str | None`` for configurations that lose the content path
-(hybrid_iris with ``content_embeddings=False``). Every other model is refused by name:
+(hybrid_iris with ``content_embeddings=False`` and ``content_similarity=0``). Every other model is refused by name:
 scoring new items with zero learned rows would give every one of them the same score.
 
 New items come as ``item_text`` / ``item_images`` artifacts (or their ``text_features`` /
