@@ -1,0 +1,78 @@
+"""Evaluate a training checkpoint (the state after an epoch, before training stops) on a split.
+
+    python -m benchmarks.checkpoint_eval --store STORE --checkpoint STORE/_checkpoints/model-hybrid_iris-V \\
+        --model hybrid_iris --split split_cold@V --features ml1m_image_features@V ml1m_text_features@V
+
+A run that stops early publishes only its best-validation state; a run on a cold-item split
+validates on warm items, so how the cold test cases fare epoch by epoch is seen only here.
+Builds ``--model`` with ``--config`` (the checkpoint stores the weights, not the config: give
+the settings the run used), loads the checkpoint's weights and evaluates the split's test
+cases with the evaluate stage's sampled protocol. Nothing is published. Prints one JSON line
+``{"checkpoint", "split", "epoch", "best_epoch", "hr10", "ndcg10"[, "label"]}`` and appends it to ``--out``
+(JSON lines) when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.checkpoint_eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", default=os.environ.get("MMIRIS_STORE", str(ROOT / "mmiris-store")))
+    p.add_argument("--checkpoint", required=True, help="a training checkpoint folder (STORE/_checkpoints/...)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--config", default='{"emb": 16}', help="the model settings the run used (JSON)")
+    p.add_argument("--split", required=True)
+    p.add_argument("--features", nargs="*", default=[], help="the run's feature artifacts")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="append the JSON line to this file")
+    p.add_argument("--label", default=None, help="a note kept in the row (e.g. the commit and settings)")
+    args = p.parse_args(argv)
+    import torch
+
+    from mmiris.artifacts import ArtifactRef, ArtifactStore
+    from mmiris.data.split import load_split
+    from mmiris.eval.metrics import metrics_from_ranks
+    from mmiris.eval.protocols import sampled_ranks
+    from mmiris.models.build import build_model, load_features
+    from mmiris.train.checkpoint import load_checkpoint
+
+    torch.set_num_threads(args.threads)
+    store = ArtifactStore(args.store)
+    split = load_split(store, ArtifactRef.parse(args.split))
+    feats = load_features(store, [ArtifactRef.parse(f) for f in args.features], split.n_items)
+    state = load_checkpoint(args.checkpoint)
+    if state is None:
+        raise SystemExit(f"no checkpoint in {args.checkpoint}")
+    if state["model"] != args.model:
+        raise SystemExit(f"{args.checkpoint} is a {state['model']} checkpoint, not {args.model}")
+    model = build_model(args.model, json.loads(args.config), split.n_users, split.n_items, split.history(), feats)
+    model.load_state_dict(state["model_state"])
+    model.eval()
+    with torch.no_grad():
+        r = sampled_ranks(model, split.test_users, split.test_items, split.test_negatives)
+    m = metrics_from_ranks(r.ranks)
+    row = {
+        "checkpoint": args.checkpoint,
+        "split": args.split,
+        "epoch": state["state"]["epoch"],
+        "best_epoch": state["state"]["best_epoch"],
+        "hr10": round(m["hr10"], 4),
+        "ndcg10": round(m["ndcg10"], 4),
+        **({"label": args.label} if args.label else {}),
+    }
+    print(json.dumps(row), flush=True)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
