@@ -129,6 +129,8 @@ def _write_bad(tmp_path, case):
         return [*good_jsonl, "--images-dir", _posters(tmp_path / "named", ("101.png", "poster-a.png"))]
     if case == "title_field_unknown":  # every record has Title, none has title
         return [*good_jsonl, "--title-field", "title", *good_dir]
+    if case == "text_field_unknown":  # every record has Plot, none has plot
+        return [*good_jsonl, "--text-field", "plot", *good_dir]
     if case == "title_not_text":
         return ["--jsonl", _jsonl(tmp_path / "w.jsonl", [RECORDS[0], {"movie_id": 1917, "Title": 1917}]), *good_dir]
     if case == "no_input":
@@ -152,6 +154,8 @@ BAD = {
     "image_name_not_an_id": r"image file .*poster-a\.png: name 'poster-a' is not an integer item id",
     "title_field_unknown": r"good\.jsonl:1: field 'title' missing, and from every other record too \(expected the "
     r"item's title; this record has 'movie_id', 'Title', 'Plot', 'Genre'\)",
+    "text_field_unknown": r"good\.jsonl:1: field 'plot' missing, and from every other record too \(expected the "
+    r"item's text; this record has 'movie_id', 'Title', 'Plot', 'Genre'\)",
     "title_not_text": r"w\.jsonl:2: field 'Title' is 1917, expected the item's title as text",
     "no_input": r"expected --jsonl FILE and/or --images-dir FOLDER",
     "bad_name": r"new items name 'week 48'",

@@ -201,8 +201,9 @@ def read_texts_jsonl(
     (a record without it has no title); genre, director, actors, year and IMDb id in OMDb's
     fields. Lines are read as bytes: a line that is not UTF-8 is decoded as cp1252. A malformed
     line, one that is not a JSON object, (without ``id_map``) an id that is not an integer, or a
-    title that is not text raises naming file and line; so does, with ``require_title``, a
-    ``title_field`` that no record has (a misspelt field, when the caller named it). Records
+    title that is not text raises naming file and line; so does a ``text_field`` that no record
+    has and, with ``require_title``, a ``title_field`` that no record has (a misspelt field,
+    when the caller named it). Records
     whose id ``id_map`` does not hold are dropped and counted (``stats.unmatched_ids``). The
     version is keyed by the file's sha256, the fields read and the id map.
     """
@@ -214,6 +215,7 @@ def read_texts_jsonl(
     unmatched: list[str] = []
     first: tuple[int, list[str]] | None = None  # the first record: its line and fields
     titled = False  # some record has title_field
+    texted = False  # some record has text_field
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             file_hash.update(raw)
@@ -231,6 +233,7 @@ def read_texts_jsonl(
                 raise InputError(f"{path}:{lineno}: not a JSON object (found {line.strip()[:40]!r})")
             first = first or (lineno, list(rec))
             titled = titled or title_field in rec
+            texted = texted or text_field in rec
             key = rec.get(id_field)
             if key is None:
                 raise InputError(f"{path}:{lineno}: field {id_field!r} missing (expected the item id)")
@@ -266,6 +269,12 @@ def read_texts_jsonl(
                 cols[c].append(v)
             if limit and len(cols["item_id"]) >= limit:
                 break
+    if first is not None and not texted:  # a misspelt field would publish every item as textless
+        at, fields = first
+        raise InputError(
+            f"{path}:{at}: field {text_field!r} missing, and from every other record too (expected the "
+            f"item's text; this record has {', '.join(map(repr, fields)) or 'no field'})"
+        )
     if require_title and first is not None and not titled:
         at, fields = first
         raise InputError(
