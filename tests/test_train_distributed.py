@@ -15,13 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import psutil
 import pytest
 import torch
 from test_train_trainer import publish_tiny_split
+from waiting import PATIENCE_S, wait_until
 
 from mmiris.artifacts import ArtifactStore
 from mmiris.train.config import TrainConfig
@@ -93,12 +93,11 @@ def _assert_close(got, want, atol):
     assert np.allclose(losses, rlosses, atol=atol, rtol=0)
 
 
-def _wait_for_checkpoint(store_path, proc, timeout=240):
-    t0 = time.time()
-    while not glob.glob(f"{store_path}/_checkpoints/*/last.pt"):
-        assert proc.poll() is None, "training ended before writing a checkpoint"
-        assert time.time() - t0 < timeout, "no checkpoint appeared"
-        time.sleep(0.005)
+def _wait_for_checkpoint(store_path, proc):
+    """The first checkpoint (polled tightly: the kill should follow it at once)."""
+    wait_until(
+        lambda: glob.glob(f"{store_path}/_checkpoints/*/last.pt"), "a training checkpoint", proc=proc, poll_s=0.005
+    )
 
 
 def _local_rank(proc):
@@ -133,13 +132,15 @@ def test_two_ranks_survive_a_killed_rank_via_torchrun_restart_and_match_one_proc
     ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # rank 1's pid, known before training starts, so the kill follows the checkpoint at once
-    t0 = time.time()
-    while not (victims := [c for c in psutil.Process(proc.pid).children(recursive=True) if _local_rank(c) == "1"]):
-        assert proc.poll() is None and time.time() - t0 < 120, "rank 1 never started"
-        time.sleep(0.05)
+    victims = wait_until(
+        lambda: [c for c in psutil.Process(proc.pid).children(recursive=True) if _local_rank(c) == "1"],
+        "rank 1 started",
+        proc=proc,
+        poll_s=0.05,
+    )
     _wait_for_checkpoint(tmp_path / "store", proc)  # first checkpoint: step 15 of epoch 1
     victims[0].send_signal(signal.SIGKILL)
-    out, _ = proc.communicate(timeout=300)
+    out, _ = proc.communicate(timeout=PATIENCE_S)
     assert proc.returncode == 0, out[-3000:]
     # torchrun names the killed rank; the survivor either reached the broken collective first
     # and names itself and the cause, or torchrun stopped it before that (a race)
@@ -184,7 +185,7 @@ def test_two_nodes_over_c10d_rendezvous_match_one_process(tmp_path, reference):
         )
         for r in (0, 1)
     ]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+    outs = [p.communicate(timeout=PATIENCE_S)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
     printed = [line for o in outs for line in o.splitlines() if line.startswith("model-mf@")]
