@@ -165,6 +165,36 @@ def test_incremental_items_already_extracted_are_not_recomputed(store, client):
     assert not np.allclose(old[3][0], new[3][0])  # the changed image was re-encoded
 
 
+def test_index_keeps_the_first_row_of_an_id_across_parts_and_the_plan_places_each_item_once(store):
+    import hashlib
+
+    from mmiris.features.inputs import text_index
+    from mmiris.features.run import plan
+
+    def part(ids, texts):
+        cols = {
+            "item_id": pa.array(ids, pa.int64()),
+            "text": pa.array(texts, pa.string()),
+            "present": [t is not None for t in texts],
+            "reason": [None if t is not None else "no_match" for t in texts],
+        }
+        cols.update({c: pa.array([None] * len(ids), pa.string()) for c in TEXT_COLUMNS})
+        return pa.table(cols)
+
+    staged = store.stage("two_part_text", "item_text", [], {"v": 1})
+    metas = [
+        store.write_part(staged, "item_text", 0, part([5, 1, 5, 9], ["five", "the longest text of all", "5", None])),
+        store.write_part(staged, "item_text", 1, part([1, 7, 3, 8], ["again", "seven", "", "eight"])),
+    ]
+    index = text_index(store, store.commit(staged, {"item_text": metas}))
+    assert index.ids.tolist() == [1, 5, 7, 8] and index.treatments["duplicate_item_id_dropped"] == 2
+    assert index.sha256[1] == hashlib.sha256(b"five").hexdigest().encode()  # the first row of id 5
+    assert dict(zip(index.missing_ids.tolist(), index.missing_reasons.to_pylist())) == {9: "no_match", 3: "empty_text"}
+    tasks = plan(index, np.array([5]), size=2)
+    assert [t.encode.tolist() for t in tasks] == [[7, 8], [1], []]  # by length, then the id-range rest
+    assert tasks[2].reuse.tolist() == [5] and tasks[2].missing == [(3, "empty_text"), (9, "no_match")]
+
+
 def test_text_features_bad_inputs_and_reference(store, client):
     texts = {
         0: "A toy cowboy fears being replaced.",

@@ -25,11 +25,15 @@ PAYLOAD = {"image": "image", "text": "text"}
 @dataclass
 class InputIndex:
     """The items of an input artifact: ``ids``/``sha256`` of those with content (sorted by
-    id), ``missing`` (item id -> reason) for those without, and counted input treatments."""
+    id), ``missing_ids``/``missing_reasons`` of those without, and counted input treatments.
 
-    ids: np.ndarray
-    sha256: list[str]
-    missing: dict[int, str]
+    Arrays, not Python lists, dicts or sets: the driver holds the index of the whole
+    catalogue, 72 bytes an item with content (88 with the texts' lengths and rows)."""
+
+    ids: np.ndarray  # int64
+    sha256: np.ndarray  # bytes (ASCII hex): content hashes, the reuse key, aligned with ids
+    missing_ids: np.ndarray  # int64, in the input's row order
+    missing_reasons: pa.ChunkedArray  # strings, aligned with missing_ids
     treatments: Counter = field(default_factory=Counter)
     lengths: np.ndarray | None = None  # texts: characters after normalising (batches by length)
     rows: np.ndarray | None = None  # texts: row order in the input (ties in length keep it)
@@ -45,11 +49,7 @@ def read_index(store: ArtifactStore, ref: ArtifactRef, modality: str) -> InputIn
 def image_index(store: ArtifactStore, ref: ArtifactRef) -> InputIndex:
     """Duplicate item ids keep their first row (``duplicate_item_id_dropped``). Image bytes
     are read only to hash the rows whose ``sha256`` is null."""
-    ids: list[int] = []
-    shas: list[str] = []
-    missing: dict[int, str] = {}
-    pre: Counter[str] = Counter()
-    seen: set[int] = set()
+    parts = _IndexParts()
     for t in store.iter_tables(ref, "item_images", columns=["item_id", "present", "reason", "sha256"]):
         cols = [t.column(c).to_pylist() for c in ("item_id", "present", "reason", "sha256")]
         unhashed = [i for i, (p, s) in enumerate(zip(cols[1], cols[3])) if p and not s]
@@ -61,17 +61,16 @@ def image_index(store: ArtifactStore, ref: ArtifactRef) -> InputIndex:
                 hashed.setdefault(iid, hashlib.sha256(data).hexdigest() if data else "")
             for i in unhashed:
                 cols[3][i] = hashed.get(cols[0][i], "")
-        for iid, present, reason, sha in zip(*cols):
-            if iid in seen:
-                pre["duplicate_item_id_dropped"] += 1
+        first = parts.first_rows(cols[0])
+        for iid, present, reason, sha, keep in zip(*cols, first):
+            if not keep:
                 continue
-            seen.add(iid)
             if not present or sha == "":
-                missing[iid] = reason or "no_image"
-                continue
-            ids.append(iid)
-            shas.append(sha)
-    return _sorted_index(ids, shas, missing, pre)
+                parts.add_missing(iid, reason or "no_image")
+            else:
+                parts.add(iid, sha)
+        parts.end_part()
+    return parts.index()
 
 
 def text_index(store: ArtifactStore, ref: ArtifactRef) -> InputIndex:
@@ -79,46 +78,94 @@ def text_index(store: ArtifactStore, ref: ArtifactRef) -> InputIndex:
     empty or placeholder texts are missing."""
     from mmiris.encoders.preprocess import normalize_text
 
-    ids: list[int] = []
-    shas: list[str] = []
-    lengths: list[int] = []
-    missing: dict[int, str] = {}
-    pre: Counter[str] = Counter()
-    seen: set[int] = set()
+    parts = _IndexParts(lengths=True)
     for t in store.iter_tables(ref, "item_text", columns=["item_id", "text", "present", "reason"]):
         # As bytes: a string column written by another tool may hold invalid UTF-8, which
         # normalize_text decodes (cp1252/latin-1) instead of failing the whole run.
         raw = t.column("text").cast(pa.binary()).to_pylist()
-        for iid, data, present, reason in zip(
-            t.column("item_id").to_pylist(), raw, t.column("present").to_pylist(), t.column("reason").to_pylist()
+        ids = t.column("item_id").to_pylist()
+        first = parts.first_rows(ids)
+        for iid, data, present, reason, keep in zip(
+            ids, raw, t.column("present").to_pylist(), t.column("reason").to_pylist(), first
         ):
-            if iid in seen:
-                pre["duplicate_item_id_dropped"] += 1
+            if not keep:
                 continue
-            seen.add(iid)
             if not present or data is None:
-                missing[iid] = reason or "no_text"
+                parts.add_missing(iid, reason or "no_text")
                 continue
             norm = normalize_text(data)
-            pre.update(norm.treatments)
+            parts.treatments.update(norm.treatments)
             if norm.text is None:
-                missing[iid] = norm.reason or "no_text"
+                parts.add_missing(iid, norm.reason or "no_text")
                 continue
-            ids.append(iid)
-            shas.append(hashlib.sha256(norm.text.encode()).hexdigest())
-            lengths.append(len(norm.text))
-    return _sorted_index(ids, shas, missing, pre, lengths)
+            parts.add(iid, hashlib.sha256(norm.text.encode()).hexdigest(), len(norm.text))
+        parts.end_part()
+    return parts.index()
 
 
-def _sorted_index(
-    ids: list[int], shas: list[str], missing: dict[int, str], pre: Counter, lengths: list[int] | None = None
-) -> InputIndex:
-    arr = np.asarray(ids, dtype=np.int64)
-    order = np.argsort(arr, kind="stable")
-    if lengths is None:
-        return InputIndex(arr[order], [shas[i] for i in order], missing, pre)
-    lens = np.asarray(lengths, dtype=np.int64)[order]
-    return InputIndex(arr[order], [shas[i] for i in order], missing, pre, lens, order.astype(np.int64))
+class _IndexParts:
+    """An :class:`InputIndex` built one input part at a time: Python lists for the rows of the
+    current part only, numpy/Arrow chunks for the parts before it."""
+
+    def __init__(self, lengths: bool = False):
+        self.seen = np.zeros(0, dtype=np.int64)  # sorted ids of the rows read so far
+        self.treatments: Counter[str] = Counter()
+        self.with_lengths = lengths
+        self.chunks: dict[str, list] = {"ids": [], "sha256": [], "lengths": [], "missing_ids": [], "reasons": []}
+        self.part: dict[str, list] = {k: [] for k in self.chunks}
+
+    def first_rows(self, ids: list[int]) -> np.ndarray:
+        """Whether each row is its id's first in the input (earlier parts included)."""
+        arr = np.asarray(ids, dtype=np.int64)
+        first = np.zeros(len(arr), dtype=bool)
+        first[np.unique(arr, return_index=True)[1]] = True
+        first &= ~np.isin(arr, self.seen)
+        if dropped := int(len(arr) - first.sum()):
+            self.treatments["duplicate_item_id_dropped"] += dropped
+        self.seen = np.union1d(self.seen, arr)
+        return first
+
+    def add(self, iid: int, sha: str, length: int = 0) -> None:
+        self.part["ids"].append(iid)
+        self.part["sha256"].append(sha)
+        self.part["lengths"].append(length)
+
+    def add_missing(self, iid: int, reason: str) -> None:
+        self.part["missing_ids"].append(iid)
+        self.part["reasons"].append(reason)
+
+    def end_part(self) -> None:
+        p = self.part
+        self.chunks["ids"].append(np.asarray(p["ids"], dtype=np.int64))
+        self.chunks["sha256"].append(np.array([s.encode() for s in p["sha256"]], dtype="S"))
+        if self.with_lengths:
+            self.chunks["lengths"].append(np.asarray(p["lengths"], dtype=np.int64))
+        self.chunks["missing_ids"].append(np.asarray(p["missing_ids"], dtype=np.int64))
+        self.chunks["reasons"].append(pa.array(p["reasons"], pa.string()))
+        self.part = {k: [] for k in self.chunks}
+
+    def index(self) -> InputIndex:
+        c = self.chunks
+        ids = _concat(c["ids"])
+        sha256 = np.concatenate(c["sha256"]) if c["sha256"] else np.zeros(0, dtype="S64")
+        c["sha256"].clear()  # the chunks go before any copy below
+        order = np.argsort(ids, kind="stable")
+        if np.any(ids[1:] < ids[:-1]):  # usually in id order already (item_images are sorted by it)
+            ids, sha256 = ids[order], sha256[order]
+        index = InputIndex(
+            ids,
+            sha256,
+            _concat(c["missing_ids"]),
+            pa.chunked_array(c["reasons"], pa.string()),
+            self.treatments,
+        )
+        if self.with_lengths:
+            index.lengths, index.rows = _concat(c["lengths"])[order], order
+        return index
+
+
+def _concat(chunks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
 
 
 def texts_in_table_order(store: ArtifactStore, ref: ArtifactRef) -> list[str]:

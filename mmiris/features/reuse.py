@@ -22,8 +22,8 @@ log = logging.getLogger("mmiris.extract")
 
 def reusable(
     store: ArtifactStore, name: str, kind: str, params: dict, modality: str, code_version: str, index: InputIndex
-) -> tuple[set[int], ArtifactRef | None]:
-    """Ids of ``index`` whose rows the newest usable earlier extraction holds, and its ref."""
+) -> tuple[np.ndarray, ArtifactRef | None]:
+    """Ids of ``index`` whose rows the newest usable earlier extraction holds (sorted), and its ref."""
     code = full_code_version(code_version)
     for m in reversed(store.versions(name)):
         if m.kind != kind or m.params != params or m.code_version != code or not m.parents:
@@ -34,8 +34,7 @@ def reusable(
         except MmirisError as exc:
             log.warning("cannot reuse %s (%s); skipping it", m.ref, exc)
             continue
-        old_sha = dict(zip(old.ids.tolist(), old.sha256))
-        in_old = set(np.intersect1d(have, old.ids).tolist())
-        ids = {iid for iid, sha in zip(index.ids.tolist(), index.sha256) if iid in in_old and old_sha[iid] == sha}
-        return ids, m.ref
-    return set(), None
+        both, at_new, at_old = np.intersect1d(index.ids, old.ids, assume_unique=True, return_indices=True)
+        same = index.sha256[at_new] == old.sha256[at_old]
+        return both[same & np.isin(both, have)], m.ref
+    return np.zeros(0, dtype=np.int64), None

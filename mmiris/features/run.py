@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from mmiris.artifacts import ArtifactRef, ArtifactStore, Output
 from mmiris.cluster import GPU_RESOURCE, dask_client
 from mmiris.encoders.registry import EncoderSpec
@@ -26,6 +28,7 @@ log = logging.getLogger("mmiris.extract")
 
 MAX_TASK_ITEMS = 4096  # items a task encodes at most: bounds a worker's memory and a part's size
 MAX_TASK_ROWS = 65536  # rows of a part (encoded, reused and missing together)
+ENCODE, REUSE, MISSING = 0, 1, 2  # what a task does with an item (plan)
 
 
 @dataclass
@@ -56,7 +59,7 @@ def extract(
     """Encode the items of ``index`` into a new ``<modality>_features`` version."""
     kind = f"{modality}_features"
     t0 = time.perf_counter()
-    reuse_ids: set[int] = set()
+    reuse_ids = np.zeros(0, dtype=np.int64)
     reused_from: ArtifactRef | None = None
     if reuse and len(index):
         reuse_ids, reused_from = reusable(store, name, kind, params, modality, code_version, index)
@@ -88,47 +91,54 @@ def extract(
         raise
 
 
-def plan(index: InputIndex, reuse_ids: set[int], size: int) -> list[Task]:
-    """The tasks, one part file each.
+def plan(index: InputIndex, reuse_ids: np.ndarray, size: int) -> list[Task]:
+    """The tasks, one part file each (``reuse_ids``: sorted ids whose rows are reused).
 
     Images: consecutive id ranges, each encoding up to ``size`` items and carrying the reused
     and missing rows of its range, so the parts are sorted, disjoint id ranges. Texts: the
     items to encode sorted by length (similar lengths in a batch: little padding), cut into
     tasks of ``size``, then the reused and missing rows by id range. ``size`` is a multiple
     of the model batch, so batches are the same whatever the number of workers."""
+    kinds = np.where(np.isin(index.ids, reuse_ids), REUSE, ENCODE).astype(np.int8)
     if index.lengths is not None:
-        rows = index.rows.tolist() if index.rows is not None else range(len(index))
-        todo = [
-            (n, row, iid)
-            for n, row, iid in zip(index.lengths.tolist(), rows, index.ids.tolist())
-            if iid not in reuse_ids
-        ]
-        by_length = [iid for _, _, iid in sorted(todo)]  # ties keep the input's row order
-        rest = [(iid, "") for iid in index.ids.tolist() if iid in reuse_ids] + list(index.missing.items())
-        tasks = [Task(k, by_length[i : i + size], [], []) for k, i in enumerate(range(0, len(by_length), size))]
-        return tasks + _id_range_tasks(sorted(rest), reuse_ids, size, first=len(tasks), force=not tasks)
-    keys = sorted([(iid, "") for iid in index.ids.tolist()] + list(index.missing.items()))
-    return _id_range_tasks(keys, reuse_ids, size, first=0, force=True)
+        todo = kinds == ENCODE
+        rows = index.rows if index.rows is not None else np.arange(len(index))
+        by_length = index.ids[todo][np.lexsort((rows[todo], index.lengths[todo]))]  # ties: input's row order
+        none = np.zeros(0, dtype=np.int64)
+        tasks = [Task(k, by_length[i : i + size], none, []) for k, i in enumerate(range(0, len(by_length), size))]
+        return tasks + _id_range_tasks(index, ~todo, kinds, size, first=len(tasks), force=not tasks)
+    return _id_range_tasks(index, np.ones(len(index), dtype=bool), kinds, size, first=0, force=True)
 
 
-def _id_range_tasks(keys: list[tuple[int, str]], reuse_ids: set[int], size: int, first: int, force: bool) -> list[Task]:
-    """Tasks over (item id, reason) in id order: reason set = missing, else reuse or encode."""
+def _id_range_tasks(
+    index: InputIndex, take: np.ndarray, kinds: np.ndarray, size: int, first: int, force: bool
+) -> list[Task]:
+    """Tasks over the items of ``index`` where ``take`` (encoded or reused, by ``kinds``) and
+    its missing items, in id order: each ends after ``size`` items to encode or
+    ``MAX_TASK_ROWS`` rows."""
+    n_take = int(take.sum())
+    ids = np.concatenate([index.ids[take], index.missing_ids])
+    kind = np.concatenate([kinds[take], np.full(len(index.missing_ids), MISSING, dtype=np.int8)])
+    order = np.argsort(ids, kind="stable")
+    ids, kind = ids[order], kind[order]
+    encoded_before = np.concatenate([[0], np.cumsum(kind == ENCODE)])  # items to encode before each row
     tasks: list[Task] = []
-    enc: list[int] = []
-    reu: list[int] = []
-    mis: list[tuple[int, str]] = []
-    for iid, reason in keys:
-        if reason:
-            mis.append((iid, reason))
-        elif iid in reuse_ids:
-            reu.append(iid)
-        else:
-            enc.append(iid)
-        if len(enc) >= size or len(enc) + len(reu) + len(mis) >= MAX_TASK_ROWS:
-            tasks.append(Task(first + len(tasks), enc, reu, mis))
-            enc, reu, mis = [], [], []
-    if enc or reu or mis or (force and not tasks):
-        tasks.append(Task(first + len(tasks), enc, reu, mis))
+    start = 0
+    while start < len(ids) or (force and not tasks):
+        full = int(np.searchsorted(encoded_before, encoded_before[start] + size))  # ``size`` items to encode
+        end = min(full, start + MAX_TASK_ROWS, len(ids))
+        t_ids, t_kind = ids[start:end], kind[start:end]
+        missing = t_kind == MISSING
+        reasons = index.missing_reasons.take(order[start:end][missing] - n_take).to_pylist()
+        tasks.append(
+            Task(
+                first + len(tasks),
+                t_ids[t_kind == ENCODE],
+                t_ids[t_kind == REUSE],
+                list(zip(t_ids[missing].tolist(), reasons)),
+            )
+        )
+        start = end
     return tasks
 
 
@@ -143,7 +153,7 @@ def task_size(n_todo: int, slots: int, batch_size: int | None, chunk_size: int |
     return step * math.ceil(n / step)
 
 
-def _run_on_dask(client, run: RunSpec, index: InputIndex, reuse_ids: set[int], opts: RunOptions, blob) -> Iterator:
+def _run_on_dask(client, run: RunSpec, index: InputIndex, reuse_ids: np.ndarray, opts: RunOptions, blob) -> Iterator:
     from distributed import as_completed
 
     client.register_plugin(EncoderCache(), name=PLUGIN_NAME)

@@ -44,13 +44,14 @@ log = logging.getLogger("mmiris.extract")
 PLUGIN_NAME = "mmiris-encoders"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Task:
-    """One part of the output: its items to encode, to reuse, and without content."""
+    """One part of the output: its items to encode, to reuse, and without content. The ids
+    are int64 arrays, not lists: the driver holds every task of a run until it completes."""
 
     index: int  # part number
-    encode: list[int]  # item ids read from the input and encoded
-    reuse: list[int]  # item ids whose rows come from ``RunSpec.reuse_from``
+    encode: np.ndarray  # item ids read from the input and encoded
+    reuse: np.ndarray  # item ids whose rows come from ``RunSpec.reuse_from``
     missing: list[tuple[int, str]]  # (item id, reason) of items without content
 
 
@@ -92,16 +93,17 @@ def run_task(run: RunSpec, task: Task, blob: bytes | None = None) -> TaskResult:
     enc_info: dict = {}
     worker_name = "local"
     dim = run.dim
-    if task.encode:
+    if len(task.encode):
         cache, enc = load_encoder(run.modality, run.spec, run.device, run.torch_threads, blob)
         worker_name, dim, enc_info = cache.worker_name, enc.dim, enc.describe()
-        got = dict(read_payloads(run.store, run.input_ref, run.modality, task.encode))
-        items = [(iid, got.get(iid)) for iid in task.encode]  # the planned order (texts: by length)
+        encode = task.encode.tolist()
+        got = dict(read_payloads(run.store, run.input_ref, run.modality, encode))
+        items = [(iid, got.get(iid)) for iid in encode]  # the planned order (texts: by length)
         for iid, vec, reason in _encode(run, enc, items, treatments):
             rows[iid] = (vec, reason)
-    if task.reuse:
+    if len(task.reuse):
         assert run.reuse_from is not None
-        old = run.store.read_table(run.reuse_from, "features", ids=task.reuse)
+        old = run.store.read_table(run.reuse_from, "features", ids=task.reuse.tolist())
         vecs = vectors(old)
         for k, (iid, present, reason) in enumerate(
             zip(old.column("item_id").to_pylist(), old.column("present").to_pylist(), old.column("reason").to_pylist())
