@@ -184,6 +184,17 @@ def _run_logs(server: PrefectServer, run_id: str, *expect: str, timeout: float =
         time.sleep(0.5)
 
 
+def _failed_task_runs(server: PrefectServer, run_id: str, timeout: float = 60) -> list[dict]:
+    """The run's task runs, once the first is FAILED or ``timeout`` has passed (task runs reach
+    the server as events: allow for a loaded machine)."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        tasks = server.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}})
+        if (tasks and (tasks[0].get("state") or {}).get("type") == "FAILED") or time.perf_counter() > deadline:
+            return tasks
+        time.sleep(0.5)
+
+
 def _run_artifacts(server: PrefectServer, run_id: str) -> list[dict]:
     return server.api("POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}})
 
@@ -399,12 +410,7 @@ def test_bad_input_fails_the_run_once_without_retries(api):
         split_flow(interactions=items, store=api.demo_store)
     run = _flow_runs(api, "split")[0]
     assert run["state"]["type"] == "FAILED"
-    deadline = time.time() + 30  # task runs reach the server as events: allow for a loaded machine
-    while True:
-        tasks = api.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}})
-        if (tasks and (tasks[0].get("state") or {}).get("type") == "FAILED") or time.time() > deadline:
-            break
-        time.sleep(0.5)
+    tasks = _failed_task_runs(api, run["id"])
     assert [t["run_count"] for t in tasks] == [1]  # not retried: the same input fails the same way
 
 
@@ -523,12 +529,7 @@ def test_a_misspelt_title_field_fails_the_ingest_run_once_without_retries(api, t
         ingest_new_items_flow(jsonl=str(jsonl), images_dir=str(posters), title_field="title", store=store_uri)
     run = _flow_runs(api, "ingest-new-items")[0]
     assert run["state"]["type"] == "FAILED"
-    deadline = time.time() + 30  # task runs reach the server as events: allow for a loaded machine
-    while True:
-        tasks = api.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}})
-        if (tasks and (tasks[0].get("state") or {}).get("type") == "FAILED") or time.time() > deadline:
-            break
-        time.sleep(0.5)
+    tasks = _failed_task_runs(api, run["id"])
     assert [t["run_count"] for t in tasks] == [1]  # not retried: the same file fails the same way
     assert not Path(store_uri).exists() or ArtifactStore(store_uri).names() == []  # neither artifact
 
