@@ -365,4 +365,5 @@ def test_kubernetes_work_pool_template_and_deployments_agree():
         gpus[func] = pool["job_variables"]["gpu"]
     assert gpus["extract_image_features_flow"] >= 1 and gpus["extract_text_features_flow"] >= 1
     assert gpus["train_flow"] >= 1
+    assert gpus["new_items_pipeline_flow"] >= 1  # the new items' features are extracted in the pod
     assert gpus["train_multinode_flow"] == 0  # the launcher pod; the Job's pods hold the GPUs
