@@ -28,17 +28,39 @@ class ContentKNNConfig(ModelConfig):
     image_weight: float = 0.5  # share of the image cosine in c_i·c_j (the rest is text)
 
 
+def modality_means(features: dict, modalities: tuple[str, ...]) -> list[torch.Tensor]:
+    """Each modality's mean feature vector over the items that have it (zeros if none do)."""
+    out = []
+    for m in modalities:
+        x, present = features[m].features.float(), features[m].present.bool()
+        out.append(x[present].mean(0) if present.any() else torch.zeros(x.shape[1]))
+    return out
+
+
+def content_rows(
+    xs: list[torch.Tensor], present: list[torch.Tensor], means: list[torch.Tensor], weights: list[float]
+) -> torch.Tensor:
+    """c_i of some items: per modality the features minus ``means``, unit length, zero where
+    missing, times √weight; the modalities concatenated (hybrid_iris reuses it with the means
+    saved in the model, so items added later are centred as the training catalogue was)."""
+    return torch.cat(
+        [
+            F.normalize(x.float() - mu, dim=1) * p.float()[:, None] * w**0.5
+            for x, p, mu, w in zip(xs, present, means, weights)
+        ],
+        dim=1,
+    )
+
+
 def content_vectors(features: dict, image_weight: float) -> torch.Tensor:
     """c_i for every item: per modality centred over present items, unit length, weighted."""
-    blocks = []
-    for m, w in (("image", image_weight), ("text", 1.0 - image_weight)):
-        f = features[m]
-        x, present = f.features.float(), f.present.bool()
-        if present.any():
-            x = x - x[present].mean(0)
-        x = F.normalize(x, dim=1) * present[:, None]
-        blocks.append(x * w**0.5)
-    return torch.cat(blocks, dim=1)
+    ms = ("image", "text")
+    return content_rows(
+        [features[m].features for m in ms],
+        [features[m].present for m in ms],
+        modality_means(features, ms),
+        [image_weight, 1.0 - image_weight],
+    )
 
 
 @register

@@ -46,28 +46,20 @@ import numpy as np
 import torch
 
 from mmiris.models import register
+from mmiris.models.content_knn import content_rows, modality_means
 from mmiris.models.iris import MultimodalIRIS, MultimodalIRISConfig
 from mmiris.models.layers import linear, sq
-
-
-def content_rows(xs: list[torch.Tensor], present: list[torch.Tensor], means: list[torch.Tensor]) -> torch.Tensor:
-    """Content-kNN vectors (mmiris/models/content_knn.py) of some items: per modality the
-    features minus the modality's mean, unit length, zero where missing, weighted 1/√M."""
-    w = len(xs) ** -0.5
-    return torch.cat(
-        [torch.nn.functional.normalize(x.float() - mu, dim=1) * p[:, None] * w for x, p, mu in zip(xs, present, means)],
-        dim=1,
-    )
 
 
 def content_directions(features: dict, modalities: tuple[str, ...], d: int) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Per-modality means over the items that have the modality, and the ``d`` leading
     principal directions [D, d] of the catalogue's content-kNN vectors (zero columns past the
     rank: with fewer items than ``d`` the directions span every vector and ĉ·ĉ is exact)."""
-    xs = [features[m].features.float() for m in modalities]
-    present = [features[m].present.bool() for m in modalities]
-    means = [x[p].mean(0) if p.any() else torch.zeros(x.shape[1]) for x, p in zip(xs, present)]
-    C = content_rows(xs, [p.float() for p in present], means)
+    means = modality_means(features, modalities)
+    M = len(modalities)
+    C = content_rows(
+        [features[m].features for m in modalities], [features[m].present for m in modalities], means, [1 / M] * M
+    )
     _, _, Vh = torch.linalg.svd(C.double(), full_matrices=False)
     basis = Vh[:d].t().float()
     return means, torch.nn.functional.pad(basis, (0, d - basis.shape[1])).contiguous()
@@ -135,8 +127,9 @@ class HybridIRIS(MultimodalIRIS):
         ms = self.modalities
         rows = content_rows(
             [getattr(self, f"{m}_features")[ids] for m in ms],
-            [getattr(self, f"{m}_present")[ids].float() for m in ms],
+            [getattr(self, f"{m}_present")[ids] for m in ms],
             [getattr(self, f"{m}_content_mean") for m in ms],
+            [1 / len(ms)] * len(ms),
         )
         return rows @ self.content_basis
 
