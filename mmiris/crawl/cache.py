@@ -115,10 +115,35 @@ def _join_uri(uri: str, path: str) -> str:
     return f"{base.rstrip('/')}/{path}{sep}{query}"
 
 
+def _use_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Put the file in WAL mode (persistent: later connections find it set).
+
+    Switching the journal mode takes an exclusive lock and SQLite answers "database is locked"
+    at once, without its busy handler, when processes open a new file together (measured: 6 of
+    15 rounds of 8 processes). So the switch is retried until ``timeout_s``, as the busy
+    handler does for every other statement."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal":
+                return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
 class ResponseCache:
     """``cache.get(key)``, ``cache.put(key, status, body)``; thread- and process-safe."""
 
     FILE = "responses.sqlite"
+    TIMEOUT_S = 60.0  # how long a connection waits for another process's lock
 
     def __init__(self, cache_dir: str | Path):
         self.dir = Path(cache_dir).expanduser()
@@ -131,8 +156,8 @@ class ResponseCache:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite3.connect(self.path, timeout=self.TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            _use_wal(conn, self.TIMEOUT_S)
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives process kills
             self._local.conn = conn
         return conn
