@@ -127,3 +127,39 @@ def test_negatives_from_trained_items_never_draws_an_unseen_item():
         assert not set(negs.tolist()) & set(h.items_of(int(u)).tolist())  # never a positive
     everything = TrainSampler(h, 4, 64, seed=1).plan(0)
     assert set(everything.negatives.ravel().tolist()) - trained  # the default draws from all items
+
+
+def test_shuffled_batches_mix_users_and_keep_every_positive_once():
+    """``by_user=False`` (MF, VBPR, NeuMF): a batch mixes many users (user-grouped batches of
+    the same size hold one or two), the plan is still a function of (seed, epoch), and every
+    positive comes once with valid negatives."""
+    h = _history(n_users=300, seed=3)
+    grouped, mixed = TrainSampler(h, 4, 200, seed=2), TrainSampler(h, 4, 200, seed=2, by_user=False)
+    pm = mixed.plan(1)
+    assert np.array_equal(pm.users, TrainSampler(h, 4, 200, seed=2, by_user=False).plan(1).users)
+    got = sorted(zip(pm.users.tolist(), pm.items.tolist()))
+    assert got == sorted(zip(grouped.plan(1).users.tolist(), grouped.plan(1).items.tolist()))
+    for u, negs in zip(pm.users, pm.negatives):
+        assert not set(negs.tolist()) & set(h.items_of(int(u)).tolist())
+
+    def users_per_batch(s):
+        return np.mean([len(set(sh.batch.users.tolist())) for _, sh in s.shards(1)])
+
+    # 40 positives per batch, users with 1–29 positives: grouped ≈ 3 users, mixed ≈ 36
+    assert users_per_batch(grouped) < 5 and users_per_batch(mixed) > 30
+    n_inst = sum(sh.batch.n_instances for _, sh in mixed.shards(1))
+    assert n_inst == len(h.indices) * 5
+
+
+def test_batch_order_auto_follows_whether_the_model_reads_histories():
+    from mmiris.errors import MmirisError
+    from mmiris.models import get_model_class
+    from mmiris.train.config import TrainConfig, resolve_batch_order
+
+    for name in ("mf", "vbpr", "neumf"):
+        assert resolve_batch_order("auto", get_model_class(name)) == "shuffled"
+    for name in ("fism", "nais_prod", "nais_concat", "multimodal_iris", "hybrid_iris"):
+        assert resolve_batch_order("auto", get_model_class(name)) == "user"
+    assert resolve_batch_order("user", get_model_class("mf")) == "user"
+    with pytest.raises(MmirisError, match="batch_order 'random'"):
+        TrainConfig(batch_order="random")

@@ -10,7 +10,7 @@ under torchrun every rank runs it and rank 0 prints the published ref.
 from __future__ import annotations
 
 from mmiris.artifacts import ArtifactStore
-from mmiris.train.config import LOSSES, PRECISIONS, TrainConfig
+from mmiris.train.config import BATCH_ORDERS, LOSSES, PRECISIONS, TrainConfig
 
 _T = TrainConfig()
 
@@ -63,7 +63,7 @@ def register(sub) -> None:
         default=None,
         metavar="TUNE",
         help="apply the best trial's fields of a tune artifact (mmiris tune); explicit "
-        "--lr/--batch-size/--negatives/--loss, --emb and --set still win",
+        "--lr/--batch-size/--negatives/--loss/--batch-order, --emb and --set still win",
     )
     p.add_argument("--epochs", type=int, default=_T.epochs)
     # None = not given: --params-from may set these, else the TrainConfig default applies.
@@ -73,6 +73,13 @@ def register(sub) -> None:
         "--negatives", type=int, default=None, help=f"K sampled negatives per positive (default {_T.negatives})"
     )
     p.add_argument("--loss", choices=LOSSES, default=None, help=f"(default {_T.loss})")
+    p.add_argument(
+        "--batch-order",
+        choices=BATCH_ORDERS,
+        default=None,
+        help="user: each user's positives in one batch (NAIS); shuffled: users mixed (NCF, BPR); "
+        "auto (default): user for models that read histories, shuffled for MF, VBPR, NeuMF",
+    )
     p.add_argument("--patience", type=int, default=_T.patience, help="early stopping on validation HR@10")
     p.add_argument("--seed", type=int, default=_T.seed)
     p.add_argument("--eval-every", type=int, default=_T.eval_every)
@@ -101,7 +108,7 @@ def run(args) -> int:
         from mmiris.train.tuning import best_params
 
         tuned_model, tuned_train = best_params(ArtifactStore(), args.params_from, args.model)
-    for key in ("lr", "batch_size", "negatives", "loss"):
+    for key in ("lr", "batch_size", "negatives", "loss", "batch_order"):
         if getattr(args, key) is None:
             setattr(args, key, tuned_train.get(key, getattr(_T, key)))
     cfg = TrainConfig(
@@ -110,6 +117,7 @@ def run(args) -> int:
         epochs=args.epochs,
         negatives=args.negatives,
         loss=args.loss,
+        batch_order=args.batch_order,
         patience=args.patience,
         seed=args.seed,
         eval_every=args.eval_every,

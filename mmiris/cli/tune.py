@@ -16,7 +16,7 @@ import json
 from mmiris.artifacts import ArtifactStore
 from mmiris.cli.train import add_model_arguments, model_config_from
 from mmiris.errors import MmirisError
-from mmiris.train.config import PRECISIONS, TrainConfig
+from mmiris.train.config import BATCH_ORDERS, PRECISIONS, TrainConfig
 
 _T = TrainConfig()
 
@@ -57,6 +57,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=_T.batch_size, help="when batch_size is not searched")
     p.add_argument("--negatives", type=int, default=_T.negatives)
     p.add_argument("--loss", default=_T.loss)
+    p.add_argument("--batch-order", choices=BATCH_ORDERS, default=_T.batch_order, help="as mmiris train")
     p.add_argument("--seed", type=int, default=_T.seed, help="training seed of every trial")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
     p.add_argument("--sampler-seed", type=int, default=0)
@@ -131,6 +132,7 @@ def run(args) -> int:
         epochs=args.epochs,
         negatives=args.negatives,
         loss=args.loss,
+        batch_order=args.batch_order,
         patience=args.patience,
         seed=args.seed,
         device=args.device,

@@ -22,7 +22,7 @@ from mmiris.models.build import build_config
 from mmiris.train.config import TrainConfig
 
 # TrainConfig fields a search may vary; epochs, patience and seed are the budget, set per run.
-TRAIN_FIELDS = ("lr", "batch_size", "negatives", "loss")
+TRAIN_FIELDS = ("lr", "batch_size", "negatives", "loss", "batch_order")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from mmiris.models.base import Recommender
 from mmiris.progress import Progress
 from mmiris.train import distributed as D
 from mmiris.train.checkpoint import load_checkpoint, save_checkpoint
-from mmiris.train.config import TrainConfig, autocast, resolve_precision
+from mmiris.train.config import TrainConfig, autocast, resolve_batch_order, resolve_precision
 from mmiris.train.sampler import TrainSampler
 
 log = logging.getLogger("mmiris.train")
@@ -140,7 +140,11 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # "auto" becomes the concrete dtype (it is part of the key: checkpoints compare it)
-    cfg = replace(cfg, precision=resolve_precision(cfg.precision, type(model), dist.device))
+    cfg = replace(
+        cfg,
+        precision=resolve_precision(cfg.precision, type(model), dist.device),
+        batch_order=resolve_batch_order(cfg.batch_order, type(model)),
+    )
     model.to(dist.device)
     t_start = time.perf_counter()
 
@@ -163,6 +167,7 @@ def train(
         dist.rank,
         dist.world_size,
         negatives_from=cfg.negatives_from,
+        by_user=cfg.batch_order == "user",
     )
     st = TrainState()
     resumed = None
