@@ -198,6 +198,15 @@ def _same_split(store, split, other: str) -> bool:
     return a.kind == b.kind == "split" and a.params == b.params and all(a.stats.get(k) == b.stats.get(k) for k in keys)
 
 
+def row_is_current(row: dict | None, tuned_now, rerun: bool = False) -> bool:
+    """A finished row (no error) made with the tuned settings its model would use now
+    (``tuned_now()``, called only when needed); ``rerun`` makes every row stale. A study
+    skips current rows, also when another process finished one while this one waited."""
+    if row is None or "error" in row or rerun:
+        return False
+    return tuned_now() == (row.get("tuned_params") or {})
+
+
 def split_params(params: dict, model: str) -> tuple[dict, dict]:
     """Tuned params → (model config overrides, train config overrides)."""
     from mmiris.train.config import TrainConfig
@@ -523,13 +532,17 @@ def main(argv: list[str] | None = None) -> int:
     ran = 0
     failed = False
     t_start = time.perf_counter()
+    rows_of = dict(zip(keys, plan))
+
+    def current(key: str, row: dict | None) -> bool:
+        model, emb = rows_of[key][:2]
+        return row_is_current(row, lambda: tuned_params(store, refs["split"], model, emb)[0], args.rerun)
+
     todo = []
-    for key, (model, emb, _seed, _variant) in zip(keys, plan):
-        old = done.get(key)
-        if old is not None and "error" not in old and not args.rerun:
-            now, _ = tuned_params(store, refs["split"], model, emb)
-            if now == (old.get("tuned_params") or {}):
-                continue
+    for key in keys:
+        if current(key, done.get(key)):
+            continue
+        if done.get(key) is not None and "error" not in done[key] and not args.rerun:
             log.info("%s: tuned settings changed since the recorded row; running it again", key)
         todo.append(key)
     log.info("study: %d of %d planned rows to run: %s", len(todo), len(keys), ", ".join(todo) or "none")
@@ -537,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_rows and ran >= args.max_rows:
             break
         fresh = load_results(results_path).get(key)  # another study process may have finished it
-        if fresh is not None and "error" not in fresh and not args.rerun:
+        if fresh != done.get(key) and current(key, fresh):
             log.info("%s: finished by another study process meanwhile; skipping", key)
             continue
         lock = claim_row(results_path, key)

@@ -110,3 +110,17 @@ def test_content_full_setting_takes_the_studys_row_only_when_it_is_the_same_row(
     assert content.study_row(rows, "fism", 16, 0, epochs=50, patience=3) is None  # a failed row
     shuffled = {"nais_concat:16:0": {**row, "variant": "shuffled"}}
     assert content.study_row(shuffled, "nais_concat", 16, 0, epochs=50, patience=3) is None
+
+
+def test_a_row_is_run_again_when_its_tuned_settings_changed():
+    """A row made before a new search finished is stale, and stays stale when the study reads
+    the results file again before running it (it used to skip such a row as "finished by
+    another study process")."""
+    from benchmarks.study import row_is_current
+
+    old = {"key": "mf:16:0", "hr10": 0.56, "tuned_params": {"lr": 0.0106}}
+    assert row_is_current(old, lambda: {"lr": 0.0106})
+    assert not row_is_current(old, lambda: {"lr": 0.0037})
+    assert not row_is_current(old, lambda: {"lr": 0.0106}, rerun=True)
+    assert not row_is_current(None, lambda: {}) and not row_is_current({"error": "boom"}, lambda: {})
+    assert row_is_current({"key": "ease:16:0", "tuned_params": None}, lambda: {})  # never tuned
