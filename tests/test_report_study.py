@@ -98,3 +98,15 @@ def test_report_cli_takes_a_study_file(tmp_path, study_file, capsys):
         == 2
     )
     assert "no such file" in capsys.readouterr().err
+
+
+def test_batch_composition_table_appears_with_a_mixed_batch_row(tmp_path, study_file):
+    doc = S.load_study(study_file)
+    assert "Batch composition" not in S.markdown(doc)  # no mixed row yet: no table
+    rows = json.loads(study_file.read_text())["rows"]
+    rows.append(_row("multimodal_iris", 0, 0.705, variant="mixed", explanation_overlap=0.12))
+    study_file.write_text(json.dumps({"rows": rows, "summary": {}}))
+    md = S.markdown(S.load_study(study_file))
+    assert "| Multimodal IRIS, users mixed in every batch | 1 | 0.7050 | 0.3525 | 0.0705 | 0.1200 |" in md
+    assert "| Multimodal IRIS, one user per batch (the NAIS paper's batching) | 1 | 0.6900 |" in md
+    assert "| Multimodal IRIS | 0 | 0.6900 |" in md  # Table II keeps the paper's batching only

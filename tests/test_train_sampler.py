@@ -163,3 +163,29 @@ def test_batch_order_auto_follows_whether_the_model_reads_histories():
     assert resolve_batch_order("user", get_model_class("mf")) == "user"
     with pytest.raises(MmirisError, match="batch_order 'random'"):
         TrainConfig(batch_order="random")
+
+
+def test_bucketed_mixed_batches_mix_users_with_little_padding():
+    """Mixed batches for a model that reads histories: many users per batch, yet padding
+    close to the user-grouped order's (random mixing would pad to the longest history)."""
+    h = _history(n_users=300, seed=3)
+    s = TrainSampler(h, 4, 200, seed=0, by_user=False, bucket=True)
+    assert sorted(zip(s.plan(0).users.tolist(), s.plan(0).items.tolist())) == sorted(
+        zip(
+            TrainSampler(h, 4, 200, seed=0).plan(0).users.tolist(),
+            TrainSampler(h, 4, 200, seed=0).plan(0).items.tolist(),
+        )
+    )
+
+    def users_and_padding(sampler):
+        users, padded, real = [], 0, 0
+        for _, sh in sampler.shards(0):
+            users.append(len(set(sh.batch.users.tolist())))
+            _, mask = h.padded(sh.batch.users)
+            padded += mask.numel()
+            real += int(mask.sum())
+        return np.mean(users), padded / real
+
+    mixed_users, mixed_pad = users_and_padding(s)
+    random_users, random_pad = users_and_padding(TrainSampler(h, 4, 200, seed=0, by_user=False))
+    assert mixed_users > 20 and mixed_pad < 1.2 and random_pad > 1.4

@@ -312,3 +312,17 @@ def test_a_runtime_error_in_single_process_training_is_a_bug_with_its_traceback(
     assert "RuntimeError: deliberate failure in backward" in err
     assert "internal error (RuntimeError)" in err
     assert "another rank" not in err
+
+
+def test_history_models_train_on_mixed_batches(store):
+    """batch_order "shuffled" for an attentive model: every batch row is one positive with its
+    own history (users mixed, bucketed by length); it learns the taste groups as well."""
+    from mmiris.pipelines.evaluate import evaluate_model, read_metrics
+    from mmiris.pipelines.train import train_model
+
+    split = publish_tiny_split(store)
+    ref = train_model(
+        store, split, "nais_prod", model_config={"emb": 8}, train_config=_cfg(epochs=6, lr=0.01, batch_order="shuffled")
+    )
+    assert store.manifest(ref).params["train_config"]["batch_order"] == "shuffled"
+    assert read_metrics(store, evaluate_model(store, ref))["sampled"]["hr10"] > 0.6

@@ -216,6 +216,23 @@ def tables(doc: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     if body_c:
         out.append(("Control: do the features carry signal the model uses? (emb 16)", head_c, body_c))
 
+    head_b = ["row", "seeds", "HR@10", "NDCG@10", "full HR@10", "expl. overlap"]
+    body_b = []
+    for label, variant in (
+        ("Multimodal IRIS, one user per batch (the NAIS paper's batching)", ""),
+        ("Multimodal IRIS, users mixed in every batch", "mixed"),
+    ):
+        if _rows(doc, "multimodal_iris", 16, "mixed") and _rows(doc, "multimodal_iris", 16, variant):
+            body_b.append(
+                [label, str(cell(doc, "multimodal_iris", 16, "hr10", variant).n)]
+                + [
+                    cell(doc, "multimodal_iris", 16, k, variant).text()
+                    for k in ("hr10", "ndcg10", "full_hr10", "explanation_overlap")
+                ]
+            )
+    if body_b:
+        out.append(("Batch composition: does it decide the attention collapse? (emb 16)", head_b, body_b))
+
     head_t = ["text encoder", "emb", "HR@10", "NDCG@10", "paper HR@10 / NDCG@10 (BERT row: BERT)"]
     body_t = []
     for label, variant, key in (

@@ -41,8 +41,10 @@ class TrainConfig:
     # Which positives share a batch: "user" (each user's positives together, users of similar
     # history length side by side: the NAIS paper's batching, and what lets item-similarity
     # models read a history once per row), "shuffled" (positives of all users mixed, as the
-    # NCF, BPR and VBPR papers train), or "auto": "user" for models that read histories,
-    # "shuffled" for user-embedding models (MF, VBPR, NeuMF). Resolved before the version key.
+    # NCF, BPR and VBPR papers train; for models that read histories, mixed among users of
+    # similar history length, so padding stays small), or "auto": "user" for models that read
+    # histories, "shuffled" for user-embedding models (MF, VBPR, NeuMF). Resolved before the
+    # version key.
     batch_order: str = "auto"
     # Below: how to run, not what is learned — kept out of the model artifact's version key.
     device: str = "auto"  # auto: cuda if available, else cpu

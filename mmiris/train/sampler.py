@@ -6,8 +6,11 @@ The plan of an epoch is a pure function of (seed, epoch) and identical on every 
    interacted with in training (vectorised rejection sampling);
 2. users are ordered by history length with a ±10 % random jitter (bucketing: a batch holds
    users of similar length, so little padding), each user's positives shuffled and kept
-   together; or, with ``by_user=False`` (user-embedding models: MF, VBPR, NeuMF), all
-   positives shuffled together, so a batch mixes many users as the NCF and BPR papers train;
+   together; or, with ``by_user=False``, all positives shuffled together, so a batch mixes
+   many users as the NCF and BPR papers train (MF, VBPR, NeuMF). With ``by_user=False`` and
+   ``bucket=True`` (a model that reads histories, trained on mixed batches) positives are
+   ordered by their user's history length jittered ±10 % per *positive*: users of similar
+   length interleave, so a batch holds many users and still little history padding;
 3. global batch b is positives [b·P, (b+1)·P) of that order, P = batch_size // (1 + K), so a
    batch holds P·(1+K) ≤ batch_size instances; the order of batches is shuffled;
 4. a rank takes a contiguous 1/world_size slice of each global batch's positives (users
@@ -107,12 +110,13 @@ class TrainSampler:
         jitter: float = 0.1,
         negatives_from: str = "all",
         by_user: bool = True,
+        bucket: bool = False,
     ):
         if batch_size < 1 + negatives:
             raise MmirisError(f"batch_size {batch_size} cannot hold one positive and its {negatives} negatives")
         self.history, self.k, self.batch_size = history, negatives, batch_size
         self.seed, self.rank, self.world_size, self.jitter = seed, rank, world_size, jitter
-        self.by_user = by_user
+        self.by_user, self.bucket = by_user, bucket
         self.positives_per_batch = batch_size // (1 + negatives)
         lens = history.lengths()
         self._users = np.repeat(np.arange(history.n_users, dtype=np.int64), lens)
@@ -141,6 +145,10 @@ class TrainSampler:
             user_pos = np.empty(h.n_users, np.int64)
             user_pos[np.argsort(user_key, kind="stable")] = np.arange(h.n_users)
             order = np.lexsort((rng.random(len(self._users)), user_pos[self._users]))
+        elif self.bucket:  # mixed users, bucketed by history length (per-positive jitter)
+            lens = h.lengths().astype(np.float64)[self._users]
+            key = lens * np.exp(rng.uniform(-self.jitter, self.jitter, size=len(self._users)))
+            order = np.argsort(key, kind="stable")
         else:
             order = rng.permutation(len(self._users))
         users, items = self._users[order], self._items[order]

@@ -168,6 +168,7 @@ def train(
         dist.world_size,
         negatives_from=cfg.negatives_from,
         by_user=cfg.batch_order == "user",
+        bucket=bool(getattr(model, "needs_history", False)),
     )
     st = TrainState()
     resumed = None
