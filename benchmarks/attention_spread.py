@@ -32,13 +32,18 @@ log = logging.getLogger("benchmarks.attention_spread")
 
 
 def target_share(store, model_ref: str, users: int, targets: int, seed: int, batch: int = 25) -> dict:
+    from mmiris.models.build import load_model
+
+    return model_target_share(load_model(store, model_ref), users, targets, seed, batch, label=model_ref)
+
+
+def model_target_share(model, users: int, targets: int, seed: int, batch: int = 25, label: str = "") -> dict:
+    """``target_share`` of a model object (e.g. one loaded from a training checkpoint)."""
     import numpy as np
     import torch
 
     from mmiris.eval.explanations import attention_target_share
-    from mmiris.models.build import load_model
 
-    model = load_model(store, model_ref)
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(model.n_users, size=min(users, model.n_users), replace=False))
     shares, weights, t0 = [], [], time.perf_counter()
@@ -56,7 +61,7 @@ def target_share(store, model_ref: str, users: int, targets: int, seed: int, bat
         if share == share:  # not NaN
             shares.append(share)
             weights.append(len(u))
-        log.info("%s: %d/%d users (%.0f s)", model_ref, start + len(u), len(picked), time.perf_counter() - t0)
+        log.info("%s: %d/%d users (%.0f s)", label, start + len(u), len(picked), time.perf_counter() - t0)
     return {
         "target_share": round(float(np.average(shares, weights=weights)), 4),
         "users": len(picked),

@@ -8,8 +8,10 @@ validates on warm items, so how the cold test cases fare epoch by epoch is seen 
 Builds ``--model`` with ``--config`` (the checkpoint stores the weights, not the config: give
 the settings the run used), loads the checkpoint's weights and evaluates the split's test
 cases with the evaluate stage's sampled protocol. Nothing is published. Prints one JSON line
-``{"checkpoint", "split", "epoch", "best_epoch", "hr10", "ndcg10"[, "label"]}`` and appends it to ``--out``
-(JSON lines) when given.
+``{"checkpoint", "split", "epoch", "best_epoch", "hr10", "ndcg10"[, "target_share"][, "label"]}``
+and appends it to ``--out`` (JSON lines) when given. ``--attention-users N`` adds the
+attention target share of ``benchmarks.attention_spread`` (N users × 20 targets): whether
+an attentive model's attention has collapsed to item-independent weights at that epoch.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="append the JSON line to this file")
     p.add_argument("--label", default=None, help="a note kept in the row (e.g. the commit and settings)")
+    p.add_argument(
+        "--attention-users", type=int, default=0, help="also the attention target share over N users (0: no)"
+    )
     args = p.parse_args(argv)
     import torch
 
@@ -58,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         r = sampled_ranks(model, split.test_users, split.test_items, split.test_negatives)
     m = metrics_from_ranks(r.ranks)
+    share = None
+    if args.attention_users:
+        from benchmarks.attention_spread import model_target_share
+
+        with torch.no_grad():
+            share = model_target_share(model, args.attention_users, 20, 0)["target_share"]
     row = {
         "checkpoint": args.checkpoint,
         "split": args.split,
@@ -65,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "best_epoch": state["state"]["best_epoch"],
         "hr10": round(m["hr10"], 4),
         "ndcg10": round(m["ndcg10"], 4),
+        **({"target_share": share} if share is not None else {}),
         **({"label": args.label} if args.label else {}),
     }
     print(json.dumps(row), flush=True)

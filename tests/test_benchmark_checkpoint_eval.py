@@ -69,3 +69,32 @@ def test_checkpoint_is_evaluated_as_the_model_it_holds(tmp_path, capsys):
         checkpoint_eval.main([*args[:5], "mf", *args[6:]])
     with pytest.raises(SystemExit, match="no checkpoint"):
         checkpoint_eval.main([*args[:2], "--checkpoint", str(tmp_path / "none"), *args[4:]])
+
+
+def test_checkpoint_attention_target_share_is_the_held_models(tmp_path, capsys):
+    from benchmarks.attention_spread import model_target_share
+    from mmiris.pipelines.demo_data import generate_demo_dataset
+    from mmiris.pipelines.split import split_leave_one_out
+
+    store = ArtifactStore(tmp_path / "store")
+    refs = generate_demo_dataset(store, n_users=40, n_items=80)
+    split_ref = split_leave_one_out(store, refs.interactions, n_negatives=5)
+    split = load_split(store, split_ref)
+    torch.manual_seed(1)
+    model = build_model("nais_concat", {"emb": 8}, split.n_users, split.n_items, split.history())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5)  # a pair-dependent attention, far from a rebuilt model's init
+    model.eval()
+    with torch.no_grad():
+        want = model_target_share(model, 10, 20, 0)["target_share"]
+    ckpt = tmp_path / "ckpt"
+    state = {"model": "nais_concat", "train_config": {}, "model_state": model.state_dict(), "optimizer": {}, "rng": {}}
+    save_checkpoint(ckpt, {**state, "state": {"epoch": 1, "best_epoch": 1}})
+    args = ["--store", str(store.root), "--checkpoint", str(ckpt), "--model", "nais_concat"]
+    assert (
+        checkpoint_eval.main([*args, "--config", '{"emb": 8}', "--split", str(split_ref), "--attention-users", "10"])
+        == 0
+    )
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 < want <= 1.0 and row["target_share"] == want
