@@ -15,20 +15,27 @@ from mmiris.models.build import build_model
 from mmiris.train.checkpoint import save_checkpoint
 
 
-def test_checkpoint_is_evaluated_as_the_model_it_holds(tmp_path, capsys):
+def _demo_model(tmp_path, name: str, n_users: int, n_items: int, seed: int):
+    """A demo store, its split, and ``name`` built on it with weights far from a rebuilt
+    model's init (so loading the checkpoint is what makes the numbers match)."""
     from mmiris.pipelines.demo_data import generate_demo_dataset
     from mmiris.pipelines.split import split_leave_one_out
 
     store = ArtifactStore(tmp_path / "store")
-    refs = generate_demo_dataset(store, n_users=60, n_items=40)
+    refs = generate_demo_dataset(store, n_users=n_users, n_items=n_items)
     split_ref = split_leave_one_out(store, refs.interactions, n_negatives=5)
     split = load_split(store, split_ref)
-    torch.manual_seed(0)
-    model = build_model("fism", {"emb": 8}, split.n_users, split.n_items, split.history())
+    torch.manual_seed(seed)
+    model = build_model(name, {"emb": 8}, split.n_users, split.n_items, split.history())
     with torch.no_grad():
-        model.P.weight.normal_(0, 0.5)  # far from the init a rebuilt model would have
-        model.Q.weight.normal_(0, 0.5)
+        for p in model.parameters():
+            p.normal_(0, 0.5)
     model.eval()
+    return store, split_ref, split, model
+
+
+def test_checkpoint_is_evaluated_as_the_model_it_holds(tmp_path, capsys):
+    store, split_ref, split, model = _demo_model(tmp_path, "fism", 60, 40, 0)
     with torch.no_grad():
         want = metrics_from_ranks(sampled_ranks(model, split.test_users, split.test_items, split.test_negatives).ranks)
     ckpt = tmp_path / "ckpt"
@@ -73,19 +80,8 @@ def test_checkpoint_is_evaluated_as_the_model_it_holds(tmp_path, capsys):
 
 def test_checkpoint_attention_target_share_is_the_held_models(tmp_path, capsys):
     from benchmarks.attention_spread import model_target_share
-    from mmiris.pipelines.demo_data import generate_demo_dataset
-    from mmiris.pipelines.split import split_leave_one_out
 
-    store = ArtifactStore(tmp_path / "store")
-    refs = generate_demo_dataset(store, n_users=40, n_items=80)
-    split_ref = split_leave_one_out(store, refs.interactions, n_negatives=5)
-    split = load_split(store, split_ref)
-    torch.manual_seed(1)
-    model = build_model("nais_concat", {"emb": 8}, split.n_users, split.n_items, split.history())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.5)  # a pair-dependent attention, far from a rebuilt model's init
-    model.eval()
+    store, split_ref, _, model = _demo_model(tmp_path, "nais_concat", 40, 80, 1)  # a pair-dependent attention
     with torch.no_grad():
         want = model_target_share(model, 10, 20, 0)["target_share"]
     ckpt = tmp_path / "ckpt"
