@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,7 +27,7 @@ from mmiris.models.base import Recommender
 from mmiris.models.build import build_config, build_model, load_features, load_model, model_bytes
 from mmiris.train import distributed as D
 from mmiris.train.checkpoint import checkpoint_exists, remove_checkpoint
-from mmiris.train.config import TrainConfig, resolve_batch_order, resolve_precision
+from mmiris.train.config import TrainConfig, resolve_config
 from mmiris.train.trainer import train
 
 log = logging.getLogger("mmiris.train")
@@ -134,11 +133,7 @@ def train_model(
     feat_refs, init_refs = model_inputs(store, cls, image_features, text_features, init_from)
     mcfg = build_config(cls, model_config)
     # "auto" resolved here, so the version key names the dtype that really trained the model
-    cfg = replace(
-        cfg,
-        precision=resolve_precision(cfg.precision, cls, dist.device),
-        batch_order=resolve_batch_order(cfg.batch_order, cls),
-    )
+    cfg = resolve_config(cfg, cls, dist.device)
     parents = [split_ref, *feat_refs, *init_refs]
     params = {"model": model_name, "model_config": mcfg.to_dict(), "train_config": cfg.key_params()}
     name = model_artifact_name(model_name)

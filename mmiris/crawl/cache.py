@@ -126,10 +126,9 @@ def _use_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
     delay = 0.005
     while True:
         try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
-                return
-            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal":
-                return
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")  # a filesystem without WAL keeps its mode
+            return
         except sqlite3.OperationalError as e:
             if "locked" not in str(e) and "busy" not in str(e):
                 raise

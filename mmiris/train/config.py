@@ -139,6 +139,18 @@ def resolve_batch_order(policy: str, model_cls) -> str:
     return "user" if getattr(model_cls, "needs_history", False) else "shuffled"
 
 
+def resolve_config(cfg: TrainConfig, model_cls, device) -> TrainConfig:
+    """``cfg`` with every "auto" policy made concrete for ``model_cls`` on ``device`` (precision,
+    batch order): what the version key names and what the trainer runs."""
+    from dataclasses import replace
+
+    return replace(
+        cfg,
+        precision=resolve_precision(cfg.precision, model_cls, device),
+        batch_order=resolve_batch_order(cfg.batch_order, model_cls),
+    )
+
+
 def autocast(precision: str, device):
     """The context the training forward runs in: bf16 autocast for "bf16", nothing for "fp32".
     Models keep their attention (softmax, weighted sums) in fp32 inside it."""

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from mmiris.models.base import Recommender
 from mmiris.progress import Progress
 from mmiris.train import distributed as D
 from mmiris.train.checkpoint import load_checkpoint, save_checkpoint
-from mmiris.train.config import TrainConfig, autocast, resolve_batch_order, resolve_precision
+from mmiris.train.config import TrainConfig, autocast, resolve_config
 from mmiris.train.sampler import TrainSampler
 
 log = logging.getLogger("mmiris.train")
@@ -140,11 +140,7 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # "auto" becomes the concrete dtype (it is part of the key: checkpoints compare it)
-    cfg = replace(
-        cfg,
-        precision=resolve_precision(cfg.precision, type(model), dist.device),
-        batch_order=resolve_batch_order(cfg.batch_order, type(model)),
-    )
+    cfg = resolve_config(cfg, type(model), dist.device)
     model.to(dist.device)
     t_start = time.perf_counter()
 
