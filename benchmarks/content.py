@@ -56,6 +56,19 @@ def derived_splits(store, split_ref: str, keep: float, cold: float, seed: int) -
     }
 
 
+def wanted_select(setting: str, model: str, cold_select: str) -> str:
+    """The validation that picks a row's best epoch: on the cold split, for a model that scores
+    new items through its content (``target_rows``), ``cold_select``; else "warm"."""
+    from mmiris.models import get_model_class
+
+    return cold_select if setting == "cold" and get_model_class(model).target_rows else "warm"
+
+
+def select_on(row: dict) -> str:
+    """The select_on a finished row was trained with (rows from before the field: "warm")."""
+    return (row.get("train_config") or {}).get("select_on", "warm")
+
+
 def study_row(study_rows: dict[str, dict], model: str, emb: int, seed: int, epochs: int, patience: int) -> dict | None:
     """The study's finished row for the same model, emb and seed on the full split, trained
     under the same epoch cap and patience: the full setting's row is that row, not a retraining."""
@@ -118,6 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--explain-users", type=int, default=0)
+    p.add_argument(
+        "--cold-select",
+        choices=("cold", "warm"),
+        default="cold",
+        help="cold setting, models that score new items (hybrid_iris, vbpr): early stopping on the warm "
+        "validation items scored as new items (cold, the default: select_on 'cold') or as the model "
+        "scores them (warm)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
@@ -155,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                         log.info("content: %s taken from the study's row (%s)", key, study_path)
                         save(results, done)
                         continue
-                if args.rerun or key not in done or "error" in done[key]:
+                stale = key in done and select_on(done[key]) != wanted_select(setting, model, args.cold_select)
+                if args.rerun or key not in done or "error" in done[key] or stale:
                     todo.append((setting, model, seed, key))
     log.info("content: %d rows to run", len(todo))
     train_kw = {"epochs": args.epochs, "patience": args.patience, "threads": args.threads}
@@ -167,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         row_refs = {**refs, "split": splits[setting]}
         # cold: negatives only among the items training knows (the held-out ones stay unseen)
         kw = {**train_kw, "negatives_from": "trained"} if setting == "cold" else train_kw
+        if wanted_select(setting, model, args.cold_select) == "cold":
+            kw = {**kw, "select_on": "cold"}
         proc = ctx.Process(
             target=study.run_row,
             args=(args.store, row_refs, study.row_key(model, args.emb, seed), kw, args.explain_users, q),

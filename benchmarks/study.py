@@ -328,7 +328,8 @@ def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users:
         if cls.has_attention:  # the NAIS paper's pretraining: the converged FISM of this emb and seed
             f_params, _ = tuned_params(store, refs["split"], "fism", emb)
             f_mc, f_tc = split_params(f_params, "fism")
-            init = [fit("fism", {"emb": emb, **f_mc}, TrainConfig(seed=seed, **{**train_kw, **f_tc}))]
+            f_kw = {k: v for k, v in train_kw.items() if k != "select_on"}  # FISM has no content path
+            init = [fit("fism", {"emb": emb, **f_mc}, TrainConfig(seed=seed, **{**f_kw, **f_tc}))]
         elif model == "neumf":  # NCF §3.4.1: GMF and MLP alone first
             init = [fit("neumf", {**mcfg, "mode": mode}, cfg) for mode in ("gmf", "mlp")]
         t0 = time.perf_counter()

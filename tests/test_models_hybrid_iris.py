@@ -298,3 +298,35 @@ def test_similarity_directions_fewer_than_the_content_dimensions():
         getattr(rebuilt, f"{m}_present").copy_(getattr(model, f"{m}_present"))
     with torch.no_grad():
         _close(rebuilt.scores(users, targets), model.scores(users, targets), "loaded means and directions")
+
+
+@pytest.mark.parametrize("case", ["full", "no_similarity"])
+def test_targets_as_new_scores_every_candidate_as_a_dropped_pair(case):
+    """``targets_as_new`` (cold model selection): every (user, target) pair is scored as the
+    loop scores a dropped pair (Q_j and b_j gone, P_i of the history kept), on both backends
+    and through score_all; the free rows come back bit for bit, also after an error."""
+    from mmiris.models.base import targets_as_new
+
+    history, users, targets, feats = tiny_data(seed=7)
+    model = _model(history, feats, **CFGS[case]).eval()
+    parts = ref_parts(model)
+    ref = torch.stack(
+        [
+            torch.stack([ref_score(model, history, int(u), int(j), parts, dropped=True) for j in targets[b]])
+            for b, u in enumerate(users)
+        ]
+    ).detach()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    warm = model.scores(users, targets).detach()
+    assert not torch.allclose(warm, ref)  # the free rows matter: the check below can fail
+    for backend in ["eager", "fused"]:
+        model.backend = backend
+        with torch.no_grad(), targets_as_new(model):
+            _close(model.scores(users, targets), ref, f"as new/{case}/{backend}")
+            every = model.score_all(users)
+        _close(every.gather(1, targets), ref, f"as new/{case}/{backend} score_all")
+    with pytest.raises(RuntimeError, match="inside"), targets_as_new(model):
+        raise RuntimeError("inside")
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    _close(model.scores(users, targets).detach(), warm, "restored")

@@ -212,6 +212,9 @@ def test_cli_train_evaluate_and_init_from(store, monkeypatch, capsys):
     assert cli.main(["--store", store.uri, "train", "--split", "nosuch", "--model", "tiny_mf"]) == 2
     assert "no published version of artifact 'nosuch'" in capsys.readouterr().err
     assert cli.main(["--store", store.uri, "train", "--split", "split", "--model", "mf", "--init-from", first]) == 2
+    capsys.readouterr()
+    assert cli.main([*common, "--epochs", "1", "--select-on", "cold"]) == 2  # tiny_mf has no content path
+    assert "select_on 'cold'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["itempop", "ease", "fism", "nais_prod"])
@@ -326,3 +329,59 @@ def test_history_models_train_on_mixed_batches(store):
     )
     assert store.manifest(ref).params["train_config"]["batch_order"] == "shuffled"
     assert read_metrics(store, evaluate_model(store, ref))["sampled"]["hr10"] > 0.6
+
+
+def test_select_on_cold_picks_the_epoch_by_new_item_scoring(store):
+    """select_on "cold": the validation that early stopping reads scores every candidate as a new
+    item (targets_as_new), it enters the version key (warm, the default, does not: artifacts made
+    before the field existed keep their versions), and a model without a content path for
+    items it never saw is refused with a clear error."""
+    from mmiris.errors import MmirisError
+    from mmiris.eval.metrics import metrics_from_sums
+    from mmiris.eval.protocols import sampled_ranks
+    from mmiris.models.base import targets_as_new
+    from mmiris.models.build import load_model
+    from mmiris.pipelines.train import train_model
+
+    assert "select_on" not in TrainConfig().key_params()
+    assert TrainConfig(select_on="cold").key_params()["select_on"] == "cold"
+    with pytest.raises(MmirisError, match="select_on 'lukewarm'"):
+        TrainConfig(select_on="lukewarm")
+
+    split = publish_tiny_split(store)
+    with pytest.raises(MmirisError, match=r"tiny_mf has no content path.*hybrid_iris.*vbpr"):
+        train_model(store, split, "tiny_mf", model_config={"emb": 8}, train_config=_cfg(select_on="cold"))
+
+    # image features that carry the taste groups (one direction per group) plus noise
+    rng = np.random.default_rng(0)
+    vecs = (np.eye(3)[np.arange(30) // 10] * 2 + rng.normal(scale=0.5, size=(30, 3))).astype(np.float32)
+    table = pa.table(
+        {
+            "item_id": pa.array(np.arange(30), pa.int64()),
+            "feature": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), pa.float32()), 3),
+            "present": pa.array([True] * 30),
+            "reason": pa.array([None] * 30, pa.string()),
+        }
+    )
+    img = store.publish("img", "image_features", Output({"features": table}), params={"tiny": 0})
+    cfg = _cfg(epochs=3, lr=0.01, select_on="cold")
+    kw = dict(model_config={"emb": 8}, train_config=cfg, image_features=img)
+    ref = train_model(store, split, "vbpr", **kw)
+    m = store.manifest(ref)
+    assert m.params["train_config"]["select_on"] == "cold"
+    model = load_model(store, ref)
+    sp = load_split(store, split)
+
+    def valid_metrics():
+        res = sampled_ranks(model, sp.valid_users, sp.valid_items, sp.valid_negatives, device=torch.device("cpu"))
+        return metrics_from_sums(res.sums())
+
+    warm = valid_metrics()
+    with targets_as_new(model):
+        cold = valid_metrics()
+    log = store.read_table(ref, "training_log").to_pylist()
+    logged = {r["metric"]: r["value"] for r in log if r["epoch"] == m.stats["best_epoch"] and r["loss"] is None}
+    assert {k: logged[k] for k in cold} == pytest.approx(cold)  # the best epoch was judged as new items
+    assert cold["ndcg10"] != pytest.approx(warm["ndcg10"])  # ... which is not how the model scores them
+    warm_ref = train_model(store, split, "vbpr", **{**kw, "train_config": _cfg(epochs=3, lr=0.01)})
+    assert warm_ref != ref and "select_on" not in store.manifest(warm_ref).params["train_config"]

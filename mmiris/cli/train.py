@@ -10,7 +10,7 @@ under torchrun every rank runs it and rank 0 prints the published ref.
 from __future__ import annotations
 
 from mmiris.artifacts import ArtifactStore
-from mmiris.train.config import BATCH_ORDERS, LOSSES, PRECISIONS, TrainConfig
+from mmiris.train.config import BATCH_ORDERS, LOSSES, PRECISIONS, SELECT_ON, TrainConfig
 
 _T = TrainConfig()
 
@@ -81,6 +81,14 @@ def register(sub) -> None:
         "auto (default): user for models that read histories, shuffled for MF, VBPR, NeuMF",
     )
     p.add_argument("--patience", type=int, default=_T.patience, help="early stopping on validation HR@10")
+    p.add_argument(
+        "--select-on",
+        choices=SELECT_ON,
+        default=_T.select_on,
+        help="warm (default): early stopping on validation HR@10 as the model scores; cold: with every "
+        "candidate scored as a new item (models with a content path: hybrid_iris, vbpr) — for a "
+        "cold-item split, where every test item is new",
+    )
     p.add_argument("--seed", type=int, default=_T.seed)
     p.add_argument("--eval-every", type=int, default=_T.eval_every)
     p.add_argument(
@@ -119,6 +127,7 @@ def run(args) -> int:
         loss=args.loss,
         batch_order=args.batch_order,
         patience=args.patience,
+        select_on=args.select_on,
         seed=args.seed,
         eval_every=args.eval_every,
         device=args.device,

@@ -15,6 +15,8 @@ per-instance loss.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -74,6 +76,10 @@ class Recommender(nn.Module):
     has_attention: ClassVar[bool] = False
     needs_history: ClassVar[bool] = False  # item-similarity models read the users' histories
     score_chunk_items: ClassVar[int] = 1024  # score_all works through the catalogue in chunks
+    # Models that score an item with no interactions from its content (scores_new_items): the
+    # parameters with one free row per item that only the *target* side reads. Zeroed, every
+    # candidate is scored as a brand-new item would be (``targets_as_new``).
+    target_rows: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -143,3 +149,31 @@ class Recommender(nn.Module):
         for b in self.buffers():
             return b.device
         return torch.device("cpu")
+
+
+@contextmanager
+def targets_as_new(model: Recommender) -> Iterator[None]:
+    """Within the block, ``model`` scores every candidate as an item it never saw: the
+    target-side free rows (``target_rows``: hybrid_iris' Q_j and b_j, VBPR's γ_j and b_j) are
+    zero, so only the content path ranks them, as on the cold-item split. The rows are restored
+    bit for bit after. For model selection on cold items (``TrainConfig.select_on = "cold"``)."""
+    names = type(model).target_rows
+    if not names:
+        raise ValueError(
+            f"model {model.name} has no content path for items without interactions (target_rows is empty), "
+            f"so it cannot score its candidates as new items"
+        )
+    params = dict(model.named_parameters())
+    saved = {}
+    with torch.no_grad():
+        for n in names:
+            if n not in params:
+                raise ValueError(f"model {model.name}: target row parameter {n!r} does not exist")
+            saved[n] = params[n].detach().clone()
+            params[n].zero_()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, v in saved.items():
+                params[n].copy_(v)

@@ -85,6 +85,7 @@ class HybridIRIS(MultimodalIRIS):
     # so a new item's q_j = U_q g_j comes from its poster and plot alone.
     scores_new_items: ClassVar[bool] = True
     item_rows: ClassVar[tuple[str, ...]] = ("P.weight", "Q.weight", "item_bias")  # one row per item
+    target_rows: ClassVar[tuple[str, ...]] = ("Q.weight", "item_bias")  # what content dropout drops
     content_basis: torch.Tensor  # buffer [D, content_similarity]: the directions of ĉ
 
     @classmethod

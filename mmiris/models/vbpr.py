@@ -31,6 +31,7 @@ class VBPR(Recommender):
     # A new item (mmiris/recommend/new_items.py): γ_j = 0, b_j = 0; θ_u·(E f_j) + β'·f_j score it.
     scores_new_items: ClassVar[bool] = True
     item_rows: ClassVar[tuple[str, ...]] = ("gamma_item.weight", "item_bias")  # one row per item
+    target_rows: ClassVar[tuple[str, ...]] = item_rows  # every free item row is on the target side
 
     def __init__(self, config, n_users, n_items, history=None, features=None):
         super().__init__(config, n_users, n_items, history, features)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 LOSSES = ("log", "bpr", "squared")
 PRECISIONS = ("auto", "fp32", "bf16")
 BATCH_ORDERS = ("auto", "user", "shuffled")
+SELECT_ON = ("warm", "cold")
 
 
 @dataclass
@@ -46,6 +47,12 @@ class TrainConfig:
     # histories, "shuffled" for user-embedding models (MF, VBPR, NeuMF). Resolved before the
     # version key.
     batch_order: str = "auto"
+    # Which validation picks the best epoch (early stopping): "warm" scores the validation items
+    # as the model does; "cold" scores every candidate as an item the model never saw (its free
+    # target rows zeroed, mmiris.models.base.targets_as_new): on the cold-item split, where
+    # every test item is new, the epoch that ranks *new* items best, not the one that ranks
+    # known items best. Only for models with a content path (``target_rows``: hybrid_iris, vbpr).
+    select_on: str = "warm"
     # Below: how to run, not what is learned — kept out of the model artifact's version key.
     device: str = "auto"  # auto: cuda if available, else cpu
     threads: int = 0  # torch intra-op threads per process; 0 keeps torch's default
@@ -53,6 +60,9 @@ class TrainConfig:
     eval_batch_pairs: int = 1 << 22  # user × candidate × history triples per validation batch
 
     RUNTIME = ("device", "threads", "checkpoint_steps", "eval_batch_pairs")
+    # Fields added after models were published enter the version key only when set away from
+    # these values, so every artifact made before a field existed keeps its version.
+    KEY_ONLY_IF_NOT = {"select_on": "warm"}
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -61,6 +71,8 @@ class TrainConfig:
             raise MmirisError(f"train config: negatives_from {self.negatives_from!r} is not 'all' or 'trained'")
         if self.batch_order not in BATCH_ORDERS:
             raise MmirisError(f"train config: batch_order {self.batch_order!r} is not one of {BATCH_ORDERS}")
+        if self.select_on not in SELECT_ON:
+            raise MmirisError(f"train config: select_on {self.select_on!r} is not one of {SELECT_ON}")
         if self.loss not in LOSSES:
             raise MmirisError(f"train config: loss {self.loss!r} is not one of {LOSSES}")
         for name in ("batch_size", "epochs", "patience", "eval_every"):
@@ -76,7 +88,11 @@ class TrainConfig:
 
     def key_params(self) -> dict:
         """What determines the learned model (the artifact's version key)."""
-        return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in self.RUNTIME and not (k in self.KEY_ONLY_IF_NOT and v == self.KEY_ONLY_IF_NOT[k])
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from mmiris.data.split import SplitData
 from mmiris.errors import MmirisError
 from mmiris.eval.metrics import metrics_from_sums
 from mmiris.eval.protocols import sampled_ranks
-from mmiris.models.base import Recommender
+from mmiris.models import get_model_class, model_names
+from mmiris.models.base import Recommender, targets_as_new
 from mmiris.progress import Progress
 from mmiris.train import distributed as D
 from mmiris.train.checkpoint import load_checkpoint, save_checkpoint
@@ -105,14 +107,16 @@ def validate(model: Recommender, split: SplitData, dist: D.Dist, cfg: TrainConfi
         return {}
     lengths = model.train_history.lengths(split.valid_users)
     idx = np.argsort(lengths, kind="stable")[dist.rank :: dist.world_size]  # balanced shards
-    res = sampled_ranks(
-        model,
-        split.valid_users[idx],
-        split.valid_items[idx],
-        split.valid_negatives[idx],
-        device=dist.device,
-        pair_budget=cfg.eval_batch_pairs,
-    )
+    # select_on "cold": the candidates are scored as items the model never saw
+    with targets_as_new(model) if cfg.select_on == "cold" else nullcontext():
+        res = sampled_ranks(
+            model,
+            split.valid_users[idx],
+            split.valid_items[idx],
+            split.valid_negatives[idx],
+            device=dist.device,
+            pair_budget=cfg.eval_batch_pairs,
+        )
     return metrics_from_sums(D.all_reduce_sum(res.sums(), dist, "validation all-reduce"))
 
 
@@ -141,6 +145,12 @@ def train(
         torch.set_num_threads(cfg.threads)
     # "auto" becomes the concrete dtype (it is part of the key: checkpoints compare it)
     cfg = resolve_config(cfg, type(model), dist.device)
+    if cfg.select_on == "cold" and not type(model).target_rows:
+        raise MmirisError(
+            f"train config: select_on 'cold' scores the validation items as new items, but {model.name} has no "
+            f"content path for items without interactions; models that have one: "
+            + ", ".join(n for n in model_names() if get_model_class(n).target_rows)
+        )
     model.to(dist.device)
     t_start = time.perf_counter()
 
