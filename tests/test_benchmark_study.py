@@ -51,6 +51,7 @@ def test_shuffled_features_move_each_items_pair_to_another_item(tmp_path):
 
 def test_row_keys_round_trip_and_bad_keys_are_errors():
     assert study.parse_key("multimodal_iris+shuffled:16:2") == ("multimodal_iris", 16, 2, "shuffled")
+    assert study.parse_key("hybrid_iris+nodrop:16:0") == ("hybrid_iris", 16, 0, "nodrop")
     assert study.row_key("nais_prod", 64, 0) == "nais_prod:64:0"
     with pytest.raises(ValueError, match="model\\[\\+variant\\]:emb:seed"):
         study.parse_key("nais_prod:16")

@@ -110,3 +110,12 @@ def test_batch_composition_table_appears_with_a_mixed_batch_row(tmp_path, study_
     assert "| Multimodal IRIS, users mixed in every batch | 1 | 0.7050 | 0.3525 | 0.0705 | 0.1200 |" in md
     assert "| Multimodal IRIS, one user per batch (the NAIS paper's batching) | 1 | 0.6900 |" in md
     assert "| Multimodal IRIS | 0 | 0.6900 |" in md  # Table II keeps the paper's batching only
+
+
+def test_hybrid_without_content_dropout_is_its_own_row_of_table_ii(study_file):
+    rows = json.loads(study_file.read_text())["rows"]
+    rows += [_row("hybrid_iris", 0, 0.70), _row("hybrid_iris", 0, 0.72, variant="nodrop")]
+    study_file.write_text(json.dumps({"rows": rows, "summary": {}}))
+    md = S.markdown(S.load_study(study_file))
+    assert "| Hybrid IRIS | 0 | 0.7000 |" in md
+    assert "| Hybrid IRIS, no content dropout | 0 | 0.7200 |" in md
