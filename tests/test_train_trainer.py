@@ -215,6 +215,9 @@ def test_cli_train_evaluate_and_init_from(store, monkeypatch, capsys):
     capsys.readouterr()
     assert cli.main([*common, "--epochs", "1", "--select-on", "cold"]) == 2  # tiny_mf has no content path
     assert "select_on 'cold'" in capsys.readouterr().err
+    assert cli.main([*common, "--epochs", "1", "--negatives-from", "trained"]) == 0
+    third = capsys.readouterr().out.strip().splitlines()[-1]
+    assert store.manifest(third).params["train_config"]["negatives_from"] == "trained"
 
 
 @pytest.mark.parametrize("name", ["itempop", "ease", "fism", "nais_prod"])

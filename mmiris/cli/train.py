@@ -82,6 +82,13 @@ def register(sub) -> None:
     )
     p.add_argument("--patience", type=int, default=_T.patience, help="early stopping on validation HR@10")
     p.add_argument(
+        "--negatives-from",
+        choices=("all", "trained"),
+        default=_T.negatives_from,
+        help="all (default): negatives from the whole catalogue; trained: only items with training "
+        "interactions (a cold-item split: its held-out items are never trained as negatives)",
+    )
+    p.add_argument(
         "--select-on",
         choices=SELECT_ON,
         default=_T.select_on,
@@ -128,6 +135,7 @@ def run(args) -> int:
         batch_order=args.batch_order,
         patience=args.patience,
         select_on=args.select_on,
+        negatives_from=args.negatives_from,
         seed=args.seed,
         eval_every=args.eval_every,
         device=args.device,
