@@ -336,9 +336,8 @@ def test_history_models_train_on_mixed_batches(store):
 
 def test_select_on_cold_picks_the_epoch_by_new_item_scoring(store):
     """select_on "cold": the validation that early stopping reads scores every candidate as a new
-    item (targets_as_new), it enters the version key (warm, the default, does not: artifacts made
-    before the field existed keep their versions), and a model without a content path for
-    items it never saw is refused with a clear error."""
+    item (targets_as_new), it is part of the version key, and a model without a content path
+    for items it never saw is refused with a clear error."""
     from mmiris.errors import MmirisError
     from mmiris.eval.metrics import metrics_from_sums
     from mmiris.eval.protocols import sampled_ranks
@@ -346,7 +345,7 @@ def test_select_on_cold_picks_the_epoch_by_new_item_scoring(store):
     from mmiris.models.build import load_model
     from mmiris.pipelines.train import train_model
 
-    assert "select_on" not in TrainConfig().key_params()
+    assert TrainConfig().key_params()["select_on"] == "warm"
     assert TrainConfig(select_on="cold").key_params()["select_on"] == "cold"
     with pytest.raises(MmirisError, match="select_on 'lukewarm'"):
         TrainConfig(select_on="lukewarm")
@@ -387,4 +386,4 @@ def test_select_on_cold_picks_the_epoch_by_new_item_scoring(store):
     assert {k: logged[k] for k in cold} == pytest.approx(cold)  # the best epoch was judged as new items
     assert cold["ndcg10"] != pytest.approx(warm["ndcg10"])  # ... which is not how the model scores them
     warm_ref = train_model(store, split, "vbpr", **{**kw, "train_config": _cfg(epochs=3, lr=0.01)})
-    assert warm_ref != ref and "select_on" not in store.manifest(warm_ref).params["train_config"]
+    assert warm_ref != ref and store.manifest(warm_ref).params["train_config"]["select_on"] == "warm"

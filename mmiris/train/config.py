@@ -60,9 +60,6 @@ class TrainConfig:
     eval_batch_pairs: int = 1 << 22  # user × candidate × history triples per validation batch
 
     RUNTIME = ("device", "threads", "checkpoint_steps", "eval_batch_pairs")
-    # Fields added after models were published enter the version key only when set away from
-    # these values, so every artifact made before a field existed keeps its version.
-    KEY_ONLY_IF_NOT = {"select_on": "warm"}
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -88,11 +85,7 @@ class TrainConfig:
 
     def key_params(self) -> dict:
         """What determines the learned model (the artifact's version key)."""
-        return {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in self.RUNTIME and not (k in self.KEY_ONLY_IF_NOT and v == self.KEY_ONLY_IF_NOT[k])
-        }
+        return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
