@@ -61,7 +61,16 @@ def wanted_select(setting: str, model: str, cold_select: str) -> str:
     new items through its content (``target_rows``), ``cold_select``; else "warm"."""
     from mmiris.models import get_model_class
 
-    return cold_select if setting == "cold" and get_model_class(model).target_rows else "warm"
+    return cold_select if setting == "cold" and get_model_class(base_model(model)).target_rows else "warm"
+
+
+def base_model(model: str) -> str:
+    """``hybrid_iris+nodrop`` → ``hybrid_iris``: a study variant (benchmarks.study.VARIANTS) trains
+    the registered model with the variant's change."""
+    name, _, variant = model.partition("+")
+    if variant not in study.VARIANTS:
+        raise SystemExit(f"benchmarks.content: model {model!r}: variant {variant!r} is not one of {study.VARIANTS[1:]}")
+    return name
 
 
 def select_on(row: dict) -> str:
@@ -72,8 +81,8 @@ def select_on(row: dict) -> str:
 def study_row(study_rows: dict[str, dict], model: str, emb: int, seed: int, epochs: int, patience: int) -> dict | None:
     """The study's finished row for the same model, emb and seed on the full split, trained
     under the same epoch cap and patience: the full setting's row is that row, not a retraining."""
-    r = study_rows.get(study.row_key(model, emb, seed))
-    if r is None or "error" in r or r.get("variant"):
+    r = study_rows.get(study.row_key(model, emb, seed))  # model may carry a variant: hybrid_iris+nodrop
+    if r is None or "error" in r or r.get("variant", "") != model.partition("+")[2]:
         return None
     cmd = r.get("command") or {}
     if cmd.get("epochs") != epochs or cmd.get("patience") != patience:
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = []
     for setting in settings:
         for model in models:
-            for seed in seeds[:1] if not get_model_class(model).trainable else seeds:
+            for seed in seeds[:1] if not get_model_class(base_model(model)).trainable else seeds:
                 key = content_key(setting, model, args.emb, seed)
                 if not args.rerun and (key not in done or "error" in done[key]) and setting == "full":
                     same = study_row(study_rows, model, args.emb, seed, args.epochs, args.patience)

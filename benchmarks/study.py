@@ -80,6 +80,7 @@ PLAN: list[tuple[str, int, int, str]] = [
     # content dropout (on by default: it is what ranks cold items) takes Q_j away from half the
     # training pairs; on the full split, where every test item is known, without it
     ("hybrid_iris", 16, 0, "nodrop"),
+    ("hybrid_iris", 16, 1, "nodrop"),
     # does the batch composition cause the attention collapse? users mixed in every batch
     ("multimodal_iris", 16, 0, "mixed"),
 ]
