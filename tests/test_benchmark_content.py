@@ -15,3 +15,36 @@ def test_cold_rows_of_content_models_select_on_new_item_scoring_and_older_rows_r
     assert content.select_on(old) == "warm"
     assert content.select_on({"train_config": {"select_on": "cold"}}) == "cold"
     assert content.select_on({"error": "ValueError: x"}) == "warm"
+
+
+def test_study_variants_are_content_models_and_the_full_row_comes_from_the_same_variant():
+    import pytest
+
+    assert content.base_model("hybrid_iris+nodrop") == "hybrid_iris"
+    assert content.base_model("vbpr") == "vbpr"
+    assert content.wanted_select("cold", "hybrid_iris+nodrop", "cold") == "cold"
+    with pytest.raises(SystemExit, match="hybrid_iris\\+bogus"):
+        content.base_model("hybrid_iris+bogus")
+    cmd = {"epochs": 50, "patience": 3}
+    rows = {
+        "hybrid_iris:16:1": {"key": "hybrid_iris:16:1", "variant": "", "hr10": 0.68, "command": cmd},
+        "hybrid_iris+nodrop:16:1": {
+            "key": "hybrid_iris+nodrop:16:1",
+            "variant": "nodrop",
+            "hr10": 0.71,
+            "command": cmd,
+        },
+        "hybrid_iris+nodrop:16:2": {
+            "key": "hybrid_iris+nodrop:16:2",
+            "variant": "nodrop",
+            "error": "x",
+            "command": cmd,
+        },
+    }
+    assert content.study_row(rows, "hybrid_iris", 16, 1, 50, 3)["hr10"] == 0.68
+    assert content.study_row(rows, "hybrid_iris+nodrop", 16, 1, 50, 3)["hr10"] == 0.71
+    assert content.study_row(rows, "hybrid_iris+nodrop", 16, 2, 50, 3) is None  # failed rows are retrained
+    assert content.study_row(rows, "hybrid_iris+nodrop", 16, 1, 20, 3) is None  # another epoch cap
+    # a row under the plain model's key that is in fact a variant is never taken for the plain model
+    mislabelled = {"hybrid_iris:16:0": {**rows["hybrid_iris+nodrop:16:1"], "key": "hybrid_iris:16:0"}}
+    assert content.study_row(mislabelled, "hybrid_iris", 16, 0, 50, 3) is None
