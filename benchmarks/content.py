@@ -202,7 +202,16 @@ def main(argv: list[str] | None = None) -> int:
             kw = {**kw, "select_on": "cold"}
         proc = ctx.Process(
             target=study.run_row,
-            args=(args.store, row_refs, study.row_key(model, args.emb, seed), kw, args.explain_users, q),
+            # the full split is the study's: a row trained here uses the study's tuned settings
+            args=(
+                args.store,
+                row_refs,
+                study.row_key(model, args.emb, seed),
+                kw,
+                args.explain_users,
+                q,
+                study_rows if setting == "full" else None,
+            ),
         )
         proc.start()
         row = study._wait(proc, q, study.row_key(model, args.emb, seed))

@@ -197,6 +197,32 @@ def tuned_params(store, split_ref: str, model: str, emb: int) -> tuple[dict, str
     return {}, None
 
 
+def recorded_tuning(rows: dict[str, dict], model: str, emb: int) -> tuple[dict, str | None]:
+    """The tuned settings the results file records for (model, emb): the newest finished row of
+    that model and emb made with a tune artifact. A study whose store lost its tune artifacts (a
+    new machine, a wiped /tmp) goes on with these instead of falling back to the defaults, so
+    its tuned rows stay current and new seeds train with the same settings."""
+    found = [
+        r
+        for r in rows.values()
+        if r.get("model") == model and r.get("emb") == emb and "error" not in r and r.get("tuned_from")
+    ]
+    if not found:
+        return {}, None
+    r = max(found, key=lambda r: (r.get("date", ""), r["key"]))
+    return dict(r.get("tuned_params") or {}), r["tuned_from"]
+
+
+def resolve_tuning(
+    store, split_ref: str, model: str, emb: int, recorded: dict[str, dict] | None
+) -> tuple[dict, str | None]:
+    """A tune artifact in the store for this split and emb, else the results file's record of one."""
+    params, ref = tuned_params(store, split_ref, model, emb)
+    if ref is None and recorded:
+        return recorded_tuning(recorded, model, emb)
+    return params, ref
+
+
 def _same_split(store, split, other: str) -> bool:
     """The same split, or one made from the same inputs with the same parameters by another
     code version (a code change gives a new version id to the same data)."""
@@ -288,8 +314,18 @@ def _valid_curve(store, ref) -> list[float]:
     return [round(r["value"], 4) for r in sorted((r for r in t if r["metric"] == "hr10"), key=lambda r: r["epoch"])]
 
 
-def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users: int, queue) -> None:
-    """Train (resuming a killed run), evaluate and explain one row, in a child process."""
+def run_row(
+    store_uri: str,
+    refs: dict,
+    key: str,
+    train_kw: dict,
+    explain_users: int,
+    queue,
+    recorded: dict[str, dict] | None = None,
+) -> None:
+    """Train (resuming a killed run), evaluate and explain one row, in a child process.
+    ``recorded``: the results file's rows, whose tuned settings stand in for tune artifacts
+    the store no longer has (``resolve_tuning``)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
@@ -311,7 +347,7 @@ def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users:
             torch.set_num_threads(train_kw["threads"])
         store = ArtifactStore(store_uri)
         cls = get_model_class(model)
-        params, tuned_from = tuned_params(store, refs["split"], model, emb)
+        params, tuned_from = resolve_tuning(store, refs["split"], model, emb, recorded)
         mc, tc = split_params(params, model)
         cfg = TrainConfig(
             seed=seed, **{**train_kw, **tc, **({"batch_order": "shuffled"} if variant == "mixed" else {})}
@@ -332,7 +368,7 @@ def run_row(store_uri: str, refs: dict, key: str, train_kw: dict, explain_users:
 
         init = None
         if cls.has_attention:  # the NAIS paper's pretraining: the converged FISM of this emb and seed
-            f_params, _ = tuned_params(store, refs["split"], "fism", emb)
+            f_params, _ = resolve_tuning(store, refs["split"], "fism", emb, recorded)
             f_mc, f_tc = split_params(f_params, "fism")
             f_kw = {k: v for k, v in train_kw.items() if k != "select_on"}  # FISM has no content path
             init = [fit("fism", {"emb": emb, **f_mc}, TrainConfig(seed=seed, **{**f_kw, **f_tc}))]
@@ -553,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def current(key: str, row: dict | None) -> bool:
         model, emb = rows_of[key][:2]
-        return row_is_current(row, lambda: tuned_params(store, refs["split"], model, emb)[0], args.rerun)
+        return row_is_current(row, lambda: resolve_tuning(store, refs["split"], model, emb, done)[0], args.rerun)
 
     todo = []
     for key in keys:
@@ -575,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s: another live study process is running it; skipping", key)
             continue
         q = ctx.Queue()
-        proc = ctx.Process(target=run_row, args=(args.store, refs, key, train_kw, args.explain_users, q))
+        proc = ctx.Process(target=run_row, args=(args.store, refs, key, train_kw, args.explain_users, q, done))
         proc.start()
         try:
             row = _wait(proc, q, key)

@@ -125,3 +125,51 @@ def test_a_row_is_run_again_when_its_tuned_settings_changed():
     assert not row_is_current(old, lambda: {"lr": 0.0106}, rerun=True)
     assert not row_is_current(None, lambda: {}) and not row_is_current({"error": "boom"}, lambda: {})
     assert row_is_current({"key": "ease:16:0", "tuned_params": None}, lambda: {})  # never tuned
+
+
+def test_a_store_that_lost_its_tune_artifacts_goes_on_with_the_recorded_settings(tmp_path):
+    """A new machine (an empty store) must not turn the tuned rows stale and retrain them with
+    the defaults: the results file records each model's tuned settings and where they came from."""
+    store = ArtifactStore(tmp_path / "store")  # no tune-* artifacts at all
+    rows = {
+        "mf:16:0": {
+            "key": "mf:16:0",
+            "model": "mf",
+            "emb": 16,
+            "date": "2026-11-30",
+            "tuned_params": {"lr": 0.0106},
+            "tuned_from": "tune-mf@old",
+        },
+        "mf:16:1": {
+            "key": "mf:16:1",
+            "model": "mf",
+            "emb": 16,
+            "date": "2026-12-01",
+            "tuned_params": {"lr": 0.0037},
+            "tuned_from": "tune-mf@new",
+        },
+        "mf:16:2": {"key": "mf:16:2", "model": "mf", "emb": 16, "date": "2026-12-02", "error": "boom"},
+        "mf:64:0": {
+            "key": "mf:64:0",
+            "model": "mf",
+            "emb": 64,
+            "date": "2026-12-02",
+            "tuned_params": {"lr": 0.5},
+            "tuned_from": "tune-mf@64",
+        },
+        "nais_prod:16:0": {
+            "key": "nais_prod:16:0",
+            "model": "nais_prod",
+            "emb": 16,
+            "tuned_params": {},
+            "tuned_from": None,
+        },
+    }
+    assert study.tuned_params(store, "split@x", "mf", 16) == ({}, None)
+    assert study.resolve_tuning(store, "split@x", "mf", 16, rows) == ({"lr": 0.0037}, "tune-mf@new")  # the newest
+    assert study.resolve_tuning(store, "split@x", "mf", 64, rows) == ({"lr": 0.5}, "tune-mf@64")
+    assert study.resolve_tuning(store, "split@x", "nais_prod", 16, rows) == ({}, None)  # never tuned
+    assert study.resolve_tuning(store, "split@x", "mf", 16, None) == ({}, None)
+    now = lambda: study.resolve_tuning(store, "split@x", "mf", 16, rows)[0]  # noqa: E731
+    assert study.row_is_current(rows["mf:16:1"], now)  # not stale: no retraining with the defaults
+    assert not study.row_is_current(rows["mf:16:0"], now)  # made with the older winner
