@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     models = [m for m in args.models.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    refs = prepare(args.store, data, models, ("efficientnet-lite0", "minilm"))
+    refs = prepare(args.store, data, sorted({base_model(m) for m in models}), ("efficientnet-lite0", "minilm"))
     from mmiris.artifacts import ArtifactStore
 
     store = ArtifactStore(args.store)
