@@ -81,7 +81,53 @@ def _dedupe_negatives(items: np.ndarray, negatives: np.ndarray) -> tuple[np.ndar
     return valid, int((~valid).sum())
 
 
+@dataclass
+class CaseScores:
+    """Per case: the scores of its candidates (column 0 the held-out item, then its negatives)
+    and which negatives count (``_dedupe_negatives``)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray  # float32 [n, 1 + n_neg]
+    counted: np.ndarray  # bool [n, n_neg]
+    dropped_negatives: int
+
+    def ranks(self, scores: np.ndarray | None = None) -> np.ndarray:
+        """0-based rank of the held-out item under ``scores`` (default: the model's), ties
+        pessimistic: any per-case score matrix of the same shape can be ranked the same way."""
+        s = torch.from_numpy(self.scores if scores is None else np.asarray(scores, np.float32))
+        return positive_ranks(s[:, 0], s[:, 1:], torch.from_numpy(self.counted)).numpy()
+
+
 @torch.no_grad()
+def sampled_scores(
+    model: Recommender,
+    users: np.ndarray,
+    items: np.ndarray,
+    negatives: np.ndarray,
+    device: torch.device | str = "cpu",
+    pair_budget: int = PAIR_BUDGET,
+    max_users: int = 4096,
+) -> CaseScores:
+    """``model.scores`` of each case's ``items[u]`` and ``negatives[u, :]``, batched like the
+    evaluation (for analyses that combine or compare scores before ranking)."""
+    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+    negatives = np.asarray(negatives, np.int64)
+    negatives = negatives[:, None] if negatives.ndim == 1 else negatives
+    counted, dropped = _dedupe_negatives(items, negatives)
+    cands = np.concatenate([items[:, None], negatives], axis=1)
+    lengths = model.history.lengths(users) if model.history is not None else np.ones(len(users), np.int64)
+    out = np.zeros(cands.shape, np.float32)
+    was_training = model.training
+    model.eval()
+    with _item_cache(model):
+        for idx in _batches(lengths, cands.shape[1], pair_budget, max_users):
+            u = torch.from_numpy(users[idx]).to(device)
+            out[idx] = model.scores(u, torch.from_numpy(cands[idx]).to(device)).float().cpu().numpy()
+    model.train(was_training)
+    return CaseScores(users, items, out, counted, dropped)
+
+
 def sampled_ranks(
     model: Recommender,
     users: np.ndarray,
@@ -92,23 +138,8 @@ def sampled_ranks(
     max_users: int = 4096,
 ) -> RankResult:
     """Rank each ``items[u]`` against ``negatives[u, :]`` with ``model.scores``."""
-    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
-    negatives = np.asarray(negatives, np.int64)
-    negatives = negatives[:, None] if negatives.ndim == 1 else negatives
-    valid, dropped = _dedupe_negatives(items, negatives)
-    cands = np.concatenate([items[:, None], negatives], axis=1)
-    lengths = model.history.lengths(users) if model.history is not None else np.ones(len(users), np.int64)
-    ranks = np.zeros(len(users), np.int64)
-    was_training = model.training
-    model.eval()
-    with _item_cache(model):
-        for idx in _batches(lengths, cands.shape[1], pair_budget, max_users):
-            u = torch.from_numpy(users[idx]).to(device)
-            s = model.scores(u, torch.from_numpy(cands[idx]).to(device)).float()
-            r = positive_ranks(s[:, 0], s[:, 1:], torch.from_numpy(valid[idx]).to(device))
-            ranks[idx] = r.cpu().numpy()
-    model.train(was_training)
-    return RankResult("sampled", users, items, ranks, 1 + valid.sum(axis=1), dropped)
+    cs = sampled_scores(model, users, items, negatives, device, pair_budget, max_users)
+    return RankResult("sampled", cs.users, cs.items, cs.ranks(), 1 + cs.counted.sum(axis=1), cs.dropped_negatives)
 
 
 @torch.no_grad()

@@ -1,0 +1,196 @@
+"""Benchmark: does a trained Hybrid IRIS add to content kNN on cold items? (a score blend)
+
+    python -m benchmarks.cold_blend --store STORE --split split_cold@V --model model-hybrid_iris@V
+
+On the cold-item split content kNN (no training) ranks held-out items better than Hybrid
+IRIS. That alone does not say whether the learned model knows anything the plain content
+similarity does not. This benchmark blends the two, s = w·z_hybrid + (1 − w)·z_knn, where z
+is each model's score standardised over a case's candidates (mean 0, std 1 per case, so
+the two scales mix). It picks w on the validation cases and reports the test cases at that
+w. The validation cases are the split's warm items, scored as new items (the hybrid's free
+target rows are zeroed, as `select_on: cold` does), so no cold test item is read when w is
+chosen. w = 0 is content kNN's own ranking and w = 1 the hybrid's: the ends of the curve
+reproduce each model's evaluate-stage HR@10, and a peak inside means the two rankings carry
+different signal. ``--knn`` defaults to content kNN (image weight 0.5) over the features the
+hybrid read, fitted on the split (or found in the store). The protocol is the sampled one of the evaluate stage (99 cold negatives
+per cold test case); nothing is published to the store.
+
+Prints one JSON line ``{"model", "knn", "split", "chosen_w", "test": {...}, "curve": [...]}``
+(each curve point has the validation and test HR/NDCG@10 at one w) and writes it, keyed by
+the hybrid model, to ``--out`` (a rerun for the same model replaces its entry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "cold_blend.json"
+
+log = logging.getLogger("benchmarks.cold_blend")
+
+
+def parse_grid(text: str) -> list[float]:
+    """``0:1:0.1`` (start:stop:step, both ends in) or a comma list, every value in [0, 1]."""
+    try:
+        if ":" in text:
+            a, b, step = (float(v) for v in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            grid = [round(v, 6) for v in np.arange(a, b + step / 2, step)]
+        else:
+            grid = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(
+            f"benchmarks.cold_blend: --weights {text!r}: expected start:stop:step (e.g. 0:1:0.1) "
+            f"or a comma list of numbers in [0, 1]"
+        ) from None
+    if not grid or any(not 0.0 <= w <= 1.0 for w in grid):
+        raise SystemExit(f"benchmarks.cold_blend: --weights {text!r}: every weight must be in [0, 1]")
+    return grid
+
+
+def standardise(scores: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """Each case's scores minus their mean, over their std (over the held-out item and the
+    counted negatives; a case whose scores are all equal gets zeros). A monotone map per
+    case, so a model's own ranking is unchanged."""
+    mask = np.concatenate([np.ones((len(scores), 1), bool), counted], axis=1)
+    s = scores.astype(np.float64)
+    n = mask.sum(axis=1, keepdims=True)
+    mean = np.where(mask, s, 0.0).sum(axis=1, keepdims=True) / n
+    var = np.where(mask, (s - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / n
+    std = np.sqrt(var)
+    return np.where(std > 0, (s - mean) / np.where(std > 0, std, 1.0), 0.0)
+
+
+def blend_curve(hybrid, knn, grid: list[float]) -> list[dict]:
+    """HR/NDCG@10 of w·z_hybrid + (1 − w)·z_knn for every w in ``grid``; ``hybrid`` and
+    ``knn`` are ``CaseScores`` of the same cases."""
+    from mmiris.eval.metrics import metrics_from_ranks
+
+    if not (np.array_equal(hybrid.users, knn.users) and np.array_equal(hybrid.items, knn.items)):
+        raise ValueError("cold_blend: the two models were scored on different cases")
+    zh, zk = standardise(hybrid.scores, hybrid.counted), standardise(knn.scores, knn.counted)
+    out = []
+    for w in grid:
+        met = metrics_from_ranks(hybrid.ranks(w * zh + (1.0 - w) * zk))
+        out.append({"w": w, "hr10": round(float(met["hr10"]), 4), "ndcg10": round(float(met["ndcg10"]), 4)})
+    return out
+
+
+def knn_for(store, split_ref: str, model_ref: str) -> str:
+    """The content_knn (default image weight) on ``split_ref`` over the features ``model_ref``
+    read: found in the store if it was fitted before (same inputs and parameters), else fitted."""
+    from mmiris.errors import MmirisError
+    from mmiris.pipelines.train import train_model
+
+    feats = {}
+    for parent in store.manifest(model_ref).parents:
+        kind = store.manifest(parent).kind
+        if kind in ("image_features", "text_features"):
+            feats[kind] = parent
+    if len(feats) != 2:
+        raise MmirisError(f"--model {model_ref} did not read both image and text features; pass --knn")
+    return str(train_model(store, split_ref, "content_knn", **feats))
+
+
+def run(store, split_ref: str, model_ref: str, knn_ref: str | None, grid: list[float]) -> dict:
+    from mmiris.data.split import load_split
+    from mmiris.errors import MmirisError
+    from mmiris.eval.protocols import sampled_scores
+    from mmiris.models.base import targets_as_new
+    from mmiris.models.build import load_model
+
+    split = load_split(store, split_ref)
+    split_full = str(store.manifest(split_ref).ref)
+    knn_ref = knn_ref or knn_for(store, split_full, model_ref)
+    models = {}
+    for role, ref in (("model", model_ref), ("knn", knn_ref)):
+        parents = store.manifest(ref).parents
+        if split_full not in parents:
+            raise MmirisError(
+                f"--{role} {ref} was not trained on --split {split_full} (its inputs: {', '.join(parents)})"
+            )
+        m = load_model(store, ref)
+        m.set_history(split.history())
+        models[role] = m
+    t0 = time.perf_counter()
+    with targets_as_new(models["model"]):  # validation: warm items scored as new items
+        valid_h = sampled_scores(models["model"], split.valid_users, split.valid_items, split.valid_negatives)
+    valid_k = sampled_scores(models["knn"], split.valid_users, split.valid_items, split.valid_negatives)
+    log.info("cold_blend: %d validation cases scored (%.0f s)", len(split.valid_users), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    test = {
+        role: sampled_scores(m, split.test_users, split.test_items, split.test_negatives) for role, m in models.items()
+    }
+    log.info("cold_blend: %d test cases scored (%.0f s)", len(split.test_users), time.perf_counter() - t0)
+    valid_curve = blend_curve(valid_h, valid_k, grid)
+    test_curve = blend_curve(test["model"], test["knn"], grid)
+    best = max(range(len(grid)), key=lambda i: (valid_curve[i]["hr10"], valid_curve[i]["ndcg10"]))
+    return {
+        "model": model_ref,
+        "knn": knn_ref,
+        "split": split_ref,
+        "valid_cases": len(split.valid_users),
+        "test_cases": len(split.test_users),
+        "chosen_w": grid[best],
+        "test": {k: test_curve[best][k] for k in ("hr10", "ndcg10")},
+        "curve": [
+            {"w": w, "valid_hr10": v["hr10"], "valid_ndcg10": v["ndcg10"], "hr10": t["hr10"], "ndcg10": t["ndcg10"]}
+            for w, v, t in zip(grid, valid_curve, test_curve)
+        ],
+        "date": dt.date.today().isoformat(),
+    }
+
+
+def save(path: Path, row: dict) -> dict:
+    """Add or replace ``row`` (keyed by its hybrid model) in the results file, atomically."""
+    rows = {r["model"]: r for r in (json.loads(path.read_text())["rows"] if path.exists() else [])}
+    rows[row["model"]] = row
+    doc = {"rows": sorted(rows.values(), key=lambda r: r["model"])}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cold_blend", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", default=os.environ.get("MMIRIS_STORE", str(ROOT / "mmiris-store")))
+    p.add_argument("--split", required=True, help="a cold-item split")
+    p.add_argument("--model", required=True, help="a hybrid_iris (or other new-item) model trained on it")
+    p.add_argument(
+        "--knn", default=None, help="a content_knn model on the same split (default: fitted on the model's features)"
+    )
+    p.add_argument("--weights", default="0:1:0.1", help="w grid: start:stop:step or a comma list")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    grid = parse_grid(args.weights)
+    from mmiris.artifacts import ArtifactStore
+    from mmiris.errors import MmirisError
+
+    try:
+        row = run(ArtifactStore(args.store), args.split, args.model, args.knn, grid)
+    except (MmirisError, ValueError) as e:
+        print(f"benchmarks.cold_blend: {e}", file=sys.stderr)
+        return 2
+    save(Path(args.out), row)
+    print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
