@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.results_io import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("benchmarks.attention_spread")
@@ -107,10 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
         out.append(row)
     doc = {"rows": out, "users": args.users, "targets": args.targets, "seed": args.seed}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(args.out)
+    write_json(args.out, doc)
     print(json.dumps(doc))
     return 0
 

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.results_io import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cold_blend.json"
 
@@ -156,12 +158,7 @@ def save(path: Path, row: dict) -> dict:
     """Add or replace ``row`` (keyed by its hybrid model) in the results file, atomically."""
     rows = {r["model"]: r for r in (json.loads(path.read_text())["rows"] if path.exists() else [])}
     rows[row["model"]] = row
-    doc = {"rows": sorted(rows.values(), key=lambda r: r["model"])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return doc
+    return write_json(path, {"rows": sorted(rows.values(), key=lambda r: r["model"])})
 
 
 def main(argv: list[str] | None = None) -> int:

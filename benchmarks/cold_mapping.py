@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from benchmarks.results_io import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -73,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 out[f"{name}_ridge{lam:g}"] = evaluate()
                 Q.copy_(kept)
     print(json.dumps(out), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    tmp.replace(args.out)
+    write_json(args.out, out)
     return 0
 
 

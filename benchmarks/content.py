@@ -32,6 +32,7 @@ from pathlib import Path
 
 from benchmarks import study
 from benchmarks.ml1m import missing_data, prepare
+from benchmarks.results_io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "content.json"
@@ -110,12 +111,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def save(path: Path, rows: dict[str, dict]) -> dict:
     ordered = sorted(rows.values(), key=lambda r: r["key"])
-    doc = {"rows": ordered, "summary": summarize(ordered)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False, default=study._jsonable) + "\n")
-    os.replace(tmp, path)
-    return doc
+    return write_json(path, {"rows": ordered, "summary": summarize(ordered)})
 
 
 def main(argv: list[str] | None = None) -> int:

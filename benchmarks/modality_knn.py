@@ -28,6 +28,7 @@ from pathlib import Path
 
 from benchmarks.content import derived_splits
 from benchmarks.ml1m import missing_data, prepare
+from benchmarks.results_io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "modality_knn.json"
@@ -54,12 +55,7 @@ def parse_weights(text: str) -> list[float]:
 
 
 def save(path: Path, rows: dict[str, dict]) -> dict:
-    doc = {"rows": sorted(rows.values(), key=lambda r: r["key"])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return doc
+    return write_json(path, {"rows": sorted(rows.values(), key=lambda r: r["key"])})
 
 
 def run_row(store, split_ref: str, refs: dict, weight: float) -> dict:

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.ml1m import PUBLISHED, missing_data, prepare, wait_row
+from benchmarks.results_io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "study.json"
@@ -125,18 +126,7 @@ def load_results(path: Path) -> dict[str, dict]:
 def save_results(path: Path, rows: dict[str, dict]) -> dict:
     """Write every finished row and the summary atomically (temp file + rename)."""
     ordered = sorted(rows.values(), key=lambda r: r["key"])
-    doc = {"rows": ordered, "summary": summarize(ordered)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-    return doc
-
-
-def _jsonable(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+    return write_json(path, {"rows": ordered, "summary": summarize(ordered)})
 
 
 def _mean_std(values: list[float]) -> dict:

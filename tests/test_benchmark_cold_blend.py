@@ -5,57 +5,27 @@ own evaluate-stage ranking; the standardisation is checked against a plain per-c
 import json
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from test_benchmark_modality_knn import _features, tiny_movielens
 
 from benchmarks import cold_blend
-from mmiris.artifacts import ArtifactStore, Output
 from mmiris.data.split import load_split
 from mmiris.errors import MmirisError
 from mmiris.eval.metrics import metrics_from_ranks
 from mmiris.eval.protocols import sampled_ranks
 from mmiris.models.base import targets_as_new
 from mmiris.models.build import load_model
-from mmiris.pipelines.ingest import ingest_movielens
-from mmiris.pipelines.split import derive_split, split_leave_one_out
+from mmiris.pipelines.split import derive_split
 from mmiris.pipelines.train import train_model
 from mmiris.train.config import TrainConfig
 
 N_USERS, N_MOVIES = 24, 60
 
 
-def _features(store, name, kind, dim, n_items, seed):
-    vecs = np.random.default_rng(seed).normal(size=(n_items, dim)).astype(np.float32)
-    table = pa.table(
-        {
-            "item_id": pa.array(np.arange(n_items), pa.int64()),
-            "feature": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), pa.float32()), dim),
-            "present": pa.array([True] * n_items),
-            "reason": pa.array([None] * n_items, pa.string()),
-        }
-    )
-    return str(store.publish(name, kind, Output({"features": table}), params={"seed": seed}))
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cold_blend")
-    rng = np.random.default_rng(0)
-    ml = tmp / "ml"
-    ml.mkdir()
-    lines = []
-    for u in range(1, N_USERS + 1):
-        movies = sorted(set(rng.choice(N_MOVIES, 10, replace=False) + 1) | {u % N_MOVIES + 1})
-        lines += [f"{u}::{m}::4::{978300000 + 10 * k}" for k, m in enumerate(movies)]
-    (ml / "ratings.dat").write_text("\n".join(lines) + "\n", encoding="iso-8859-1")
-    (ml / "movies.dat").write_text(
-        "".join(f"{m}::Movie {m} (1995)::Drama\n" for m in range(1, N_MOVIES + 1)), encoding="iso-8859-1"
-    )
-    store = ArtifactStore(tmp / "store")
-    res = ingest_movielens(store, ml)
-    full = str(split_leave_one_out(store, res.interactions, n_negatives=5))
+    store, _, full, n_items = tiny_movielens(tmp_path_factory.mktemp("cold_blend"), N_USERS, N_MOVIES, 10)
     cold = str(derive_split(store, full, cold_items=0.3, seed=0, name="split_cold", n_negatives=4))
-    n_items = store.manifest(full).stats["n_items"]
     feats = {
         "image_features": _features(store, "img", "image_features", 6, n_items, 1),
         "text_features": _features(store, "txt", "text_features", 4, n_items, 2),

@@ -28,24 +28,29 @@ def _features(store, name, kind, dim, n_items, seed):
     return str(store.publish(name, kind, Output({"features": table}), params={"seed": seed}))
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("modality_knn")
+def tiny_movielens(tmp, n_users=N_USERS, n_movies=N_MOVIES, per_user=8):
+    """A store with a MovieLens-like catalogue ingested and its leave-one-out split (5
+    negatives): (store, ingest result, split ref, n_items). Shared with other benchmark tests."""
     rng = np.random.default_rng(0)
     ml = tmp / "ml"
     ml.mkdir()
     lines = []
-    for u in range(1, N_USERS + 1):
-        movies = sorted(set(rng.choice(N_MOVIES, 8, replace=False) + 1) | {u % N_MOVIES + 1})
+    for u in range(1, n_users + 1):
+        movies = sorted(set(rng.choice(n_movies, per_user, replace=False) + 1) | {u % n_movies + 1})
         lines += [f"{u}::{m}::4::{978300000 + 10 * k}" for k, m in enumerate(movies)]
     (ml / "ratings.dat").write_text("\n".join(lines) + "\n", encoding="iso-8859-1")
     (ml / "movies.dat").write_text(
-        "".join(f"{m}::Movie {m} (1995)::Drama\n" for m in range(1, N_MOVIES + 1)), encoding="iso-8859-1"
+        "".join(f"{m}::Movie {m} (1995)::Drama\n" for m in range(1, n_movies + 1)), encoding="iso-8859-1"
     )
     store = ArtifactStore(tmp / "store")
     res = ingest_movielens(store, ml)
     split_ref = str(split_leave_one_out(store, res.interactions, n_negatives=5))
-    n_items = store.manifest(split_ref).stats["n_items"]
+    return store, res, split_ref, store.manifest(split_ref).stats["n_items"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    store, _, split_ref, n_items = tiny_movielens(tmp_path_factory.mktemp("modality_knn"))
     refs = {
         "image": _features(store, "img", "image_features", 6, n_items, 1),
         "text": _features(store, "txt", "text_features", 4, n_items, 2),
