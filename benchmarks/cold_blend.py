@@ -12,8 +12,8 @@ target rows are zeroed, as `select_on: cold` does), so no cold test item is read
 chosen. w = 0 is content kNN's own ranking and w = 1 the hybrid's: the ends of the curve
 reproduce each model's evaluate-stage HR@10, and a peak inside means the two rankings carry
 different signal. ``--knn`` defaults to content kNN (image weight 0.5) over the features the
-hybrid read, fitted on the split (or found in the store). The protocol is the sampled one of the evaluate stage (99 cold negatives
-per cold test case); nothing is published to the store.
+hybrid read, fitted on the split (or found in the store). The protocol is the sampled one of
+the evaluate stage (99 cold negatives per cold test case); nothing else is published.
 
 Prints one JSON line ``{"model", "knn", "split", "chosen_w", "test": {...}, "curve": [...]}``
 (each curve point has the validation and test HR/NDCG@10 at one w) and writes it, keyed by
