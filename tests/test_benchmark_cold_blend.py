@@ -71,6 +71,9 @@ def test_the_ends_of_the_curve_are_each_models_own_ranking(world):
     assert default["knn"] == knn and default["curve"][0] == row["curve"][0]
     split = load_split(store, cold)
     assert row["test_cases"] == len(split.test_users) > 0 and row["valid_cases"] == len(split.valid_users)
+    # the cross-fitted figure covers every test case, each fold at a weight from the grid
+    assert row["cross_fit"]["folds"] == 2 and sum(f["cases"] for f in row["cross_fit"]["per_fold"]) == row["test_cases"]
+    assert {f["w"] for f in row["cross_fit"]["per_fold"]} <= {0.0, 0.5, 1.0}
 
 
 def test_standardise_against_a_loop_and_keeps_a_models_ranking():
@@ -120,3 +123,66 @@ def test_main_writes_one_entry_per_model_and_replaces_it_on_rerun(world, tmp_pat
     rows = json.loads(out.read_text())["rows"]
     assert [r["model"] for r in rows] == sorted(["model-other@1", hybrid])  # replaced, not appended
     assert next(r for r in rows if r["model"] == hybrid)["curve"] == printed["curve"]
+
+
+def _cases(rng, n_cases, n_items, n_neg=5):
+    from mmiris.eval.protocols import CaseScores
+
+    items = rng.integers(0, n_items, n_cases)
+    hybrid = CaseScores(
+        np.arange(n_cases),
+        items,
+        rng.normal(size=(n_cases, 1 + n_neg)).astype(np.float32),
+        np.ones((n_cases, n_neg), bool),
+        0,
+    )
+    knn = CaseScores(
+        hybrid.users,
+        items,
+        rng.normal(size=(n_cases, 1 + n_neg)).astype(np.float32),
+        np.ones((n_cases, n_neg), bool),
+        0,
+    )
+    return hybrid, knn
+
+
+def test_cross_fit_picks_each_folds_weight_on_the_other_folds_items_only():
+    rng = np.random.default_rng(5)
+    hybrid, knn = _cases(rng, 400, 12)
+    # the held-out item ranks first under the hybrid for items 0-5 and under kNN for 6-11
+    first = hybrid.items < 6
+    hybrid.scores[first, 0], knn.scores[~first, 0] = 9.0, 9.0
+    grid = [0.0, 0.5, 1.0]
+    out = cold_blend.cross_fit(hybrid, knn, grid, folds=3, seed=1)
+    # reference: plain loops over the same seeded deal of items into folds
+    items = np.unique(hybrid.items)
+    perm = np.random.default_rng(1).permutation(items).tolist()
+    fold_of = {item: pos % 3 for pos, item in enumerate(perm)}
+    ranks_at = {
+        w: hybrid.ranks(
+            w * cold_blend.standardise(hybrid.scores, hybrid.counted)
+            + (1 - w) * cold_blend.standardise(knn.scores, knn.counted)
+        )
+        for w in grid
+    }
+    pooled = np.zeros(len(hybrid.items), np.int64)
+    for f in range(3):
+        rest = [c for c in range(len(hybrid.items)) if fold_of[int(hybrid.items[c])] != f]
+        mine = [c for c in range(len(hybrid.items)) if fold_of[int(hybrid.items[c])] == f]
+
+        def score(w, rest=rest):
+            met = metrics_from_ranks(ranks_at[w][rest])
+            return (round(float(met["hr10"]), 4), round(float(met["ndcg10"]), 4))
+
+        w = max(grid, key=score)
+        assert out["per_fold"][f]["w"] == w and out["per_fold"][f]["cases"] == len(mine)
+        pooled[mine] = ranks_at[w][mine]
+    met = metrics_from_ranks(pooled)
+    assert out["test"] == {"hr10": round(float(met["hr10"]), 4), "ndcg10": round(float(met["ndcg10"]), 4)}
+    # one weight in the grid: cross-fitting is that weight's own figure
+    single = cold_blend.cross_fit(hybrid, knn, [0.5], folds=2)
+    assert single["test"] == {k: cold_blend.blend_curve(hybrid, knn, [0.5])[0][k] for k in ("hr10", "ndcg10")}
+    with pytest.raises(ValueError, match="--folds 1"):
+        cold_blend.cross_fit(hybrid, knn, grid, folds=1)
+    with pytest.raises(ValueError, match="only 12 items"):
+        cold_blend.cross_fit(hybrid, knn, grid, folds=13)

@@ -220,3 +220,20 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_identical_model(tmp_path, ref
     assert resumed is not None and resumed["batch"] > 0  # continued inside an epoch
     assert not glob.glob(f"{tmp_path}/store/_checkpoints/*/last.pt")  # cleaned after publishing
     _assert_close(got, reference, 0.0)  # bit-identical to the uninterrupted run
+
+
+def test_the_launcher_leaves_through_exit_worker_with_its_output_and_exit_code(tmp_path):
+    """``python -m mmiris.train.launch`` ends with ``os._exit`` (no interpreter finalization,
+    see ``exit_worker``): what it printed and logged still arrives, and the exit code is
+    main's, 0 for a published model and 2 for a problem to fix. Block-buffered stdout (no
+    PYTHONUNBUFFERED) so a missing flush would lose the ref."""
+    store = _store(tmp_path / "store")
+    env = {k: v for k, v in _env().items() if k != "PYTHONUNBUFFERED"}
+    cmd = [sys.executable, "-m", "mmiris.train.launch", "--store", str(tmp_path / "store"), *ARGS]
+    ok = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=PATIENCE_S)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    ref = store.latest("model-mf")
+    assert ok.stdout.strip().splitlines()[-1] == str(ref) and f"published {ref}" in ok.stderr
+    bad = [*cmd[: -len(ARGS)], *ARGS, "--split", "split@0000000000000000"]
+    fail = subprocess.run(bad, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=PATIENCE_S)
+    assert fail.returncode == 2 and "mmiris.train.launch: error:" in fail.stderr and "split@0000" in fail.stderr

@@ -10,6 +10,7 @@ re-raised as an error naming this rank and what it was doing; torchrun then stop
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import warnings
 from dataclasses import dataclass
@@ -117,5 +118,8 @@ def collective(fn, dist: Dist, what: str) -> None:
 
 
 def teardown() -> None:
+    """Leave the group. Garbage first: work objects of the backend that are only reachable
+    through reference cycles would otherwise be freed at interpreter exit, after the group."""
     if tdist.is_initialized():
+        gc.collect()
         tdist.destroy_process_group()
