@@ -21,10 +21,14 @@ def recommend_task(
     explain_k: int,
     users: list[int] | None,
     new_items: list[str] | None = None,
+    knn_share: float = 0.0,
 ) -> str:
     if new_items is not None:  # the top-N among items that arrived after training
         s = ArtifactStore(store)
-        return str(recommend_new_items(s, model, new_items, split, top_n=top_n, explain_k=explain_k, users=users))
+        ref = recommend_new_items(
+            s, model, new_items, split, top_n=top_n, explain_k=explain_k, users=users, knn_share=knn_share
+        )
+        return str(ref)
     return str(recommend(ArtifactStore(store), model, split, top_n=top_n, explain_k=explain_k, users=users))
 
 
@@ -37,16 +41,18 @@ def recommend_flow(
     users: list[int] | None = None,
     preview_users: int = 3,
     new_items: list[str] | None = None,
+    knn_share: float = 0.0,
     store: str | None = None,
 ) -> str:
     """Top ``top_n`` unseen items for every user (or ``users``), each with the user's
     ``explain_k`` historical items of highest relevance a_ij. Returns
     ``recommendations-<model>@…``; the first ``preview_users`` users are shown in the UI.
     ``new_items`` (item_text / item_images refs): rank those items, which arrived after
-    training, instead (``new-recommendations-<model>@…``; content-aware models only)."""
+    training, instead (``new-recommendations-<model>@…``; content-aware models only), by the
+    model's scores or, with ``knn_share`` > 0, by their blend with content kNN (docs/recommend.md)."""
     forward_stage_logs()
     started = now()
-    ref = recommend_task(store, model, split, top_n, explain_k, users, new_items)
+    ref = recommend_task(store, model, split, top_n, explain_k, users, new_items, knn_share)
     s = ArtifactStore(store)
     finish_stage(s, {"recommendations": ref}, f"recommend {model.split('@')[0]}", started)
     rows = s.read_table(ref, "recommendations").to_pylist()

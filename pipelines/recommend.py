@@ -206,10 +206,13 @@ class NewItemsPlan:
     name: str
     features: dict[str, ArtifactRef]  # modality -> the new items' features (model's encoder)
     contents: dict[str, ArtifactRef]  # modality -> their item_text / item_images
+    knn: ArtifactRef | None = None  # the content_knn blended in (knn_share > 0)
+    knn_share: float = 0.0
 
     @property
     def parents(self) -> list[ArtifactRef]:
         refs = [self.model_ref, self.split_ref, *self.contents.values(), *self.features.values()]
+        refs += [self.knn] if self.knn is not None else []
         return list({str(r): r for r in refs}.values())
 
 
@@ -250,12 +253,17 @@ def plan_new_items(
     name: str | None = None,
     client=None,
     workers: int | None = None,
+    knn_share: float = 0.0,
 ) -> NewItemsPlan:
     """Check the model and the new items, and extract their features (or find them)."""
     model_ref, split_ref, params, _ = _plan(store, model_ref, split_ref, top_n, explain_k, users, None)
     name = name or new_recommendations_name(model_ref)
     cls, config = _model_class(store, store.manifest(model_ref))
     N.check_can_score_new_items(cls, config, str(model_ref))
+    if not 0.0 <= knn_share <= 1.0:
+        raise InputError(f"--knn-share {knn_share}: expected a share of content kNN in [0, 1]")
+    if knn_share and cls.name == "content_knn":
+        raise InputError(f"--knn-share: model {model_ref} is content kNN already; there is nothing to blend")
     refs = [new_items] if isinstance(new_items, (str, ArtifactRef)) else list(new_items)
     if not refs:
         raise InputError("--new-items: expected an item_text and/or an item_images artifact of the new items")
@@ -319,7 +327,34 @@ def plan_new_items(
             found = extract(store, gm.ref, spec, client=client, workers=workers, name=new_features_name(mod))
             N.same_encoder(store.manifest(found), mf)
         features[mod] = found
-    return NewItemsPlan(model_m.ref, split_ref, cls, params, name, features, contents)
+    knn = None
+    if knn_share:
+        knn = _content_knn_for(store, split_ref, model_m.ref, model_feats)
+        params["knn_share"] = float(knn_share)  # absent at 0: the model alone, as before
+    return NewItemsPlan(model_m.ref, split_ref, cls, params, name, features, contents, knn, float(knn_share))
+
+
+def _content_knn_for(
+    store: ArtifactStore, split_ref: ArtifactRef, model_ref: ArtifactRef, model_feats: dict[str, Manifest]
+) -> ArtifactRef:
+    """content_knn on the model's split over the model's own feature artifacts (found in the
+    store when fitted before with the same inputs: it has nothing to train)."""
+    from mmiris.models.content_knn import ContentKNN
+    from mmiris.pipelines.train import train_model
+
+    missing = [m for m in ContentKNN.modalities if m not in model_feats]
+    if missing:
+        raise InputError(
+            f"--knn-share: content kNN reads {' and '.join(ContentKNN.modalities)} features, model {model_ref} "
+            f"has no {' or '.join(N.FEATURE_KIND[m] for m in missing)} parent"
+        )
+    return train_model(
+        store,
+        split_ref,
+        "content_knn",
+        image_features=model_feats["image"].ref,
+        text_features=model_feats["text"].ref,
+    )
 
 
 def planned_new_items_ref(
@@ -347,11 +382,15 @@ def recommend_new_items(
     name: str | None = None,
     client=None,
     workers: int | None = None,
+    knn_share: float = 0.0,
 ) -> ArtifactRef:
     """Publish (or find) ``new-recommendations-<model>``: for every user (or ``users``) the
     top ``top_n`` among the items of ``new_items`` (item_text / item_images refs), with
     explanations. ``client``/``workers``: the Dask cluster of the feature extraction
-    (``extract_image_features``), used only when the features are not in the store yet."""
+    (``extract_image_features``), used only when the features are not in the store yet.
+    ``knn_share`` > 0 ranks by a blend with content kNN over the model's features (which
+    becomes a parent): (1 − share)·z_model + share·z_kNN, z standardised over the user's
+    new items (docs/content.md measured it on cold items)."""
     plan = plan_new_items(
         store,
         model_ref,
@@ -363,6 +402,7 @@ def recommend_new_items(
         name=name,
         client=client,
         workers=workers,
+        knn_share=knn_share,
     )
 
     def build() -> Output:
@@ -376,6 +416,8 @@ def recommend_new_items(
             users=plan.params["users"],
             batch_users=batch_users,
             model_label=str(plan.model_ref),
+            knn=load_trained_model(store, plan.knn) if plan.knn is not None else None,
+            knn_share=plan.knn_share,
         )
 
     return store.get_or_create(plan.name, NEW_ITEMS_KIND, plan.parents, plan.params, build, source_version(*CODE))
@@ -391,13 +433,21 @@ def new_items_output(
     users: list[int] | None = None,
     batch_users: int = 256,
     model_label: str = "",
+    knn: Recommender | None = None,
+    knn_share: float = 0.0,
 ) -> Output:
     """The work of ``recommend_new_items`` on an in-memory model, split and new items."""
     arr = _users_of(model, split, users, model_label)
     ext = N.extend_catalogue(model, new.features)
+    blend = None
+    if knn is not None and knn_share:
+        _users_of(knn, split, users, "content kNN")
+        blend = (N.extend_catalogue(knn, new.features), knn_share)
     t0 = time.perf_counter()
     candidates = model.n_items + np.arange(len(new), dtype=np.int64)
-    recs: TopN = recommend_among(ext, candidates, arr, top_n=top_n, explain_k=explain_k, batch_users=batch_users)
+    recs: TopN = recommend_among(
+        ext, candidates, arr, top_n=top_n, explain_k=explain_k, batch_users=batch_users, blend=blend
+    )
     seconds = time.perf_counter() - t0
     table = recs.to_table()
     n_users = len(recs.users)
@@ -408,6 +458,7 @@ def new_items_output(
         "new_items": len(new),
         "new_with_image": int(new.present("image").sum()),
         "new_with_text": int(new.present("text").sum()),
+        "knn_share": knn_share if blend is not None else 0.0,
     }
     return Output(
         {"recommendations": table, "new_items": N.new_items_table(model.n_items, new)},

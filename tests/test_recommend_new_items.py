@@ -307,6 +307,74 @@ def test_models_without_a_content_path_are_refused_by_name(world):
         extend_catalogue(off, {"text": ItemModality("text", torch.zeros(1, 32), torch.ones(1, dtype=torch.bool))})
 
 
+def test_knn_share_ranks_by_the_blend_with_content_knn_and_keeps_the_models_scores(world):
+    """``knn_share``: each user's new items ranked by (1 − s)·z_hybrid + s·z_kNN, z standardised
+    over the user's 4 new items; checked against plain loops over the two extended models.
+    Scores and explanations stay the hybrid's (the unblended run's, item for item)."""
+    from mmiris.pipelines.recommend import plan_new_items
+    from mmiris.recommend.loader import load_trained_model
+    from mmiris.recommend.new_items import load_new_items
+
+    store, hybrid_ref, sched = world["store"], world["hybrid_ref"], world["sched"]
+    new_refs = [world["new_text"], world["new_images"]]
+    share = 0.6
+    rec = recommend_new_items(store, hybrid_ref, new_refs, top_n=TOP, explain_k=EXPLAIN, client=sched, knn_share=share)
+    m = store.manifest(rec)
+    assert m.params["knn_share"] == share and m.stats["knn_share"] == share and rec != world["rec"]
+    knn_ref = next(p for p in m.parents if p.startswith("model-content_knn@"))
+    assert {world["split"], world["img"], world["txt"]} <= {
+        ArtifactRef.parse(p) for p in store.manifest(knn_ref).parents
+    }
+    assert "knn_share" not in store.manifest(world["rec"]).params  # share 0: the model alone, as before
+
+    plan = plan_new_items(store, hybrid_ref, new_refs, top_n=TOP, explain_k=EXPLAIN)
+    new = load_new_items(store, plan.features, plan.contents, plan.cls.modalities)
+    split = load_split(store, world["split"])
+    models = {}
+    for role, ref in (("hybrid", hybrid_ref), ("knn", knn_ref)):
+        model = load_trained_model(store, ref)
+        model.set_history(split.history())
+        models[role] = extend_catalogue(model, new.features).eval()
+    n_items = split.n_items
+    cands = torch.arange(n_items, n_items + 4)
+
+    def z(row):
+        mean = sum(row) / len(row)
+        std = (sum((v - mean) ** 2 for v in row) / len(row)) ** 0.5
+        return [0.0 if std == 0 else (v - mean) / std for v in row]
+
+    rows, plain = store.read_table(rec, "recommendations").to_pylist(), {}
+    for r in store.read_table(world["rec"], "recommendations").to_pylist():
+        plain[(r["user_id"], r["item_id"])] = r
+    checked = 0
+    for u in range(split.n_users):
+        with torch.no_grad():
+            h = models["hybrid"].scores(torch.tensor([u]), cands[None]).double()[0].tolist()
+            k = models["knn"].scores(torch.tensor([u]), cands[None]).double()[0].tolist()
+        mixed = [(1 - share) * a + share * b for a, b in zip(z(h), z(k))]
+        want = sorted(range(4), key=lambda t: -mixed[t])[:TOP]
+        mine = sorted((r for r in rows if r["user_id"] == u), key=lambda r: r["rank"])
+        assert [r["item_id"] - n_items for r in mine] == want, u
+        np.testing.assert_allclose([r["score"] for r in mine], [1 / (1 + np.exp(-h[t])) for t in want], rtol=1e-4)
+        for r in mine:
+            if (u, r["item_id"]) in plain:  # the same item in the model-alone top-N: same explanations
+                assert r["explanations"] == plain[(u, r["item_id"])]["explanations"]
+                checked += 1
+    assert checked > 0
+    # the blend moved some user's ranking: the test sees the kNN part at all
+    assert any(
+        [r["item_id"] for r in rows if r["user_id"] == u] != [r["item_id"] for r in plain.values() if r["user_id"] == u]
+        for u in range(split.n_users)
+    )
+    with pytest.raises(MmirisError, match=r"--knn-share 1.5: expected a share of content kNN in \[0, 1\]"):
+        recommend_new_items(store, hybrid_ref, new_refs, knn_share=1.5)
+    with pytest.raises(MmirisError, match="is content kNN already"):
+        recommend_new_items(store, knn_ref, new_refs, knn_share=0.5)
+    vbpr_ref, _ = _publish_model(store, world["split"], [world["img"]], "vbpr", {"emb": 8})
+    with pytest.raises(MmirisError, match="content kNN reads image and text features.*no text_features parent"):
+        recommend_new_items(store, vbpr_ref, [world["new_images"]], knn_share=0.5, client=sched)
+
+
 def _empty_item_text(store):
     tc = load_contract("item_text").table("item_text")
     t = pa.table({c.name: pa.array([], c.arrow.to_arrow()) for c in tc.columns})
@@ -373,6 +441,12 @@ def test_cli_prints_one_users_new_items_and_refuses_in_one_line(world, capsys):
     rc = main([*argv[:4], str(nais_ref), "--new-items", str(world["new_text"])])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot score new items" in err and "Traceback" not in err
+    rc = main([*argv[:5], "--knn-share", "0.5"])  # a blend of what? there are no new items
+    err = capsys.readouterr().err
+    assert rc == 2 and "--knn-share blends content kNN into the ranking of --new-items" in err
+    rc = main([*argv, *refs, "--user", "3", "--top-n", str(TOP), "--explain-k", "0", "--knn-share", "0.6"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "New this week for user 3" in out and out.count("↳") == 0
 
 
 def test_cli_ingest_new_items_then_recommend_them(world, capsys):

@@ -128,12 +128,21 @@ def recommend_among(
     top_n: int = 10,
     explain_k: int = 3,
     batch_users: int = 256,
+    blend: tuple[Recommender, float] | None = None,
 ) -> TopN:
     """Top-``top_n`` of ``candidates`` (item ids of ``model``, e.g. the new items of an extended
     catalogue, which no user has consumed) for each of ``users`` (default: all), scored with
     ``model.scores`` on ``score_chunk_items`` candidates at a time, with the top ``explain_k``
-    historical items per recommendation for attention models."""
+    historical items per recommendation for attention models.
+
+    ``blend=(other, share)`` ranks by (1 − share)·z_model + share·z_other instead, z being a
+    model's logits standardised over the user's candidates (``standardise_rows``): the
+    score blend of benchmarks/cold_blend.py. Scores stay ``model``'s σ(r̂), explanations its own."""
+    if blend is not None and not 0.0 <= blend[1] <= 1.0:
+        raise ValueError(f"blend share must be in [0, 1], got {blend[1]}")
     model.eval()
+    if blend is not None:
+        blend[0].eval()
     users = np.arange(model.n_users, dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
     cands = torch.as_tensor(np.asarray(candidates, dtype=np.int64))
     N = min(top_n, len(cands))
@@ -145,17 +154,22 @@ def recommend_among(
     ex_rel = np.full((len(users), N, k), np.nan, dtype=np.float32)
     hist = model.history
     order = np.argsort(hist.lengths(users), kind="stable") if hist is not None else np.arange(len(users))
-    device, step = model.device, model.score_chunk_items
+    device = model.device
     cands = cands.to(device)
     with Progress(len(users), "recommend new items", log, unit="users") as progress:
         for start in range(0, len(users), batch_users):
             rows = order[start : start + batch_users]
             u = torch.from_numpy(users[rows]).to(device)
-            logits = torch.cat(
-                [model.scores(u, cands[c : c + step].expand(len(u), -1)).float() for c in range(0, len(cands), step)],
-                dim=1,
-            )
-            top, pos = logits.topk(N, dim=1)
+            logits = _all_scores(model, u, cands)
+            if blend is None:
+                top, pos = logits.topk(N, dim=1)
+            else:
+                other, share = blend
+                mixed = (1.0 - share) * standardise_rows(logits) + share * standardise_rows(
+                    _all_scores(other, u.to(other.device), cands.to(other.device)).to(logits.device)
+                )
+                pos = mixed.topk(N, dim=1).indices
+                top = logits.gather(1, pos)
             idx = cands[pos]
             out_items[rows] = idx.cpu().numpy()
             out_scores[rows] = torch.sigmoid(top).cpu().numpy()
@@ -165,6 +179,23 @@ def recommend_among(
                 ex_rel[rows] = e_rel.cpu().numpy()
             progress.update(len(rows))
     return TopN(users, out_items, out_scores, ex_items if with_expl else None, ex_rel if with_expl else None)
+
+
+def _all_scores(model: Recommender, u: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+    """``model``'s logits of every candidate for users ``u``: [len(u), len(cands)], float32."""
+    step = model.score_chunk_items
+    return torch.cat(
+        [model.scores(u, cands[c : c + step].expand(len(u), -1)).float() for c in range(0, len(cands), step)], dim=1
+    )
+
+
+def standardise_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row minus its mean, over its (population) std; a row whose values are all equal
+    becomes zeros. Monotone per row, so a model's own ranking is unchanged."""
+    x = x.double()
+    centred = x - x.mean(dim=1, keepdim=True)
+    std = centred.pow(2).mean(dim=1, keepdim=True).sqrt()
+    return torch.where(std > 0, centred / torch.where(std > 0, std, torch.ones_like(std)), torch.zeros_like(x))
 
 
 def _seen_mask(consumed: UserHistory, users: np.ndarray, n_items: int) -> torch.Tensor:
