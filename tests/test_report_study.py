@@ -57,6 +57,13 @@ def test_cells_are_mean_and_sample_std_over_seeds(study_file):
     md = S.markdown(doc)
     assert "| NAIS_concat | 0,1,2 | 0.7100 ± 0.0100 |" in md
     assert "features shuffled across items" in md and "MF" not in md.split("Table IV")[0]  # error rows left out
+    control = md.split("Control:")[1].split("**Table")[0]
+    assert "Image-add-Text" not in control  # no control of its own yet: its row stays in Table II only
+    rows = [_row("image_add_text_iris", 0, 0.68), _row("image_add_text_iris", 0, 0.66, variant="shuffled")]
+    study_file.write_text(json.dumps({"rows": json.loads(study_file.read_text())["rows"] + rows, "summary": {}}))
+    control = S.markdown(S.load_study(study_file)).split("Control:")[1].split("**Table")[0]
+    assert "| Image-add-Text IRIS, real features | 1 | 0.6800 |" in control
+    assert "| Image-add-Text IRIS, features shuffled across items | 1 | 0.6600 |" in control
 
 
 def test_report_shows_the_study_tables_and_curves(tmp_path, study_file):

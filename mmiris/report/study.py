@@ -207,8 +207,12 @@ def tables(doc: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     for label, model, variant in (
         ("Multimodal IRIS, real features", "multimodal_iris", ""),
         ("Multimodal IRIS, features shuffled across items", "multimodal_iris", "shuffled"),
+        ("Image-add-Text IRIS, real features", "image_add_text_iris", ""),
+        ("Image-add-Text IRIS, features shuffled across items", "image_add_text_iris", "shuffled"),
         ("NAIS_concat (no content)", "nais_concat", ""),
     ):
+        if variant == "" and model == "image_add_text_iris" and not _rows(doc, model, 16, "shuffled"):
+            continue  # its real-features row is in Table II; here only beside its control
         if _rows(doc, model, 16, variant):
             body_c.append(
                 [label, str(cell(doc, model, 16, "hr10", variant).n)]
