@@ -17,6 +17,10 @@ cold test items are dealt into folds, each fold is scored at the w that is best 
 folds' items, and the pooled ranks give HR/NDCG@10 over every test case. No case is scored
 at a w its own item helped choose; the model never saw any cold item.
 
+On a split that is not a cold-item one (``--split split``, a full-split model) the same blend
+asks whether content kNN adds to the model on warm items: validation is scored as it is (its
+items are as warm as the test items), w is chosen there, and there is no cross-fitting.
+
 ``--knn`` defaults to content kNN (image weight 0.5) over the features the hybrid read,
 fitted on the split (or found in the store). The protocol is the sampled one of the evaluate
 stage (99 cold negatives per cold test case); nothing else is published.
@@ -29,6 +33,7 @@ the hybrid model, to ``--out`` (a rerun for the same model replaces its entry).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -165,8 +170,10 @@ def run(
         m = load_model(store, ref)
         m.set_history(split.history())
         models[role] = m
+    cold = store.manifest(split_full).stats.get("setting") == "cold"
     t0 = time.perf_counter()
-    with targets_as_new(models["model"]):  # validation: warm items scored as new items
+    # validation on a cold split: warm items scored as new items; elsewhere as they are, like the test items
+    with targets_as_new(models["model"]) if cold else contextlib.nullcontext():
         valid_h = sampled_scores(models["model"], split.valid_users, split.valid_items, split.valid_negatives)
     valid_k = sampled_scores(models["knn"], split.valid_users, split.valid_items, split.valid_negatives)
     log.info("cold_blend: %d validation cases scored (%.0f s)", len(split.valid_users), time.perf_counter() - t0)
@@ -186,7 +193,9 @@ def run(
         "test_cases": len(split.test_users),
         "chosen_w": grid[best],
         "test": {k: test_curve[best][k] for k in ("hr10", "ndcg10")},
-        "cross_fit": cross_fit(test["model"], test["knn"], grid, folds, seed),
+        "setting": "cold" if cold else store.manifest(split_full).stats.get("setting", "full"),
+        # on a warm split validation is like the test cases, so its w needs no cross-fitting
+        "cross_fit": cross_fit(test["model"], test["knn"], grid, folds, seed) if cold else None,
         "curve": [
             {"w": w, "valid_hr10": v["hr10"], "valid_ndcg10": v["ndcg10"], "hr10": t["hr10"], "ndcg10": t["ndcg10"]}
             for w, v, t in zip(grid, valid_curve, test_curve)

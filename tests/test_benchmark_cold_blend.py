@@ -186,3 +186,30 @@ def test_cross_fit_picks_each_folds_weight_on_the_other_folds_items_only():
         cold_blend.cross_fit(hybrid, knn, grid, folds=1)
     with pytest.raises(ValueError, match="only 12 items"):
         cold_blend.cross_fit(hybrid, knn, grid, folds=13)
+
+
+def test_on_a_warm_split_validation_is_scored_as_it_is_and_nothing_is_cross_fitted(world):
+    store, full, _, _, _, knn_full = world
+    feats = {p.split("@")[0]: p for p in store.manifest(knn_full).parents if p.split("@")[0] in ("img", "txt")}
+    cfg = TrainConfig(epochs=2, batch_size=64, threads=1)
+    hybrid = str(
+        train_model(
+            store,
+            full,
+            "hybrid_iris",
+            model_config={"emb": 4, "image_hidden": 6},
+            train_config=cfg,
+            image_features=feats["img"],
+            text_features=feats["txt"],
+        )
+    )
+    row = cold_blend.run(store, full, hybrid, knn_full, [0.0, 1.0])
+    assert row["setting"] == "full" and row["cross_fit"] is None
+    ends = {p["w"]: p for p in row["curve"]}
+    split = load_split(store, full)
+    model = load_model(store, hybrid)
+    model.set_history(split.history())
+    r = sampled_ranks(model, split.valid_users, split.valid_items, split.valid_negatives)  # no targets_as_new
+    own = {k: round(float(v), 4) for k, v in metrics_from_ranks(r.ranks).items() if k in ("hr10", "ndcg10")}
+    assert {"hr10": ends[1.0]["valid_hr10"], "ndcg10": ends[1.0]["valid_ndcg10"]} == own
+    assert {k: ends[1.0][k] for k in ("hr10", "ndcg10")} == _own_metrics(store, full, hybrid)
