@@ -15,7 +15,9 @@ different signal. Warm items scored as new items turn out to favour the hybrid f
 cold items do, so the row also has a cross-fitted figure (``cross_fit``, ``--folds``): the
 cold test items are dealt into folds, each fold is scored at the w that is best on the other
 folds' items, and the pooled ranks give HR/NDCG@10 over every test case. No case is scored
-at a w its own item helped choose; the model never saw any cold item.
+at a w its own item helped choose; the model never saw any cold item. On a split made with
+``mmiris split --cold-valid`` the validation items are themselves held out of training, so
+``chosen_w`` is already chosen on cold items (the zeroing is then a no-op).
 
 On a split that is not a cold-item one (``--split split``, a full-split model) the same blend
 asks whether content kNN adds to the model on warm items: validation is scored as it is (its

@@ -37,7 +37,8 @@ from benchmarks.results_io import write_json
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "content.json"
 STUDY_RESULTS = ROOT / "benchmarks" / "results" / "study.json"
-SETTINGS = ("full", "sparse", "cold")
+SETTINGS = ("full", "sparse", "cold", "cold_valid")
+DEFAULT_SETTINGS = ("full", "sparse", "cold")  # the issue's; cold_valid on request
 MODELS = ["itempop", "ease", "content_knn", "nais_concat", "vbpr", "multimodal_iris", "hybrid_iris"]
 
 log = logging.getLogger("benchmarks.content")
@@ -47,19 +48,29 @@ def content_key(setting: str, model: str, emb: int, seed: int) -> str:
     return f"{setting}/{study.row_key(model, emb, seed)}"
 
 
-def derived_splits(store, split_ref: str, keep: float, cold: float, seed: int) -> dict[str, str]:
+def derived_splits(
+    store, split_ref: str, keep: float, cold: float, seed: int, cold_valid: float = 0.0
+) -> dict[str, str]:
+    """The split of every setting; ``cold_valid`` only when it is > 0 (the cold split's test
+    with validation on further held-out items: ``mmiris split --cold-valid``)."""
     from mmiris.pipelines.split import derive_split
 
-    return {
+    out = {
         "full": split_ref,
         "sparse": str(derive_split(store, split_ref, keep=keep, seed=seed, name="split_sparse")),
         "cold": str(derive_split(store, split_ref, cold_items=cold, seed=seed, name="split_cold")),
     }
+    if cold_valid:
+        out["cold_valid"] = str(
+            derive_split(store, split_ref, cold_items=cold, seed=seed, cold_valid=cold_valid, name="split_cold_valid")
+        )
+    return out
 
 
 def wanted_select(setting: str, model: str, cold_select: str) -> str:
     """The validation that picks a row's best epoch: on the cold split, for a model that scores
-    new items through its content (``target_rows``), ``cold_select``; else "warm"."""
+    new items through its content (``target_rows``), ``cold_select``; else "warm" (on the
+    cold_valid split the validation items are cold already, so as they are)."""
     from mmiris.models import get_model_class
 
     return cold_select if setting == "cold" and get_model_class(base_model(model)).target_rows else "warm"
@@ -119,12 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--store", default=os.environ.get("MMIRIS_STORE", str(ROOT / "mmiris-store")))
     p.add_argument("--results", default=str(RESULTS))
-    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of {SETTINGS}")
+    p.add_argument(
+        "--settings", default=",".join(DEFAULT_SETTINGS), help=f"comma list of {SETTINGS} (default: the first three)"
+    )
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--emb", type=int, default=16)
     p.add_argument("--keep", type=float, default=0.2, help="sparse setting: share of training interactions kept")
     p.add_argument("--cold-items", type=float, default=0.1, help="cold setting: share of items held out")
+    p.add_argument(
+        "--cold-valid",
+        type=float,
+        default=0.05,
+        help="cold_valid setting: share of further items held out for a cold validation set",
+    )
     p.add_argument("--split-seed", type=int, default=0, help="seed of the sparse/cold derivation")
     p.add_argument(
         "--study-results",
@@ -162,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     from mmiris.artifacts import ArtifactStore
 
     store = ArtifactStore(args.store)
-    splits = derived_splits(store, refs["split"], args.keep, args.cold_items, args.split_seed)
+    cold_valid = args.cold_valid if "cold_valid" in settings else 0.0
+    splits = derived_splits(store, refs["split"], args.keep, args.cold_items, args.split_seed, cold_valid)
     results = Path(args.results)
     done = {r["key"]: r for r in (json.loads(results.read_text())["rows"] if results.exists() else [])}
     from mmiris.models import get_model_class
@@ -193,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         q = ctx.Queue()
         row_refs = {**refs, "split": splits[setting]}
         # cold: negatives only among the items training knows (the held-out ones stay unseen)
-        kw = {**train_kw, "negatives_from": "trained"} if setting == "cold" else train_kw
+        cold = setting in ("cold", "cold_valid")
+        kw = {**train_kw, "negatives_from": "trained"} if cold else train_kw
         if wanted_select(setting, model, args.cold_select) == "cold":
             kw = {**kw, "select_on": "cold"}
         proc = ctx.Process(
@@ -218,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             command={
                 "keep": args.keep,
                 "cold_items": args.cold_items,
+                **({"cold_valid": args.cold_valid} if setting == "cold_valid" else {}),
                 "split_seed": args.split_seed,
                 "epochs": args.epochs,
                 "patience": args.patience,

@@ -80,10 +80,12 @@ def derive_split(
     seed: int = 0,
     n_negatives: int = 99,
     name: str | None = None,
+    cold_valid: float = 0.0,
 ) -> ArtifactRef:
     """A ``split`` for the sparse-user (``keep``) or cold-item (``cold_items``) setting, derived
     from an existing split (see :mod:`mmiris.splits.settings`); its manifest's params and stats
-    name the setting, and the original split is its parent."""
+    name the setting, and the original split is its parent. ``cold_valid`` (cold items only):
+    the share of further items held out whose cases make a cold validation set."""
     from mmiris.data.split import load_split
     from mmiris.splits.settings import cold_items as make_cold
     from mmiris.splits.settings import sparse_users
@@ -100,12 +102,19 @@ def derive_split(
     else:
         assert cold_items is not None  # exactly one of the two, checked above
         params = {"setting": "cold", "cold_items": float(cold_items), "seed": seed, "n_negatives": n_negatives}
+        if cold_valid:  # absent at 0: the split as it was before cold validation existed
+            params["cold_valid"] = float(cold_valid)
+    if cold_valid and keep is not None:
+        raise MmirisError("--cold-valid makes a cold validation set for --cold-items; it does not apply to --keep")
     name = f"{src.name}_{params['setting']}" if name is None else name
     check_name(name, "--name: artifact name")
 
     def build():
         data = load_split(store, src.ref)
-        out = sparse_users(data, keep, seed) if keep is not None else make_cold(data, cold_items, seed, n_negatives)
+        if keep is not None:
+            out = sparse_users(data, keep, seed)
+        else:
+            out = make_cold(data, cold_items, seed, n_negatives, valid_fraction=cold_valid)
         log.info(
             "split %s (%s) from %s: %d train, %d valid, %d test rows",
             name,

@@ -10,6 +10,7 @@ def test_cold_rows_of_content_models_select_on_new_item_scoring_and_older_rows_r
     assert content.wanted_select("cold", "nais_concat", "cold") == "warm"
     assert content.wanted_select("sparse", "hybrid_iris", "cold") == "warm"
     assert content.wanted_select("cold", "hybrid_iris", "warm") == "warm"
+    assert content.wanted_select("cold_valid", "hybrid_iris", "cold") == "warm"  # its validation is cold already
     # a row from before the field was warm-selected: it is stale when cold selection is asked
     old = {"train_config": {"lr": 0.001, "negatives_from": "trained"}}
     assert content.select_on(old) == "warm"

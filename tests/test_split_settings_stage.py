@@ -56,3 +56,32 @@ def test_settings_need_a_source_split_and_exactly_one_setting(demo, capsys):
         main(["--store", str(store.root), "split", "--from", str(split), "--keep", "0.5", "--cold-items", "0.2"]) == 2
     )
     assert "exactly one of" in capsys.readouterr().err
+
+
+def test_cold_validation_through_the_cli_trains_and_stops_on_cold_items(demo, capsys):
+    store, split = demo
+    argv = ["--store", str(store.root), "split", "--from", str(split), "--cold-items", "0.3", "--negatives", "3"]
+    rc = main([*argv, "--cold-valid", "0.3", "--name", "split_coldval"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "cold validation items" in out
+    m = store.manifest(store.latest("split_coldval"))
+    assert m.params["cold_valid"] == 0.3 and m.stats["validation"] == "cold"
+    assert main([*argv, "--name", "split_cold_plain"]) == 0
+    plain = store.manifest(store.latest("split_cold_plain"))
+    assert "cold_valid" not in plain.params and "validation" not in plain.stats  # 0: the split as before
+    cv, cold = load_split(store, m.ref), load_split(store, plain.ref)
+    np.testing.assert_array_equal(cv.test_items, cold.test_items)  # the same test
+    np.testing.assert_array_equal(cv.test_negatives, cold.test_negatives)
+    held = set(cv.valid_items.tolist()) | set(cv.valid_negatives.ravel().tolist())
+    assert not held & set(cv.train_items.tolist()) and not held & set(cv.test_items.tolist())
+    from mmiris.pipelines.train import train_model
+    from mmiris.train.config import TrainConfig
+
+    ref = train_model(store, m.ref, "mf", train_config=TrainConfig(epochs=2, batch_size=64, threads=1))
+    stats = store.manifest(ref).stats  # validation on the cold items ran every epoch
+    assert stats["epochs_run"] == 2 and 0.0 <= stats["valid_hr10"] <= 1.0
+    capsys.readouterr()
+    assert (
+        main(["--store", str(store.root), "split", "--from", str(split), "--keep", "0.5", "--cold-valid", "0.2"]) == 2
+    )
+    assert "give --cold-items too" in capsys.readouterr().err

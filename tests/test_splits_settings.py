@@ -95,3 +95,42 @@ def test_bad_fractions_are_clear_errors():
         cold_items(split, fraction=1.0)
     with pytest.raises(InputError, match="cannot give each case"):
         cold_items(split, fraction=0.01, n_negatives=99)
+
+
+def test_cold_validation_holds_out_other_items_and_leaves_the_test_as_it_was():
+    split = _split(seed=3)
+    plain = cold_items(split, fraction=0.25, seed=4, n_negatives=20)
+    out = cold_items(split, fraction=0.25, seed=4, n_negatives=20, valid_fraction=0.2)
+    # the test: the same cases and negatives as without cold validation
+    for field in ("user", "item", "negatives"):
+        np.testing.assert_array_equal(getattr(out.test, field), getattr(plain.test, field))
+    test_items = set(plain.test.item.tolist()) | set(plain.test.negatives.ravel().tolist())
+    vcold = set(out.valid.item.tolist()) | set(out.valid.negatives.ravel().tolist())
+    assert len(vcold) <= out.stats["n_cold_valid_items"] == round(0.2 * len(np.unique(split.train_items)))
+    assert not vcold & test_items  # disjoint from the test's cold items
+    assert not vcold & set(out.train_item.tolist())  # and never trained on
+    # train: the plain cold split's, less every interaction with a validation item
+    want = sorted((u, i) for u, i in zip(plain.train_user.tolist(), plain.train_item.tolist()) if i not in vcold)
+    assert sorted(zip(out.train_user.tolist(), out.train_item.tolist())) == want
+    # validation: one case per user who interacted with a validation item, one of that user's
+    positives: dict[int, set] = {}
+    for u, i in zip(
+        np.concatenate([split.train_users, split.valid_users, split.test_users]).tolist(),
+        np.concatenate([split.train_items, split.valid_items, split.test_items]).tolist(),
+    ):
+        positives.setdefault(u, set()).add(i)
+    pool = {i for i in range(N_ITEMS) if i not in test_items} & set(np.unique(split.train_items).tolist())
+    held = {u for u, items in positives.items() if items & set(out.valid.item.tolist())}
+    assert sorted(out.valid.user.tolist()) == sorted(set(out.valid.user.tolist()))  # one case per user
+    assert set(out.valid.user.tolist()) == held and len(out.valid.user) > 0
+    for u, i, negs in zip(out.valid.user.tolist(), out.valid.item.tolist(), out.valid.negatives):
+        assert i in positives[u] and i in pool
+        assert len(set(negs.tolist())) == 20 and not set(negs.tolist()) & positives[u]
+        assert set(negs.tolist()) <= vcold
+    assert out.stats["validation"] == "cold" and out.stats["n_valid"] == len(out.valid.user)
+    again = cold_items(split, fraction=0.25, seed=4, n_negatives=20, valid_fraction=0.2)
+    np.testing.assert_array_equal(again.valid.item, out.valid.item)  # deterministic for a seed
+    with pytest.raises(InputError, match="--cold-valid 0.8: expected a fraction in"):
+        cold_items(split, fraction=0.25, valid_fraction=0.8)
+    with pytest.raises(InputError, match="--cold-valid 0.01: .* cannot give each case 20 negatives"):
+        cold_items(split, fraction=0.25, n_negatives=20, valid_fraction=0.01)

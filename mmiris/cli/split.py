@@ -50,6 +50,14 @@ def register(sub) -> None:
         help="cold items: hold this share of items out of training; their interactions become test "
         "cases ranked against negatives from the other cold items",
     )
+    d.add_argument(
+        "--cold-valid",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="with --cold-items: hold out this share of further items too and validate on them (one case "
+        "per user, negatives from the other validation items) instead of on warm items; the test is unchanged",
+    )
     p.set_defaults(func=run)
 
 
@@ -57,6 +65,10 @@ def run(args) -> int:
     from mmiris.pipelines.split import split_leave_one_out
 
     store = ArtifactStore()
+    if args.cold_valid and args.cold_items is None:
+        from mmiris.errors import MmirisError
+
+        raise MmirisError("--cold-valid holds out validation items beside --cold-items; give --cold-items too")
     if args.from_split or args.keep is not None or args.cold_items is not None:
         from mmiris.errors import MmirisError
         from mmiris.pipelines.split import derive_split
@@ -71,12 +83,14 @@ def run(args) -> int:
             seed=args.seed,
             n_negatives=args.negatives,
             name=args.name,
+            cold_valid=args.cold_valid,
         )
         stats = store.manifest(ref).stats
         print(f"split         {ref}  ({stats['setting']} setting, from {args.from_split})")
         print(
             f"  {stats['n_train']} train, {stats['n_valid']} valid, {stats['n_test']} test rows"
             + (f"; {stats['n_cold_items']} cold items" if stats["setting"] == "cold" else "")
+            + (f"; {stats['n_cold_valid_items']} cold validation items" if "n_cold_valid_items" in stats else "")
         )
         return 0
     ref = split_leave_one_out(

@@ -11,6 +11,12 @@
   10 / (1 + n_negatives)). Validation keeps the full split's rows whose item is warm (early
   stopping on what can be learned). A user whose history was only cold items keeps an empty
   history: such cases are scored honestly (bias only), never skipped.
+  With ``valid_fraction`` (``--cold-valid``) a second, disjoint set of items is held out of
+  training too, and validation becomes cold as well: one case per user who interacted with
+  one of those items (chosen with the seed), ranked against ``n_negatives`` of the other
+  validation items, as the test cases are. Early stopping, ``select_on`` and weights chosen
+  on validation then see items no training ever touched. The test items, their cases and
+  negatives are exactly those of the split without it, so figures compare row by row.
 
 Both return a ``LeaveOneOut`` (the split artifact's tables) whose stats say which setting
 produced it; deterministic for a seed.
@@ -67,10 +73,18 @@ def sparse_users(split: SplitData, keep: float, seed: int = 0) -> LeaveOneOut:
     )
 
 
-def cold_items(split: SplitData, fraction: float, seed: int = 0, n_negatives: int = 99) -> LeaveOneOut:
-    """``fraction`` of the trained items held out completely; their interactions become test cases."""
+def cold_items(
+    split: SplitData, fraction: float, seed: int = 0, n_negatives: int = 99, valid_fraction: float = 0.0
+) -> LeaveOneOut:
+    """``fraction`` of the trained items held out completely; their interactions become test
+    cases. ``valid_fraction``: another share held out, whose users' cases become validation."""
     if not 0.0 < fraction < 1.0:
         raise InputError(f"--cold-items {fraction}: expected a fraction in (0, 1)")
+    if not 0.0 <= valid_fraction < 1.0 - fraction:
+        raise InputError(
+            f"--cold-valid {valid_fraction}: expected a fraction in [0, {1.0 - fraction:g}) "
+            f"(what --cold-items {fraction} leaves)"
+        )
     if n_negatives < 1:
         raise InputError(f"--negatives {n_negatives}: expected a number >= 1")
     rng = np.random.default_rng(seed)
@@ -102,6 +116,12 @@ def cold_items(split: SplitData, fraction: float, seed: int = 0, n_negatives: in
 
     keep_train = ~is_cold[split.train_items]
     keep_valid = ~is_cold[split.valid_items]
+    valid = Held(split.valid_users[keep_valid], split.valid_items[keep_valid], split.valid_negatives[keep_valid])
+    extra: dict = {}
+    if valid_fraction:
+        vcold, valid = _cold_validation(split, warm_items, is_cold, pos_u, pos_i, valid_fraction, seed, n_negatives)
+        keep_train &= ~np.isin(split.train_items, vcold)
+        extra = {"cold_valid_fraction": valid_fraction, "n_cold_valid_items": int(len(vcold)), "validation": "cold"}
     stats = {
         **_base_stats(split, "cold"),
         "cold_fraction": fraction,
@@ -109,15 +129,50 @@ def cold_items(split: SplitData, fraction: float, seed: int = 0, n_negatives: in
         "n_cold_items": int(n_cold),
         "n_negatives": n_negatives,
         "n_train": int(keep_train.sum()),
-        "n_valid": int(keep_valid.sum()),
+        "n_valid": int(len(valid.user)),
         "n_test": int(len(test_u)),
         "n_test_users": int(len(np.unique(test_u))),
         "test_users_with_empty_history": int(len(np.setdiff1d(np.unique(test_u), split.train_users[keep_train]))),
+        **extra,
     }
     return LeaveOneOut(
-        split.train_users[keep_train],
-        split.train_items[keep_train],
-        Held(split.valid_users[keep_valid], split.valid_items[keep_valid], split.valid_negatives[keep_valid]),
-        Held(test_u, test_i, test_neg),
-        stats,
+        split.train_users[keep_train], split.train_items[keep_train], valid, Held(test_u, test_i, test_neg), stats
     )
+
+
+def _cold_validation(
+    split: SplitData,
+    warm_items: np.ndarray,
+    is_cold: np.ndarray,
+    pos_u: np.ndarray,
+    pos_i: np.ndarray,
+    valid_fraction: float,
+    seed: int,
+    n_negatives: int,
+) -> tuple[np.ndarray, Held]:
+    """The cold validation items (a share of ``warm_items``, none of the test's cold items)
+    and their cases: per user with an interaction among them, one such (user, item), against
+    ``n_negatives`` of the other validation items the user never interacted with. Its own
+    generator (seeded from ``seed``), so the test items and negatives do not move."""
+    rng = np.random.default_rng([seed, 1])
+    pool = warm_items[~is_cold[warm_items]]
+    n_v = max(1, int(round(valid_fraction * len(warm_items))))
+    if n_v < n_negatives + 1 or n_v > len(pool):
+        raise InputError(
+            f"--cold-valid {valid_fraction}: {n_v} validation items cannot give each case {n_negatives} "
+            f"negatives from the other validation items; hold out more items or lower --negatives"
+        )
+    vcold = np.sort(rng.choice(pool, n_v, replace=False))
+    index = np.full(split.n_items, -1, np.int64)
+    index[vcold] = np.arange(n_v)
+    hit = index[pos_i] >= 0
+    cu, ci = pos_u[hit], pos_i[hit]  # sorted by user (pos keys are user-major)
+    order = np.argsort(cu + rng.random(len(cu)), kind="stable")  # by user, random within
+    cu, ci = cu[order], ci[order]
+    first = np.flatnonzero(np.r_[True, cu[1:] != cu[:-1]]) if len(cu) else np.zeros(0, np.int64)
+    vu, vi = cu[first], ci[first]
+    try:
+        neg_local = sample_negatives(vu, cu, index[ci], n_v, n_negatives, rng)
+    except InputError as exc:
+        raise InputError(f"--cold-valid {valid_fraction}: {exc} (among the {n_v} validation items)") from None
+    return vcold, Held(vu, vi, vcold[neg_local])
