@@ -130,6 +130,23 @@ def test_cold_validation_holds_out_other_items_and_leaves_the_test_as_it_was():
     assert out.stats["validation"] == "cold" and out.stats["n_valid"] == len(out.valid.user)
     again = cold_items(split, fraction=0.25, seed=4, n_negatives=20, valid_fraction=0.2)
     np.testing.assert_array_equal(again.valid.item, out.valid.item)  # deterministic for a seed
+    assert out.stats["valid_users_without_negatives"] == 0
+    # few validation items: a user with so many of them that fewer than 20 are left gets no
+    # validation case, and is counted
+    n_warm = len(np.unique(split.train_items))
+    tight = cold_items(split, fraction=0.25, seed=4, n_negatives=20, valid_fraction=23 / n_warm)
+    assert tight.stats["n_cold_valid_items"] == 23
+    # the reference: the 23 items drawn as the docstring says (its own generator, from the warm
+    # items that are not the test's cold items), then per user "a case iff 20 are left"
+    cold = set(plain.test.item.tolist())  # every cold item has interactions, so all are test items
+    pool = np.array([i for i in np.unique(split.train_items).tolist() if i not in cold])
+    vitems = set(np.random.default_rng([4, 1]).choice(pool, 23, replace=False).tolist())
+    counts = {u: len(items & vitems) for u, items in positives.items() if items & vitems}
+    dropped = {u for u, c in counts.items() if 23 - c < 20}
+    assert dropped and set(tight.valid.user.tolist()) == set(counts) - dropped
+    assert tight.stats["valid_users_without_negatives"] == len(dropped)
+    for u, i, negs in zip(tight.valid.user.tolist(), tight.valid.item.tolist(), tight.valid.negatives):
+        assert i in vitems and set(negs.tolist()) <= vitems and not set(negs.tolist()) & positives[u]
     with pytest.raises(InputError, match="--cold-valid 0.8: expected a fraction in"):
         cold_items(split, fraction=0.25, valid_fraction=0.8)
     with pytest.raises(InputError, match="--cold-valid 0.01: .* cannot give each case 20 negatives"):

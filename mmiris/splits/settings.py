@@ -14,7 +14,8 @@
   With ``valid_fraction`` (``--cold-valid``) a second, disjoint set of items is held out of
   training too, and validation becomes cold as well: one case per user who interacted with
   one of those items (chosen with the seed), ranked against ``n_negatives`` of the other
-  validation items, as the test cases are. Early stopping, ``select_on`` and weights chosen
+  validation items, as the test cases are (a user who interacted with so many of them that
+  fewer than ``n_negatives`` are left has no validation case; the stats count them). Early stopping, ``select_on`` and weights chosen
   on validation then see items no training ever touched. The test items, their cases and
   negatives are exactly those of the split without it, so figures compare row by row.
 
@@ -119,9 +120,16 @@ def cold_items(
     valid = Held(split.valid_users[keep_valid], split.valid_items[keep_valid], split.valid_negatives[keep_valid])
     extra: dict = {}
     if valid_fraction:
-        vcold, valid = _cold_validation(split, warm_items, is_cold, pos_u, pos_i, valid_fraction, seed, n_negatives)
+        vcold, valid, dropped = _cold_validation(
+            split, warm_items, is_cold, pos_u, pos_i, valid_fraction, seed, n_negatives
+        )
         keep_train &= ~np.isin(split.train_items, vcold)
-        extra = {"cold_valid_fraction": valid_fraction, "n_cold_valid_items": int(len(vcold)), "validation": "cold"}
+        extra = {
+            "cold_valid_fraction": valid_fraction,
+            "n_cold_valid_items": int(len(vcold)),
+            "validation": "cold",
+            "valid_users_without_negatives": dropped,
+        }
     stats = {
         **_base_stats(split, "cold"),
         "cold_fraction": fraction,
@@ -149,11 +157,12 @@ def _cold_validation(
     valid_fraction: float,
     seed: int,
     n_negatives: int,
-) -> tuple[np.ndarray, Held]:
-    """The cold validation items (a share of ``warm_items``, none of the test's cold items)
-    and their cases: per user with an interaction among them, one such (user, item), against
-    ``n_negatives`` of the other validation items the user never interacted with. Its own
-    generator (seeded from ``seed``), so the test items and negatives do not move."""
+) -> tuple[np.ndarray, Held, int]:
+    """The cold validation items (a share of ``warm_items``, none of the test's cold items),
+    their cases and the number of users left without one: per user with an interaction among
+    them, one such (user, item), against ``n_negatives`` of the other validation items the
+    user never interacted with. Its own generator (seeded from ``seed``), so the test items
+    and negatives do not move."""
     rng = np.random.default_rng([seed, 1])
     pool = warm_items[~is_cold[warm_items]]
     n_v = max(1, int(round(valid_fraction * len(warm_items))))
@@ -167,6 +176,12 @@ def _cold_validation(
     index[vcold] = np.arange(n_v)
     hit = index[pos_i] >= 0
     cu, ci = pos_u[hit], pos_i[hit]  # sorted by user (pos keys are user-major)
+    # a user who interacted with so many validation items that fewer than n_negatives are
+    # left gets no validation case (counted in the stats; the test keeps every case)
+    n_pos = np.bincount(cu, minlength=split.n_users)
+    enough = n_v - n_pos[cu] >= n_negatives
+    dropped = int(len(np.unique(cu[~enough])))
+    cu, ci = cu[enough], ci[enough]
     order = np.argsort(cu + rng.random(len(cu)), kind="stable")  # by user, random within
     cu, ci = cu[order], ci[order]
     first = np.flatnonzero(np.r_[True, cu[1:] != cu[:-1]]) if len(cu) else np.zeros(0, np.int64)
@@ -175,4 +190,4 @@ def _cold_validation(
         neg_local = sample_negatives(vu, cu, index[ci], n_v, n_negatives, rng)
     except InputError as exc:
         raise InputError(f"--cold-valid {valid_fraction}: {exc} (among the {n_v} validation items)") from None
-    return vcold, Held(vu, vi, vcold[neg_local])
+    return vcold, Held(vu, vi, vcold[neg_local]), dropped
