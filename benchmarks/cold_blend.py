@@ -76,15 +76,14 @@ def parse_grid(text: str) -> list[float]:
 
 def standardise(scores: np.ndarray, counted: np.ndarray) -> np.ndarray:
     """Each case's scores minus their mean, over their std (over the held-out item and the
-    counted negatives; a case whose scores are all equal gets zeros). A monotone map per
-    case, so a model's own ranking is unchanged."""
+    counted negatives; a case whose scores are all equal gets zeros): ``standardise_rows``,
+    the z-score ``mmiris recommend --knn-share`` blends with, per case."""
+    import torch
+
+    from mmiris.recommend.topn import standardise_rows
+
     mask = np.concatenate([np.ones((len(scores), 1), bool), counted], axis=1)
-    s = scores.astype(np.float64)
-    n = mask.sum(axis=1, keepdims=True)
-    mean = np.where(mask, s, 0.0).sum(axis=1, keepdims=True) / n
-    var = np.where(mask, (s - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / n
-    std = np.sqrt(var)
-    return np.where(std > 0, (s - mean) / np.where(std > 0, std, 1.0), 0.0)
+    return standardise_rows(torch.from_numpy(np.asarray(scores)), torch.from_numpy(mask)).numpy()
 
 
 def blend_ranks(hybrid, knn, grid: list[float]) -> np.ndarray:
@@ -106,7 +105,11 @@ def _hr_ndcg(ranks: np.ndarray) -> dict[str, float]:
 
 def blend_curve(hybrid, knn, grid: list[float]) -> list[dict]:
     """HR/NDCG@10 of w·z_hybrid + (1 − w)·z_knn for every w in ``grid``."""
-    return [{"w": w, **_hr_ndcg(r)} for w, r in zip(grid, blend_ranks(hybrid, knn, grid))]
+    return _curve(blend_ranks(hybrid, knn, grid), grid)
+
+
+def _curve(ranks: np.ndarray, grid: list[float]) -> list[dict]:
+    return [{"w": w, **_hr_ndcg(r)} for w, r in zip(grid, ranks)]
 
 
 def cross_fit(hybrid, knn, grid: list[float], folds: int, seed: int = 0) -> dict:
@@ -115,14 +118,19 @@ def cross_fit(hybrid, knn, grid: list[float], folds: int, seed: int = 0) -> dict
     ranked at the w that is best (HR@10, then NDCG@10) on the other groups' cases, and the
     pooled ranks give HR/NDCG@10 over every test case. Each fold's w and its own figure are
     listed too."""
+    return _cross_fit(blend_ranks(hybrid, knn, grid), hybrid.items, grid, folds, seed)
+
+
+def _cross_fit(ranks: np.ndarray, case_items: np.ndarray, grid: list[float], folds: int, seed: int) -> dict:
+    """``cross_fit`` on the blend's ranks ``[len(grid), n_cases]`` already computed."""
     if folds < 2:
         raise ValueError(f"cold_blend: --folds {folds}: cross-fitting needs at least 2 folds")
-    ranks = blend_ranks(hybrid, knn, grid)
-    items = np.unique(hybrid.items)
+    items = np.unique(case_items)
     if len(items) < folds:
         raise ValueError(f"cold_blend: --folds {folds}: the test cases hold only {len(items)} items")
-    fold_of = dict(zip(np.random.default_rng(seed).permutation(items).tolist(), np.arange(len(items)) % folds))
-    case_fold = np.array([fold_of[i] for i in hybrid.items.tolist()])
+    fold_of = np.empty(len(items), np.int64)  # by position in ``items``
+    fold_of[np.searchsorted(items, np.random.default_rng(seed).permutation(items))] = np.arange(len(items)) % folds
+    case_fold = fold_of[np.searchsorted(items, case_items)]
     pooled = np.empty(ranks.shape[1], ranks.dtype)
     per_fold = []
     for f in range(folds):
@@ -134,34 +142,23 @@ def cross_fit(hybrid, knn, grid: list[float], folds: int, seed: int = 0) -> dict
     return {"folds": folds, "seed": seed, "test": _hr_ndcg(pooled), "per_fold": per_fold}
 
 
-def knn_for(store, split_ref: str, model_ref: str) -> str:
-    """The content_knn (default image weight) on ``split_ref`` over the features ``model_ref``
-    read: found in the store if it was fitted before (same inputs and parameters), else fitted."""
-    from mmiris.errors import MmirisError
-    from mmiris.pipelines.train import train_model
-
-    feats = {}
-    for parent in store.manifest(model_ref).parents:
-        kind = store.manifest(parent).kind
-        if kind in ("image_features", "text_features"):
-            feats[kind] = parent
-    if len(feats) != 2:
-        raise MmirisError(f"--model {model_ref} did not read both image and text features; pass --knn")
-    return str(train_model(store, split_ref, "content_knn", **feats))
-
-
 def run(
     store, split_ref: str, model_ref: str, knn_ref: str | None, grid: list[float], folds: int = 2, seed: int = 0
 ) -> dict:
     from mmiris.data.split import load_split
-    from mmiris.errors import MmirisError
+    from mmiris.errors import InputError, MmirisError
     from mmiris.eval.protocols import sampled_scores
     from mmiris.models.base import targets_as_new
     from mmiris.models.build import load_model
+    from mmiris.pipelines.recommend import content_knn_for
 
     split = load_split(store, split_ref)
     split_full = str(store.manifest(split_ref).ref)
-    knn_ref = knn_ref or knn_for(store, split_full, model_ref)
+    if knn_ref is None:
+        try:
+            knn_ref = str(content_knn_for(store, split_full, model_ref))
+        except InputError as exc:
+            raise MmirisError(f"{exc}; pass --knn") from None
     models = {}
     for role, ref in (("model", model_ref), ("knn", knn_ref)):
         parents = store.manifest(ref).parents
@@ -185,7 +182,8 @@ def run(
     }
     log.info("cold_blend: %d test cases scored (%.0f s)", len(split.test_users), time.perf_counter() - t0)
     valid_curve = blend_curve(valid_h, valid_k, grid)
-    test_curve = blend_curve(test["model"], test["knn"], grid)
+    test_ranks = blend_ranks(test["model"], test["knn"], grid)  # the curve and the cross-fit read these
+    test_curve = _curve(test_ranks, grid)
     best = max(range(len(grid)), key=lambda i: (valid_curve[i]["hr10"], valid_curve[i]["ndcg10"]))
     return {
         "model": model_ref,
@@ -197,7 +195,7 @@ def run(
         "test": {k: test_curve[best][k] for k in ("hr10", "ndcg10")},
         "setting": "cold" if cold else store.manifest(split_full).stats.get("setting", "full"),
         # on a warm split validation is like the test cases, so its w needs no cross-fitting
-        "cross_fit": cross_fit(test["model"], test["knn"], grid, folds, seed) if cold else None,
+        "cross_fit": _cross_fit(test_ranks, test["model"].items, grid, folds, seed) if cold else None,
         "curve": [
             {"w": w, "valid_hr10": v["hr10"], "valid_ndcg10": v["ndcg10"], "hr10": t["hr10"], "ndcg10": t["ndcg10"]}
             for w, v, t in zip(grid, valid_curve, test_curve)

@@ -329,23 +329,26 @@ def plan_new_items(
         features[mod] = found
     knn = None
     if knn_share:
-        knn = _content_knn_for(store, split_ref, model_m.ref, model_feats)
+        try:
+            knn = content_knn_for(store, split_ref, model_m.ref)
+        except InputError as exc:
+            raise InputError(f"--knn-share: {exc}") from None
         params["knn_share"] = float(knn_share)  # absent at 0: the model alone, as before
     return NewItemsPlan(model_m.ref, split_ref, cls, params, name, features, contents, knn, float(knn_share))
 
 
-def _content_knn_for(
-    store: ArtifactStore, split_ref: ArtifactRef, model_ref: ArtifactRef, model_feats: dict[str, Manifest]
-) -> ArtifactRef:
-    """content_knn on the model's split over the model's own feature artifacts (found in the
-    store when fitted before with the same inputs: it has nothing to train)."""
+def content_knn_for(store: ArtifactStore, split_ref: ArtifactRef | str, model_ref: ArtifactRef | str) -> ArtifactRef:
+    """content_knn on ``split_ref`` over the feature artifacts ``model_ref`` read (found in the
+    store when fitted before with the same inputs: it has nothing to train). What
+    ``knn_share`` blends in, and ``benchmarks.cold_blend``'s default ``--knn``."""
     from mmiris.models.content_knn import ContentKNN
     from mmiris.pipelines.train import train_model
 
+    model_feats = N.feature_parents(store, store.resolve(model_ref))
     missing = [m for m in ContentKNN.modalities if m not in model_feats]
     if missing:
         raise InputError(
-            f"--knn-share: content kNN reads {' and '.join(ContentKNN.modalities)} features, model {model_ref} "
+            f"content kNN reads {' and '.join(ContentKNN.modalities)} features, model {model_ref} "
             f"has no {' or '.join(N.FEATURE_KIND[m] for m in missing)} parent"
         )
     return train_model(

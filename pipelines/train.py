@@ -144,14 +144,16 @@ def train_model(
         return ref
 
     split = load_split(store, split_ref)
-    cold_valid = store.manifest(split_ref).stats.get("validation") == "cold"
-    if cls.trainable and cold_valid and not getattr(cls, "scores_new_items", False):
-        log.warning(
-            "%s validates on cold items (made with --cold-valid), which %s cannot score: its validation is "
-            "near random, so early stopping picks an arbitrary epoch; set --epochs and --patience instead",
-            split_ref,
-            model_name,
-        )
+    if cls.trainable and store.manifest(split_ref).stats.get("validation") == "cold":
+        from mmiris.recommend.new_items import scores_new_items
+
+        if not scores_new_items(cls):
+            log.warning(
+                "%s validates on cold items (made with --cold-valid), which %s cannot score: its validation is "
+                "near random, so early stopping picks an arbitrary epoch; set --epochs and --patience instead",
+                split_ref,
+                model_name,
+            )
     feats = load_features(store, feat_refs, split.n_items)
     torch.manual_seed(cfg.seed)  # same initial parameters on every rank and in every run
     model = build_model(model_name, mcfg, split.n_users, split.n_items, split.history(), feats)

@@ -226,7 +226,7 @@ def test_the_launcher_leaves_through_exit_worker_with_its_output_and_exit_code(t
     """``python -m mmiris.train.launch`` ends with ``os._exit`` (no interpreter finalization,
     see ``exit_worker``): what it printed and logged still arrives, and the exit code is
     main's, 0 for a published model and 2 for a problem to fix. Block-buffered stdout (no
-    PYTHONUNBUFFERED) so a missing flush would lose the ref."""
+    PYTHONUNBUFFERED), as a job script sees it."""
     store = _store(tmp_path / "store")
     env = {k: v for k, v in _env().items() if k != "PYTHONUNBUFFERED"}
     cmd = [sys.executable, "-m", "mmiris.train.launch", "--store", str(tmp_path / "store"), *ARGS]

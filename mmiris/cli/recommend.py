@@ -70,7 +70,7 @@ def register(sub) -> None:
         default=0.0,
         metavar="S",
         help="--new-items: rank by (1 - S)·model + S·content kNN over the model's features, each standardised "
-        "over the user's new items (0, the default: the model alone; docs/content.md measured 0.6-0.7 best "
+        "over the user's new items (0, the default: the model alone; docs/content.md measured 0.6-0.8 best "
         "for hybrid_iris on ML-1M cold items); scores and explanations stay the model's",
     )
     p.add_argument(

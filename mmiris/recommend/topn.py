@@ -189,13 +189,17 @@ def _all_scores(model: Recommender, u: torch.Tensor, cands: torch.Tensor) -> tor
     )
 
 
-def standardise_rows(x: torch.Tensor) -> torch.Tensor:
-    """Each row minus its mean, over its (population) std; a row whose values are all equal
-    becomes zeros. Monotone per row, so a model's own ranking is unchanged."""
+def standardise_rows(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row minus its mean, over its (population) std, both over the row's entries where
+    ``mask`` is True (default: all); a row whose counted values are all equal becomes zeros.
+    Monotone per row, so a model's own ranking is unchanged. The blend of ``recommend_among``
+    and of benchmarks/cold_blend.py, float64."""
     x = x.double()
-    centred = x - x.mean(dim=1, keepdim=True)
-    std = centred.pow(2).mean(dim=1, keepdim=True).sqrt()
-    return torch.where(std > 0, centred / torch.where(std > 0, std, torch.ones_like(std)), torch.zeros_like(x))
+    m = torch.ones_like(x, dtype=torch.bool) if mask is None else mask
+    n = m.sum(dim=1, keepdim=True)
+    mean = torch.where(m, x, 0.0).sum(dim=1, keepdim=True) / n
+    std = (torch.where(m, (x - mean) ** 2, 0.0).sum(dim=1, keepdim=True) / n).sqrt()
+    return torch.where(std > 0, (x - mean) / torch.where(std > 0, std, torch.ones_like(std)), torch.zeros_like(x))
 
 
 def _seen_mask(consumed: UserHistory, users: np.ndarray, n_items: int) -> torch.Tensor:

@@ -15,8 +15,9 @@
   training too, and validation becomes cold as well: one case per user who interacted with
   one of those items (chosen with the seed), ranked against ``n_negatives`` of the other
   validation items, as the test cases are (a user who interacted with so many of them that
-  fewer than ``n_negatives`` are left has no validation case; the stats count them). Early stopping, ``select_on`` and weights chosen
-  on validation then see items no training ever touched. The test items, their cases and
+  fewer than ``n_negatives`` are left has no validation case; the stats count them). Early
+  stopping, ``select_on`` and weights chosen on validation then see items no training ever
+  touched. The test items, their cases and
   negatives are exactly those of the split without it, so figures compare row by row.
 
 Both return a ``LeaveOneOut`` (the split artifact's tables) whose stats say which setting

@@ -152,10 +152,10 @@ def train_stage(args: argparse.Namespace, model_config: dict, train_config: Trai
 
 def exit_worker(code: int) -> NoReturn:
     """Leave a torchrun worker without Python's interpreter finalization: flush what it
-    wrote, then ``os._exit``. Now and then (once in CI, once in about 100 runs of the 2-rank
+    wrote, then ``os._exit``. Now and then (once in CI, once in 83 runs of the 2-rank
     gloo test group on a loaded 2-core machine) rank 1 aborted with SIGABRT, "terminate
     called without an active exception", after rank 0 had published and both had left the
-    group, with no Python frame on any thread: native objects torn down with the
+    group, with no Python frame on any thread: most likely native objects torn down with the
     interpreter (pytorch/pytorch#179291 describes the same class of crash). torchrun then
     fails the whole job. Everything a rank owes is done by then, so skipping finalization
     loses nothing."""
