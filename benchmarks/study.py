@@ -91,8 +91,9 @@ log = logging.getLogger("benchmarks.study")
 
 # shuffled: features permuted across items; doc2vec: Doc2Vec text features; mixed: batches
 # that mix users (batch_order "shuffled", bucketed by history length) instead of the NAIS paper's
-# one-user batches; nodrop: hybrid_iris with content_dropout 0
-VARIANTS = ("", "shuffled", "doc2vec", "mixed", "nodrop")
+# one-user batches; nodrop: hybrid_iris with content_dropout 0; metric: hybrid_iris with a
+# learned content metric (content_metric, docs/content.md)
+VARIANTS = ("", "shuffled", "doc2vec", "mixed", "nodrop", "metric")
 
 
 def row_key(model: str, emb: int, seed: int, variant: str = "") -> str:
@@ -350,6 +351,8 @@ def run_row(
             feats["text_features"] = refs["doc2vec"]
         elif variant == "nodrop":
             mcfg["content_dropout"] = 0.0  # an unknown field for models without it: a clear error
+        elif variant == "metric":
+            mcfg["content_metric"] = True
 
         def fit(name, model_config, train_config, **kw):
             return train_model(

@@ -15,6 +15,7 @@ CFGS = {
     "no_collab": {"collaborative_attention": False},
     "no_content": {"content_embeddings": False},
     "no_similarity": {"content_similarity": 0},
+    "metric": {"content_metric": True, "metric_dropout": 0.0},  # dropout: its own test below
 }
 
 
@@ -70,12 +71,26 @@ def ref_content_vectors(model):
     return out
 
 
-def ref_similarity(model):
+def ref_similarity(model, keep_p=None, keep_q=None):
     """γ c_i·c_j (the tiny catalogue has fewer content dimensions than ``content_similarity``
-    directions, so the projected ĉ_i·ĉ_j is exactly c_i·c_j); 0 without the term."""
+    directions, so the projected ĉ_i·ĉ_j is exactly c_i·c_j); with ``content_metric``
+    γ (c_i M_p)·(c_j M_q), the projections' rows (content dimensions) kept where ``keep_p``,
+    ``keep_q`` say and scaled by 1/(share kept); 0 without the term."""
     if not model.config.content_similarity:
         return lambda i, j: 0.0
     c = ref_content_vectors(model)
+    if model.config.content_metric:
+        D = len(c[0])
+        drop = model.config.metric_dropout
+
+        def projected(M, keep, x):
+            keep = torch.ones(D, dtype=torch.bool) if keep is None else keep
+            return sum(x[n] * M[n] / (1 - drop) for n in range(D) if keep[n])
+
+        return lambda i, j: (
+            model.sim_scale
+            * torch.dot(projected(model.metric_p, keep_p, c[i]), projected(model.metric_q, keep_q, c[j]))
+        )
     return lambda i, j: model.sim_scale * torch.dot(c[i], c[j])
 
 
@@ -238,6 +253,75 @@ def test_content_dropout_equals_reference_in_training_only(case):
         _close(model.scores(users, targets), undropped, "no dropout without gradients")
     model.eval()
     _close(model.scores(users, targets).detach(), undropped, "no dropout in eval mode")
+
+
+def test_metric_dropout_drops_content_dimensions_in_training_only():
+    """Training with ``metric_dropout``: one mask of content dimensions per side and batch
+    (drawn history side first), the kept rows of M_p and M_q scaled by 1/(1 − share): values
+    and gradients as the loop says, on both backends; without gradients nothing is dropped."""
+    history, users, targets, feats = tiny_data(seed=8)
+    model = _model(history, feats, content_metric=True, metric_dropout=0.4)
+    D = model.metric_p.shape[0]
+    torch.manual_seed(13)
+    keep_p, keep_q = torch.rand(D) >= 0.4, torch.rand(D) >= 0.4
+    assert not torch.equal(keep_p, keep_q) and keep_p.any() and not keep_p.all()
+
+    def reference(keep_p=None, keep_q=None):
+        p, q, logit, _ = ref_parts(model)
+        parts = (p, q, logit, ref_similarity(model, keep_p, keep_q))
+        return torch.stack(
+            [
+                torch.stack([ref_score(model, history, int(u), int(j), parts) for j in targets[b]])
+                for b, u in enumerate(users)
+            ]
+        )
+
+    ref, ref_g = _grads(model, lambda: reference(keep_p, keep_q))
+    assert {"metric_p", "metric_q"} <= set(ref_g)
+    for backend in ["eager", "fused"]:
+        model.backend = backend
+        torch.manual_seed(13)  # the model draws the same masks
+        got, got_g = _grads(model, lambda: model.scores(users, targets))
+        _close(got, ref, f"metric dropout/{backend} scores")
+        for n in ref_g:
+            g, r = got_g[n], ref_g[n]
+            assert torch.allclose(g, r, rtol=1e-4, atol=1e-5 * max(1.0, float(r.abs().max()))), (
+                f"metric dropout/{backend} d/d{n}: max diff {(g - r).abs().max():.3g} of {r.abs().max():.3g}"
+            )
+    with torch.no_grad():  # kept rows scaled by 1/(1 − share) in ref_similarity: all kept here
+        model.config.metric_dropout = 0.0
+        undropped = reference()
+        model.config.metric_dropout = 0.4
+        _close(model.scores(users, targets), undropped, "no metric dropout without gradients")
+
+
+def test_the_learned_metric_starts_at_the_fixed_similarity():
+    """Built (not randomised), M_p = M_q = the principal directions, so a model with
+    ``content_metric`` scores exactly as the one with the fixed term; it needs the term and a
+    dropout share in [0, 1)."""
+    from mmiris.models.build import build_model
+
+    history, users, targets, feats = tiny_data(seed=9)
+    cfg = {"emb": 8, "image_hidden": 6, "content_dropout": 0.0}
+    torch.manual_seed(3)
+    fixed = build_model("hybrid_iris", cfg, history.n_users, N_ITEMS, history, feats)
+    torch.manual_seed(3)
+    learned = build_model("hybrid_iris", {**cfg, "content_metric": True}, history.n_users, N_ITEMS, history, feats)
+    assert torch.equal(learned.metric_p, learned.content_basis) and torch.equal(learned.metric_q, learned.content_basis)
+    with torch.no_grad():
+        for p in (fixed.content_p, fixed.content_q, learned.content_p, learned.content_q):
+            p.weight.normal_(0.0, 0.3)  # a content part, so the sum is not the similarity alone
+        learned.content_p.weight.copy_(fixed.content_p.weight)
+        learned.content_q.weight.copy_(fixed.content_q.weight)
+        fixed.eval(), learned.eval()
+        _close(learned.scores(users, targets), fixed.scores(users, targets), "learned metric at its start")
+    with pytest.raises(ValueError, match="content_similarity"):
+        build_model("hybrid_iris", {**cfg, "content_metric": True, "content_similarity": 0}, 3, N_ITEMS, history, feats)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="metric_dropout"):
+            build_model(
+                "hybrid_iris", {**cfg, "content_metric": True, "metric_dropout": bad}, 3, N_ITEMS, history, feats
+            )
 
 
 def test_content_dropout_must_be_a_probability():

@@ -17,6 +17,15 @@ With g_i = [v_i; t_i] the outputs of Multimodal IRIS's towers (eq. 7–8) for it
   centring means and the directions are fixed when the model is built and saved with it, so an
   item added after training is projected exactly as the training items were. It runs on the
   fused op as p̃_i = [p_i; γ ĉ_i], q̃_j = [q_j; ĉ_j] (the attention reads p_i and q_j only).
+- **A learned content metric** (``content_metric``, seventh session): the two sides get their
+  own projections, ĉ_i = c_i M_p for a history item and ĉ_j = c_j M_q for a target, both
+  learned and both starting at the principal directions (so the model starts exactly where
+  the fixed term does). The fixed cosine weighs every content direction as content kNN does;
+  learned, the similarity can weigh the directions that predict co-interaction. In training a
+  share ``metric_dropout`` of the content dimensions is dropped from each projection (one mask
+  per side and batch, the kept ones scaled by 1/(1 − share)): without it the projections fit
+  the warm items' identities and a content-only version of the term ranks cold items worse
+  after a few epochs (docs/content.md).
 
 - The logit is the IRN of eq. 6 plus NAIS_concat's W[p_i; q_j] (on the hybrid p and q): the
   attention can follow the content where interactions are few and the learned factors where
@@ -75,6 +84,11 @@ class HybridIRISConfig(MultimodalIRISConfig):
     content_dropout: float = 0.5
     # directions of ĉ (the content-kNN vectors' leading principal directions); 0 drops the term
     content_similarity: int = 32
+    # learn the projections of ĉ, one for history items and one for targets, starting at those
+    # directions (needs content_similarity > 0)
+    content_metric: bool = False
+    # training only: share of content dimensions dropped from each learned projection per batch
+    metric_dropout: float = 0.5
 
 
 @register
@@ -121,10 +135,20 @@ class HybridIRIS(MultimodalIRIS):
             for m, mu in zip(self.modalities, means):  # persistent: new items are projected alike
                 self.register_buffer(f"{m}_content_mean", mu)
             self.register_buffer("content_basis", basis)
+        self.metric_p = self.metric_q = None
+        if config.content_metric:
+            if not config.content_similarity:
+                raise ValueError("content_metric learns the projections of ĉ: it needs content_similarity > 0")
+            if not 0.0 <= config.metric_dropout < 1.0:
+                raise ValueError(f"metric_dropout must be in [0, 1), got {config.metric_dropout}")
+            self.metric_p = torch.nn.Parameter(basis.clone())  # M_p (history side)
+            self.metric_q = torch.nn.Parameter(basis.clone())  # M_q (target side)
         self.zero_untrained_rows()
 
     def content_similarity_vectors(self, ids: torch.Tensor) -> torch.Tensor:
-        """ĉ for item ids [N]: [N, content_similarity] (zero blocks for missing modalities)."""
+        """ĉ for item ids [N]: [N, content_similarity] (zero blocks for missing modalities);
+        with ``content_metric`` [N, 2 · content_similarity], the history side's ĉ = c M_p and
+        then the target side's c M_q (each projection's dimensions dropped in training)."""
         ms = self.modalities
         rows = content_rows(
             [getattr(self, f"{m}_features")[ids] for m in ms],
@@ -132,7 +156,15 @@ class HybridIRIS(MultimodalIRIS):
             [getattr(self, f"{m}_content_mean") for m in ms],
             [1 / len(ms)] * len(ms),
         )
-        return rows @ self.content_basis
+        if self.metric_p is None or self.metric_q is None:
+            return rows @ self.content_basis
+        Mp, Mq = self.metric_p, self.metric_q
+        drop = self.config.metric_dropout
+        if drop and self.training and torch.is_grad_enabled():
+            D = Mp.shape[0]
+            Mp = Mp * ((torch.rand(D, device=Mp.device) >= drop).to(Mp.dtype) / (1 - drop))[:, None]
+            Mq = Mq * ((torch.rand(D, device=Mq.device) >= drop).to(Mq.dtype) / (1 - drop))[:, None]
+        return rows @ torch.cat([Mp, Mq], dim=1)
 
     @torch.no_grad()
     def zero_untrained_rows(self) -> None:
@@ -169,7 +201,8 @@ class HybridIRIS(MultimodalIRIS):
         return s
 
     def item_tables(self, ids):
-        """(A [N, h], C [N, h], content part of p [N, k], of q [N, k], ĉ [N, d]; d = 0 without the term) per item."""
+        """(A [N, h], C [N, h], content part of p [N, k], of q [N, k], ĉ [N, d]; d = 0 without the term,
+        2 · content_similarity with ``content_metric``) per item."""
         vecs = self.item_vectors(ids)
         A, C = self.irn_tables(vecs)
         with torch.autocast(ids.device.type, enabled=False):
@@ -207,6 +240,9 @@ class HybridIRIS(MultimodalIRIS):
             A = A + self.irn_p(PH)
             C = C + self.irn_q(QT)
         if self.sim_scale is not None:  # p̃_i·q̃_j = p_i·q_j + γ ĉ_i·ĉ_j
+            if self.metric_p is not None:  # the history side's ĉ, then the target side's
+                d = self.config.content_similarity
+                Sh, St = Sh[..., :d], St[..., d:]
             PH = torch.cat([PH, self.sim_scale * Sh], dim=-1)
             QT = torch.cat([QT, St], dim=-1)
         return PH, QT, dict(A=A, C=C)
