@@ -509,9 +509,13 @@ def _new_feats(model, n=3, seed=7):
     return out
 
 
-@pytest.mark.parametrize("name", ["hybrid_iris", "vbpr"])
-def test_extension_keeps_old_items_and_gives_new_items_zero_rows(name):
-    model, _ = _tiny(name)
+@pytest.mark.parametrize(
+    "name, cfg",
+    [("hybrid_iris", {}), ("hybrid_iris", {"content_metric": True}), ("vbpr", {})],
+    ids=["hybrid_iris", "hybrid_iris_metric", "vbpr"],
+)
+def test_extension_keeps_old_items_and_gives_new_items_zero_rows(name, cfg):
+    model, _ = _tiny(name, **cfg)
     model.eval()
     ext = extend_catalogue(model, _new_feats(model))
     assert ext.n_items == model.n_items + 3
@@ -523,6 +527,12 @@ def test_extension_keeps_old_items_and_gives_new_items_zero_rows(name):
             assert torch.equal(
                 ext.state_dict()[key][model.n_items :], torch.zeros_like(ext.state_dict()[key][model.n_items :])
             )
+        if cfg.get("content_metric"):  # the learned projections carry over; a new item is projected by M_q
+            assert torch.equal(ext.metric_p, model.metric_p) and torch.equal(ext.metric_q, model.metric_q)
+            new = torch.arange(model.n_items, ext.n_items)
+            chat = ext.content_similarity_vectors(new)
+            d = model.config.content_similarity
+            assert chat.shape == (3, 2 * d) and not torch.equal(chat[:, :d], chat[:, d:])
 
 
 def test_vbpr_new_item_score_is_its_visual_part():

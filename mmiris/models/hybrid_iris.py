@@ -94,6 +94,7 @@ class HybridIRISConfig(MultimodalIRISConfig):
 @register
 class HybridIRIS(MultimodalIRIS):
     name = "hybrid_iris"
+    config: HybridIRISConfig
     config_cls = HybridIRISConfig
     # Items that arrive after training (mmiris/recommend/new_items.py): zero P, Q rows and b_j,
     # so a new item's q_j = U_q g_j comes from its poster and plot alone.
