@@ -103,11 +103,14 @@ def study_row(study_rows: dict[str, dict], model: str, emb: int, seed: int, epoc
 
 
 def summarize(rows: list[dict]) -> dict:
+    """Per setting and model (a study variant apart from its model: ``hybrid_iris+nodrop``),
+    mean ± std over seeds of the headline figures."""
     out: dict = {}
     for r in rows:
         if "error" in r:
             continue
-        out.setdefault(r["setting"], {}).setdefault(r["model"], []).append(r)
+        name = f"{r['model']}{'+' + r['variant'] if r.get('variant') else ''}"
+        out.setdefault(r["setting"], {}).setdefault(name, []).append(r)
     return {
         s: {
             m: {

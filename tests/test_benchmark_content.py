@@ -49,3 +49,17 @@ def test_study_variants_are_content_models_and_the_full_row_comes_from_the_same_
     # a row under the plain model's key that is in fact a variant is never taken for the plain model
     mislabelled = {"hybrid_iris:16:0": {**rows["hybrid_iris+nodrop:16:1"], "key": "hybrid_iris:16:0"}}
     assert content.study_row(mislabelled, "hybrid_iris", 16, 0, 50, 3) is None
+
+
+def test_the_summary_keeps_a_variant_apart_from_its_model():
+    def row(setting, variant, seed, hr):
+        key = f"{setting}/hybrid_iris{'+' + variant if variant else ''}:16:{seed}"
+        return {"key": key, "setting": setting, "model": "hybrid_iris", "variant": variant, "seed": seed, "hr10": hr}
+
+    rows = [row("full", "", 0, 0.68), row("full", "nodrop", 0, 0.71), row("full", "nodrop", 1, 0.72)]
+    rows += [row("cold", "metric", 0, 0.25), {"key": "cold/vbpr:16:0", "setting": "cold", "error": "killed"}]
+    summary = content.summarize(rows)
+    assert sorted(summary["full"]) == ["hybrid_iris", "hybrid_iris+nodrop"]
+    assert summary["full"]["hybrid_iris"]["hr10"]["n"] == 1
+    assert summary["full"]["hybrid_iris+nodrop"]["hr10"] == {"mean": 0.715, "std": 0.0071, "n": 2}
+    assert list(summary["cold"]) == ["hybrid_iris+metric"]  # the failed row is left out
