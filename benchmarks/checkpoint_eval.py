@@ -12,6 +12,8 @@ cases with the evaluate stage's sampled protocol. Nothing is published. Prints o
 and appends it to ``--out`` (JSON lines) when given. ``--attention-users N`` adds the
 attention target share of ``benchmarks.attention_spread`` (N users × 20 targets): whether
 an attentive model's attention has collapsed to item-independent weights at that epoch.
+``--zero NAME ...`` evaluates an ablation: those parameters or buffers are zeroed after loading
+(e.g. ``content_q.weight`` leaves a Hybrid IRIS's cold items only their similarity term).
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--attention-users", type=int, default=0, help="also the attention target share over N users (0: no)"
     )
+    p.add_argument(
+        "--zero",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="an ablation: these parameters or buffers (state-dict names, e.g. content_q.weight) are set to 0 "
+        "after loading; the row lists them",
+    )
     args = p.parse_args(argv)
     import torch
 
@@ -59,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.checkpoint} is a {state['model']} checkpoint, not {args.model}")
     model = build_model(args.model, json.loads(args.config), split.n_users, split.n_items, split.history(), feats)
     model.load_state_dict(state["model_state"])
+    tensors = model.state_dict(keep_vars=True)
+    unknown = [n for n in args.zero if n not in tensors]
+    if unknown:
+        raise SystemExit(f"--zero {' '.join(unknown)}: not in the {args.model} model (it has: {', '.join(tensors)})")
+    with torch.no_grad():
+        for n in args.zero:
+            tensors[n].zero_()
     model.eval()
     with torch.no_grad():
         r = sampled_ranks(model, split.test_users, split.test_items, split.test_negatives)
@@ -77,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "hr10": round(m["hr10"], 4),
         "ndcg10": round(m["ndcg10"], 4),
         **({"target_share": share} if share is not None else {}),
+        **({"zeroed": args.zero} if args.zero else {}),
         **({"label": args.label} if args.label else {}),
     }
     print(json.dumps(row), flush=True)

@@ -72,6 +72,16 @@ def test_checkpoint_is_evaluated_as_the_model_it_holds(tmp_path, capsys):
     assert row["hr10"] == round(want["hr10"], 4) and row["ndcg10"] == round(want["ndcg10"], 4)
     assert json.loads(out.read_text()) == row
 
+    with torch.no_grad():  # an ablation: Q zeroed after loading scores every item by its bias alone
+        model.Q.weight.zero_()
+        want = metrics_from_ranks(sampled_ranks(model, split.test_users, split.test_items, split.test_negatives).ranks)
+    assert checkpoint_eval.main([*args, "--zero", "Q.weight"]) == 0
+    whole, row = row, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["zeroed"] == ["Q.weight"] and row["ndcg10"] != whole["ndcg10"]
+    assert row["hr10"] == round(want["hr10"], 4) and row["ndcg10"] == round(want["ndcg10"], 4)
+    with pytest.raises(SystemExit, match="--zero nope: not in the fism model"):
+        checkpoint_eval.main([*args, "--zero", "nope"])
+
     with pytest.raises(SystemExit, match="is a fism checkpoint, not mf"):
         checkpoint_eval.main([*args[:5], "mf", *args[6:]])
     with pytest.raises(SystemExit, match="no checkpoint"):
