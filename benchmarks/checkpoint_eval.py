@@ -14,11 +14,14 @@ attention target share of ``benchmarks.attention_spread`` (N users × 20 targets
 an attentive model's attention has collapsed to item-independent weights at that epoch.
 ``--zero NAME ...`` evaluates an ablation: those parameters or buffers are zeroed after loading
 (e.g. ``content_q.weight`` leaves a Hybrid IRIS's cold items only their similarity term).
+``--cases valid`` ranks the validation cases instead, as model selection sees them (on a
+cold-item split its warm items scored as new items), so an ablation can be chosen there.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -41,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         "--attention-users", type=int, default=0, help="also the attention target share over N users (0: no)"
     )
     p.add_argument(
+        "--cases",
+        choices=("test", "valid"),
+        default="test",
+        help="which cases to rank; valid on a cold-item split scores its warm items as new items (their free "
+        "target rows zeroed, as select_on cold does)",
+    )
+    p.add_argument(
         "--zero",
         nargs="*",
         default=[],
@@ -55,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmiris.data.split import load_split
     from mmiris.eval.metrics import metrics_from_ranks
     from mmiris.eval.protocols import sampled_ranks
+    from mmiris.models.base import targets_as_new
     from mmiris.models.build import build_model, load_features
     from mmiris.train.checkpoint import load_checkpoint
 
@@ -77,8 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.zero:
             tensors[n].zero_()
     model.eval()
-    with torch.no_grad():
-        r = sampled_ranks(model, split.test_users, split.test_items, split.test_negatives)
+    cases = {
+        "test": (split.test_users, split.test_items, split.test_negatives),
+        "valid": (split.valid_users, split.valid_items, split.valid_negatives),
+    }[args.cases]
+    cold = store.manifest(ArtifactRef.parse(args.split)).stats.get("setting") == "cold"
+    as_new = targets_as_new(model) if args.cases == "valid" and cold else contextlib.nullcontext()
+    with torch.no_grad(), as_new:
+        r = sampled_ranks(model, *cases)
     m = metrics_from_ranks(r.ranks)
     share = None
     if args.attention_users:
@@ -91,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "split": args.split,
         "epoch": state["state"]["epoch"],
         "best_epoch": state["state"]["best_epoch"],
+        **({"cases": "valid"} if args.cases == "valid" else {}),
         "hr10": round(m["hr10"], 4),
         "ndcg10": round(m["ndcg10"], 4),
         **({"target_share": share} if share is not None else {}),

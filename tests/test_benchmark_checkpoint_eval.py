@@ -79,6 +79,15 @@ def test_checkpoint_is_evaluated_as_the_model_it_holds(tmp_path, capsys):
     whole, row = row, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["zeroed"] == ["Q.weight"] and row["ndcg10"] != whole["ndcg10"]
     assert row["hr10"] == round(want["hr10"], 4) and row["ndcg10"] == round(want["ndcg10"], 4)
+    with torch.no_grad():  # the validation cases, as model selection ranks them (a warm split: as they are)
+        want = metrics_from_ranks(
+            sampled_ranks(model, split.valid_users, split.valid_items, split.valid_negatives).ranks
+        )
+    assert checkpoint_eval.main([*args, "--zero", "Q.weight", "--cases", "valid"]) == 0
+    zeroed_test, row = row, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["cases"] == "valid" and row["zeroed"] == ["Q.weight"] and "cases" not in zeroed_test
+    assert (row["hr10"], row["ndcg10"]) != (zeroed_test["hr10"], zeroed_test["ndcg10"])
+    assert row["hr10"] == round(want["hr10"], 4) and row["ndcg10"] == round(want["ndcg10"], 4)
     with pytest.raises(SystemExit, match="--zero nope: not in the fism model"):
         checkpoint_eval.main([*args, "--zero", "nope"])
 
