@@ -23,7 +23,7 @@ identity, so the row also says which epoch validation would pick and what the te
 The content vectors are the ``--knn`` model's (its image weight). Prints one JSON line
 ``{"split", "knn", "config", "epochs": [{"epoch", "loss", "valid_hr10", ..., "hr10", ...}],
 "selected"}`` and writes it to ``--out`` keyed by split and config (a rerun replaces it).
-Runs on one thread in a few minutes for ML-1M (about 16 s per epoch on the 2-core sandbox).
+Runs on one thread in a few minutes for ML-1M (22–25 s of training per epoch measured on the 2-core sandbox beside one other job).
 """
 
 from __future__ import annotations
