@@ -92,8 +92,9 @@ log = logging.getLogger("benchmarks.study")
 # shuffled: features permuted across items; doc2vec: Doc2Vec text features; mixed: batches
 # that mix users (batch_order "shuffled", bucketed by history length) instead of the NAIS paper's
 # one-user batches; nodrop: hybrid_iris with content_dropout 0; metric: hybrid_iris with a
-# learned content metric (content_metric, docs/content.md)
-VARIANTS = ("", "shuffled", "doc2vec", "mixed", "nodrop", "metric")
+# learned content metric (content_metric, docs/content.md); simpath: that model ranking items
+# without training interactions by the learned similarity term alone (new_items "similarity")
+VARIANTS = ("", "shuffled", "doc2vec", "mixed", "nodrop", "metric", "simpath")
 
 
 def row_key(model: str, emb: int, seed: int, variant: str = "") -> str:
@@ -353,6 +354,8 @@ def run_row(
             mcfg["content_dropout"] = 0.0  # an unknown field for models without it: a clear error
         elif variant == "metric":
             mcfg["content_metric"] = True
+        elif variant == "simpath":
+            mcfg.update(content_metric=True, new_items="similarity")
 
         def fit(name, model_config, train_config, **kw):
             return train_model(

@@ -414,3 +414,147 @@ def test_targets_as_new_scores_every_candidate_as_a_dropped_pair(case):
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n
     _close(model.scores(users, targets).detach(), warm, "restored")
+
+
+# -- new items through the similarity term (new_items="similarity") ---------------------------
+METRIC = {"content_metric": True, "metric_dropout": 0.0}  # the loop's projections: no dropout share
+PATH_CFGS = {"fixed": {}, "metric": METRIC, "alpha": {**METRIC, "alpha": 0.5, "beta": 1.0}}
+
+
+def ref_path_score(model, history, u, j, sim):
+    """γ n^-(α+β) Σ_{i ∈ R_u⁺\\{j}} ĉ_i·ĉ_j by a loop (``sim`` includes γ); 0 on an empty history."""
+    c = model.config
+    hist = [int(i) for i in history.items_of(u) if int(i) != j]
+    if not hist:
+        return torch.zeros(())
+    return sum(sim(i, j) for i in hist) * len(hist) ** -(c.alpha + c.beta)
+
+
+def _path_model(history, feats, cold, **cfg):
+    """A model ranking new items by the similarity path, with ``cold`` items' free rows zero."""
+    model = _model(history, feats, new_items="similarity", **cfg)
+    with torch.no_grad():
+        model.Q.weight[cold] = 0.0
+        model.item_bias[cold] = 0.0
+    return model.eval()
+
+
+@pytest.mark.parametrize("case", sorted(PATH_CFGS))
+def test_new_items_by_similarity_equals_reference(case):
+    """Targets with no learned row are scored by the loop's similarity path, the others exactly as
+    the model scores them; through scores and score_all, on both backends, inside cached_items,
+    including a cold target that is in the user's own history (excluded from R_u⁺)."""
+    history, users, targets, feats = tiny_data(seed=5)
+    cold = [int(targets[0, 0]), int(targets[1, 3]), int(targets[2, 4])]  # targets[0, 0] is in u0's history
+    model = _path_model(history, feats, cold, **PATH_CFGS[case])
+    parts = ref_parts(model)
+    with torch.no_grad():
+        ref = torch.stack(
+            [
+                torch.stack(
+                    [
+                        ref_path_score(model, history, int(u), int(j), parts[3])
+                        if int(j) in cold
+                        else ref_score(model, history, int(u), int(j), parts)
+                        for j in targets[b]
+                    ]
+                )
+                for b, u in enumerate(users)
+            ]
+        )
+        ref_all = torch.stack(
+            [
+                torch.stack(
+                    [
+                        ref_path_score(model, history, int(u), j, parts[3])
+                        if j in cold
+                        else ref_score(model, history, int(u), j, parts)
+                        for j in range(N_ITEMS)
+                    ]
+                )
+                for u in users
+            ]
+        )
+        as_model = model.config.__class__(**{**model.config.to_dict(), "new_items": "model"})
+        plain = type(model)(as_model, model.n_users, model.n_items, history, feats)
+        plain.load_state_dict(model.state_dict())
+        assert not torch.allclose(plain.eval().scores(users, targets), ref)  # the path changes scores
+        for backend in ["eager", "fused"]:
+            model.backend = backend
+            _close(model.scores(users, targets), ref, f"{case}/{backend} scores")
+            _close(model.score_all(users), ref_all, f"{case}/{backend} score_all")
+            with model.cached_items():
+                _close(model.scores(users, targets), ref, f"{case}/{backend} cached scores")
+
+
+def test_the_similarity_path_is_off_in_training():
+    """In training (with gradients) a cold target is scored by the model, as the loop does."""
+    history, users, targets, feats = tiny_data(seed=5)
+    cold = [int(targets[1, 3])]
+    model = _path_model(history, feats, cold, **METRIC).train()
+    parts = ref_parts(model)
+    ref = ref_score(model, history, 1, cold[0], parts)
+    got = model.scores(users[1:2], torch.tensor([[cold[0]]]))
+    _close(got.detach()[0, 0], ref.detach(), "training score of a cold target")
+    with torch.no_grad():
+        path = ref_path_score(model, history, 1, cold[0], parts[3])
+    assert not torch.isclose(ref.detach(), path, rtol=1e-3)
+
+
+def test_targets_as_new_ranks_every_candidate_by_the_similarity_path():
+    from mmiris.models.base import targets_as_new
+
+    history, users, targets, feats = tiny_data(seed=6)
+    model = _path_model(history, feats, [], **METRIC)
+    sim = ref_parts(model)[3]
+    with torch.no_grad():
+        ref = torch.stack(
+            [
+                torch.stack([ref_path_score(model, history, int(u), int(j), sim) for j in targets[b]])
+                for b, u in enumerate(users)
+            ]
+        )
+        with targets_as_new(model):
+            _close(model.scores(users, targets), ref, "as new scores")
+            _close(model.score_all(users).gather(1, targets), ref, "as new score_all")
+        assert not torch.allclose(model.scores(users, targets), ref)  # restored rows: the model again
+
+
+def test_explanations_of_a_new_item_are_its_most_similar_history_items():
+    """For a target the path ranks, the relevance of history item i is its share of the score,
+    γ n^-(α+β) ĉ_i·ĉ_j (they sum to the score); the target itself is never an explanation."""
+    from mmiris.recommend.explain import explain
+
+    history, users, targets, feats = tiny_data(seed=5)
+    u = 6  # 37 of the 40 items: a history longer than one kernel block, and items outside it
+    own = [int(i) for i in history.items_of(u)]
+    cold = [own[0], next(j for j in range(N_ITEMS) if j not in own)]
+    model = _path_model(history, feats, cold, **METRIC)
+    sim = ref_parts(model)[3]
+    c = model.config
+    hist, a, mask = model.attention(torch.tensor([u]), torch.tensor([cold]))
+    for t, j in enumerate(cold):
+        keep = [i for i in own if i != j]
+        with torch.no_grad():
+            want = {i: float(sim(i, j)) * len(keep) ** -(c.alpha + c.beta) for i in keep}
+            score = float(model.scores(torch.tensor([u]), torch.tensor([[j]]))[0, 0])
+        got = {int(i): float(a[0, t, l]) for l, i in enumerate(hist[0].tolist()) if bool(mask[0, l])}
+        for i in keep:
+            assert math.isclose(got[i], want[i], rel_tol=1e-4, abs_tol=1e-6), (j, i)
+        assert math.isclose(sum(want.values()), score, rel_tol=1e-4, abs_tol=1e-6)
+        ids, rel = explain(model, torch.tensor([u]), torch.tensor([[j]]), 3)
+        best = sorted(keep, key=lambda i: -want[i])[:3]
+        assert ids[0, 0].tolist() == best and j not in ids[0, 0].tolist()
+
+
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        ({"new_items": "content"}, "new_items must be one of"),
+        ({"new_items": "similarity", "content_similarity": 0}, "needs content_similarity"),
+    ],
+)
+def test_new_items_setting_refusals(cfg, match):
+    history, _, _, feats = tiny_data()
+    with pytest.raises(ValueError, match=match):
+        _model(history, feats, **cfg)

@@ -44,6 +44,21 @@ With g_i = [v_i; t_i] the outputs of Multimodal IRIS's towers (eq. 7–8) for it
   (docs/content.md). Evaluation and inference never drop.
 - U_p and U_q start at zero: initialised from a FISM (``init_from``), the model starts with
   exactly the FISM's p and q, and learns how much content to add.
+- **How a new item is ranked** (``new_items``, eighth session). A target with no learned row
+  (Q_j = 0 and b_j = 0: an item without training interactions, one added after training, or
+  every candidate under ``targets_as_new``) is scored outside training either by the model as
+  above ("model", the default: q_j = U_q g_j) or through the content similarity term alone,
+  uniformly weighted ("similarity"):
+
+      r̂_uj = γ |R_u⁺\\{j}|^-(α+β) Σ_{i ∈ R_u⁺\\{j}} ĉ_i·ĉ_j
+
+  which is the model's own sum with every logit e_ij equal (a_ij = n^-β) and q_j's learned
+  parts absent. The attention and U_q g_j are fitted on warm items; on cold items they cost
+  more than they add (docs/content.md: the learned term alone ranked cold test items 0.2574
+  against 0.1815 as trained, chosen on cold validation). Explanations for such a target rank
+  the history by each item's share of that sum, γ n^-(α+β) ĉ_i·ĉ_j. Training never uses this
+  path: content dropout still teaches U_q and the towers, and selecting on cold validation
+  (``select_on="cold"``) then follows the path the model will rank new items with.
 """
 
 from __future__ import annotations
@@ -89,6 +104,12 @@ class HybridIRISConfig(MultimodalIRISConfig):
     content_metric: bool = False
     # training only: share of content dimensions dropped from each learned projection per batch
     metric_dropout: float = 0.5
+    # how a target with no learned row (Q_j = 0, b_j = 0) is scored outside training: "model"
+    # (q_j = U_q g_j under the attention) or "similarity" (γ ĉ_i·ĉ_j, uniformly weighted)
+    new_items: str = "model"
+
+
+NEW_ITEM_PATHS = ("model", "similarity")
 
 
 @register
@@ -144,6 +165,12 @@ class HybridIRIS(MultimodalIRIS):
                 raise ValueError(f"metric_dropout must be in [0, 1), got {config.metric_dropout}")
             self.metric_p = torch.nn.Parameter(basis.clone())  # M_p (history side)
             self.metric_q = torch.nn.Parameter(basis.clone())  # M_q (target side)
+        if config.new_items not in NEW_ITEM_PATHS:
+            raise ValueError(f"new_items must be one of {NEW_ITEM_PATHS}, got {config.new_items!r}")
+        if config.new_items == "similarity" and not config.content_similarity:
+            raise ValueError(
+                "new_items 'similarity' ranks new items by the term γ ĉ_i·ĉ_j: it needs content_similarity > 0"
+            )
         self.zero_untrained_rows()
 
     def content_similarity_vectors(self, ids: torch.Tensor) -> torch.Tensor:
@@ -188,7 +215,7 @@ class HybridIRIS(MultimodalIRIS):
     def scores(self, users, items):
         p = self.config.content_dropout
         if p == 0.0 or self.content_q is None or not (self.training and torch.is_grad_enabled()):
-            return super().scores(users, items)
+            return self._new_items_by_similarity(users, items, super().scores(users, items))
         items = items.to(self.device)
         hist, hlen = self.history_of(users)
         keep = (torch.rand(items.shape, device=items.device) >= p).to(self.Q.weight.dtype)
@@ -200,6 +227,93 @@ class HybridIRIS(MultimodalIRIS):
         if self.item_bias is not None:
             s = s + self.item_bias[items] * keep
         return s
+
+    # -- new items through the similarity term (``new_items="similarity"``) -------------------
+    def _similarity_path(self) -> bool:
+        return self.config.new_items == "similarity" and not (self.training and torch.is_grad_enabled())
+
+    def untrained(self, items: torch.Tensor) -> torch.Tensor:
+        """Whether each target has no learned row (Q_j = 0 and b_j = 0), shaped like ``items``."""
+        none = (self.Q.weight == 0).all(dim=1)
+        if self.item_bias is not None:
+            none = none & (self.item_bias == 0)
+        return none[items]
+
+    def _new_items_by_similarity(self, users, items, s):
+        """``s`` with the targets that have no learned row rescored through the similarity path."""
+        if not self._similarity_path():
+            return s
+        items = items.to(self.device)
+        new = self.untrained(items)
+        if not bool(new.any()):
+            return s
+        hist, hlen = self.history_of(users)
+        return torch.where(new, self.similarity_path(hist, hlen, items).to(s.dtype), s)
+
+    def _path_terms(self, hist, hlen, items):
+        """(γ n^-(α+β) [B, T], ĉ of the history [B, L, d], ĉ of the targets [B, T, d] (or [T, d]
+        when ``items`` [T] is shared by every row), the target's own history-side ĉ_j·ĉ_j-term
+        and whether j is in the history [B, T]) for ``similarity_path`` and explanations."""
+        d, c = self.config.content_similarity, self.config
+        B, L = hist.shape
+        cached = getattr(self, "_tables", None)
+        if cached is not None and not torch.is_grad_enabled():  # evaluation: the catalogue's ĉ
+            S_tab = cached[4]
+            Sh, St, Sj = S_tab[hist][..., :d], S_tab[items][..., -d:], S_tab[items][..., :d]
+        else:
+            uniq, inv = torch.unique(torch.cat([hist.reshape(-1), items.reshape(-1)]), return_inverse=True)
+            with torch.autocast(uniq.device.type, enabled=False):
+                S = self.content_similarity_vectors(uniq)
+            ih, it = inv[: B * L], inv[B * L :]
+            Sh = S[ih, :d].view(B, L, d)
+            St, Sj = S[it, -d:].view(*items.shape, d), S[it, :d].view(*items.shape, d)
+        valid = torch.arange(L, device=hist.device)[None, :] < hlen[:, None]
+        seen = torch.zeros(B, self.n_items + 1, dtype=torch.bool, device=hist.device)
+        seen.scatter_(1, hist.masked_fill(~valid, self.n_items), True)
+        member = seen[:, items] if items.dim() == 1 else seen.gather(1, items)  # j ∈ R_u⁺
+        n = hlen[:, None].to(torch.float32) - member.to(torch.float32)
+        scale = torch.where(n > 0, n.clamp_min(1).pow(-(c.alpha + c.beta)), torch.zeros_like(n))
+        return self.sim_scale * scale, Sh * valid[..., None], St, Sj, member
+
+    def similarity_path(self, hist: torch.Tensor, hlen: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """r̂_uj = γ n^-(α+β) Σ_{i ∈ R_u⁺\\{j}} ĉ_i·ĉ_j for targets ``items`` [B, T] (or [T],
+        the same for every row): [B, T]. Σ_i ĉ_i is summed once per row, j's own term taken out."""
+        scale, Sh, St, Sj, member = self._path_terms(hist, hlen, items)
+        total = Sh.sum(1)  # [B, d]
+        if items.dim() == 1:
+            raw = total @ St.t() - member * (Sj * St).sum(-1)[None, :]
+        else:
+            raw = (total[:, None, :] * St).sum(-1) - member * (Sj * St).sum(-1)
+        return scale * raw
+
+    def score_all(self, users):
+        with self.cached_items():
+            s = super().score_all(users)
+            if not self._similarity_path():
+                return s
+            hist, hlen = self.history_of(users)
+            items = torch.arange(self.n_items, device=hist.device)
+            new = self.untrained(items)
+            if not bool(new.any()):
+                return s
+            return torch.where(new[None, :], self.similarity_path(hist, hlen, items).to(s.dtype), s)
+
+    @torch.no_grad()
+    def attention(self, users, items):
+        """a_ij; for a target the similarity path ranks, each history item's share of its score,
+        γ n^-(α+β) ĉ_i·ĉ_j (−inf on the target itself, which it never explains)."""
+        hist, a, mask = super().attention(users, items)
+        if not self._similarity_path():
+            return hist, a, mask
+        items = items.to(self.device)
+        new = self.untrained(items)
+        if not bool(new.any()):
+            return hist, a, mask
+        hlen = mask.sum(1)
+        scale, Sh, St, _, _ = self._path_terms(hist, hlen, items)
+        share = scale[..., None] * (St @ Sh.transpose(1, 2))  # [B, T, L]
+        share = share.masked_fill(hist[:, None, :] == items[:, :, None], float("-inf"))
+        return hist, torch.where(new[..., None], share.to(a.dtype), a), mask
 
     def item_tables(self, ids):
         """(A [N, h], C [N, h], content part of p [N, k], of q [N, k], ĉ [N, d]; d = 0 without the term,
