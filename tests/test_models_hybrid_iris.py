@@ -558,3 +558,40 @@ def test_new_items_setting_refusals(cfg, match):
     history, _, _, feats = tiny_data()
     with pytest.raises(ValueError, match=match):
         _model(history, feats, **cfg)
+
+
+def test_reg_metric_pulls_the_projections_towards_the_principal_directions():
+    """regularization() grows by λ Σ (M − B)² over both projections' entries (a loop), its
+    gradient points back at B, and it is zero at the start; a negative λ is refused."""
+    history, _, _, feats = tiny_data()
+    lam = 0.3
+    model = _model(history, feats, content_metric=True, reg_metric=lam)
+    base = _model(history, feats, content_metric=True)
+    base.load_state_dict(model.state_dict())
+    B = model.content_basis
+    with torch.no_grad():
+        for M in (model.metric_p, model.metric_q):
+            M.copy_(B)
+    assert torch.isclose(model.regularization(), _regularization_without_pull(model, base))
+    with torch.no_grad():
+        model.metric_p.add_(torch.linspace(-1, 1, B.numel()).view_as(B))
+        model.metric_q.mul_(1.5)
+    want = lam * sum(
+        float((M[r, c].detach() - B[r, c]) ** 2)
+        for M in (model.metric_p, model.metric_q)
+        for r in range(B.shape[0])
+        for c in range(B.shape[1])
+    )
+    extra = model.regularization() - _regularization_without_pull(model, base)
+    assert math.isclose(float(extra.detach()), want, rel_tol=1e-4)
+    model.zero_grad()
+    model.regularization().backward()
+    torch.testing.assert_close(model.metric_q.grad, 2 * lam * (model.metric_q - B).detach(), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="reg_metric must be >= 0"):
+        _model(history, feats, content_metric=True, reg_metric=-1.0)
+
+
+def _regularization_without_pull(model, base):
+    """The same parameters' regularization with reg_metric 0."""
+    base.load_state_dict(model.state_dict())
+    return base.regularization()

@@ -535,6 +535,39 @@ def test_extension_keeps_old_items_and_gives_new_items_zero_rows(name, cfg):
             assert chat.shape == (3, 2 * d) and not torch.equal(chat[:, :d], chat[:, d:])
 
 
+def test_hybrid_iris_ranks_new_items_by_the_learned_similarity_when_asked():
+    """new_items="similarity": an item added after training is scored γ n^-(α+β) Σ_i ĉ_i·ĉ_j by
+    a loop over the users' histories (ĉ_i = c_i M_p, ĉ_j = c_j M_q), the old items as before, and
+    its explanations are the history items with the largest shares of that sum."""
+    from mmiris.recommend.explain import explain
+
+    model, history = _tiny("hybrid_iris", content_metric=True, new_items="similarity")
+    model.eval()
+    ext = extend_catalogue(model, _new_feats(model))
+    d, c = model.config.content_similarity, model.config
+    users = torch.arange(model.n_users)
+    old = torch.arange(model.n_items).expand(model.n_users, -1)
+    new = (model.n_items + torch.arange(3)).expand(model.n_users, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(ext.scores(users, old), model.scores(users, old))
+        chat = ext.content_similarity_vectors(torch.arange(ext.n_items))
+        got = ext.scores(users, new)
+        full = ext.score_all(users)
+        for u in range(model.n_users):
+            hist = [int(i) for i in history.items_of(u)]
+            for t, j in enumerate(new[u].tolist()):
+                share = {i: float(ext.sim_scale * chat[i, :d] @ chat[j, d:]) for i in hist}
+                want = sum(share.values()) * len(hist) ** -(c.alpha + c.beta) if hist else 0.0
+                assert abs(float(got[u, t]) - want) < 1e-4 * max(1.0, abs(want)), (u, j)
+                assert abs(float(full[u, j]) - want) < 1e-4 * max(1.0, abs(want)), (u, j)
+                if len(hist) >= 2:
+                    ids, rel = explain(ext, torch.tensor([u]), torch.tensor([[j]]), 2)
+                    top = sorted(share.values(), reverse=True)[:2]  # ties (a new item without content): any order
+                    assert [share[i] for i in ids[0, 0].tolist()] == top
+                    scale = len(hist) ** -(c.alpha + c.beta)
+                    torch.testing.assert_close(rel[0, 0], torch.tensor(top) * scale, rtol=1e-4, atol=1e-6)
+
+
 def test_vbpr_new_item_score_is_its_visual_part():
     model, _ = _tiny("vbpr")
     new = _new_feats(model)

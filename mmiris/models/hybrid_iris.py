@@ -26,6 +26,8 @@ With g_i = [v_i; t_i] the outputs of Multimodal IRIS's towers (eq. 7–8) for it
   per side and batch, the kept ones scaled by 1/(1 − share)): without it the projections fit
   the warm items' identities and a content-only version of the term ranks cold items worse
   after a few epochs (docs/content.md).
+  ``reg_metric`` pulls both projections back towards the directions they start at
+  (λ‖M − B‖², eighth session): unpulled they grew to 11 times their starting norm on ML-1M.
 
 - The logit is the IRN of eq. 6 plus NAIS_concat's W[p_i; q_j] (on the hybrid p and q): the
   attention can follow the content where interactions are few and the learned factors where
@@ -104,6 +106,9 @@ class HybridIRISConfig(MultimodalIRISConfig):
     content_metric: bool = False
     # training only: share of content dimensions dropped from each learned projection per batch
     metric_dropout: float = 0.5
+    # L2 pull of the learned projections towards the directions they start at:
+    # reg_metric · (‖M_p − B‖² + ‖M_q − B‖²), B the principal directions (0: off)
+    reg_metric: float = 0.0
     # how a target with no learned row (Q_j = 0, b_j = 0) is scored outside training: "model"
     # (q_j = U_q g_j under the attention) or "similarity" (γ ĉ_i·ĉ_j, uniformly weighted)
     new_items: str = "model"
@@ -163,6 +168,8 @@ class HybridIRIS(MultimodalIRIS):
                 raise ValueError("content_metric learns the projections of ĉ: it needs content_similarity > 0")
             if not 0.0 <= config.metric_dropout < 1.0:
                 raise ValueError(f"metric_dropout must be in [0, 1), got {config.metric_dropout}")
+            if config.reg_metric < 0:
+                raise ValueError(f"reg_metric must be >= 0, got {config.reg_metric}")
             self.metric_p = torch.nn.Parameter(basis.clone())  # M_p (history side)
             self.metric_q = torch.nn.Parameter(basis.clone())  # M_q (target side)
         if config.new_items not in NEW_ITEM_PATHS:
@@ -369,4 +376,7 @@ class HybridIRIS(MultimodalIRIS):
             r = r + c.reg_content * (sq(self.content_p.weight) + sq(self.content_q.weight))
         if self.irn_p is not None:
             r = r + c.reg_attention * (sq(self.irn_p.weight) + sq(self.irn_q.weight))
+        if self.metric_p is not None and self.metric_q is not None and c.reg_metric:
+            B = self.content_basis
+            r = r + c.reg_metric * (sq(self.metric_p - B) + sq(self.metric_q - B))
         return r
