@@ -93,8 +93,10 @@ log = logging.getLogger("benchmarks.study")
 # that mix users (batch_order "shuffled", bucketed by history length) instead of the NAIS paper's
 # one-user batches; nodrop: hybrid_iris with content_dropout 0; metric: hybrid_iris with a
 # learned content metric (content_metric, docs/content.md); simpath: that model ranking items
-# without training interactions by the learned similarity term alone (new_items "similarity")
-VARIANTS = ("", "shuffled", "doc2vec", "mixed", "nodrop", "metric", "simpath")
+# without training interactions by the learned similarity term alone (new_items "similarity");
+# simpull: simpath with the projections pulled towards their starting directions (reg_metric)
+VARIANTS = ("", "shuffled", "doc2vec", "mixed", "nodrop", "metric", "simpath", "simpull")
+SIMPULL_REG_METRIC = 1e-4  # λ of simpull's pull (docs/content.md, eighth session)
 
 
 def row_key(model: str, emb: int, seed: int, variant: str = "") -> str:
@@ -356,6 +358,8 @@ def run_row(
             mcfg["content_metric"] = True
         elif variant == "simpath":
             mcfg.update(content_metric=True, new_items="similarity")
+        elif variant == "simpull":
+            mcfg.update(content_metric=True, new_items="similarity", reg_metric=SIMPULL_REG_METRIC)
 
         def fit(name, model_config, train_config, **kw):
             return train_model(

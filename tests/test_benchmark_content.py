@@ -22,7 +22,7 @@ def test_study_variants_are_content_models_and_the_full_row_comes_from_the_same_
     import pytest
 
     assert content.base_model("hybrid_iris+nodrop") == "hybrid_iris"
-    assert content.base_model("hybrid_iris+simpath") == "hybrid_iris"
+    assert content.base_model("hybrid_iris+simpath") == content.base_model("hybrid_iris+simpull") == "hybrid_iris"
     assert content.base_model("vbpr") == "vbpr"
     assert content.wanted_select("cold", "hybrid_iris+nodrop", "cold") == "cold"
     with pytest.raises(SystemExit, match="hybrid_iris\\+bogus"):
