@@ -57,7 +57,8 @@ With g_i = [v_i; t_i] the outputs of Multimodal IRIS's towers (eq. 7–8) for it
   which is the model's own sum with every logit e_ij equal (a_ij = n^-β) and q_j's learned
   parts absent. The attention and U_q g_j are fitted on warm items; on cold items they cost
   more than they add (docs/content.md: on ML-1M's cold-validation split this path ranks the
-  cold test items at 0.2658 and 0.2558 HR@10, seeds 0 and 1, against 0.1961 for the model). Explanations for such a target rank
+  cold test items at 0.2658 and 0.2558 HR@10, seeds 0 and 1, against 0.1961 for seed 0
+  scoring them as the model does). Explanations for such a target rank
   the history by each item's share of that sum, γ n^-(α+β) ĉ_i·ĉ_j. Training never uses this
   path: content dropout still teaches U_q and the towers, and selecting on cold validation
   (``select_on="cold"``) then follows the path the model will rank new items with.
@@ -222,7 +223,7 @@ class HybridIRIS(MultimodalIRIS):
     def scores(self, users, items):
         p = self.config.content_dropout
         if p == 0.0 or self.content_q is None or not (self.training and torch.is_grad_enabled()):
-            return self._new_items_by_similarity(users, items, super().scores(users, items))
+            return super().scores(users, items)
         items = items.to(self.device)
         hist, hlen = self.history_of(users)
         keep = (torch.rand(items.shape, device=items.device) >= p).to(self.Q.weight.dtype)
@@ -246,16 +247,19 @@ class HybridIRIS(MultimodalIRIS):
             none = none & (self.item_bias == 0)
         return none[items]
 
-    def _new_items_by_similarity(self, users, items, s):
-        """``s`` with the targets that have no learned row rescored through the similarity path."""
+    def _rank_new_items(self, hist, hlen, items, s):
+        """``s`` [B, T] with the targets ``items`` ([B, T], or [T] shared by every row) that have
+        no learned row rescored through the similarity path (their b_j is 0, so a bias added
+        after changes nothing)."""
         if not self._similarity_path():
             return s
-        items = items.to(self.device)
         new = self.untrained(items)
         if not bool(new.any()):
             return s
-        hist, hlen = self.history_of(users)
         return torch.where(new, self.similarity_path(hist, hlen, items).to(s.dtype), s)
+
+    def similarity(self, hist, hlen, items):
+        return self._rank_new_items(hist, hlen, items, super().similarity(hist, hlen, items))
 
     def _path_terms(self, hist, hlen, items):
         """For ``similarity_path`` and explanations: (γ n^-(α+β) [B, T]; the history side's ĉ of
@@ -267,7 +271,8 @@ class HybridIRIS(MultimodalIRIS):
         cached = getattr(self, "_tables", None)
         if cached is not None and not torch.is_grad_enabled():  # evaluation: the catalogue's ĉ
             S_tab = cached[4]
-            Sh, St, Sj = S_tab[hist][..., :d], S_tab[items][..., -d:], S_tab[items][..., :d]
+            S_items = S_tab[items]
+            Sh, St, Sj = S_tab[hist][..., :d], S_items[..., -d:], S_items[..., :d]
         else:
             uniq, inv = torch.unique(torch.cat([hist.reshape(-1), items.reshape(-1)]), return_inverse=True)
             with torch.autocast(uniq.device.type, enabled=False):
@@ -295,16 +300,15 @@ class HybridIRIS(MultimodalIRIS):
         return scale * raw
 
     def score_all(self, users):
+        # The fused shared-target kernel of score_all does not go through ``similarity``, so the
+        # new items are rescored here (where it fell back to chunks of ``scores`` they already
+        # were, and rescoring gives the same values).
         with self.cached_items():
             s = super().score_all(users)
             if not self._similarity_path():
                 return s
             hist, hlen = self.history_of(users)
-            items = torch.arange(self.n_items, device=hist.device)
-            new = self.untrained(items)
-            if not bool(new.any()):
-                return s
-            return torch.where(new[None, :], self.similarity_path(hist, hlen, items).to(s.dtype), s)
+            return self._rank_new_items(hist, hlen, torch.arange(self.n_items, device=hist.device), s)
 
     @torch.no_grad()
     def attention(self, users, items):
