@@ -94,9 +94,14 @@ log = logging.getLogger("benchmarks.study")
 # one-user batches; nodrop: hybrid_iris with content_dropout 0; metric: hybrid_iris with a
 # learned content metric (content_metric, docs/content.md); simpath: that model ranking items
 # without training interactions by the learned similarity term alone (new_items "similarity");
-# simpull: simpath with the projections pulled towards their starting directions (reg_metric)
-VARIANTS = ("", "shuffled", "doc2vec", "mixed", "nodrop", "metric", "simpath", "simpull")
+# simpull: simpath with the projections pulled towards their starting directions (reg_metric);
+# simfine: simpath validated every SIMFINE_EVAL_STEPS steps (its cold validation peaked in the
+# first epoch, which was the first point it was measured at)
+VARIANTS = ("", "shuffled", "doc2vec", "mixed", "nodrop", "metric", "simpath", "simpull", "simfine")
 SIMPULL_REG_METRIC = 1e-4  # λ of simpull's pull (docs/content.md, eighth session)
+# simfine's validation every 1,000 of the ~8,300 steps of a cold-validation epoch; its patience
+# (validations) spans about 1.5 epochs, as the default 3 epochs would cost twice that
+SIMFINE_TRAIN = {"eval_steps": 1000, "patience": 12}
 
 
 def row_key(model: str, emb: int, seed: int, variant: str = "") -> str:
@@ -305,7 +310,8 @@ def doc2vec_features(store, data: Path) -> str:
 # -- one row ---------------------------------------------------------------------------------
 def _valid_curve(store, ref) -> list[float]:
     t = store.read_table(ref, "training_log").to_pylist()
-    return [round(r["value"], 4) for r in sorted((r for r in t if r["metric"] == "hr10"), key=lambda r: r["epoch"])]
+    rows = sorted((r for r in t if r["metric"] == "hr10"), key=lambda r: (r["epoch"], r["step"]))
+    return [round(r["value"], 4) for r in rows]
 
 
 def run_row(
@@ -343,9 +349,8 @@ def run_row(
         cls = get_model_class(model)
         params, tuned_from = resolve_tuning(store, refs["split"], model, emb, recorded)
         mc, tc = split_params(params, model)
-        cfg = TrainConfig(
-            seed=seed, **{**train_kw, **tc, **({"batch_order": "shuffled"} if variant == "mixed" else {})}
-        )
+        variant_tc = {"mixed": {"batch_order": "shuffled"}, "simfine": SIMFINE_TRAIN}.get(variant, {})
+        cfg = TrainConfig(seed=seed, **{**train_kw, **tc, **variant_tc})
         mcfg = {"emb": emb, **mc}
         feats = {f"{m}_features": refs[m] for m in cls.modalities}
         if variant == "shuffled":
@@ -356,7 +361,7 @@ def run_row(
             mcfg["content_dropout"] = 0.0  # an unknown field for models without it: a clear error
         elif variant == "metric":
             mcfg["content_metric"] = True
-        elif variant == "simpath":
+        elif variant in ("simpath", "simfine"):
             mcfg.update(content_metric=True, new_items="similarity")
         elif variant == "simpull":
             mcfg.update(content_metric=True, new_items="similarity", reg_metric=SIMPULL_REG_METRIC)
@@ -421,6 +426,7 @@ def run_row(
                 "epoch_seconds": round(sum(secs) / len(secs), 2),
                 "epochs": m.stats["epochs_run"],
                 "best_epoch": m.stats["best_epoch"],
+                "best_step": m.stats.get("best_step"),
                 "stopped": "fit" if not cls.trainable else ("early" if stopped_early else "cap"),
                 "tuned_params": params,
                 "tuned_from": tuned_from,

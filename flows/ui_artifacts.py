@@ -59,25 +59,28 @@ def finish_stage(store: ArtifactStore, refs: dict[str, str], title: str, started
 
 
 def show_training_log(store: ArtifactStore, model_ref: str) -> list[dict]:
-    """A table artifact of a model's validation metrics per epoch (and the mean loss)."""
+    """A table artifact of a model's validation metrics, one row per validation (each epoch's
+    end, and every ``eval_steps`` steps if asked), with each epoch's mean loss on its last row."""
     rows = store.read_table(model_ref, "training_log").to_pylist()
-    by_epoch: dict[int, dict] = {}
+    by_point: dict[tuple[int, int], dict] = {}
     losses: dict[int, list[float]] = {}
     for r in rows:
-        e = by_epoch.setdefault(r["epoch"], {"epoch": r["epoch"]})
         if r["metric"]:
-            e[r["metric"]] = round(float(r["value"]), 4)
+            p = by_point.setdefault((r["epoch"], r["step"]), {"epoch": r["epoch"], "step": r["step"]})
+            p[r["metric"]] = round(float(r["value"]), 4)
         if r["loss"] is not None:
             losses.setdefault(r["epoch"], []).append(float(r["loss"]))
     for epoch, ls in losses.items():
-        by_epoch[epoch]["mean_loss"] = round(sum(ls) / len(ls), 5)
-    out = [by_epoch[e] for e in sorted(by_epoch)]
+        last = max((k for k in by_point if k[0] == epoch), default=None)
+        if last is not None:
+            by_point[last]["mean_loss"] = round(sum(ls) / len(ls), 5)
+    out = [by_point[k] for k in sorted(by_point)]
     stats = store.manifest(model_ref).stats
     create_table_artifact(
         out,
         key=artifact_key("training", model_ref.split("@")[0]),
         description=f"training log of {model_ref} (best epoch "
-        f"{stats.get('best_epoch')}, stopped early: "
+        f"{stats.get('best_epoch')}, step {stats.get('best_step')}, stopped early: "
         f"{stats.get('stopped_early')})",
     )
     return out

@@ -113,14 +113,14 @@ def train_model(
     resume: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
     init_from: ArtifactRef | str | list | tuple | None = None,
-    on_validation: Callable[[int, dict], None] | None = None,
+    on_validation: Callable[[int, dict, int], None] | None = None,
 ) -> ArtifactRef:
     """Train (or fit) ``model_name`` on the split and publish ``model-<name>``; see module doc.
 
     ``init_from``: published model(s) to start from: NAIS or an IRIS model from a FISM (the
     NAIS paper's pretraining), NeuMF from a GMF and an MLP (``neumf`` with ``mode`` gmf / mlp,
     the NCF paper's). The model class's ``init_from(*others)`` copies the parameters; they
-    become parents. ``on_validation(epoch, metrics)``: called after each validation (see
+    become parents. ``on_validation(epoch, metrics, step)``: called after each validation (see
     ``mmiris.train.trainer.train``).
     """
     cfg = train_config or TrainConfig()
@@ -186,6 +186,7 @@ def train_model(
             files={"model.pt": model_bytes(model, res.state_dict)},
             stats={
                 "best_epoch": res.best_epoch,
+                "best_step": res.best_step,
                 "epochs_run": res.epochs_run,
                 "stopped_early": res.stopped_early,
                 **{f"valid_{k}": v for k, v in res.best_metrics.items()},

@@ -387,3 +387,91 @@ def test_select_on_cold_picks_the_epoch_by_new_item_scoring(store):
     assert cold["ndcg10"] != pytest.approx(warm["ndcg10"])  # ... which is not how the model scores them
     warm_ref = train_model(store, split, "vbpr", **{**kw, "train_config": _cfg(epochs=3, lr=0.01)})
     assert warm_ref != ref and store.manifest(warm_ref).params["train_config"]["select_on"] == "warm"
+
+
+def test_eval_steps_validates_inside_epochs_and_keeps_the_best_state_wherever_it_falls(store):
+    """eval_steps: a validation after every N-th optimiser step inside an epoch, besides each
+    epoch's end; the published model is the best of all of them (its metrics reproduce), its
+    step is recorded, patience counts these validations, and the config is refused beside
+    eval_every > 1 or when negative."""
+    from mmiris.errors import MmirisError
+    from mmiris.models.build import load_model
+    from mmiris.pipelines.evaluate import evaluate_model, read_metrics
+    from mmiris.pipelines.train import train_model
+
+    with pytest.raises(MmirisError, match="eval_steps must be >= 0"):
+        TrainConfig(eval_steps=-1)
+    with pytest.raises(MmirisError, match="eval_steps 5 .* eval_every 2"):
+        TrainConfig(eval_steps=5, eval_every=2)
+    assert TrainConfig(eval_steps=5).key_params()["eval_steps"] == 5  # it decides the model kept
+
+    split = publish_tiny_split(store)
+    n_b = math.ceil(len(load_split(store, split).train_items) / (64 // 5))  # batches per epoch
+    ref = train_model(store, split, "tiny_mf", model_config={"emb": 8}, train_config=_cfg(epochs=3, eval_steps=7))
+    m = store.manifest(ref)
+    log = store.read_table(ref, "training_log").to_pylist()
+    val = [(r["epoch"], r["step"], r["value"]) for r in log if r["metric"] == "hr10"]
+    inside = [s for s in range(7, 3 * n_b, 7) if s % n_b]  # multiples of 7 that do not end an epoch
+    assert sorted(s for _, s, _ in val) == sorted(inside + [n_b, 2 * n_b, 3 * n_b])
+    assert all((s - 1) // n_b + 1 == e for e, s, _ in val)  # each row names the epoch it ran in
+    steps = [r["step"] for r in log if r["loss"] is not None]
+    assert steps == list(range(1, 3 * n_b + 1))  # every step's loss, once, in order
+    best = max(val, key=lambda v: (v[2], -v[1]))  # the first of the best
+    assert (m.stats["best_epoch"], m.stats["best_step"]) == best[:2]
+    assert best[1] % n_b, "this data's best falls inside an epoch; else the test proves less"
+    ev = evaluate_model(store, ref, protocols=("sampled",), part="valid")
+    assert read_metrics(store, ev)["sampled"]["hr10"] == pytest.approx(best[2])  # the published state is that one
+    assert isinstance(load_model(store, ref), TinyMF)
+    assert len(m.info["epoch_seconds"]) == 3
+
+    # patience counts validations: lr 0.3 overfits, so it stops inside an epoch
+    ref = train_model(
+        store,
+        split,
+        "tiny_mf",
+        model_config={"emb": 8},
+        train_config=_cfg(epochs=40, lr=0.3, patience=2, eval_steps=5),
+    )
+    m = store.manifest(ref)
+    val = [(r["step"], r["value"]) for r in store.read_table(ref, "training_log").to_pylist() if r["metric"] == "hr10"]
+    assert m.stats["stopped_early"] is True
+    after = [v for s, v in val if s > m.stats["best_step"]]
+    assert len(after) == 2 and max(after) <= dict(val)[m.stats["best_step"]]
+
+
+def test_a_run_stopped_after_a_validation_inside_an_epoch_resumes_to_the_identical_model(store, tmp_path):
+    """The checkpoint that follows a validation inside an epoch holds it: a run stopped right
+    after it continues to the same log, best step and parameters as one run straight through."""
+    from mmiris.models.build import build_model
+    from mmiris.train.trainer import train
+
+    sp = load_split(store, publish_tiny_split(store))
+    cfg = _cfg(epochs=2, eval_steps=9)
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model("tiny_mf", {"emb": 8}, sp.n_users, sp.n_items, sp.history())
+
+    whole = train(fresh(), sp, cfg)
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def stop_at_second(epoch, m, step):
+        seen.append((epoch, step))
+        if len(seen) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(fresh(), sp, cfg, checkpoint_dir=tmp_path / "ck", on_validation=stop_at_second)
+    assert seen == [(1, 9), (1, 18)]  # stopped inside the first epoch
+    resumed = train(fresh(), sp, cfg, checkpoint_dir=tmp_path / "ck", resume=True)
+    assert resumed.resumed_from == {"epoch": 0, "batch": 18}
+    assert (resumed.best_epoch, resumed.best_step) == (whole.best_epoch, whole.best_step)
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.log if r["metric"] != "epoch_seconds"] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in whole.log if r["metric"] != "epoch_seconds"
+    ]
+    for k, v in whole.state_dict.items():
+        assert torch.equal(resumed.state_dict[k], v), k

@@ -80,7 +80,12 @@ def register(sub) -> None:
         help="user: each user's positives in one batch (NAIS); shuffled: users mixed (NCF, BPR); "
         "auto (default): user for models that read histories, shuffled for MF, VBPR, NeuMF",
     )
-    p.add_argument("--patience", type=int, default=_T.patience, help="early stopping on validation HR@10")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=_T.patience,
+        help="early stopping: validations without a better HR@10 (epochs, unless --eval-steps)",
+    )
     p.add_argument(
         "--negatives-from",
         choices=("all", "trained"),
@@ -97,7 +102,14 @@ def register(sub) -> None:
         "cold-item split, where every test item is new",
     )
     p.add_argument("--seed", type=int, default=_T.seed)
-    p.add_argument("--eval-every", type=int, default=_T.eval_every)
+    p.add_argument("--eval-every", type=int, default=_T.eval_every, help="validate every N epochs")
+    p.add_argument(
+        "--eval-steps",
+        type=int,
+        default=_T.eval_steps,
+        help="also validate every N optimiser steps inside an epoch (0, the default: at epoch ends only); "
+        "the best validation's state is kept and --patience counts these validations too",
+    )
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -138,6 +150,7 @@ def run(args) -> int:
         negatives_from=args.negatives_from,
         seed=args.seed,
         eval_every=args.eval_every,
+        eval_steps=args.eval_steps,
         device=args.device,
         threads=args.threads,
         checkpoint_steps=args.checkpoint_steps,

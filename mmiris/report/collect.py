@@ -88,7 +88,7 @@ class Curve:
     model: ModelInfo
     steps: np.ndarray
     loss: np.ndarray
-    val_epochs: np.ndarray
+    val_epochs: np.ndarray  # where each validation ran, in (fractional) epochs
     val_hr10: np.ndarray
 
 
@@ -245,8 +245,20 @@ def collect_curves(store: ArtifactStore, infos: list[ModelInfo]) -> list[Curve]:
         hr = metric == "hr10"
         if not is_step.any():
             continue  # closed-form models (ItemPop, EASE) have no training curve
-        curves.append(Curve(info, step[is_step], loss[is_step], epoch[hr], value[hr]))
+        curves.append(Curve(info, step[is_step], loss[is_step], _epoch_position(epoch, step, is_step, hr), value[hr]))
     return curves
+
+
+def _epoch_position(epoch: np.ndarray, step: np.ndarray, is_step: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Where each of ``rows`` (validations) ran, in epochs: e at the end of epoch e, e - 1 + f
+    after a fraction f of its steps (``eval_steps`` validates inside epochs)."""
+    out = epoch[rows].astype(np.float64)
+    for i, (e, s) in enumerate(zip(epoch[rows], step[rows])):
+        steps = step[is_step & (epoch == e)]
+        if len(steps) and s < steps.max():
+            first = steps.min() - 1
+            out[i] = e - 1 + (s - first) / (steps.max() - first)
+    return out
 
 
 def describe_dataset(store: ArtifactStore, split: str) -> tuple[str, int | None, int | None]:

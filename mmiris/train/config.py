@@ -27,9 +27,15 @@ class TrainConfig:
     epochs: int = 20  # upper bound; early stopping usually ends sooner
     negatives: int = 4  # K sampled negatives per positive, resampled every epoch (§IV-D, [7])
     loss: str = "log"  # log: pointwise log loss (eq. 10/12); bpr (eq. 11); squared (eq. 9)
-    patience: int = 3  # epochs without a better validation HR@10 before stopping
+    patience: int = 3  # validations (epochs, unless eval_steps) without a better HR@10 before stopping
     seed: int = 0  # model init, negative sampling and batch order
     eval_every: int = 1  # validate every this many epochs (early stopping counts validations)
+    # Also validate every this many optimiser steps inside an epoch (counted over the run, as
+    # checkpoint_steps); 0: at epoch ends only. For models whose best state comes within an
+    # epoch (hybrid_iris's learned content metric on cold items peaks in the first of ~8,300
+    # steps, docs/content.md). Patience counts these validations too. It can change the state
+    # chosen, so it is part of the version key.
+    eval_steps: int = 0
     # Dense matmuls of the forward/backward (IRIS feature towers above all): "bf16" = bf16
     # autocast, master weights, Adam state, attention softmax and sums stay fp32; "auto" =
     # bf16 where measured faster (IRIS on a CPU with AVX512-BF16/AMX-BF16), else fp32. It
@@ -75,6 +81,13 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "patience", "eval_every"):
             if getattr(self, name) < 1:
                 raise MmirisError(f"train config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_steps < 0:
+            raise MmirisError(f"train config: eval_steps must be >= 0 (0: at epoch ends only), got {self.eval_steps}")
+        if self.eval_steps and self.eval_every != 1:
+            raise MmirisError(
+                f"train config: eval_steps {self.eval_steps} validates inside every epoch, which contradicts "
+                f"eval_every {self.eval_every}; use one of them"
+            )
         if self.negatives < 1:
             raise MmirisError(f"train config: negatives must be >= 1, got {self.negatives}")
         if not self.lr > 0:

@@ -1,5 +1,5 @@
-"""The training loop: sampled instances → loss → Adam, validation HR@10 every epoch, early
-stopping, atomic checkpoints and exact resume. Runs alone or as one rank of a DDP group.
+"""The training loop: sampled instances → loss → Adam, validation HR@10 every epoch (and every
+``eval_steps`` steps inside one, if asked), early stopping, atomic checkpoints and exact resume. Runs alone or as one rank of a DDP group.
 
 Equal results on 1 or N ranks: every rank builds the same global batches (sampler.py) and
 takes its slice; its loss is weighted by ``world_size · n_local / n_global`` so that DDP's
@@ -39,12 +39,13 @@ log = logging.getLogger("mmiris.train")
 class TrainResult:
     state_dict: dict  # the best model's parameters (CPU)
     log: list[dict]  # training_log rows
-    best_epoch: int
+    best_epoch: int  # the epoch the best validation ran in (its last step, unless eval_steps)
     best_metrics: dict
     epochs_run: int
     epoch_seconds: list[float] = field(default_factory=list)
     stopped_early: bool = False
     resumed_from: dict | None = None  # {"epoch", "batch"} when a checkpoint was continued
+    best_step: int = 0  # optimiser steps before the best validation
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TrainState:
     step: int = 0  # optimiser steps so far
     best_hr10: float = -math.inf
     best_epoch: int = 0
+    best_step: int = 0
     best_metrics: dict = field(default_factory=dict)
     bad: int = 0  # validations in a row without a better HR@10 (early stopping)
     stopped: bool = False
@@ -134,12 +136,13 @@ def train(
     dist: D.Dist | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
-    on_validation: Callable[[int, dict], None] | None = None,
+    on_validation: Callable[[int, dict, int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (or ``fit`` it, if closed-form) and return the best state and the log.
 
-    ``on_validation(epoch, metrics)`` is called after each validation (and after that
-    epoch's checkpoint); an exception it raises (e.g. ``optuna.TrialPruned``) ends training."""
+    ``on_validation(epoch, metrics, step)`` is called after each validation (and after the
+    checkpoint that follows it), with the epoch it ran in and the optimiser steps so far; an
+    exception it raises (e.g. ``optuna.TrialPruned``) ends training."""
     dist = dist or D.Dist()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -159,7 +162,7 @@ def train(
         secs = time.perf_counter() - t_start
         m = validate(model, split, dist, cfg)
         if m and on_validation is not None:
-            on_validation(1, m)
+            on_validation(1, m, 0)
         rows = _rows(1, {**m, "epoch_seconds": secs}, 0, secs)
         return TrainResult({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, rows, 1, m, 1, [secs])
 
@@ -233,6 +236,23 @@ def train(
         losses.clear()
         times.clear()
 
+    def consider(m: dict, epoch: int) -> None:
+        """Keep the model if validation ``m`` is the best so far; else count towards stopping."""
+        if m["hr10"] > st.best_hr10:
+            st.best_hr10, st.best_epoch, st.best_step, st.best_metrics, st.bad = m["hr10"], epoch, st.step, m, 0
+            st.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            return
+        st.bad += 1
+        if st.bad >= cfg.patience:
+            st.stopped = True
+            log.info(
+                "early stopping: validation HR@10 has not improved for %d validations; best %.4f at epoch %d, step %d",
+                cfg.patience,
+                st.best_hr10,
+                st.best_epoch,
+                st.best_step,
+            )
+
     while st.epoch < cfg.epochs and not st.stopped:
         e = st.epoch
         plan = sampler.plan(e)
@@ -265,17 +285,39 @@ def train(
                 st.step += 1
                 st.batch = b + 1
                 prog.update(shard.n_global * per_inst)
-                if cfg.checkpoint_steps and st.step % cfg.checkpoint_steps == 0 and b + 1 < n_b:
-                    flush(losses, times, e + 1, first_step)
-                    first_step = st.step
-                    st.epoch_elapsed = time.perf_counter() - t_epoch
-                    checkpoint()
+                mid = b + 1 < n_b  # the epoch's last step has its own validation and checkpoint
+                val_now = bool(cfg.eval_steps) and st.step % cfg.eval_steps == 0 and mid
+                if not (val_now or (cfg.checkpoint_steps and st.step % cfg.checkpoint_steps == 0 and mid)):
+                    continue
+                flush(losses, times, e + 1, first_step)
+                first_step = st.step
+                m = {}
+                if val_now:
+                    t_val = time.perf_counter()
+                    m = validate(model, split, dist, cfg)
+                    model.train()
+                    t_epoch += time.perf_counter() - t_val  # epoch seconds are training seconds
+                    if m:
+                        st.log.extend(_rows(e + 1, m, st.step, now()))
+                        log.info(
+                            "epoch %d step %d: valid %s",
+                            e + 1,
+                            st.step,
+                            " ".join(f"{k} {v:.4f}" for k, v in m.items() if k.endswith(("10", "20"))),
+                        )
+                        consider(m, e + 1)
+                st.epoch_elapsed = time.perf_counter() - t_epoch
+                checkpoint()
+                if m and on_validation is not None:
+                    on_validation(e + 1, m, st.step)
+                if st.stopped:
+                    break
         flush(losses, times, e + 1, first_step)
         secs = time.perf_counter() - t_epoch
         st.epoch_seconds.append(secs)
         epoch_loss = [r["loss"] for r in st.log if r["epoch"] == e + 1 and r["loss"] is not None]
         m = {}
-        if (e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs:
+        if not st.stopped and ((e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs):
             m = validate(model, split, dist, cfg)
         st.log.extend(
             _rows(
@@ -293,26 +335,16 @@ def train(
                 " ".join(f"{k} {v:.4f}" for k, v in m.items() if k.endswith(("10", "20"))),
                 secs,
             )
-            if m["hr10"] > st.best_hr10:
-                st.best_hr10, st.best_epoch, st.best_metrics, st.bad = m["hr10"], e + 1, m, 0
-                st.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                st.bad += 1
-                if st.bad >= cfg.patience:
-                    st.stopped = True
-                    log.info(
-                        "early stopping: validation HR@10 has not improved for %d validations; best %.4f at epoch %d",
-                        cfg.patience,
-                        st.best_hr10,
-                        st.best_epoch,
-                    )
+            consider(m, e + 1)
         st.epoch, st.batch, st.epoch_elapsed = e + 1, 0, 0.0
         checkpoint()
         if m and on_validation is not None:
-            on_validation(e + 1, m)
+            on_validation(e + 1, m, st.step)
 
     best = st.best_state
     if best is None:  # no validation data: the last epoch is the model
         best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        st.best_epoch = st.epoch
-    return TrainResult(best, st.log, st.best_epoch, st.best_metrics, st.epoch, st.epoch_seconds, st.stopped, resumed)
+        st.best_epoch, st.best_step = st.epoch, st.step
+    return TrainResult(
+        best, st.log, st.best_epoch, st.best_metrics, st.epoch, st.epoch_seconds, st.stopped, resumed, st.best_step
+    )

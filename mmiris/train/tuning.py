@@ -59,8 +59,10 @@ class Objective:
                 raise MmirisError(f"init_from: {exc}") from None
         best = {"hr10": -math.inf}
 
-        def on_validation(epoch: int, m: dict) -> None:
-            trial.report(float(m["hr10"]), epoch)
+        def on_validation(epoch: int, m: dict, step: int) -> None:
+            # the pruner compares trials at equal report steps: epochs, or optimiser steps where
+            # the trials validate inside epochs (eval_steps)
+            trial.report(float(m["hr10"]), step if tc.eval_steps else epoch)
             if m["hr10"] > best["hr10"]:
                 best.update(hr10=float(m["hr10"]), ndcg10=float(m.get("ndcg10", math.nan)), epoch=epoch)
                 trial.set_user_attr("best", dict(best))
