@@ -95,13 +95,16 @@ log = logging.getLogger("benchmarks.study")
 # learned content metric (content_metric, docs/content.md); simpath: that model ranking items
 # without training interactions by the learned similarity term alone (new_items "similarity");
 # simpull: simpath with the projections pulled towards their starting directions (reg_metric);
-# simfine: simpath validated every SIMFINE_EVAL_STEPS steps (its cold validation peaked in the
-# first epoch, which was the first point it was measured at)
-VARIANTS = ("", "shuffled", "doc2vec", "mixed", "nodrop", "metric", "simpath", "simpull", "simfine")
+# simfine: simpath validated every 1,000 steps (its cold validation peaked in the first epoch,
+# which was the first point it was measured at); simslow: simfine with the projections learned
+# at a tenth of the learning rate (metric_lr), validated every 2,000 steps
+VARIANTS = ("", "shuffled", "doc2vec", "mixed", "nodrop", "metric", "simpath", "simpull", "simfine", "simslow")
 SIMPULL_REG_METRIC = 1e-4  # λ of simpull's pull (docs/content.md, eighth session)
 # simfine's validation every 1,000 of the ~8,300 steps of a cold-validation epoch; its patience
 # (validations) spans about 1.5 epochs, as the default 3 epochs would cost twice that
 SIMFINE_TRAIN = {"eval_steps": 1000, "patience": 12}
+SIMSLOW_METRIC_LR = 0.1
+SIMSLOW_TRAIN = {"eval_steps": 2000, "patience": 8}  # patience: about 2 epochs
 
 
 def row_key(model: str, emb: int, seed: int, variant: str = "") -> str:
@@ -349,7 +352,9 @@ def run_row(
         cls = get_model_class(model)
         params, tuned_from = resolve_tuning(store, refs["split"], model, emb, recorded)
         mc, tc = split_params(params, model)
-        variant_tc = {"mixed": {"batch_order": "shuffled"}, "simfine": SIMFINE_TRAIN}.get(variant, {})
+        variant_tc = {"mixed": {"batch_order": "shuffled"}, "simfine": SIMFINE_TRAIN, "simslow": SIMSLOW_TRAIN}.get(
+            variant, {}
+        )
         cfg = TrainConfig(seed=seed, **{**train_kw, **tc, **variant_tc})
         mcfg = {"emb": emb, **mc}
         feats = {f"{m}_features": refs[m] for m in cls.modalities}
@@ -363,6 +368,8 @@ def run_row(
             mcfg["content_metric"] = True
         elif variant in ("simpath", "simfine"):
             mcfg.update(content_metric=True, new_items="similarity")
+        elif variant == "simslow":
+            mcfg.update(content_metric=True, new_items="similarity", metric_lr=SIMSLOW_METRIC_LR)
         elif variant == "simpull":
             mcfg.update(content_metric=True, new_items="similarity", reg_metric=SIMPULL_REG_METRIC)
 

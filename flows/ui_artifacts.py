@@ -59,9 +59,22 @@ def finish_stage(store: ArtifactStore, refs: dict[str, str], title: str, started
 
 
 def show_training_log(store: ArtifactStore, model_ref: str) -> list[dict]:
-    """A table artifact of a model's validation metrics, one row per validation (each epoch's
-    end, and every ``eval_steps`` steps if asked), with each epoch's mean loss on its last row."""
-    rows = store.read_table(model_ref, "training_log").to_pylist()
+    """A table artifact of a model's validation metrics (``validation_rows``)."""
+    out = validation_rows(store.read_table(model_ref, "training_log").to_pylist())
+    stats = store.manifest(model_ref).stats
+    create_table_artifact(
+        out,
+        key=artifact_key("training", model_ref.split("@")[0]),
+        description=f"training log of {model_ref} (best epoch "
+        f"{stats.get('best_epoch')}, step {stats.get('best_step')}, stopped early: "
+        f"{stats.get('stopped_early')})",
+    )
+    return out
+
+
+def validation_rows(rows: list[dict]) -> list[dict]:
+    """A training log's validations, one row each (each epoch's end, and every ``eval_steps``
+    steps if asked: ``epoch``, ``step``, the metrics), with each epoch's mean loss on its last."""
     by_point: dict[tuple[int, int], dict] = {}
     losses: dict[int, list[float]] = {}
     for r in rows:
@@ -74,13 +87,4 @@ def show_training_log(store: ArtifactStore, model_ref: str) -> list[dict]:
         last = max((k for k in by_point if k[0] == epoch), default=None)
         if last is not None:
             by_point[last]["mean_loss"] = round(sum(ls) / len(ls), 5)
-    out = [by_point[k] for k in sorted(by_point)]
-    stats = store.manifest(model_ref).stats
-    create_table_artifact(
-        out,
-        key=artifact_key("training", model_ref.split("@")[0]),
-        description=f"training log of {model_ref} (best epoch "
-        f"{stats.get('best_epoch')}, step {stats.get('best_step')}, stopped early: "
-        f"{stats.get('stopped_early')})",
-    )
-    return out
+    return [by_point[k] for k in sorted(by_point)]

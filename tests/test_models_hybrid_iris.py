@@ -595,3 +595,21 @@ def _regularization_without_pull(model, base):
     """The same parameters' regularization with reg_metric 0."""
     base.load_state_dict(model.state_dict())
     return base.regularization()
+
+
+def test_metric_lr_puts_the_learned_projections_in_their_own_optimizer_group():
+    """metric_lr ≠ 1: M_p and M_q form a group with that lr_scale and every other parameter
+    the default group, each parameter exactly once; 1 (the default) keeps one group; a
+    learning rate that is not positive is refused."""
+    history, _, _, feats = tiny_data()
+    model = _model(history, feats, content_metric=True, metric_lr=0.1)
+    rest, metric = model.optimizer_groups()
+    assert metric["lr_scale"] == 0.1 and "lr_scale" not in rest
+    assert [id(p) for p in metric["params"]] == [id(model.metric_p), id(model.metric_q)]
+    ids = [id(p) for g in (rest, metric) for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters()) and len(set(ids)) == len(ids)
+    (one,) = _model(history, feats, content_metric=True).optimizer_groups()
+    assert len(one["params"]) == len(list(model.parameters()))
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="metric_lr must be > 0"):
+            _model(history, feats, content_metric=True, metric_lr=bad)

@@ -424,6 +424,18 @@ def test_eval_steps_validates_inside_epochs_and_keeps_the_best_state_wherever_it
     assert isinstance(load_model(store, ref), TinyMF)
     assert len(m.info["epoch_seconds"]) == 3
 
+    # what the report plots (validations at fractional epochs) and the flow's table show
+    from mmiris.flows.ui_artifacts import validation_rows
+    from mmiris.report.collect import collect_curves, model_info
+
+    (curve,) = collect_curves(store, [model_info(store, str(ref))])
+    assert curve.val_epochs.tolist() == pytest.approx([s / n_b for _, s, _ in val])
+    assert curve.val_hr10.tolist() == pytest.approx([v for _, _, v in val])
+    table = validation_rows(log)
+    assert [(r["epoch"], r["step"]) for r in table] == [(e, s) for e, s, _ in val]
+    assert [r["hr10"] for r in table] == pytest.approx([v for _, _, v in val], abs=1e-4)
+    assert [r["step"] for r in table if "mean_loss" in r] == [n_b, 2 * n_b, 3 * n_b]  # on each epoch's last row
+
     # patience counts validations: lr 0.3 overfits, so it stops inside an epoch
     ref = train_model(
         store,
@@ -475,3 +487,39 @@ def test_a_run_stopped_after_a_validation_inside_an_epoch_resumes_to_the_identic
     ]
     for k, v in whole.state_dict.items():
         assert torch.equal(resumed.state_dict[k], v), k
+
+
+def test_optimizer_groups_set_each_groups_learning_rate(store, tmp_path):
+    """A model's optimizer_groups: the trainer's Adam gives each group the run's lr times its
+    lr_scale (read back from the checkpoint), and on the first step Adam moves every entry by
+    at most its group's lr."""
+    from mmiris.models.build import build_model
+    from mmiris.train.trainer import train
+
+    class SlowQ(TinyMF):
+        def optimizer_groups(self):
+            return [{"params": [self.P]}, {"params": [self.Q], "lr_scale": 0.1}]
+
+    sp = load_split(store, publish_tiny_split(store))
+    torch.manual_seed(0)
+    config = build_model("tiny_mf", {"emb": 8}, sp.n_users, sp.n_items).config
+    model = SlowQ(config, sp.n_users, sp.n_items, sp.history())
+    P0, Q0 = model.P.detach().clone(), model.Q.detach().clone()
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, m, step):
+        raise Stop
+
+    # one optimiser step: eval_steps 1 validates after it, and the callback stops the run there
+    with pytest.raises(Stop):
+        train(model, sp, _cfg(epochs=1, lr=0.05, eval_steps=1), checkpoint_dir=tmp_path / "ck", on_validation=stop)
+    from mmiris.train.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(tmp_path / "ck")
+    assert [g["lr"] for g in ck["optimizer"]["param_groups"]] == pytest.approx([0.05, 0.005])
+    assert ck["state"]["step"] == 1
+    dP, dQ = (model.P.detach() - P0).abs(), (model.Q.detach() - Q0).abs()
+    assert float(dP.max()) == pytest.approx(0.05, rel=1e-3)  # Adam's first step: lr · g/(|g| + eps)
+    assert float(dQ.max()) == pytest.approx(0.005, rel=1e-3) and float(dQ.max()) > 0

@@ -123,6 +123,11 @@ class Recommender(nn.Module):
         """The L2 terms of eq. 12 (λ1..λ4) for the current parameters."""
         return torch.zeros((), device=self.device)
 
+    def optimizer_groups(self) -> list[dict]:
+        """The parameters in optimiser groups: ``{"params": [...], "lr_scale": s}``, each
+        group's learning rate the run's times ``s`` (1 where absent). One group by default."""
+        return [{"params": list(self.parameters())}]
+
     def fit(self, split: SplitData) -> None:
         """Closed-form models (trainable = False) compute their parameters here."""
         raise NotImplementedError(f"{self.name} is trained by gradient steps, not fit()")

@@ -167,7 +167,8 @@ def train(
         return TrainResult({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, rows, 1, m, 1, [secs])
 
     # foreach: a multi-tensor update, one kernel per op for all parameters
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)
+    groups = [{"params": g["params"], "lr": cfg.lr * float(g.get("lr_scale", 1.0))} for g in model.optimizer_groups()]
+    opt = torch.optim.Adam(groups, lr=cfg.lr, foreach=True)
     sampler = TrainSampler(
         model.train_history,
         cfg.negatives,
