@@ -97,14 +97,28 @@ log = logging.getLogger("benchmarks.study")
 # simpull: simpath with the projections pulled towards their starting directions (reg_metric);
 # simfine: simpath validated every 1,000 steps (its cold validation peaked in the first epoch,
 # which was the first point it was measured at); simslow: simfine with the projections learned
-# at a tenth of the learning rate (metric_lr), validated every 2,000 steps
-VARIANTS = ("", "shuffled", "doc2vec", "mixed", "nodrop", "metric", "simpath", "simpull", "simfine", "simslow")
+# at a tenth of the learning rate (metric_lr), validated every 2,000 steps; simema: simfine
+# validating and keeping a moving average of the parameters (ema)
+VARIANTS = (
+    "",
+    "shuffled",
+    "doc2vec",
+    "mixed",
+    "nodrop",
+    "metric",
+    "simpath",
+    "simpull",
+    "simfine",
+    "simslow",
+    "simema",
+)
 SIMPULL_REG_METRIC = 1e-4  # λ of simpull's pull (docs/content.md, eighth session)
 # simfine's validation every 1,000 of the ~8,300 steps of a cold-validation epoch; its patience
 # (validations) spans about 1.5 epochs, as the default 3 epochs would cost twice that
 SIMFINE_TRAIN = {"eval_steps": 1000, "patience": 12}
 SIMSLOW_METRIC_LR = 0.1
 SIMSLOW_TRAIN = {"eval_steps": 2000, "patience": 8}  # patience: about 2 epochs
+SIMEMA_TRAIN = {**SIMFINE_TRAIN, "ema": 0.999}  # an average over about the last 1,000 steps
 
 
 def row_key(model: str, emb: int, seed: int, variant: str = "") -> str:
@@ -352,9 +366,12 @@ def run_row(
         cls = get_model_class(model)
         params, tuned_from = resolve_tuning(store, refs["split"], model, emb, recorded)
         mc, tc = split_params(params, model)
-        variant_tc = {"mixed": {"batch_order": "shuffled"}, "simfine": SIMFINE_TRAIN, "simslow": SIMSLOW_TRAIN}.get(
-            variant, {}
-        )
+        variant_tc = {
+            "mixed": {"batch_order": "shuffled"},
+            "simfine": SIMFINE_TRAIN,
+            "simslow": SIMSLOW_TRAIN,
+            "simema": SIMEMA_TRAIN,
+        }.get(variant, {})
         cfg = TrainConfig(seed=seed, **{**train_kw, **tc, **variant_tc})
         mcfg = {"emb": emb, **mc}
         feats = {f"{m}_features": refs[m] for m in cls.modalities}
@@ -366,7 +383,7 @@ def run_row(
             mcfg["content_dropout"] = 0.0  # an unknown field for models without it: a clear error
         elif variant == "metric":
             mcfg["content_metric"] = True
-        elif variant in ("simpath", "simfine"):
+        elif variant in ("simpath", "simfine", "simema"):
             mcfg.update(content_metric=True, new_items="similarity")
         elif variant == "simslow":
             mcfg.update(content_metric=True, new_items="similarity", metric_lr=SIMSLOW_METRIC_LR)

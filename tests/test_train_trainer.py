@@ -451,14 +451,16 @@ def test_eval_steps_validates_inside_epochs_and_keeps_the_best_state_wherever_it
     assert len(after) == 2 and max(after) <= dict(val)[m.stats["best_step"]]
 
 
-def test_a_run_stopped_after_a_validation_inside_an_epoch_resumes_to_the_identical_model(store, tmp_path):
-    """The checkpoint that follows a validation inside an epoch holds it: a run stopped right
-    after it continues to the same log, best step and parameters as one run straight through."""
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_a_run_stopped_after_a_validation_inside_an_epoch_resumes_to_the_identical_model(store, tmp_path, ema):
+    """The checkpoint that follows a validation inside an epoch holds it (and the parameter
+    average, with ema): a run stopped right after it continues to the same log, best step and
+    parameters as one run straight through."""
     from mmiris.models.build import build_model
     from mmiris.train.trainer import train
 
     sp = load_split(store, publish_tiny_split(store))
-    cfg = _cfg(epochs=2, eval_steps=9)
+    cfg = _cfg(epochs=2, eval_steps=9, ema=ema)
 
     def fresh():
         torch.manual_seed(0)
@@ -523,3 +525,58 @@ def test_optimizer_groups_set_each_groups_learning_rate(store, tmp_path):
     dP, dQ = (model.P.detach() - P0).abs(), (model.Q.detach() - Q0).abs()
     assert float(dP.max()) == pytest.approx(0.05, rel=1e-3)  # Adam's first step: lr · g/(|g| + eps)
     assert float(dQ.max()) == pytest.approx(0.005, rel=1e-3) and float(dQ.max()) > 0
+
+
+def test_ema_validates_and_publishes_the_moving_average_of_the_parameters(store):
+    """ema: every validation reads, and the result holds, avg_t = d_t·avg_{t-1} + (1 − d_t)·p_t
+    with d_t = min(ema, (1 + t)/(10 + t)) over the optimiser steps (a loop over the raw
+    trajectory of the same run without it), while training itself follows the raw parameters."""
+    from mmiris.errors import MmirisError
+    from mmiris.models.build import build_model
+    from mmiris.train import distributed as D
+    from mmiris.train.trainer import train, validate
+
+    for bad in (-0.1, 1.0):
+        with pytest.raises(MmirisError, match="ema must be in"):
+            TrainConfig(ema=bad)
+    sp = load_split(store, publish_tiny_split(store))
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model("tiny_mf", {"emb": 8}, sp.n_users, sp.n_items, sp.history())
+
+    raw = fresh()
+    path = [{k: v.detach().clone() for k, v in raw.state_dict().items()}]  # p_0, p_1, ...
+
+    def record(epoch, m, step):
+        path.append({k: v.detach().clone() for k, v in raw.state_dict().items()})
+
+    plain = train(raw, sp, _cfg(epochs=1, eval_steps=1, patience=1000), on_validation=record)
+    model = fresh()
+    seen = {}
+    res = train(
+        model,
+        sp,
+        _cfg(epochs=1, eval_steps=1, patience=1000, ema=0.95),
+        on_validation=lambda epoch, m, step: seen.__setitem__(step, m),
+    )
+    T = len(path) - 1
+    assert T == plain.log[-1]["step"] and len(seen) == T
+    for k, v in model.state_dict().items():  # training followed the raw parameters
+        assert torch.equal(v, path[-1][k]), k
+    avg = {k: v.clone() for k, v in path[0].items()}
+    avgs = [None]
+    for t in range(1, T + 1):
+        d = min(0.95, (1 + t) / (10 + t))
+        avg = {k: d * avg[k] + (1 - d) * path[t][k] for k in avg}
+        avgs.append(avg)
+    best = res.best_step
+    for k, v in res.state_dict.items():  # the result is the average at the kept step
+        torch.testing.assert_close(v, avgs[best][k], rtol=1e-5, atol=1e-6)
+    probe = fresh()
+    for t in (1, T // 2, T):  # what each validation read was the average at its step
+        probe.load_state_dict(avgs[t])
+        assert validate(probe, sp, D.Dist(), _cfg()) == pytest.approx(seen[t], abs=1e-9), t
+    assert any(
+        not torch.allclose(avgs[t]["P"], path[t]["P"]) for t in (T // 2, T)
+    )  # the average is not the raw trajectory

@@ -111,6 +111,13 @@ def register(sub) -> None:
         "the best validation's state is kept and --patience counts these validations too",
     )
     p.add_argument(
+        "--ema",
+        type=float,
+        default=_T.ema,
+        help="validate and publish a moving average of the parameters with this decay per step "
+        "(e.g. 0.999; 0, the default: the parameters themselves)",
+    )
+    p.add_argument(
         "--precision",
         choices=PRECISIONS,
         default=_T.precision,
@@ -151,6 +158,7 @@ def run(args) -> int:
         seed=args.seed,
         eval_every=args.eval_every,
         eval_steps=args.eval_steps,
+        ema=args.ema,
         device=args.device,
         threads=args.threads,
         checkpoint_steps=args.checkpoint_steps,

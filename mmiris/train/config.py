@@ -36,6 +36,11 @@ class TrainConfig:
     # steps, docs/content.md). Patience counts these validations too. It can change the state
     # chosen, so it is part of the version key.
     eval_steps: int = 0
+    # Validate and publish an exponential moving average of the parameters (Polyak averaging)
+    # with this decay per optimiser step, min(ema, (1 + t) / (10 + t)) at step t so that the
+    # starting point fades out; 0: the parameters themselves. Smooths a trajectory whose
+    # validations swing between neighbouring steps (hybrid_iris's learned metric, docs/content.md).
+    ema: float = 0.0
     # Dense matmuls of the forward/backward (IRIS feature towers above all): "bf16" = bf16
     # autocast, master weights, Adam state, attention softmax and sums stay fp32; "auto" =
     # bf16 where measured faster (IRIS on a CPU with AVX512-BF16/AMX-BF16), else fp32. It
@@ -88,6 +93,8 @@ class TrainConfig:
                 f"train config: eval_steps {self.eval_steps} validates inside every epoch, which contradicts "
                 f"eval_every {self.eval_every}; use one of them"
             )
+        if not 0.0 <= self.ema < 1.0:
+            raise MmirisError(f"train config: ema must be in [0, 1) (0: off), got {self.ema}")
         if self.negatives < 1:
             raise MmirisError(f"train config: negatives must be >= 1, got {self.negatives}")
         if not self.lr > 0:

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -68,6 +68,7 @@ class TrainState:
     epoch_elapsed: float = 0.0  # seconds of the current epoch before a mid-epoch checkpoint
     seconds: float = 0.0  # wall seconds of the whole run at the last checkpoint
     best_state: dict | None = None  # the best validation's parameters (CPU)
+    ema: dict | None = None  # ParamAverage.state() where cfg.ema is set
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: tensors are not copied
@@ -82,6 +83,46 @@ class TrainState:
                 "(written by another mmiris version); delete it to start over"
             )
         return cls(**d)
+
+
+class ParamAverage:
+    """An exponential moving average of ``params`` (Polyak averaging): after each step
+    avg ← d·avg + (1 − d)·p with d = min(decay, (1 + t) / (10 + t)) at update t, so the
+    starting values fade out within the first tens of steps (as timm's ModelEmaV2 warm-up).
+    ``swapped()`` puts the average into the parameters for a validation and restores them."""
+
+    def __init__(self, params: list[nn.Parameter], decay: float):
+        self.params, self.decay, self.updates = params, decay, 0
+        self.avg = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for a, p in zip(self.avg, self.params):
+            a.lerp_(p.detach(), 1.0 - d)
+
+    @contextmanager
+    def swapped(self):
+        with torch.no_grad():
+            own = [p.detach().clone() for p in self.params]
+            for p, a in zip(self.params, self.avg):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, o in zip(self.params, own):
+                    p.copy_(o)
+
+    def state(self) -> dict:
+        return {"updates": self.updates, "avg": [a.detach().cpu().clone() for a in self.avg]}
+
+    def load(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        with torch.no_grad():
+            for a, v in zip(self.avg, state["avg"]):
+                a.copy_(v)
 
 
 class LossModule(nn.Module):
@@ -180,6 +221,8 @@ def train(
         by_user=cfg.batch_order == "user",
         bucket=bool(getattr(model, "needs_history", False)),
     )
+    avg = ParamAverage([p for p in model.parameters() if p.requires_grad], cfg.ema) if cfg.ema else None
+    averaged = avg.swapped if avg is not None else nullcontext  # what validations and the result read
     st = TrainState()
     resumed = None
     ckpt = None
@@ -199,6 +242,8 @@ def train(
         if torch.cuda.is_available() and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
         st = TrainState.from_dict(ckpt["state"], checkpoint_dir)
+        if avg is not None and st.ema is not None:
+            avg.load(st.ema)
         resumed = {"epoch": st.epoch, "batch": st.batch}
         log.info("resuming from %s: epoch %d, batch %d, step %d", checkpoint_dir, st.epoch + 1, st.batch, st.step)
     step_module = D.wrap(LossModule(model, cfg.loss), dist)
@@ -209,6 +254,7 @@ def train(
 
     def checkpoint() -> None:
         st.seconds = now()
+        st.ema = avg.state() if avg is not None else None
         if checkpoint_dir is not None and dist.is_main:
             save_checkpoint(
                 checkpoint_dir,
@@ -241,7 +287,8 @@ def train(
         """Keep the model if validation ``m`` is the best so far; else count towards stopping."""
         if m["hr10"] > st.best_hr10:
             st.best_hr10, st.best_epoch, st.best_step, st.best_metrics, st.bad = m["hr10"], epoch, st.step, m, 0
-            st.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            with averaged():  # the state that was validated
+                st.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             return
         st.bad += 1
         if st.bad >= cfg.patience:
@@ -281,6 +328,8 @@ def train(
                 # error in it is an ordinary one (a bug, out of memory) and keeps its traceback.
                 D.collective(loss.backward, dist, f"backward of epoch {e + 1} batch {b}")
                 opt.step()
+                if avg is not None:
+                    avg.update()
                 losses.append(loss.detach())
                 times.append(now())
                 st.step += 1
@@ -295,7 +344,8 @@ def train(
                 m = {}
                 if val_now:
                     t_val = time.perf_counter()
-                    m = validate(model, split, dist, cfg)
+                    with averaged():
+                        m = validate(model, split, dist, cfg)
                     model.train()
                     t_epoch += time.perf_counter() - t_val  # epoch seconds are training seconds
                     if m:
@@ -319,7 +369,8 @@ def train(
         epoch_loss = [r["loss"] for r in st.log if r["epoch"] == e + 1 and r["loss"] is not None]
         m = {}
         if not st.stopped and ((e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs):
-            m = validate(model, split, dist, cfg)
+            with averaged():
+                m = validate(model, split, dist, cfg)
         st.log.extend(
             _rows(
                 e + 1,
@@ -343,8 +394,9 @@ def train(
             on_validation(e + 1, m, st.step)
 
     best = st.best_state
-    if best is None:  # no validation data: the last epoch is the model
-        best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if best is None:  # no validation data: the last epoch is the model (its average, with ema)
+        with averaged():
+            best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         st.best_epoch, st.best_step = st.epoch, st.step
     return TrainResult(
         best, st.log, st.best_epoch, st.best_metrics, st.epoch, st.epoch_seconds, st.stopped, resumed, st.best_step
