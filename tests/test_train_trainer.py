@@ -580,3 +580,26 @@ def test_ema_validates_and_publishes_the_moving_average_of_the_parameters(store)
     assert any(
         not torch.allclose(avgs[t]["P"], path[t]["P"]) for t in (T // 2, T)
     )  # the average is not the raw trajectory
+
+
+def test_optimizer_groups_that_miss_or_repeat_a_parameter_are_refused(store):
+    """A parameter left out of every group would silently never train; one in two groups
+    would be stepped twice: both are a clear error before the first step."""
+    from mmiris.errors import MmirisError
+    from mmiris.models.build import build_model
+    from mmiris.train.trainer import train
+
+    sp = load_split(store, publish_tiny_split(store))
+    config = build_model("tiny_mf", {"emb": 8}, sp.n_users, sp.n_items).config
+
+    class Missing(TinyMF):
+        def optimizer_groups(self):
+            return [{"params": [self.P]}]
+
+    class Twice(TinyMF):
+        def optimizer_groups(self):
+            return [{"params": [self.P, self.Q]}, {"params": [self.Q], "lr_scale": 0.5}]
+
+    for cls in (Missing, Twice):
+        with pytest.raises(MmirisError, match=r"optimizer_groups\(\) must hold every parameter exactly once"):
+            train(cls(config, sp.n_users, sp.n_items, sp.history()), sp, _cfg(epochs=1))

@@ -1,5 +1,6 @@
 """The training loop: sampled instances → loss → Adam, validation HR@10 every epoch (and every
-``eval_steps`` steps inside one, if asked), early stopping, atomic checkpoints and exact resume. Runs alone or as one rank of a DDP group.
+``eval_steps`` steps inside one, if asked; of a moving average of the parameters with ``ema``),
+early stopping, atomic checkpoints and exact resume. Runs alone or as one rank of a DDP group.
 
 Equal results on 1 or N ranks: every rank builds the same global batches (sampler.py) and
 takes its slice; its loss is weighted by ``world_size · n_local / n_global`` so that DDP's
@@ -209,6 +210,12 @@ def train(
 
     # foreach: a multi-tensor update, one kernel per op for all parameters
     groups = [{"params": g["params"], "lr": cfg.lr * float(g.get("lr_scale", 1.0))} for g in model.optimizer_groups()]
+    grouped = [id(p) for g in groups for p in g["params"]]
+    if sorted(grouped) != sorted(id(p) for p in model.parameters()):
+        raise MmirisError(
+            f"{model.name}.optimizer_groups() must hold every parameter exactly once: it holds "
+            f"{len(set(grouped))} distinct of {len(grouped)} entries, the model has {len(list(model.parameters()))}"
+        )
     opt = torch.optim.Adam(groups, lr=cfg.lr, foreach=True)
     sampler = TrainSampler(
         model.train_history,
@@ -254,8 +261,8 @@ def train(
 
     def checkpoint() -> None:
         st.seconds = now()
-        st.ema = avg.state() if avg is not None else None
         if checkpoint_dir is not None and dist.is_main:
+            st.ema = avg.state() if avg is not None else None
             save_checkpoint(
                 checkpoint_dir,
                 {
