@@ -98,7 +98,8 @@ log = logging.getLogger("benchmarks.study")
 # simfine: simpath validated every 1,000 steps (its cold validation peaked in the first epoch,
 # which was the first point it was measured at); simslow: simfine with the projections learned
 # at a tenth of the learning rate (metric_lr), validated every 2,000 steps; simema: simfine
-# validating and keeping a moving average of the parameters (ema)
+# validating and keeping a moving average of the parameters (ema); simfast: simpath with the
+# projections at three times the learning rate, validated every 500 steps
 VARIANTS = (
     "",
     "shuffled",
@@ -111,6 +112,7 @@ VARIANTS = (
     "simfine",
     "simslow",
     "simema",
+    "simfast",
 )
 SIMPULL_REG_METRIC = 1e-4  # λ of simpull's pull (docs/content.md, eighth session)
 # simfine's validation every 1,000 of the ~8,300 steps of a cold-validation epoch; its patience
@@ -119,6 +121,8 @@ SIMFINE_TRAIN = {"eval_steps": 1000, "patience": 12}
 SIMSLOW_METRIC_LR = 0.1
 SIMSLOW_TRAIN = {"eval_steps": 2000, "patience": 8}  # patience: about 2 epochs
 SIMEMA_TRAIN = {**SIMFINE_TRAIN, "ema": 0.999}  # an average over about the last 1,000 steps
+SIMFAST_METRIC_LR = 3.0
+SIMFAST_TRAIN = {"eval_steps": 500, "patience": 12}  # patience: 6,000 steps
 
 
 def row_key(model: str, emb: int, seed: int, variant: str = "") -> str:
@@ -371,6 +375,7 @@ def run_row(
             "simfine": SIMFINE_TRAIN,
             "simslow": SIMSLOW_TRAIN,
             "simema": SIMEMA_TRAIN,
+            "simfast": SIMFAST_TRAIN,
         }.get(variant, {})
         cfg = TrainConfig(seed=seed, **{**train_kw, **tc, **variant_tc})
         mcfg = {"emb": emb, **mc}
@@ -385,8 +390,9 @@ def run_row(
             mcfg["content_metric"] = True
         elif variant in ("simpath", "simfine", "simema"):
             mcfg.update(content_metric=True, new_items="similarity")
-        elif variant == "simslow":
-            mcfg.update(content_metric=True, new_items="similarity", metric_lr=SIMSLOW_METRIC_LR)
+        elif variant in ("simslow", "simfast"):
+            lr = SIMSLOW_METRIC_LR if variant == "simslow" else SIMFAST_METRIC_LR
+            mcfg.update(content_metric=True, new_items="similarity", metric_lr=lr)
         elif variant == "simpull":
             mcfg.update(content_metric=True, new_items="similarity", reg_metric=SIMPULL_REG_METRIC)
 
