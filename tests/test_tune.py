@@ -268,3 +268,30 @@ def test_sigkill_mid_trial_then_rerun_finishes_the_study(tmp_path):
     assert [r["number"] for r in by_state["complete"]] == [0, 2, 3]
     assert rows[2]["params"] == rows[1]["params"]
     assert store.manifest(ref).stats["n_fail"] == 1
+
+
+def test_trials_that_validate_inside_epochs_report_to_the_pruner_by_optimiser_step(data):
+    """With eval_steps a trial validates several times an epoch; each report's step is the
+    optimiser step it ran after (unique, so none is dropped), not the epoch."""
+    import optuna
+
+    from mmiris.pipelines.tune import tune_model
+
+    store, split = data
+    tune_model(
+        store,
+        split,
+        "fism",
+        n_trials=1,
+        space={"lr": [0.05]},
+        only=["lr"],
+        model_config={"emb": 8},
+        train_config=TrainConfig(epochs=2, lr=0.05, batch_size=256, threads=1, eval_steps=3),
+        study_name="steps",
+    )
+    (trial,) = optuna.load_study(study_name="steps", storage=f"sqlite:///{store.root}/_tune/steps.db").trials
+    steps = sorted(trial.intermediate_values)
+    inside = [s for s in steps if s % 3 == 0]
+    ends = [s for s in steps if s % 3]
+    assert len(steps) > 2 and inside[:3] == [3, 6, 9]  # more reports than epochs, at steps 3, 6, 9, …
+    assert len(ends) <= 2 and all(s > 9 for s in ends)  # the rest: epoch ends that are not multiples of 3
