@@ -208,7 +208,7 @@ def train(
         rows = _rows(1, {**m, "epoch_seconds": secs}, 0, secs)
         return TrainResult({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, rows, 1, m, 1, [secs])
 
-    # foreach: a multi-tensor update, one kernel per op for all parameters
+    # the model's parameter groups, each at the run's lr times its lr_scale
     groups = [{"params": g["params"], "lr": cfg.lr * float(g.get("lr_scale", 1.0))} for g in model.optimizer_groups()]
     grouped = [id(p) for g in groups for p in g["params"]]
     if sorted(grouped) != sorted(id(p) for p in model.parameters()):
@@ -216,7 +216,7 @@ def train(
             f"{model.name}.optimizer_groups() must hold every parameter exactly once: it holds "
             f"{len(set(grouped))} distinct of {len(grouped)} entries, the model has {len(list(model.parameters()))}"
         )
-    opt = torch.optim.Adam(groups, lr=cfg.lr, foreach=True)
+    opt = torch.optim.Adam(groups, lr=cfg.lr, foreach=True)  # foreach: one kernel per op for all parameters
     sampler = TrainSampler(
         model.train_history,
         cfg.negatives,
