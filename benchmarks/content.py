@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -44,8 +45,19 @@ MODELS = ["itempop", "ease", "content_knn", "nais_concat", "vbpr", "multimodal_i
 log = logging.getLogger("benchmarks.content")
 
 
+COLD_VALID = 0.05  # the cold_valid setting's default share of further held-out items
+
+
 def content_key(setting: str, model: str, emb: int, seed: int) -> str:
     return f"{setting}/{study.row_key(model, emb, seed)}"
+
+
+def setting_label(setting: str, cold_valid: float) -> str:
+    """The name rows and splits carry: ``cold_valid`` at the default share, else with the
+    share in percent (``cold_valid10``), so splits with another share never share rows."""
+    if setting != "cold_valid" or math.isclose(cold_valid, COLD_VALID):
+        return setting
+    return f"cold_valid{round(cold_valid * 100):d}"
 
 
 def derived_splits(
@@ -61,8 +73,9 @@ def derived_splits(
         "cold": str(derive_split(store, split_ref, cold_items=cold, seed=seed, name="split_cold")),
     }
     if cold_valid:
+        name = f"split_{setting_label('cold_valid', cold_valid)}"
         out["cold_valid"] = str(
-            derive_split(store, split_ref, cold_items=cold, seed=seed, cold_valid=cold_valid, name="split_cold_valid")
+            derive_split(store, split_ref, cold_items=cold, seed=seed, cold_valid=cold_valid, name=name)
         )
     return out
 
@@ -144,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--cold-valid",
         type=float,
-        default=0.05,
-        help="cold_valid setting: share of further items held out for a cold validation set",
+        default=COLD_VALID,
+        help="cold_valid setting: share of further items held out for a cold validation set (rows and "
+        "split of another share are named by it: cold_valid10 for 0.1)",
     )
     p.add_argument("--split-seed", type=int, default=0, help="seed of the sparse/cold derivation")
     p.add_argument(
@@ -196,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     for setting in settings:
         for model in models:
             for seed in seeds[:1] if not get_model_class(base_model(model)).trainable else seeds:
-                key = content_key(setting, model, args.emb, seed)
+                key = content_key(setting_label(setting, args.cold_valid), model, args.emb, seed)
                 if not args.rerun and (key not in done or "error" in done[key]) and setting == "full":
                     same = study_row(study_rows, model, args.emb, seed, args.epochs, args.patience)
                     if same is not None:
@@ -237,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         row = study._wait(proc, q, study.row_key(model, args.emb, seed))
         row.update(
             key=key,
-            setting=setting,
+            setting=setting_label(setting, args.cold_valid),
             split=splits[setting],
             command={
                 "keep": args.keep,

@@ -64,3 +64,14 @@ def test_the_summary_keeps_a_variant_apart_from_its_model():
     assert summary["full"]["hybrid_iris"]["hr10"]["n"] == 1
     assert summary["full"]["hybrid_iris+nodrop"]["hr10"] == {"mean": 0.715, "std": 0.0071, "n": 2}
     assert list(summary["cold"]) == ["hybrid_iris+metric"]  # the failed row is left out
+
+
+def test_a_cold_validation_share_other_than_the_default_has_rows_of_its_own():
+    """--cold-valid 0.1 names its rows (and split) cold_valid10, so they neither skip as done
+    nor overwrite the default share's cold_valid rows; other settings keep their names."""
+    assert content.setting_label("cold_valid", content.COLD_VALID) == "cold_valid"
+    assert content.setting_label("cold_valid", 0.1) == "cold_valid10"
+    assert content.setting_label("cold", 0.1) == "cold"
+    key = content.content_key(content.setting_label("cold_valid", 0.1), "hybrid_iris+simfine", 16, 0)
+    assert key == "cold_valid10/hybrid_iris+simfine:16:0"
+    assert key != content.content_key("cold_valid", "hybrid_iris+simfine", 16, 0)
