@@ -416,6 +416,7 @@ def test_eval_steps_validates_inside_epochs_and_keeps_the_best_state_wherever_it
     assert all((s - 1) // n_b + 1 == e for e, s, _ in val)  # each row names the epoch it ran in
     steps = [r["step"] for r in log if r["loss"] is not None]
     assert steps == list(range(1, 3 * n_b + 1))  # every step's loss, once, in order
+    assert [r["step"] for r in log] == sorted(r["step"] for r in log)  # validations after their step's loss
     best = max(val, key=lambda v: (v[2], -v[1]))  # the first of the best
     assert (m.stats["best_epoch"], m.stats["best_step"]) == best[:2]
     assert best[1] % n_b, "this data's best falls inside an epoch; else the test proves less"
