@@ -118,11 +118,26 @@ SIMPULL_REG_METRIC = 1e-4  # λ of simpull's pull (docs/content.md, eighth sessi
 # simfine's validation every 1,000 of the ~8,300 steps of a cold-validation epoch; its patience
 # (validations) spans about 1.5 epochs, as the default 3 epochs would cost twice that
 SIMFINE_TRAIN = {"eval_steps": 1000, "patience": 12}
-SIMSLOW_METRIC_LR = 0.1
-SIMSLOW_TRAIN = {"eval_steps": 2000, "patience": 8}  # patience: about 2 epochs
-SIMEMA_TRAIN = {**SIMFINE_TRAIN, "ema": 0.999}  # an average over about the last 1,000 steps
-SIMFAST_METRIC_LR = 3.0
-SIMFAST_TRAIN = {"eval_steps": 500, "patience": 12}  # patience: 6,000 steps
+SIMPATH = {"content_metric": True, "new_items": "similarity"}
+# What each variant sets in the model config and in the training config (the features'
+# variants, shuffled and doc2vec, are read in run_row).
+VARIANT_MODEL: dict[str, dict] = {
+    "nodrop": {"content_dropout": 0.0},  # an unknown field for models without it: a clear error
+    "metric": {"content_metric": True},
+    "simpath": SIMPATH,
+    "simfine": SIMPATH,
+    "simema": SIMPATH,
+    "simslow": {**SIMPATH, "metric_lr": 0.1},
+    "simfast": {**SIMPATH, "metric_lr": 3.0},
+    "simpull": {**SIMPATH, "reg_metric": SIMPULL_REG_METRIC},
+}
+VARIANT_TRAIN: dict[str, dict] = {
+    "mixed": {"batch_order": "shuffled"},
+    "simfine": SIMFINE_TRAIN,
+    "simslow": {"eval_steps": 2000, "patience": 8},  # patience: about 2 epochs
+    "simema": {**SIMFINE_TRAIN, "ema": 0.999},  # an average over about the last 1,000 steps
+    "simfast": {"eval_steps": 500, "patience": 12},  # patience: 6,000 steps
+}
 
 
 def row_key(model: str, emb: int, seed: int, variant: str = "") -> str:
@@ -370,31 +385,13 @@ def run_row(
         cls = get_model_class(model)
         params, tuned_from = resolve_tuning(store, refs["split"], model, emb, recorded)
         mc, tc = split_params(params, model)
-        variant_tc = {
-            "mixed": {"batch_order": "shuffled"},
-            "simfine": SIMFINE_TRAIN,
-            "simslow": SIMSLOW_TRAIN,
-            "simema": SIMEMA_TRAIN,
-            "simfast": SIMFAST_TRAIN,
-        }.get(variant, {})
-        cfg = TrainConfig(seed=seed, **{**train_kw, **tc, **variant_tc})
-        mcfg = {"emb": emb, **mc}
+        cfg = TrainConfig(seed=seed, **{**train_kw, **tc, **VARIANT_TRAIN.get(variant, {})})
+        mcfg = {"emb": emb, **mc, **VARIANT_MODEL.get(variant, {})}
         feats = {f"{m}_features": refs[m] for m in cls.modalities}
         if variant == "shuffled":
             feats = {f"{m}_features": r for m, r in shuffled_features(store, refs).items() if m in cls.modalities}
         elif variant == "doc2vec":
             feats["text_features"] = refs["doc2vec"]
-        elif variant == "nodrop":
-            mcfg["content_dropout"] = 0.0  # an unknown field for models without it: a clear error
-        elif variant == "metric":
-            mcfg["content_metric"] = True
-        elif variant in ("simpath", "simfine", "simema"):
-            mcfg.update(content_metric=True, new_items="similarity")
-        elif variant in ("simslow", "simfast"):
-            lr = SIMSLOW_METRIC_LR if variant == "simslow" else SIMFAST_METRIC_LR
-            mcfg.update(content_metric=True, new_items="similarity", metric_lr=lr)
-        elif variant == "simpull":
-            mcfg.update(content_metric=True, new_items="similarity", reg_metric=SIMPULL_REG_METRIC)
 
         def fit(name, model_config, train_config, **kw):
             return train_model(

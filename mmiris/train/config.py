@@ -32,9 +32,9 @@ class TrainConfig:
     eval_every: int = 1  # validate every this many epochs (early stopping counts validations)
     # Also validate every this many optimiser steps inside an epoch (counted over the run, as
     # checkpoint_steps); 0: at epoch ends only. For models whose best state comes within an
-    # epoch (hybrid_iris's learned content metric on cold items peaks in the first of ~8,300
-    # steps, docs/content.md). Patience counts these validations too. It can change the state
-    # chosen, so it is part of the version key.
+    # epoch (on cold validation hybrid_iris's learned content metric peaked within the first
+    # 1,000–2,000 of an epoch's ~8,300 steps, docs/content.md). Patience counts these
+    # validations too. It can change the state chosen, so it is part of the version key.
     eval_steps: int = 0
     # Validate and publish an exponential moving average of the parameters (Polyak averaging)
     # with this decay per optimiser step, min(ema, (1 + t) / (10 + t)) at step t so that the

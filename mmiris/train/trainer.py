@@ -164,6 +164,11 @@ def validate(model: Recommender, split: SplitData, dist: D.Dist, cfg: TrainConfi
     return metrics_from_sums(D.all_reduce_sum(res.sums(), dist, "validation all-reduce"))
 
 
+def _headline(m: dict) -> str:
+    """A validation's @10 and @20 metrics for a log line."""
+    return " ".join(f"{k} {v:.4f}" for k, v in m.items() if k.endswith(("10", "20")))
+
+
 def _rows(epoch: int, metrics: dict, step: int, seconds: float) -> list[dict]:
     return [
         {"epoch": epoch, "step": step, "loss": None, "metric": k, "value": float(v), "seconds": seconds}
@@ -361,7 +366,7 @@ def train(
                             "epoch %d step %d: valid %s",
                             e + 1,
                             st.step,
-                            " ".join(f"{k} {v:.4f}" for k, v in m.items() if k.endswith(("10", "20"))),
+                            _headline(m),
                         )
                         consider(m, e + 1)
                 st.epoch_elapsed = time.perf_counter() - t_epoch
@@ -391,7 +396,7 @@ def train(
                 "epoch %d: loss %.4f, valid %s (%.1fs)",
                 e + 1,
                 float(np.mean(epoch_loss or [math.nan])),
-                " ".join(f"{k} {v:.4f}" for k, v in m.items() if k.endswith(("10", "20"))),
+                _headline(m),
                 secs,
             )
             consider(m, e + 1)
