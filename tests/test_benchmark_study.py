@@ -173,3 +173,21 @@ def test_a_store_that_lost_its_tune_artifacts_goes_on_with_the_recorded_settings
     now = lambda: study.resolve_tuning(store, "split@x", "mf", 16, rows)[0]  # noqa: E731
     assert study.row_is_current(rows["mf:16:1"], now)  # not stale: no retraining with the defaults
     assert not study.row_is_current(rows["mf:16:0"], now)  # made with the older winner
+
+
+def test_every_variants_settings_are_valid_hybrid_and_training_configs():
+    """A variant's table entry is a config the trainer accepts (a misspelt field or a value out
+    of range would otherwise surface only hours into a study run), and it sets what it names."""
+    from mmiris.models.hybrid_iris import HybridIRISConfig
+    from mmiris.train.config import TrainConfig
+
+    assert set(study.VARIANT_MODEL) | set(study.VARIANT_TRAIN) <= set(study.VARIANTS)
+    for variant, fields in study.VARIANT_MODEL.items():
+        cfg = HybridIRISConfig.from_dict({"emb": 16, **fields})
+        assert all(getattr(cfg, k) == v for k, v in fields.items()), variant
+    for variant, fields in study.VARIANT_TRAIN.items():
+        tc = TrainConfig(seed=0, **fields)
+        assert all(getattr(tc, k) == v for k, v in fields.items()), variant
+    wide = HybridIRISConfig.from_dict({"emb": 16, **study.VARIANT_MODEL["simwide"]})
+    assert wide.content_similarity == 64 and wide.content_metric and wide.new_items == "similarity"
+    assert study.VARIANT_TRAIN["simwide"] == study.VARIANT_TRAIN["simfine"]
