@@ -176,8 +176,9 @@ def test_a_store_that_lost_its_tune_artifacts_goes_on_with_the_recorded_settings
 
 
 def test_every_variants_settings_are_valid_hybrid_and_training_configs():
-    """A variant's table entry is a config the trainer accepts (a misspelt field or a value out
-    of range would otherwise surface only hours into a study run), and it sets what it names."""
+    """A variant's table entry names real fields (a misspelt one would otherwise surface only
+    when a study run reaches that row, hours in), training settings are in range (TrainConfig
+    checks them; the model checks its ranges when built, not here), and each sets what it names."""
     from mmiris.models.hybrid_iris import HybridIRISConfig
     from mmiris.train.config import TrainConfig
 

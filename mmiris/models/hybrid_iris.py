@@ -111,7 +111,7 @@ class HybridIRISConfig(MultimodalIRISConfig):
     # reg_metric · (‖M_p − B‖² + ‖M_q − B‖²), B the principal directions (0: off)
     reg_metric: float = 0.0
     # the learned projections' learning rate, as a multiple of the run's (Adam moves them
-    # ~lr per step; on cold items the metric is best within the first ~2,000 steps)
+    # ~lr per step; on cold validation the metric peaked after 1,000–5,000 steps, docs/content.md)
     metric_lr: float = 1.0
     # how a target with no learned row (Q_j = 0, b_j = 0) is scored outside training: "model"
     # (q_j = U_q g_j under the attention) or "similarity" (γ ĉ_i·ĉ_j, uniformly weighted)

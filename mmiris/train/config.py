@@ -32,8 +32,8 @@ class TrainConfig:
     eval_every: int = 1  # validate every this many epochs (early stopping counts validations)
     # Also validate every this many optimiser steps inside an epoch (counted over the run, as
     # checkpoint_steps); 0: at epoch ends only. For models whose best state comes within an
-    # epoch (on cold validation hybrid_iris's learned content metric peaked within the first
-    # 1,000–2,000 of an epoch's ~8,300 steps, docs/content.md). Patience counts these
+    # epoch (on cold validation hybrid_iris's learned content metric peaked after 1,000–5,000
+    # of an epoch's ~8,300 steps in eight runs, docs/content.md). Patience counts these
     # validations too. It can change the state chosen, so it is part of the version key.
     eval_steps: int = 0
     # Validate and publish an exponential moving average of the parameters (Polyak averaging)
