@@ -305,9 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="", help="new-item models trained on it (comma list)")
     p.add_argument("--knn", default=None, help="a content_knn model on the split (pooling, popularity)")
     p.add_argument("--taus", type=_floats, default=[0.0, 0.25, 0.5, 1.0, 2.0], help="softmax sharpness (pooling)")
-    p.add_argument(
-        "--ks", type=lambda t: [int(v) for v in _floats(t)], default=[10, 30, 100], help="top-k (pooling)"
-    )
+    p.add_argument("--ks", type=lambda t: [int(v) for v in _floats(t)], default=[10, 30, 100], help="top-k (pooling)")
     p.add_argument("--lambdas", type=_floats, default=[100.0, 1000.0, 10000.0], help="ridge strengths (popularity)")
     p.add_argument("--weights", type=_floats, default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5], help="prior weights w")
     p.add_argument("--threads", type=int, default=1)
