@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.results_io import write_json
+from benchmarks.results_io import finish, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cold_blend.json"
@@ -231,16 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     grid = parse_grid(args.weights)
     from mmiris.artifacts import ArtifactStore
-    from mmiris.errors import MmirisError
 
-    try:
-        row = run(ArtifactStore(args.store), args.split, args.model, args.knn, grid, args.folds, args.seed)
-    except (MmirisError, ValueError) as e:
-        print(f"benchmarks.cold_blend: {e}", file=sys.stderr)
-        return 2
-    save(Path(args.out), row)
-    print(json.dumps(row), flush=True)
-    return 0
+    return finish(
+        "benchmarks.cold_blend",
+        lambda: run(ArtifactStore(args.store), args.split, args.model, args.knn, grid, args.folds, args.seed),
+        save,
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.results_io import write_json
+from benchmarks.results_io import finish, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "content_metric.json"
@@ -228,16 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = {k: getattr(args, k) for k in ("d", "epochs", "lr", "negatives", "batch_size", "feature_dropout", "seed")}
     from mmiris.artifacts import ArtifactStore
-    from mmiris.errors import MmirisError
 
-    try:
-        row = run(ArtifactStore(args.store), args.split, args.knn, cfg)
-    except (MmirisError, ValueError) as e:
-        print(f"benchmarks.content_metric: {e}", file=sys.stderr)
-        return 2
-    save(Path(args.out), row)
-    print(json.dumps(row), flush=True)
-    return 0
+    return finish(
+        "benchmarks.content_metric", lambda: run(ArtifactStore(args.store), args.split, args.knn, cfg), save, args.out
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from benchmarks.cold_blend import standardise
-from benchmarks.results_io import write_json
+from benchmarks.results_io import finish, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "new_item_probes.json"
@@ -316,17 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     torch.set_num_threads(args.threads)
     from mmiris.artifacts import ArtifactStore
-    from mmiris.errors import MmirisError
 
     models = [m for m in args.models.split(",") if m.strip()]
-    try:
-        row = run(ArtifactStore(args.store), args.probe, args.split, models, args.knn, args)
-    except (MmirisError, ValueError) as e:
-        print(f"benchmarks.new_item_probes: {e}", file=sys.stderr)
-        return 2
-    save(Path(args.out), row)
-    print(json.dumps(row), flush=True)
-    return 0
+    return finish(
+        "benchmarks.new_item_probes",
+        lambda: run(ArtifactStore(args.store), args.probe, args.split, models, args.knn, args),
+        save,
+        args.out,
+    )
 
 
 if __name__ == "__main__":
