@@ -102,7 +102,9 @@ log = logging.getLogger("benchmarks.study")
 # projections at three times the learning rate, validated every 500 steps; simwide: simfine
 # with 64 content directions instead of 32 (content kNN keeps 0.2308 of its 0.2337 cold HR@10
 # on 64 directions and 0.2230 on 32; trained, four seeds rank cold items 0.0024 below simfine's,
-# docs/content.md)
+# docs/content.md); simitem: simfine with a metric-dropout mask per item instead of per batch
+# (metric_dropout_per "item"; seed ensembles of simfine rank cold items +0.005 better than
+# single seeds, docs/content.md, so per-step noise is the suspect)
 VARIANTS = (
     "",
     "shuffled",
@@ -117,6 +119,7 @@ VARIANTS = (
     "simema",
     "simfast",
     "simwide",
+    "simitem",
 )
 SIMPULL_REG_METRIC = 1e-4  # λ of simpull's pull (docs/content.md, eighth session)
 # simfine's validation every 1,000 of the ~8,300 steps of a cold-validation epoch; its patience
@@ -135,6 +138,7 @@ VARIANT_MODEL: dict[str, dict] = {
     "simfast": {**SIMPATH, "metric_lr": 3.0},
     "simpull": {**SIMPATH, "reg_metric": SIMPULL_REG_METRIC},
     "simwide": {**SIMPATH, "content_similarity": 64},
+    "simitem": {**SIMPATH, "metric_dropout_per": "item"},
 }
 VARIANT_TRAIN: dict[str, dict] = {
     "mixed": {"batch_order": "shuffled"},
@@ -143,6 +147,7 @@ VARIANT_TRAIN: dict[str, dict] = {
     "simema": {**SIMFINE_TRAIN, "ema": 0.999},  # an average over about the last 1,000 steps
     "simfast": {"eval_steps": 500, "patience": 12},  # patience: 6,000 steps
     "simwide": SIMFINE_TRAIN,
+    "simitem": SIMFINE_TRAIN,
 }
 
 

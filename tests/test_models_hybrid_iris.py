@@ -295,6 +295,41 @@ def test_metric_dropout_drops_content_dimensions_in_training_only():
         _close(model.scores(users, targets), undropped, "no metric dropout without gradients")
 
 
+def test_metric_dropout_per_item_gives_each_item_its_own_masks():
+    """``metric_dropout_per="item"``: each row (item) gets its own mask of content dimensions per
+    side (history side drawn first), kept dimensions scaled by 1/(1 − share), as a formula over
+    the content rows says; gradients reach both projections; nothing dropped without gradients
+    or in eval mode, and an unknown unit is refused."""
+    from mmiris.models.build import build_model
+
+    history, users, targets, feats = tiny_data(seed=10)
+    model = _model(history, feats, content_metric=True, metric_dropout=0.4, metric_dropout_per="item")
+    with torch.no_grad():
+        model.metric_p.normal_(), model.metric_q.normal_()
+    ids = torch.tensor([0, 3, 5, 5])
+    torch.manual_seed(21)
+    got = model.content_similarity_vectors(ids)
+    with torch.no_grad():
+        model.config.metric_dropout = 0.0
+        plain = model.content_similarity_vectors(ids)  # undropped: c M_p, c M_q
+        model.config.metric_dropout = 0.4
+    c = torch.stack([ref_content_vectors(model)[int(i)] for i in ids])
+    torch.manual_seed(21)
+    kp, kq = torch.rand(c.shape) >= 0.4, torch.rand(c.shape) >= 0.4
+    assert not torch.equal(kp[1], kp[2]) and not torch.equal(kp[2], kp[3])  # per item, even one item twice
+    want = torch.cat([(c * kp / 0.6) @ model.metric_p, (c * kq / 0.6) @ model.metric_q], dim=1)
+    _close(got.detach(), want.detach(), "per-item metric dropout")
+    got.sum().backward()
+    assert model.metric_p.grad.abs().sum() > 0 and model.metric_q.grad.abs().sum() > 0
+    with torch.no_grad():
+        _close(model.content_similarity_vectors(ids), plain, "no metric dropout without gradients")
+    model.eval()
+    _close(model.content_similarity_vectors(ids).detach(), plain, "no metric dropout in eval mode")
+    cfg = {"emb": 8, "image_hidden": 6, "content_metric": True, "metric_dropout_per": "user"}
+    with pytest.raises(ValueError, match="metric_dropout_per"):
+        build_model("hybrid_iris", cfg, history.n_users, N_ITEMS, history, feats)
+
+
 def test_the_learned_metric_starts_at_the_fixed_similarity():
     """Built (not randomised), M_p = M_q = the principal directions, so a model with
     ``content_metric`` scores exactly as the one with the fixed term; it needs the term and a

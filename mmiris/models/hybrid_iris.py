@@ -25,7 +25,9 @@ With g_i = [v_i; t_i] the outputs of Multimodal IRIS's towers (eq. 7–8) for it
   share ``metric_dropout`` of the content dimensions is dropped from each projection (one mask
   per side and batch, the kept ones scaled by 1/(1 − share)): without it the projections fit
   the warm items' identities and a content-only version of the term ranks cold items worse
-  after a few epochs (docs/content.md).
+  after a few epochs (docs/content.md). With ``metric_dropout_per="item"`` (eleventh
+  session) each item in the batch gets its own masks, so one step averages over many masks
+  instead of following one.
   ``reg_metric`` pulls both projections back towards the directions they start at
   (λ‖M − B‖², eighth session): unpulled they grew to 11 times their starting norm on ML-1M.
 
@@ -107,6 +109,10 @@ class HybridIRISConfig(MultimodalIRISConfig):
     content_metric: bool = False
     # training only: share of content dimensions dropped from each learned projection per batch
     metric_dropout: float = 0.5
+    # the unit one metric-dropout mask covers: "batch" (one mask per side for the whole batch,
+    # rows of M_p and M_q dropped) or "item" (one per side for each item in the batch, its
+    # content dimensions dropped: the same expected projection with far less noise per step)
+    metric_dropout_per: str = "batch"
     # L2 pull of the learned projections towards the directions they start at:
     # reg_metric · (‖M_p − B‖² + ‖M_q − B‖²), B the principal directions (0: off)
     reg_metric: float = 0.0
@@ -119,6 +125,7 @@ class HybridIRISConfig(MultimodalIRISConfig):
 
 
 NEW_ITEM_PATHS = ("model", "similarity")
+METRIC_DROPOUT_UNITS = ("batch", "item")
 
 
 @register
@@ -172,6 +179,10 @@ class HybridIRIS(MultimodalIRIS):
                 raise ValueError("content_metric learns the projections of ĉ: it needs content_similarity > 0")
             if not 0.0 <= config.metric_dropout < 1.0:
                 raise ValueError(f"metric_dropout must be in [0, 1), got {config.metric_dropout}")
+            if config.metric_dropout_per not in METRIC_DROPOUT_UNITS:
+                raise ValueError(
+                    f"metric_dropout_per must be one of {METRIC_DROPOUT_UNITS}, got {config.metric_dropout_per!r}"
+                )
             if config.reg_metric < 0:
                 raise ValueError(f"reg_metric must be >= 0, got {config.reg_metric}")
             if not config.metric_lr > 0:
@@ -189,7 +200,8 @@ class HybridIRIS(MultimodalIRIS):
     def content_similarity_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """ĉ for item ids [N]: [N, content_similarity] (zero blocks for missing modalities);
         with ``content_metric`` [N, 2 · content_similarity], the history side's ĉ = c M_p and
-        then the target side's c M_q (each projection's dimensions dropped in training)."""
+        then the target side's c M_q (in training each projection's dimensions dropped, per batch
+        or, with ``metric_dropout_per="item"``, per item: each of the N rows its own masks)."""
         ms = self.modalities
         rows = content_rows(
             [getattr(self, f"{m}_features")[ids] for m in ms],
@@ -201,6 +213,10 @@ class HybridIRIS(MultimodalIRIS):
             return rows @ self.content_basis
         Mp, Mq = self.metric_p, self.metric_q
         drop = self.config.metric_dropout
+        if drop and self.training and torch.is_grad_enabled() and self.config.metric_dropout_per == "item":
+            kp = (torch.rand(rows.shape, device=rows.device) >= drop).to(rows.dtype) / (1 - drop)
+            kq = (torch.rand(rows.shape, device=rows.device) >= drop).to(rows.dtype) / (1 - drop)
+            return torch.cat([(rows * kp) @ Mp, (rows * kq) @ Mq], dim=1)
         if drop and self.training and torch.is_grad_enabled():
             D = Mp.shape[0]
             Mp = Mp * ((torch.rand(D, device=Mp.device) >= drop).to(Mp.dtype) / (1 - drop))[:, None]
