@@ -22,11 +22,20 @@ def recommend_task(
     users: list[int] | None,
     new_items: list[str] | None = None,
     knn_share: float = 0.0,
+    ensemble: list[str] | None = None,
 ) -> str:
     if new_items is not None:  # the top-N among items that arrived after training
         s = ArtifactStore(store)
         ref = recommend_new_items(
-            s, model, new_items, split, top_n=top_n, explain_k=explain_k, users=users, knn_share=knn_share
+            s,
+            model,
+            new_items,
+            split,
+            top_n=top_n,
+            explain_k=explain_k,
+            users=users,
+            knn_share=knn_share,
+            ensemble=ensemble or (),
         )
         return str(ref)
     return str(recommend(ArtifactStore(store), model, split, top_n=top_n, explain_k=explain_k, users=users))
@@ -42,6 +51,7 @@ def recommend_flow(
     preview_users: int = 3,
     new_items: list[str] | None = None,
     knn_share: float = 0.0,
+    ensemble: list[str] | None = None,
     store: str | None = None,
 ) -> str:
     """Top ``top_n`` unseen items for every user (or ``users``), each with the user's
@@ -49,10 +59,13 @@ def recommend_flow(
     ``recommendations-<model>@…``; the first ``preview_users`` users are shown in the UI.
     ``new_items`` (item_text / item_images refs): rank those items, which arrived after
     training, instead (``new-recommendations-<model>@…``; content-aware models only), by the
-    model's scores or, with ``knn_share`` > 0, by their blend with content kNN (docs/recommend.md)."""
+    model's scores or, with ``knn_share`` > 0, by their blend with content kNN; ``ensemble``:
+    further models (same split and features) averaged with the model (docs/recommend.md)."""
     forward_stage_logs()
     started = now()
-    ref = recommend_task(store, model, split, top_n, explain_k, users, new_items, knn_share)
+    if ensemble and new_items is None:
+        raise ValueError("ensemble averages models over new items: give new_items")
+    ref = recommend_task(store, model, split, top_n, explain_k, users, new_items, knn_share, ensemble)
     s = ArtifactStore(store)
     finish_stage(s, {"recommendations": ref}, f"recommend {model.split('@')[0]}", started)
     rows = s.read_table(ref, "recommendations").to_pylist()

@@ -208,10 +208,11 @@ class NewItemsPlan:
     contents: dict[str, ArtifactRef]  # modality -> their item_text / item_images
     knn: ArtifactRef | None = None  # the content_knn blended in (knn_share > 0)
     knn_share: float = 0.0
+    ensemble: tuple[ArtifactRef, ...] = ()  # further models averaged with the model (``ensemble``)
 
     @property
     def parents(self) -> list[ArtifactRef]:
-        refs = [self.model_ref, self.split_ref, *self.contents.values(), *self.features.values()]
+        refs = [self.model_ref, *self.ensemble, self.split_ref, *self.contents.values(), *self.features.values()]
         refs += [self.knn] if self.knn is not None else []
         return list({str(r): r for r in refs}.values())
 
@@ -254,12 +255,14 @@ def plan_new_items(
     client=None,
     workers: int | None = None,
     knn_share: float = 0.0,
+    ensemble: Sequence[ArtifactRef | str] = (),
 ) -> NewItemsPlan:
     """Check the model and the new items, and extract their features (or find them)."""
     model_ref, split_ref, params, _ = _plan(store, model_ref, split_ref, top_n, explain_k, users, None)
     name = name or new_recommendations_name(model_ref)
     cls, config = _model_class(store, store.manifest(model_ref))
     N.check_can_score_new_items(cls, config, str(model_ref))
+    members = _ensemble_members(store, model_ref, split_ref, ensemble)
     if not 0.0 <= knn_share <= 1.0:
         raise InputError(f"--knn-share {knn_share}: expected a share of content kNN in [0, 1]")
     if knn_share and cls.name == "content_knn":
@@ -334,7 +337,42 @@ def plan_new_items(
         except InputError as exc:
             raise InputError(f"--knn-share: {exc}") from None
         params["knn_share"] = float(knn_share)  # absent at 0: the model alone, as before
-    return NewItemsPlan(model_m.ref, split_ref, cls, params, name, features, contents, knn, float(knn_share))
+    if members:
+        params["ensemble"] = [str(r) for r in members]  # absent without: the model alone, as before
+    return NewItemsPlan(model_m.ref, split_ref, cls, params, name, features, contents, knn, float(knn_share), members)
+
+
+def _ensemble_members(
+    store: ArtifactStore, model_ref: ArtifactRef, split_ref: ArtifactRef, ensemble: Sequence[ArtifactRef | str]
+) -> tuple[ArtifactRef, ...]:
+    """The further models of an ensemble, checked: each can score new items, was trained on
+    the model's split and read the model's very feature artifacts (so the new items' features
+    serve them all: seeds of one configuration, say); sorted, as their order changes nothing."""
+    own = {m: f.ref for m, f in N.feature_parents(store, model_ref).items()}
+    out: dict[str, ArtifactRef] = {}
+    for given in ensemble:
+        ref = store.resolve(given)
+        if ref == model_ref or str(ref) in out:
+            raise InputError(f"--ensemble {given}: {ref} is the model itself or given twice; name each model once")
+        cls, config = _model_class(store, store.manifest(ref))
+        N.check_can_score_new_items(cls, config, str(ref))
+        trained_on = model_split(store, ref)
+        if trained_on != split_ref:
+            raise InputError(
+                f"--ensemble {ref}: trained on {trained_on}, the model on {split_ref}; every member needs the same split"
+            )
+        theirs = {m: f.ref for m, f in N.feature_parents(store, ref).items()}
+        if theirs != own:
+            raise InputError(
+                f"--ensemble {ref}: it read the features {_named(theirs)}, the model {_named(own)}; every member "
+                f"must read the model's feature artifacts"
+            )
+        out[str(ref)] = ref
+    return tuple(out[k] for k in sorted(out))
+
+
+def _named(refs: dict[str, ArtifactRef]) -> str:
+    return ", ".join(f"{m} {r}" for m, r in sorted(refs.items())) or "none"
 
 
 def content_knn_for(store: ArtifactStore, split_ref: ArtifactRef | str, model_ref: ArtifactRef | str) -> ArtifactRef:
@@ -386,6 +424,7 @@ def recommend_new_items(
     client=None,
     workers: int | None = None,
     knn_share: float = 0.0,
+    ensemble: Sequence[ArtifactRef | str] = (),
 ) -> ArtifactRef:
     """Publish (or find) ``new-recommendations-<model>``: for every user (or ``users``) the
     top ``top_n`` among the items of ``new_items`` (item_text / item_images refs), with
@@ -393,7 +432,10 @@ def recommend_new_items(
     (``extract_image_features``), used only when the features are not in the store yet.
     ``knn_share`` > 0 ranks by a blend with content kNN over the model's features (which
     becomes a parent): (1 − share)·z_model + share·z_kNN, z standardised over the user's
-    new items (docs/content.md measured it on cold items)."""
+    new items (docs/content.md measured it on cold items). ``ensemble``: further models
+    (same split, same feature artifacts) averaged with the model, each with the model's share
+    of what content kNN leaves, (1 − share)/(1 + len(ensemble)); scores and explanations stay
+    the model's (docs/content.md: two seeds rank ML-1M cold items 0.005 HR@10 better than one)."""
     plan = plan_new_items(
         store,
         model_ref,
@@ -406,6 +448,7 @@ def recommend_new_items(
         client=client,
         workers=workers,
         knn_share=knn_share,
+        ensemble=ensemble,
     )
 
     def build() -> Output:
@@ -421,6 +464,7 @@ def recommend_new_items(
             model_label=str(plan.model_ref),
             knn=load_trained_model(store, plan.knn) if plan.knn is not None else None,
             knn_share=plan.knn_share,
+            ensemble=[load_trained_model(store, r) for r in plan.ensemble],
         )
 
     return store.get_or_create(plan.name, NEW_ITEMS_KIND, plan.parents, plan.params, build, source_version(*CODE))
@@ -438,14 +482,19 @@ def new_items_output(
     model_label: str = "",
     knn: Recommender | None = None,
     knn_share: float = 0.0,
+    ensemble: Sequence[Recommender] = (),
 ) -> Output:
     """The work of ``recommend_new_items`` on an in-memory model, split and new items."""
     arr = _users_of(model, split, users, model_label)
     ext = N.extend_catalogue(model, new.features)
-    blend = None
+    blend = []
+    knn_share = knn_share if knn is not None else 0.0
+    for k, member in enumerate(ensemble):
+        _users_of(member, split, users, f"ensemble member {k + 1}")
+        blend.append((N.extend_catalogue(member, new.features), (1.0 - knn_share) / (1 + len(ensemble))))
     if knn is not None and knn_share:
         _users_of(knn, split, users, "content kNN")
-        blend = (N.extend_catalogue(knn, new.features), knn_share)
+        blend.append((N.extend_catalogue(knn, new.features), knn_share))
     t0 = time.perf_counter()
     candidates = model.n_items + np.arange(len(new), dtype=np.int64)
     recs: TopN = recommend_among(
@@ -461,7 +510,8 @@ def new_items_output(
         "new_items": len(new),
         "new_with_image": int(new.present("image").sum()),
         "new_with_text": int(new.present("text").sum()),
-        "knn_share": knn_share if blend is not None else 0.0,
+        "knn_share": knn_share,
+        "ensemble": len(ensemble),  # further models averaged with the model
     }
     return Output(
         {"recommendations": table, "new_items": N.new_items_table(model.n_items, new)},

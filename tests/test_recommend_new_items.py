@@ -72,7 +72,12 @@ def _publish_model(store, split_ref, feat_refs, name, cfg, seed=1):
         "model",
         Output({"training_log": log}, files={"model.pt": model_bytes(model, model.state_dict())}),
         parents=[split_ref, *feat_refs],
-        params={"model": name, "model_config": model.config.to_dict(), "train_config": {}},
+        # another seed is another model (an artifact's ref is made of its inputs, not of its bytes)
+        params={
+            "model": name,
+            "model_config": model.config.to_dict(),
+            "train_config": {} if seed == 1 else {"seed": seed},
+        },
     )
     return ref, model.eval()
 
@@ -375,6 +380,90 @@ def test_knn_share_ranks_by_the_blend_with_content_knn_and_keeps_the_models_scor
         recommend_new_items(store, vbpr_ref, [world["new_images"]], knn_share=0.5, client=sched)
 
 
+def test_ensemble_ranks_by_the_mean_of_the_members_and_keeps_the_models_scores(world):
+    """``ensemble``: each user's new items ranked by the mean of the models' scores, each
+    standardised over the user's 4 new items, with content kNN's share on top; checked against
+    plain loops over the extended models. Scores and explanations stay the model's. Members on
+    another split or other features, the model itself and models that cannot score new items
+    are refused in one line."""
+    from mmiris.pipelines.recommend import plan_new_items
+    from mmiris.recommend.loader import load_trained_model
+    from mmiris.recommend.new_items import load_new_items
+
+    store, hybrid_ref, sched = world["store"], world["hybrid_ref"], world["sched"]
+    new_refs = [world["new_text"], world["new_images"]]
+    cfg = {"emb": 8, "image_hidden": 6, "attention_size": 8}
+    feats = [world["img"], world["txt"]]
+    other_ref, _ = _publish_model(store, world["split"], feats, "hybrid_iris", cfg, seed=2)
+    third_ref, _ = _publish_model(store, world["split"], feats, "hybrid_iris", cfg, seed=3)
+    kw = dict(top_n=TOP, explain_k=EXPLAIN, client=sched)
+    rec = recommend_new_items(store, hybrid_ref, new_refs, ensemble=[third_ref, other_ref], **kw)
+    m = store.manifest(rec)
+    assert m.params["ensemble"] == sorted([str(other_ref), str(third_ref)]) and m.stats["ensemble"] == 2
+    assert {str(other_ref), str(third_ref)} <= set(m.parents) and rec != world["rec"]
+    assert "ensemble" not in store.manifest(world["rec"]).params  # no members: the model alone, as before
+    # the order of the members changes nothing: the same artifact
+    assert recommend_new_items(store, hybrid_ref, new_refs, ensemble=[other_ref, third_ref], **kw) == rec
+    share = 0.4
+    with_knn = recommend_new_items(store, hybrid_ref, new_refs, ensemble=[other_ref], knn_share=share, **kw)
+    knn_ref = next(p for p in store.manifest(with_knn).parents if p.startswith("model-content_knn@"))
+
+    plan = plan_new_items(store, hybrid_ref, new_refs, top_n=TOP, explain_k=EXPLAIN)
+    new = load_new_items(store, plan.features, plan.contents, plan.cls.modalities)
+    split = load_split(store, world["split"])
+    models = {}
+    for role, ref in (("hybrid", hybrid_ref), ("other", other_ref), ("third", third_ref), ("knn", knn_ref)):
+        model = load_trained_model(store, ref)
+        model.set_history(split.history())
+        models[role] = extend_catalogue(model, new.features).eval()
+    n_items = split.n_items
+    cands = torch.arange(n_items, n_items + 4)
+
+    def z(row):
+        mean = sum(row) / len(row)
+        std = (sum((v - mean) ** 2 for v in row) / len(row)) ** 0.5
+        return [0.0 if std == 0 else (v - mean) / std for v in row]
+
+    plain = {(r["user_id"], r["item_id"]): r for r in store.read_table(world["rec"], "recommendations").to_pylist()}
+    moved = 0
+    for ref, weights in (
+        (rec, {"hybrid": 1 / 3, "other": 1 / 3, "third": 1 / 3}),
+        (with_knn, {"hybrid": 0.3, "other": 0.3, "knn": share}),
+    ):
+        rows = store.read_table(ref, "recommendations").to_pylist()
+        for u in range(split.n_users):
+            with torch.no_grad():
+                zs = {r: z(models[r].scores(torch.tensor([u]), cands[None]).double()[0].tolist()) for r in weights}
+                h = models["hybrid"].scores(torch.tensor([u]), cands[None]).double()[0].tolist()
+            mixed = [sum(w * zs[r][t] for r, w in weights.items()) for t in range(4)]
+            want = sorted(range(4), key=lambda t: -mixed[t])[:TOP]
+            mine = sorted((r for r in rows if r["user_id"] == u), key=lambda r: r["rank"])
+            assert [r["item_id"] - n_items for r in mine] == want, (ref, u)
+            np.testing.assert_allclose([r["score"] for r in mine], [1 / (1 + np.exp(-h[t])) for t in want], rtol=1e-4)
+            for r in mine:
+                if (u, r["item_id"]) in plain:  # the same item in the model-alone top-N: same explanations
+                    assert r["explanations"] == plain[(u, r["item_id"])]["explanations"]
+            moved += [r["item_id"] for r in mine] != [
+                r["item_id"] for r in sorted(plain.values(), key=lambda r: r["rank"]) if r["user_id"] == u
+            ]
+    assert moved > 0  # the members moved some user's ranking: the test sees them at all
+
+    with pytest.raises(MmirisError, match="is the model itself or given twice"):
+        recommend_new_items(store, hybrid_ref, new_refs, ensemble=[hybrid_ref])
+    with pytest.raises(MmirisError, match="is the model itself or given twice"):
+        recommend_new_items(store, hybrid_ref, new_refs, ensemble=[other_ref, other_ref])
+    img_only, _ = _publish_model(store, world["split"], [world["img"]], "vbpr", {"emb": 8})
+    with pytest.raises(MmirisError, match=r"it read the features image .*, the model image .*, text .*; every member"):
+        recommend_new_items(store, hybrid_ref, new_refs, ensemble=[img_only])
+    nais_ref, _ = _publish_model(store, world["split"], [], "nais_prod", {"emb": 8})
+    with pytest.raises(MmirisError, match="cannot score new items"):
+        recommend_new_items(store, hybrid_ref, new_refs, ensemble=[nais_ref])
+    elsewhere = split_leave_one_out(store, store.manifest(world["split"]).parents[0], n_negatives=2)
+    off_split, _ = _publish_model(store, elsewhere, feats, "hybrid_iris", cfg, seed=2)
+    with pytest.raises(MmirisError, match=r"trained on split.*every member needs the same split"):
+        recommend_new_items(store, hybrid_ref, new_refs, ensemble=[off_split])
+
+
 def _empty_item_text(store):
     tc = load_contract("item_text").table("item_text")
     t = pa.table({c.name: pa.array([], c.arrow.to_arrow()) for c in tc.columns})
@@ -447,6 +536,9 @@ def test_cli_prints_one_users_new_items_and_refuses_in_one_line(world, capsys):
     rc = main([*argv, *refs, "--user", "3", "--top-n", str(TOP), "--explain-k", "0", "--knn-share", "0.6"])
     out = capsys.readouterr().out
     assert rc == 0 and "New this week for user 3" in out and out.count("↳") == 0
+    rc = main([*argv[:5], "--ensemble", str(world["hybrid_ref"])])  # an ensemble of what? no new items
+    err = capsys.readouterr().err
+    assert rc == 2 and "--ensemble averages models over the ranking of --new-items" in err
 
 
 def test_cli_ingest_new_items_then_recommend_them(world, capsys):

@@ -9,6 +9,7 @@ top-k historical items come from one ``model.attention`` call on the [B, N] targ
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,21 +129,26 @@ def recommend_among(
     top_n: int = 10,
     explain_k: int = 3,
     batch_users: int = 256,
-    blend: tuple[Recommender, float] | None = None,
+    blend: Sequence[tuple[Recommender, float]] = (),
 ) -> TopN:
     """Top-``top_n`` of ``candidates`` (item ids of ``model``, e.g. the new items of an extended
     catalogue, which no user has consumed) for each of ``users`` (default: all), scored with
     ``model.scores`` on ``score_chunk_items`` candidates at a time, with the top ``explain_k``
     historical items per recommendation for attention models.
 
-    ``blend=(other, share)`` ranks by (1 − share)·z_model + share·z_other instead, z being a
-    model's logits standardised over the user's candidates (``standardise_rows``): the
-    score blend of benchmarks/cold_blend.py. Scores stay ``model``'s σ(r̂), explanations its own."""
-    if blend is not None and not 0.0 <= blend[1] <= 1.0:
-        raise ValueError(f"blend share must be in [0, 1], got {blend[1]}")
+    ``blend=[(other, share), ...]`` ranks by (1 − Σ shares)·z_model + Σ share·z_other instead,
+    z being a model's logits standardised over the user's candidates (``standardise_rows``):
+    the score blend of benchmarks/cold_blend.py (content kNN) and of
+    benchmarks/new_item_probes.py (an ensemble of models). Scores stay ``model``'s σ(r̂),
+    explanations its own."""
+    blend = list(blend)
+    shares = [share for _, share in blend]
+    if any(not 0.0 <= share <= 1.0 for share in shares) or sum(shares) > 1.0 + 1e-9:
+        raise ValueError(f"blend shares must be in [0, 1] and sum to at most 1, got {shares}")
+    own = 1.0 - sum(shares)
     model.eval()
-    if blend is not None:
-        blend[0].eval()
+    for other, _ in blend:
+        other.eval()
     users = np.arange(model.n_users, dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
     cands = torch.as_tensor(np.asarray(candidates, dtype=np.int64))
     N = min(top_n, len(cands))
@@ -161,13 +167,13 @@ def recommend_among(
             rows = order[start : start + batch_users]
             u = torch.from_numpy(users[rows]).to(device)
             logits = _all_scores(model, u, cands)
-            if blend is None:
+            if not blend:
                 top, pos = logits.topk(N, dim=1)
             else:
-                other, share = blend
-                mixed = (1.0 - share) * standardise_rows(logits) + share * standardise_rows(
-                    _all_scores(other, u.to(other.device), cands.to(other.device)).to(logits.device)
-                )
+                mixed = own * standardise_rows(logits)
+                for other, share in blend:
+                    z = standardise_rows(_all_scores(other, u.to(other.device), cands.to(other.device)).to(device))
+                    mixed = mixed + share * z
                 pos = mixed.topk(N, dim=1).indices
                 top = logits.gather(1, pos)
             idx = cands[pos]
