@@ -295,6 +295,8 @@ def new_items_pipeline_flow(
     top_n: int = 10,
     explain_k: int = 3,
     users: list[int] | None = None,
+    knn_share: float = 0.0,
+    ensemble: list[str] | None = None,
     workers: int | None = None,
     dask_address: str | None = None,
     report_dir: str | None = "mmiris-report/new-items",
@@ -308,7 +310,9 @@ def new_items_pipeline_flow(
     features with the encoders of ``model``'s own features (Dask) -> for every user (or
     ``users``) the top ``top_n`` among them, each with ``explain_k`` history items
     (``new-recommendations-<model>``) -> the report's "New this week" cards in ``report_dir``
-    (None: no report). The same files again reuse every version."""
+    (None: no report). The same files again reuse every version. ``knn_share`` blends content
+    kNN into the ranking and ``ensemble`` averages further models (same split and features,
+    e.g. other seeds) with ``model``, as ``mmiris recommend --new-items`` does (docs/recommend.md)."""
     forward_stage_logs()
     content = ingest_new_items_flow(
         jsonl=jsonl,
@@ -324,7 +328,15 @@ def new_items_pipeline_flow(
         model=model, new_items=new_items, split=split, workers=workers, dask_address=dask_address, store=store
     )
     recs = recommend_flow(
-        model=model, split=split, top_n=top_n, explain_k=explain_k, users=users, new_items=new_items, store=store
+        model=model,
+        split=split,
+        top_n=top_n,
+        explain_k=explain_k,
+        users=users,
+        new_items=new_items,
+        knn_share=knn_share,
+        ensemble=ensemble,
+        store=store,
     )
     out: dict[str, Any] = {**content, **features, "recommendations": recs}
     if report_dir is not None:

@@ -517,6 +517,20 @@ def test_new_items_pipeline_ranks_the_weeks_new_items_with_their_titles(api, das
     assert {k: v for k, v in again.items() if k != "report"} == {k: v for k, v in new.items() if k != "report"}
     run = _flow_runs(api, "ingest-new-items")[0]
     assert f"reused existing {new['item_text']}" in _run_logs(api, run["id"], f"reused existing {new['item_text']}")
+    # an ensemble with another seed's model and a content-kNN share: the same items, ranked by the blend
+    other = train_flow(
+        split=out["split"],
+        model="hybrid_iris",
+        model_settings={"emb": 8, "attention_size": 8},
+        train_settings={"epochs": 1, "threads": 1, "seed": 1},
+        image_features=out["image_features"],
+        text_features=out["text_features"],
+        store=store_uri,
+    )
+    blended = new_items_pipeline_flow(**{**params, "ensemble": [other], "knn_share": 0.2, "report_dir": None})
+    m = store.manifest(blended["recommendations"])
+    assert m.params["ensemble"] == [other] and m.params["knn_share"] == 0.2 and other in m.parents
+    assert blended["recommendations"] != new["recommendations"] and blended["item_text"] == new["item_text"]
 
 
 def test_a_misspelt_title_field_fails_the_ingest_run_once_without_retries(api, tmp_path):
