@@ -312,13 +312,36 @@ def test_models_without_a_content_path_are_refused_by_name(world):
         extend_catalogue(off, {"text": ItemModality("text", torch.zeros(1, 32), torch.ones(1, dtype=torch.bool))})
 
 
+def _extended_models(world, new_refs, refs: dict):
+    """The published models ``refs`` (role -> ref), each with the split's histories and its
+    catalogue extended by the new items; the split; the new items' ids [4]."""
+    from mmiris.pipelines.recommend import plan_new_items
+    from mmiris.recommend.loader import load_trained_model
+    from mmiris.recommend.new_items import load_new_items
+
+    store = world["store"]
+    plan = plan_new_items(store, world["hybrid_ref"], new_refs, top_n=TOP, explain_k=EXPLAIN)
+    new = load_new_items(store, plan.features, plan.contents, plan.cls.modalities)
+    split = load_split(store, world["split"])
+    models = {}
+    for role, ref in refs.items():
+        model = load_trained_model(store, ref)
+        model.set_history(split.history())
+        models[role] = extend_catalogue(model, new.features).eval()
+    return models, split, torch.arange(split.n_items, split.n_items + 4)
+
+
+def _z(row):
+    """A row standardised (population std), by a loop; zeros if its values are all equal."""
+    mean = sum(row) / len(row)
+    std = (sum((v - mean) ** 2 for v in row) / len(row)) ** 0.5
+    return [0.0 if std == 0 else (v - mean) / std for v in row]
+
+
 def test_knn_share_ranks_by_the_blend_with_content_knn_and_keeps_the_models_scores(world):
     """``knn_share``: each user's new items ranked by (1 − s)·z_hybrid + s·z_kNN, z standardised
     over the user's 4 new items; checked against plain loops over the two extended models.
     Scores and explanations stay the hybrid's (the unblended run's, item for item)."""
-    from mmiris.pipelines.recommend import plan_new_items
-    from mmiris.recommend.loader import load_trained_model
-    from mmiris.recommend.new_items import load_new_items
 
     store, hybrid_ref, sched = world["store"], world["hybrid_ref"], world["sched"]
     new_refs = [world["new_text"], world["new_images"]]
@@ -332,22 +355,8 @@ def test_knn_share_ranks_by_the_blend_with_content_knn_and_keeps_the_models_scor
     }
     assert "knn_share" not in store.manifest(world["rec"]).params  # share 0: the model alone, as before
 
-    plan = plan_new_items(store, hybrid_ref, new_refs, top_n=TOP, explain_k=EXPLAIN)
-    new = load_new_items(store, plan.features, plan.contents, plan.cls.modalities)
-    split = load_split(store, world["split"])
-    models = {}
-    for role, ref in (("hybrid", hybrid_ref), ("knn", knn_ref)):
-        model = load_trained_model(store, ref)
-        model.set_history(split.history())
-        models[role] = extend_catalogue(model, new.features).eval()
-    n_items = split.n_items
-    cands = torch.arange(n_items, n_items + 4)
-
-    def z(row):
-        mean = sum(row) / len(row)
-        std = (sum((v - mean) ** 2 for v in row) / len(row)) ** 0.5
-        return [0.0 if std == 0 else (v - mean) / std for v in row]
-
+    models, split, cands = _extended_models(world, new_refs, {"hybrid": hybrid_ref, "knn": knn_ref})
+    n_items, z = split.n_items, _z
     rows, plain = store.read_table(rec, "recommendations").to_pylist(), {}
     for r in store.read_table(world["rec"], "recommendations").to_pylist():
         plain[(r["user_id"], r["item_id"])] = r
@@ -386,9 +395,6 @@ def test_ensemble_ranks_by_the_mean_of_the_members_and_keeps_the_models_scores(w
     plain loops over the extended models. Scores and explanations stay the model's. Members on
     another split or other features, the model itself and models that cannot score new items
     are refused in one line."""
-    from mmiris.pipelines.recommend import plan_new_items
-    from mmiris.recommend.loader import load_trained_model
-    from mmiris.recommend.new_items import load_new_items
 
     store, hybrid_ref, sched = world["store"], world["hybrid_ref"], world["sched"]
     new_refs = [world["new_text"], world["new_images"]]
@@ -408,22 +414,9 @@ def test_ensemble_ranks_by_the_mean_of_the_members_and_keeps_the_models_scores(w
     with_knn = recommend_new_items(store, hybrid_ref, new_refs, ensemble=[other_ref], knn_share=share, **kw)
     knn_ref = next(p for p in store.manifest(with_knn).parents if p.startswith("model-content_knn@"))
 
-    plan = plan_new_items(store, hybrid_ref, new_refs, top_n=TOP, explain_k=EXPLAIN)
-    new = load_new_items(store, plan.features, plan.contents, plan.cls.modalities)
-    split = load_split(store, world["split"])
-    models = {}
-    for role, ref in (("hybrid", hybrid_ref), ("other", other_ref), ("third", third_ref), ("knn", knn_ref)):
-        model = load_trained_model(store, ref)
-        model.set_history(split.history())
-        models[role] = extend_catalogue(model, new.features).eval()
-    n_items = split.n_items
-    cands = torch.arange(n_items, n_items + 4)
-
-    def z(row):
-        mean = sum(row) / len(row)
-        std = (sum((v - mean) ** 2 for v in row) / len(row)) ** 0.5
-        return [0.0 if std == 0 else (v - mean) / std for v in row]
-
+    roles = {"hybrid": hybrid_ref, "other": other_ref, "third": third_ref, "knn": knn_ref}
+    models, split, cands = _extended_models(world, new_refs, roles)
+    n_items, z = split.n_items, _z
     plain = {(r["user_id"], r["item_id"]): r for r in store.read_table(world["rec"], "recommendations").to_pylist()}
     moved = 0
     for ref, weights in (
