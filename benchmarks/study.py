@@ -104,7 +104,8 @@ log = logging.getLogger("benchmarks.study")
 # on 64 directions and 0.2230 on 32; trained, four seeds rank cold items 0.0024 below simfine's,
 # docs/content.md); simitem: simfine with a metric-dropout mask per item instead of per batch
 # (metric_dropout_per "item"; seed ensembles of simfine rank cold items +0.005 better than
-# single seeds, docs/content.md, so per-step noise is the suspect)
+# single seeds, docs/content.md, so per-step noise is the suspect); simheads: simfine with two
+# learned-similarity heads, each batch training one and inference averaging them (metric_heads 2)
 VARIANTS = (
     "",
     "shuffled",
@@ -120,6 +121,7 @@ VARIANTS = (
     "simfast",
     "simwide",
     "simitem",
+    "simheads",
 )
 SIMPULL_REG_METRIC = 1e-4  # λ of simpull's pull (docs/content.md, eighth session)
 # simfine's validation every 1,000 of the ~8,300 steps of a cold-validation epoch; its patience
@@ -139,6 +141,7 @@ VARIANT_MODEL: dict[str, dict] = {
     "simpull": {**SIMPATH, "reg_metric": SIMPULL_REG_METRIC},
     "simwide": {**SIMPATH, "content_similarity": 64},
     "simitem": {**SIMPATH, "metric_dropout_per": "item"},
+    "simheads": {**SIMPATH, "metric_heads": 2},
 }
 VARIANT_TRAIN: dict[str, dict] = {
     "mixed": {"batch_order": "shuffled"},
@@ -148,6 +151,7 @@ VARIANT_TRAIN: dict[str, dict] = {
     "simfast": {"eval_steps": 500, "patience": 12},  # patience: 6,000 steps
     "simwide": SIMFINE_TRAIN,
     "simitem": SIMFINE_TRAIN,
+    "simheads": SIMFINE_TRAIN,
 }
 
 

@@ -330,6 +330,57 @@ def test_metric_dropout_per_item_gives_each_item_its_own_masks():
         build_model("hybrid_iris", cfg, history.n_users, N_ITEMS, history, feats)
 
 
+def test_metric_heads_average_at_inference_and_train_one_head_per_batch():
+    """``metric_heads=2``: outside training the similarity term is the mean of the heads',
+    γ ½ Σ_k (c_i M_p^k)·(c_j M_q^k), so a two-head model scores exactly as the mean of two
+    one-head models that hold one head each (everything else equal), through the model and
+    through the new-item path; in training each batch uses one head, drawn first, and only
+    that head gets a gradient; the heads start at the principal directions."""
+    from mmiris.models.build import build_model
+
+    history, users, targets, feats = tiny_data(seed=11)
+    cfg = {"emb": 8, "image_hidden": 6, "content_dropout": 0.0, "content_metric": True, "metric_dropout": 0.0}
+    torch.manual_seed(5)
+    two = build_model("hybrid_iris", {**cfg, "metric_heads": 2}, history.n_users, N_ITEMS, history, feats)
+    assert torch.equal(two.metric_heads_p[0], two.content_basis) and torch.equal(two.metric_heads_q[0], two.metric_q)
+    with torch.no_grad():
+        for prm in two.parameters():
+            prm.normal_(0.0, 0.3)
+    singles = []
+    for k in range(2):
+        one = build_model("hybrid_iris", cfg, history.n_users, N_ITEMS, history, feats)
+        state = {n: v for n, v in two.state_dict().items() if not n.startswith("metric_heads")}
+        if k:
+            state["metric_p"], state["metric_q"] = two.metric_heads_p[0].detach(), two.metric_heads_q[0].detach()
+        one.load_state_dict(state)
+        singles.append(one.eval())
+    two.eval()
+    with torch.no_grad():
+        _close(
+            two.scores(users, targets),
+            (singles[0].scores(users, targets) + singles[1].scores(users, targets)) / 2,
+            "two heads: the mean of the one-head models",
+        )
+        hist, hlen = two.history_of(users)
+        _close(
+            two.similarity_path(hist, hlen, targets),
+            (singles[0].similarity_path(hist, hlen, targets) + singles[1].similarity_path(hist, hlen, targets)) / 2,
+            "two heads: the new-item path",
+        )
+    two.train()
+    torch.manual_seed(17)
+    drawn = int(torch.randint(2, ()))
+    torch.manual_seed(17)
+    two.zero_grad()
+    two.scores(users, targets).sum().backward()
+    extra = two.metric_heads_p.grad
+    head_grads = [two.metric_p.grad, None if extra is None else extra[0]]  # None: no gradient reached it
+    size = [0.0 if g is None else float(g.abs().sum()) for g in head_grads]
+    assert size[drawn] > 0 and size[1 - drawn] == 0
+    with pytest.raises(ValueError, match="metric_heads"):
+        build_model("hybrid_iris", {**cfg, "metric_heads": 0}, history.n_users, N_ITEMS, history, feats)
+
+
 def test_the_learned_metric_starts_at_the_fixed_similarity():
     """Built (not randomised), M_p = M_q = the principal directions, so a model with
     ``content_metric`` scores exactly as the one with the fixed term; it needs the term and a

@@ -28,6 +28,12 @@ With g_i = [v_i; t_i] the outputs of Multimodal IRIS's towers (eq. 7–8) for it
   after a few epochs (docs/content.md). With ``metric_dropout_per="item"`` (eleventh
   session) each item in the batch gets its own masks, so one step averages over many masks
   instead of following one.
+  With ``metric_heads`` = K > 1 (eleventh session) there are K pairs of projections, all
+  starting at the principal directions; each training batch trains one pair, drawn at random,
+  and outside training the term is their mean, γ (1/K) Σ_k (c_i M_p^k)·(c_j M_q^k) (the
+  projections side by side, each scaled by K^-1/2): an ensemble inside one run. Averaging
+  the new-item paths of models trained with different seeds ranks cold items better than any
+  one of them (docs/content.md).
   ``reg_metric`` pulls both projections back towards the directions they start at
   (λ‖M − B‖², eighth session): unpulled they grew to 11 times their starting norm on ML-1M.
 
@@ -113,6 +119,9 @@ class HybridIRISConfig(MultimodalIRISConfig):
     # rows of M_p and M_q dropped) or "item" (one per side for each item in the batch, its
     # content dimensions dropped: the same expected projection with far less noise per step)
     metric_dropout_per: str = "batch"
+    # learned similarity heads: each training batch trains one, drawn at random, and inference
+    # averages them (their projections side by side): an ensemble inside one run (1: one head)
+    metric_heads: int = 1
     # L2 pull of the learned projections towards the directions they start at:
     # reg_metric · (‖M_p − B‖² + ‖M_q − B‖²), B the principal directions (0: off)
     reg_metric: float = 0.0
@@ -174,6 +183,7 @@ class HybridIRIS(MultimodalIRIS):
                 self.register_buffer(f"{m}_content_mean", mu)
             self.register_buffer("content_basis", basis)
         self.metric_p = self.metric_q = None
+        self.metric_heads_p = self.metric_heads_q = None
         if config.content_metric:
             if not config.content_similarity:
                 raise ValueError("content_metric learns the projections of ĉ: it needs content_similarity > 0")
@@ -187,8 +197,14 @@ class HybridIRIS(MultimodalIRIS):
                 raise ValueError(f"reg_metric must be >= 0, got {config.reg_metric}")
             if not config.metric_lr > 0:
                 raise ValueError(f"metric_lr must be > 0, got {config.metric_lr}")
+            if config.metric_heads < 1:
+                raise ValueError(f"metric_heads must be >= 1, got {config.metric_heads}")
             self.metric_p = torch.nn.Parameter(basis.clone())  # M_p (history side)
             self.metric_q = torch.nn.Parameter(basis.clone())  # M_q (target side)
+            if config.metric_heads > 1:  # the further heads, all starting where the first does
+                extra = basis.expand(config.metric_heads - 1, *basis.shape).clone()
+                self.metric_heads_p = torch.nn.Parameter(extra.clone())
+                self.metric_heads_q = torch.nn.Parameter(extra)
         if config.new_items not in NEW_ITEM_PATHS:
             raise ValueError(f"new_items must be one of {NEW_ITEM_PATHS}, got {config.new_items!r}")
         if config.new_items == "similarity" and not config.content_similarity:
@@ -211,7 +227,11 @@ class HybridIRIS(MultimodalIRIS):
         )
         if self.metric_p is None or self.metric_q is None:
             return rows @ self.content_basis
-        Mp, Mq = self.metric_p, self.metric_q
+        Mps, Mqs = self.metric_projections()
+        if not (self.training and torch.is_grad_enabled()):  # every head, averaged: [history | target]
+            return rows @ torch.cat([*Mps, *Mqs], dim=1) * len(Mps) ** -0.5
+        k = int(torch.randint(len(Mps), ())) if len(Mps) > 1 else 0  # this batch's head
+        Mp, Mq = Mps[k], Mqs[k]
         drop = self.config.metric_dropout
         if drop and self.training and torch.is_grad_enabled() and self.config.metric_dropout_per == "item":
             kp = (torch.rand(rows.shape, device=rows.device) >= drop).to(rows.dtype) / (1 - drop)
@@ -222,6 +242,15 @@ class HybridIRIS(MultimodalIRIS):
             Mp = Mp * ((torch.rand(D, device=Mp.device) >= drop).to(Mp.dtype) / (1 - drop))[:, None]
             Mq = Mq * ((torch.rand(D, device=Mq.device) >= drop).to(Mq.dtype) / (1 - drop))[:, None]
         return rows @ torch.cat([Mp, Mq], dim=1)
+
+    def metric_projections(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The learned heads' projections: ([M_p of each head], [M_q of each head])."""
+        assert self.metric_p is not None and self.metric_q is not None
+        Mps, Mqs = [self.metric_p], [self.metric_q]
+        if self.metric_heads_p is not None and self.metric_heads_q is not None:
+            Mps += list(self.metric_heads_p.unbind(0))
+            Mqs += list(self.metric_heads_q.unbind(0))
+        return Mps, Mqs
 
     @torch.no_grad()
     def zero_untrained_rows(self) -> None:
@@ -287,17 +316,19 @@ class HybridIRIS(MultimodalIRIS):
         the history [B, L, d], zero on padding; the target side's ĉ of the targets [B, T, d], or
         [T, d] when ``items`` [T] is shared by every row; the history side's ĉ of the targets,
         for j's own term; whether j is in the history [B, T])."""
-        d, c = self.config.content_similarity, self.config
+        c = self.config
         B, L = hist.shape
         cached = getattr(self, "_tables", None)
         if cached is not None and not torch.is_grad_enabled():  # evaluation: the catalogue's ĉ
             S_tab = cached[4]
+            d = self._side_width(S_tab)
             S_items = S_tab[items]
             Sh, St, Sj = S_tab[hist][..., :d], S_items[..., -d:], S_items[..., :d]
         else:
             uniq, inv = torch.unique(torch.cat([hist.reshape(-1), items.reshape(-1)]), return_inverse=True)
             with torch.autocast(uniq.device.type, enabled=False):
                 S = self.content_similarity_vectors(uniq)
+            d = self._side_width(S)
             ih, it = inv[: B * L], inv[B * L :]
             Sh = S[ih, :d].view(B, L, d)
             St, Sj = S[it, -d:].view(*items.shape, d), S[it, :d].view(*items.shape, d)
@@ -389,20 +420,26 @@ class HybridIRIS(MultimodalIRIS):
             C = C + self.irn_q(QT)
         if self.sim_scale is not None:  # p̃_i·q̃_j = p_i·q_j + γ ĉ_i·ĉ_j
             if self.metric_p is not None:  # the history side's ĉ, then the target side's
-                d = self.config.content_similarity
+                d = self._side_width(Sh)
                 Sh, St = Sh[..., :d], St[..., d:]
             PH = torch.cat([PH, self.sim_scale * Sh], dim=-1)
             QT = torch.cat([QT, St], dim=-1)
         return PH, QT, dict(A=A, C=C)
 
+    def _side_width(self, S: torch.Tensor) -> int:
+        """Columns of one side in ĉ vectors ``S`` (the learned metric's hold the history side,
+        then the target side; the fixed term's are both)."""
+        return S.shape[-1] // 2 if self.metric_p is not None else S.shape[-1]
+
     def optimizer_groups(self) -> list[dict]:
         """With ``content_metric`` and ``metric_lr`` ≠ 1, M_p and M_q in a group of their own."""
         if self.metric_p is None or self.metric_q is None or self.config.metric_lr == 1.0:
             return super().optimizer_groups()
-        metric = {id(self.metric_p), id(self.metric_q)}
+        own = [self.metric_p, self.metric_q] + [m for m in (self.metric_heads_p, self.metric_heads_q) if m is not None]
+        metric = {id(m) for m in own}
         return [
             {"params": [p for p in self.parameters() if id(p) not in metric]},
-            {"params": [self.metric_p, self.metric_q], "lr_scale": self.config.metric_lr},
+            {"params": own, "lr_scale": self.config.metric_lr},
         ]
 
     def regularization(self):
@@ -414,5 +451,6 @@ class HybridIRIS(MultimodalIRIS):
             r = r + c.reg_attention * (sq(self.irn_p.weight) + sq(self.irn_q.weight))
         if self.metric_p is not None and self.metric_q is not None and c.reg_metric:
             B = self.content_basis
-            r = r + c.reg_metric * (sq(self.metric_p - B) + sq(self.metric_q - B))
+            Mps, Mqs = self.metric_projections()
+            r = r + c.reg_metric * sum(sq(Mp - B) + sq(Mq - B) for Mp, Mq in zip(Mps, Mqs))
         return r
