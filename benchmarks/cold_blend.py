@@ -142,6 +142,20 @@ def _cross_fit(ranks: np.ndarray, case_items: np.ndarray, grid: list[float], fol
     return {"folds": folds, "seed": seed, "test": _hr_ndcg(pooled), "per_fold": per_fold}
 
 
+def load_on_split(store, split_full: str, ref: str, history, label: str = ""):
+    """Model ``ref``, refused unless it was trained on split ``split_full``, with ``history``
+    set (``label`` prefixes the refusal, e.g. the flag that named it)."""
+    from mmiris.errors import MmirisError
+    from mmiris.models.build import load_model
+
+    parents = store.manifest(ref).parents
+    if split_full not in parents:
+        raise MmirisError(f"{label}{ref} was not trained on --split {split_full} (its inputs: {', '.join(parents)})")
+    model = load_model(store, ref)
+    model.set_history(history)
+    return model
+
+
 def run(
     store, split_ref: str, model_ref: str, knn_ref: str | None, grid: list[float], folds: int = 2, seed: int = 0
 ) -> dict:
@@ -149,7 +163,6 @@ def run(
     from mmiris.errors import InputError, MmirisError
     from mmiris.eval.protocols import sampled_scores
     from mmiris.models.base import targets_as_new
-    from mmiris.models.build import load_model
     from mmiris.pipelines.recommend import content_knn_for
 
     split = load_split(store, split_ref)
@@ -159,16 +172,11 @@ def run(
             knn_ref = str(content_knn_for(store, split_full, model_ref))
         except InputError as exc:
             raise MmirisError(f"{exc}; pass --knn") from None
-    models = {}
-    for role, ref in (("model", model_ref), ("knn", knn_ref)):
-        parents = store.manifest(ref).parents
-        if split_full not in parents:
-            raise MmirisError(
-                f"--{role} {ref} was not trained on --split {split_full} (its inputs: {', '.join(parents)})"
-            )
-        m = load_model(store, ref)
-        m.set_history(split.history())
-        models[role] = m
+    history = split.history()
+    models = {
+        role: load_on_split(store, split_full, ref, history, f"--{role} ")
+        for role, ref in (("model", model_ref), ("knn", knn_ref))
+    }
     cold = store.manifest(split_full).stats.get("setting") == "cold"
     t0 = time.perf_counter()
     # validation on a cold split: warm items scored as new items; elsewhere as they are, like the test items

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.cold_blend import standardise
+from benchmarks.cold_blend import _hr_ndcg, load_on_split, standardise
 from benchmarks.results_io import finish, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,13 +58,6 @@ RESULTS = ROOT / "benchmarks" / "results" / "new_item_probes.json"
 SETS = ("valid", "test")
 
 log = logging.getLogger("benchmarks.new_item_probes")
-
-
-def _hr_ndcg(ranks: np.ndarray) -> dict[str, float]:
-    from mmiris.eval.metrics import metrics_from_ranks
-
-    met = metrics_from_ranks(ranks)
-    return {"hr10": round(float(met["hr10"]), 4), "ndcg10": round(float(met["ndcg10"]), 4)}
 
 
 def _row(ranks: dict[str, np.ndarray], **key) -> dict:
@@ -84,16 +77,7 @@ def _candidates(split, which: str) -> np.ndarray:
 
 
 def _loaded(store, split_full: str, ref: str, history):
-    from mmiris.errors import MmirisError
-    from mmiris.models.build import load_model
-
-    parents = store.manifest(ref).parents
-    if split_full not in parents:
-        raise MmirisError(f"{ref} was not trained on --split {split_full} (its inputs: {', '.join(parents)})")
-    model = load_model(store, ref)
-    model.set_history(history)
-    model.eval()
-    return model
+    return load_on_split(store, split_full, ref, history).eval()
 
 
 def case_scores(model, split, which: str):
@@ -193,13 +177,13 @@ def pooling_rows(split, sources, taus, ks, base: dict) -> list[dict]:
     """One row per source and pooling; ``base`` holds each set's CaseScores (for the negatives
     that count and the ranking)."""
     history = split.history()
+    users = {s: np.asarray(getattr(split, f"{s}_users"), np.int64) for s in SETS}
+    cands = {s: _candidates(split, s) for s in SETS}
+    sample = torch.from_numpy(np.unique(np.concatenate([c.ravel() for c in cands.values()])))
+    hist_items = torch.from_numpy(np.unique(history.indices))
     rows = []
     for name, (H, T) in sources.items():
-        users = {s: np.asarray(getattr(split, f"{s}_users"), np.int64) for s in SETS}
-        cands = {s: _candidates(split, s) for s in SETS}
-        sample = np.unique(np.concatenate([c.ravel() for c in cands.values()]))
-        hist_items = np.unique(history.indices)
-        sigma = float((H[torch.from_numpy(hist_items)] @ T[torch.from_numpy(sample)].t()).std())
+        sigma = float((H[hist_items] @ T[sample].t()).std())
         pooled = {s: pooled_scores(H, T, history, users[s], cands[s], taus, ks, sigma) for s in SETS}
         for pool in pooled["test"]:
             ranks = {s: base[s].ranks(pooled[s][pool]) for s in SETS}

@@ -531,6 +531,10 @@ def test_new_items_pipeline_ranks_the_weeks_new_items_with_their_titles(api, das
     m = store.manifest(blended["recommendations"])
     assert m.params["ensemble"] == [other] and m.params["knn_share"] == 0.2 and other in m.parents
     assert blended["recommendations"] != new["recommendations"] and blended["item_text"] == new["item_text"]
+    from mmiris.flows.recommend import recommend_flow
+
+    with pytest.raises(ValueError, match="ensemble averages models over new items: give new_items"):
+        recommend_flow(model=model, ensemble=[other], store=store_uri)  # the catalogue: nothing to average
 
 
 def test_a_misspelt_title_field_fails_the_ingest_run_once_without_retries(api, tmp_path):
